@@ -1,0 +1,4 @@
+//! The drivers of the core: each moves bytes between the outside world and
+//! [`crate::pipeline::Pipeline`].
+
+pub mod process;

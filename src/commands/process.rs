@@ -1,0 +1,154 @@
+//! `acs-stream process`: the core over JSON lines, offline.
+//!
+//! Each input line is one record value. Every line ends in exactly one output file:
+//! `<events topic>.jsonl` for its tenant, or `<dead-letter topic>.jsonl`. Values are always
+//! JSON here (the JSON contract), whatever `output.format` says.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::decode::ErrorCode;
+use crate::encode::Format;
+use crate::model::Source;
+use crate::pipeline::{Outcome, Pipeline, Record};
+
+/// What to process.
+#[derive(Debug, Clone)]
+pub struct ProcessOptions {
+    /// Input file, or `-` for standard input.
+    pub input: PathBuf,
+    /// Output directory (created when absent).
+    pub out: PathBuf,
+    /// Lineage topic name; default: the input file's name, or `stdin`.
+    pub source_topic: Option<String>,
+    /// Processing time in epoch milliseconds (the clock passed to the core).
+    pub now_ms: i64,
+}
+
+/// Counts of one run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub records: u64,
+    pub events: u64,
+    pub dead_letters: u64,
+    /// Records written per output topic.
+    pub per_topic: BTreeMap<String, u64>,
+    /// Dead letters per error code.
+    pub per_code: BTreeMap<ErrorCode, u64>,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "{} records: {} events, {} dead letters", self.records, self.events, self.dead_letters)?;
+        writeln!(f, "records per topic:")?;
+        for (topic, count) in &self.per_topic {
+            writeln!(f, "  {topic:<40} {count:>8}")?;
+        }
+        if !self.per_code.is_empty() {
+            writeln!(f, "dead letters per code:")?;
+            for (code, count) in &self.per_code {
+                writeln!(f, "  {:<40} {count:>8}", code.as_str())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why a run stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error("cannot write {path}: {source}")]
+    Write { path: PathBuf, source: io::Error },
+}
+
+/// Runs `process`: reads every line, writes every output, returns the counts.
+pub fn run(pipeline: &Pipeline, options: &ProcessOptions) -> Result<Summary, ProcessError> {
+    let pipeline = pipeline.clone().with_format(Format::Json);
+    let stdin = options.input.as_os_str() == "-";
+    let read_error = |source| ProcessError::Read { path: options.input.clone(), source };
+    let reader: Box<dyn Read> =
+        if stdin { Box::new(io::stdin().lock()) } else { Box::new(File::open(&options.input).map_err(read_error)?) };
+    let topic: Arc<str> = match &options.source_topic {
+        Some(topic) => Arc::from(topic.as_str()),
+        None if stdin => Arc::from("stdin"),
+        None => Arc::from(options.input.file_name().map_or("input".into(), |n| n.to_string_lossy()).as_ref()),
+    };
+    std::fs::create_dir_all(&options.out)
+        .map_err(|source| ProcessError::Write { path: options.out.clone(), source })?;
+
+    let mut outputs = Outputs { dir: &options.out, files: HashMap::new() };
+    let mut summary = Summary::default();
+    let mut reader = BufReader::with_capacity(1 << 16, reader);
+    let mut line = Vec::new();
+    let mut offset: i64 = 0;
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line).map_err(read_error)? == 0 {
+            break;
+        }
+        let value = strip_line_ending(&line);
+        let source = Source { topic: topic.clone(), partition: 0, offset };
+        let record = Record { key: None, value, source };
+        let (topic_name, bytes) = match pipeline.process(&record, options.now_ms) {
+            Outcome::Event(output) => {
+                summary.events += 1;
+                (output.topic, output.value)
+            }
+            Outcome::DeadLetter(dead) => {
+                summary.dead_letters += 1;
+                *summary.per_code.entry(dead.rejection.code).or_default() += 1;
+                (pipeline.dead_letter_topic().to_owned(), dead.to_json_line(None, value))
+            }
+        };
+        outputs.write(&topic_name, &bytes)?;
+        *summary.per_topic.entry(topic_name).or_default() += 1;
+        summary.records += 1;
+        offset += 1;
+    }
+    outputs.finish()?;
+    Ok(summary)
+}
+
+/// A line without its `\n` (or `\r\n`) ending.
+fn strip_line_ending(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+/// One JSON-lines file per topic, opened (and truncated) on first use.
+struct Outputs<'a> {
+    dir: &'a Path,
+    files: HashMap<String, (PathBuf, BufWriter<File>)>,
+}
+
+impl Outputs<'_> {
+    fn write(&mut self, topic: &str, line: &[u8]) -> Result<(), ProcessError> {
+        if !self.files.contains_key(topic) {
+            // Topic names are [A-Za-z0-9._-]: safe as file names.
+            let path = self.dir.join(format!("{topic}.jsonl"));
+            let file = File::create(&path).map_err(|source| ProcessError::Write { path: path.clone(), source })?;
+            self.files.insert(topic.to_owned(), (path, BufWriter::new(file)));
+        }
+        let (path, writer) = self.files.get_mut(topic).expect("inserted above");
+        writer
+            .write_all(line)
+            .and_then(|()| writer.write_all(b"\n"))
+            .map_err(|source| ProcessError::Write { path: path.clone(), source })
+    }
+
+    fn finish(self) -> Result<(), ProcessError> {
+        for (_, (path, writer)) in self.files {
+            writer
+                .into_inner()
+                .map_err(|e| e.into_error())
+                .and_then(|file| file.sync_all())
+                .map_err(|source| ProcessError::Write { path, source })?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,90 @@
+//! Topic routing: `acs.{tenant}.events`-style templates.
+
+use crate::decode::identity::{MAX_TOPIC_LEN, is_topic_char};
+
+/// The placeholder a per-tenant template must hold exactly once.
+pub const TENANT_PLACEHOLDER: &str = "{tenant}";
+
+/// A topic name template with one `{tenant}` placeholder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicTemplate {
+    prefix: String,
+    suffix: String,
+}
+
+/// Why a template or topic name is unusable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TopicError {
+    #[error("must contain `{{tenant}}` exactly once")]
+    Placeholder,
+    #[error("has the character {0:?}; topic names may only use A-Z a-z 0-9 . _ -")]
+    Character(char),
+    #[error("leaves no room for a tenant id within Kafka's {MAX_TOPIC_LEN} characters")]
+    TooLong,
+    #[error("must not be empty, `.` or `..`")]
+    Empty,
+}
+
+impl TopicTemplate {
+    pub fn parse(template: &str) -> Result<TopicTemplate, TopicError> {
+        let mut pieces = template.split(TENANT_PLACEHOLDER);
+        let (Some(prefix), Some(suffix), None) = (pieces.next(), pieces.next(), pieces.next()) else {
+            return Err(TopicError::Placeholder);
+        };
+        if let Some(bad) = prefix.chars().chain(suffix.chars()).find(|c| !is_topic_char(*c)) {
+            return Err(TopicError::Character(bad));
+        }
+        if prefix.len() + suffix.len() >= MAX_TOPIC_LEN {
+            return Err(TopicError::TooLong);
+        }
+        Ok(TopicTemplate { prefix: prefix.to_owned(), suffix: suffix.to_owned() })
+    }
+
+    /// Characters the template adds around the tenant id.
+    pub fn fixed_len(&self) -> usize {
+        self.prefix.len() + self.suffix.len()
+    }
+
+    /// The topic for a tenant (the tenant is already validated).
+    pub fn render(&self, tenant: &str) -> String {
+        let mut topic = String::with_capacity(self.fixed_len() + tenant.len());
+        topic.push_str(&self.prefix);
+        topic.push_str(tenant);
+        topic.push_str(&self.suffix);
+        topic
+    }
+}
+
+/// Checks a fixed topic name (such as the dead-letter topic).
+pub fn check_topic_name(name: &str) -> Result<(), TopicError> {
+    if name.is_empty() || name == "." || name == ".." {
+        return Err(TopicError::Empty);
+    }
+    if let Some(bad) = name.chars().find(|c| !is_topic_char(*c)) {
+        return Err(TopicError::Character(bad));
+    }
+    if name.len() > MAX_TOPIC_LEN {
+        return Err(TopicError::TooLong);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_render_and_refuse_what_kafka_would() {
+        let template = TopicTemplate::parse("acs.{tenant}.events").unwrap();
+        assert_eq!(template.render("acme"), "acs.acme.events");
+        assert_eq!(template.fixed_len(), 11);
+        assert_eq!(TopicTemplate::parse("{tenant}").unwrap().render("x"), "x");
+        assert_eq!(TopicTemplate::parse("acs.events"), Err(TopicError::Placeholder));
+        assert_eq!(TopicTemplate::parse("{tenant}.{tenant}"), Err(TopicError::Placeholder));
+        assert_eq!(TopicTemplate::parse("acs/{tenant}"), Err(TopicError::Character('/')));
+        assert_eq!(TopicTemplate::parse(&format!("{}{{tenant}}", "a".repeat(249))), Err(TopicError::TooLong));
+        assert_eq!(check_topic_name("acs.dlq"), Ok(()));
+        assert_eq!(check_topic_name(".."), Err(TopicError::Empty));
+        assert_eq!(check_topic_name("a b"), Err(TopicError::Character(' ')));
+    }
+}

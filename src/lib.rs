@@ -1,0 +1,31 @@
+//! acs-stream: a stream processor for TAO proctoring "ACS log" events.
+//!
+//! # Layout
+//!
+//! One event flows top to bottom through these modules (DESIGN.md §1):
+//!
+//! - [`model`]: plain data: the canonical [`model::Event`], its vocabularies, the reason catalog.
+//! - [`decode`]: bytes → canonical event (any of the four upstream shapes), or a rejection
+//!   with a dead-letter code; the checks run in a fixed, documented order.
+//! - [`enrich`]: reason code → category (catalog), reason message → security signal.
+//! - [`encode`]: output records: topic routing, protobuf or JSON values, dead letters.
+//! - [`pipeline`]: `Pipeline::process(record, now)`: the pure core wiring the above.
+//! - [`config`]: typed configuration; defaults from `config/default.toml`; validation.
+//! - [`commands`]: the drivers: `process` (files), and later `run`, `demo`, `generate`, `tail`.
+//! - [`synth`]: deterministic synthetic traffic (benchmarks, demo, generator).
+//!
+//! Everything but `commands` is synchronous and pure: no I/O, no clock of its own.
+
+#![forbid(unsafe_code)]
+
+pub mod commands;
+pub mod config;
+pub mod decode;
+pub mod encode;
+pub mod enrich;
+pub mod model;
+pub mod pipeline;
+pub mod synth;
+
+/// The processor's version, as published in lineage fields and headers.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,99 @@
+//! The `acs-stream` command line: parse, load and validate the configuration (exit 64 on a
+//! bad one), dispatch to a command.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use acs_stream::commands::process::{self, ProcessOptions};
+use acs_stream::config::Config;
+use acs_stream::pipeline::Pipeline;
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+/// mimalloc: the core allocates many small, short-lived strings per record (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// EX_USAGE: the command line or the configuration is wrong.
+const EXIT_USAGE: u8 = 64;
+/// EX_IOERR: an input could not be read or an output written.
+const EXIT_IO: u8 = 74;
+
+#[derive(Parser)]
+#[command(name = "acs-stream", version, about = "Stream processor for TAO proctoring ACS log events")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the core over JSON lines offline: one JSON-lines file per output topic.
+    Process {
+        /// Input file of JSON lines (each line one record value), or `-` for standard input.
+        #[arg(long)]
+        input: PathBuf,
+        /// Output directory (created when absent): `<topic>.jsonl` per output topic.
+        #[arg(long)]
+        out: PathBuf,
+        /// Configuration file (TOML), laid over the embedded defaults.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Topic name recorded as the events' source (default: the input file's name).
+        #[arg(long)]
+        source_topic: Option<String>,
+        /// Processing time, epoch milliseconds (default: now). Fix it for reproducible output.
+        #[arg(long)]
+        now: Option<i64>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Command::Process { input, out, config, source_topic, now } => {
+            let pipeline = match load(config.as_deref()) {
+                Ok(pipeline) => pipeline,
+                Err(error) => {
+                    eprintln!("acs-stream: invalid configuration: {error:#}");
+                    return ExitCode::from(EXIT_USAGE);
+                }
+            };
+            let options = ProcessOptions { input, out, source_topic, now_ms: now.unwrap_or_else(now_ms) };
+            match process::run(&pipeline, &options) {
+                Ok(summary) => {
+                    eprint!("{summary}");
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("acs-stream: {error}");
+                    ExitCode::from(EXIT_IO)
+                }
+            }
+        }
+    }
+}
+
+fn load(config: Option<&std::path::Path>) -> anyhow::Result<Pipeline> {
+    let config = Config::load(config)?;
+    let catalog = config.catalog()?;
+    Pipeline::new(&config, catalog).context("building the pipeline")
+}
+
+fn now_ms() -> i64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Logs go to stderr; level from `RUST_LOG` (default `info`), JSON when `ACS_STREAM_LOG_FORMAT=json`.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if std::env::var("ACS_STREAM_LOG_FORMAT").is_ok_and(|v| v == "json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

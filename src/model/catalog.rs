@@ -1,0 +1,360 @@
+//! The reason catalog: cause and reason codes of the spec (proctoring-acs-log.txt,
+//! "Cause and Reason Codes"), built in, extendable and overridable from a TOML file.
+//!
+//! Category by range: 10000–19999 Environment, 20000–29999 Examinee, 30000–39999
+//! Proctor/Staff, 40000–49999 Technical. A code in a range but not in the table gets the
+//! range's category with cause `OTHER`. 999 is upstream's "anything else" fallback.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::event::{Anomaly, ReasonCode};
+
+/// Upstream's fallback code for "anything else": no category.
+pub const FALLBACK_CODE: i64 = 999;
+
+/// A reason category (the spec's "Cause category").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Category {
+    Environment,
+    Examinee,
+    ProctorStaff,
+    Technical,
+}
+
+impl Category {
+    pub const ALL: [Category; 4] =
+        [Category::Environment, Category::Examinee, Category::ProctorStaff, Category::Technical];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Category::Environment => "ENVIRONMENT",
+            Category::Examinee => "EXAMINEE",
+            Category::ProctorStaff => "PROCTOR_STAFF",
+            Category::Technical => "TECHNICAL",
+        }
+    }
+
+    /// The category whose range holds `code`, if any.
+    pub fn of_range(code: i64) -> Option<Category> {
+        match code {
+            10_000..=19_999 => Some(Category::Environment),
+            20_000..=29_999 => Some(Category::Examinee),
+            30_000..=39_999 => Some(Category::ProctorStaff),
+            40_000..=49_999 => Some(Category::Technical),
+            _ => None,
+        }
+    }
+}
+
+/// What the catalog says about one code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReasonInfo {
+    pub category: Category,
+    /// The spec's "Exact Cause" (`NAVIGATION`, `OTHER`, ...).
+    pub cause: Arc<str>,
+    /// The spec's description; `None` where the spec says N/A.
+    pub description: Option<Arc<str>>,
+}
+
+/// The outcome of looking a reason code up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// Null or absent reason: no category, no anomaly.
+    NoReason,
+    Known(ReasonInfo),
+    /// 999, non-numeric, or outside every range: no category, this anomaly.
+    Unclassified(Anomaly),
+}
+
+/// The spec's table: (code, category, cause, description).
+const BUILTIN: &[(i64, Category, &str, Option<&str>)] = &[
+    (10010, Category::Environment, "COMFORT", None),
+    (10020, Category::Environment, "DISTURBANCE", None),
+    (10030, Category::Environment, "NOISE", None),
+    (10040, Category::Environment, "POWER OUTAGE", None),
+    (10050, Category::Environment, "WEATHER", None),
+    (10999, Category::Environment, "OTHER", None),
+    (20010, Category::Examinee, "BEHAVIOUR", None),
+    (20020, Category::Examinee, "COMPLAINT", None),
+    (20030, Category::Examinee, "ID/AUTHORIZATION", None),
+    (20040, Category::Examinee, "ILLNESS", None),
+    (20050, Category::Examinee, "LATE", None),
+    (20060, Category::Examinee, "NAVIGATION", Some("Events related to full-screen mode or tab changes.")),
+    (20999, Category::Examinee, "OTHER", Some("e.g., keyboard shortcuts or forbidden actions.")),
+    (30010, Category::ProctorStaff, "BEHAVIOUR", None),
+    (30020, Category::ProctorStaff, "COMPLIANCE", None),
+    (30030, Category::ProctorStaff, "ERROR", None),
+    (30040, Category::ProctorStaff, "LATE", None),
+    (30999, Category::ProctorStaff, "OTHER", None),
+    (40010, Category::Technical, "FREEZING", None),
+    (40020, Category::Technical, "LAUNCHING", None),
+    (40030, Category::Technical, "NETWORK", None),
+    (40040, Category::Technical, "PRINTING", None),
+    (40050, Category::Technical, "TESTING WORKSTATION", None),
+    (40999, Category::Technical, "OTHER", Some("May contain structured XML describing navigation events.")),
+];
+
+/// Errors reading a catalog file.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("catalog file is not valid TOML: {0}")]
+    Toml(#[from] toml::de::Error),
+    #[error("catalog entry `code = {code}`: {message}")]
+    Entry { code: i64, message: String },
+}
+
+/// A catalog file: entries that extend or override the built-in table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogFile {
+    /// When true, the built-in table is not used at all: only the file's codes are known
+    /// (range fallbacks still apply).
+    #[serde(default)]
+    pub replace_builtin: bool,
+    /// One entry per code.
+    #[serde(default, rename = "code")]
+    pub codes: Vec<CatalogFileEntry>,
+}
+
+/// One `[[code]]` entry of a catalog file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogFileEntry {
+    pub code: i64,
+    pub category: Category,
+    pub cause: String,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// Reason code → category, cause and description.
+#[derive(Debug, Clone)]
+pub struct ReasonCatalog {
+    entries: HashMap<i64, ReasonInfo>,
+    /// Cause reported for codes in a range but not in the table.
+    other: Arc<str>,
+}
+
+impl Default for ReasonCatalog {
+    fn default() -> Self {
+        Self::builtin()
+    }
+}
+
+impl ReasonCatalog {
+    /// The spec's table.
+    pub fn builtin() -> ReasonCatalog {
+        let entries = BUILTIN
+            .iter()
+            .map(|&(code, category, cause, description)| {
+                let info = ReasonInfo { category, cause: Arc::from(cause), description: description.map(Arc::from) };
+                (code, info)
+            })
+            .collect();
+        ReasonCatalog { entries, other: Arc::from("OTHER") }
+    }
+
+    /// The built-in table extended / overridden by a catalog file's text.
+    pub fn from_toml(text: &str) -> Result<ReasonCatalog, CatalogError> {
+        let file: CatalogFile = toml::from_str(text)?;
+        let mut catalog = if file.replace_builtin {
+            ReasonCatalog { entries: HashMap::new(), other: Arc::from("OTHER") }
+        } else {
+            Self::builtin()
+        };
+        let mut seen = std::collections::HashSet::new();
+        for entry in file.codes {
+            let fail = |message: &str| CatalogError::Entry { code: entry.code, message: message.to_owned() };
+            if entry.code <= 0 || entry.code == FALLBACK_CODE {
+                return Err(fail("a code must be a positive number other than 999 (upstream's fallback)"));
+            }
+            if entry.cause.trim().is_empty() {
+                return Err(fail("`cause` must not be empty"));
+            }
+            if !seen.insert(entry.code) {
+                return Err(fail("the code is listed twice"));
+            }
+            let info = ReasonInfo {
+                category: entry.category,
+                cause: Arc::from(entry.cause.as_str()),
+                description: entry.description.filter(|d| !d.trim().is_empty()).map(Arc::from),
+            };
+            catalog.entries.insert(entry.code, info);
+        }
+        Ok(catalog)
+    }
+
+    /// Number of codes in the table.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Classifies a reason code.
+    pub fn lookup(&self, code: &ReasonCode) -> Lookup {
+        match code {
+            ReasonCode::None => Lookup::NoReason,
+            ReasonCode::Raw(_) => Lookup::Unclassified(Anomaly::NonNumericReasonCode),
+            ReasonCode::Numeric(FALLBACK_CODE) => Lookup::Unclassified(Anomaly::FallbackReasonCode),
+            ReasonCode::Numeric(code) => match self.entries.get(code) {
+                Some(info) => Lookup::Known(info.clone()),
+                None => match Category::of_range(*code) {
+                    Some(category) => {
+                        Lookup::Known(ReasonInfo { category, cause: self.other.clone(), description: None })
+                    }
+                    None => Lookup::Unclassified(Anomaly::UnknownReasonCode),
+                },
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn known(catalog: &ReasonCatalog, code: i64) -> ReasonInfo {
+        match catalog.lookup(&ReasonCode::Numeric(code)) {
+            Lookup::Known(info) => info,
+            other => panic!("{code}: expected a known code, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_spec_code_has_its_category_and_cause() {
+        let catalog = ReasonCatalog::builtin();
+        let table = [
+            (10010, Category::Environment, "COMFORT"),
+            (10020, Category::Environment, "DISTURBANCE"),
+            (10030, Category::Environment, "NOISE"),
+            (10040, Category::Environment, "POWER OUTAGE"),
+            (10050, Category::Environment, "WEATHER"),
+            (10999, Category::Environment, "OTHER"),
+            (20010, Category::Examinee, "BEHAVIOUR"),
+            (20020, Category::Examinee, "COMPLAINT"),
+            (20030, Category::Examinee, "ID/AUTHORIZATION"),
+            (20040, Category::Examinee, "ILLNESS"),
+            (20050, Category::Examinee, "LATE"),
+            (20060, Category::Examinee, "NAVIGATION"),
+            (20999, Category::Examinee, "OTHER"),
+            (30010, Category::ProctorStaff, "BEHAVIOUR"),
+            (30020, Category::ProctorStaff, "COMPLIANCE"),
+            (30030, Category::ProctorStaff, "ERROR"),
+            (30040, Category::ProctorStaff, "LATE"),
+            (30999, Category::ProctorStaff, "OTHER"),
+            (40010, Category::Technical, "FREEZING"),
+            (40020, Category::Technical, "LAUNCHING"),
+            (40030, Category::Technical, "NETWORK"),
+            (40040, Category::Technical, "PRINTING"),
+            (40050, Category::Technical, "TESTING WORKSTATION"),
+            (40999, Category::Technical, "OTHER"),
+        ];
+        assert_eq!(catalog.len(), table.len());
+        for (code, category, cause) in table {
+            let info = known(&catalog, code);
+            assert_eq!((info.category, &*info.cause), (category, cause), "code {code}");
+        }
+        assert_eq!(
+            known(&catalog, 20060).description.as_deref(),
+            Some("Events related to full-screen mode or tab changes.")
+        );
+        assert_eq!(known(&catalog, 10010).description, None, "N/A is no description");
+    }
+
+    #[test]
+    fn unlisted_codes_in_a_range_get_the_category_and_cause_other() {
+        let catalog = ReasonCatalog::builtin();
+        for (code, category) in [
+            (10000, Category::Environment),
+            (15555, Category::Environment),
+            (20070, Category::Examinee),
+            (39998, Category::ProctorStaff),
+            (49999, Category::Technical),
+        ] {
+            let info = known(&catalog, code);
+            assert_eq!((info.category, &*info.cause, info.description), (category, "OTHER", None));
+        }
+    }
+
+    #[test]
+    fn codes_outside_the_ranges_are_unclassified_with_their_anomaly() {
+        let catalog = ReasonCatalog::builtin();
+        let cases = [
+            (ReasonCode::None, Lookup::NoReason),
+            (ReasonCode::Numeric(999), Lookup::Unclassified(Anomaly::FallbackReasonCode)),
+            (ReasonCode::Raw("N52".into()), Lookup::Unclassified(Anomaly::NonNumericReasonCode)),
+            (ReasonCode::Numeric(0), Lookup::Unclassified(Anomaly::UnknownReasonCode)),
+            (ReasonCode::Numeric(9999), Lookup::Unclassified(Anomaly::UnknownReasonCode)),
+            (ReasonCode::Numeric(50000), Lookup::Unclassified(Anomaly::UnknownReasonCode)),
+            (ReasonCode::Numeric(-20060), Lookup::Unclassified(Anomaly::UnknownReasonCode)),
+        ];
+        for (code, expected) in cases {
+            assert_eq!(catalog.lookup(&code), expected, "{code:?}");
+        }
+    }
+
+    #[test]
+    fn a_file_extends_and_overrides_the_builtin_table() {
+        let catalog = ReasonCatalog::from_toml(
+            r#"
+            [[code]]
+            code = 20070
+            category = "EXAMINEE"
+            cause = "PHONE"
+            description = "Phone in view."
+
+            [[code]]
+            code = 10010
+            category = "ENVIRONMENT"
+            cause = "TEMPERATURE"
+
+            [[code]]
+            code = 60010
+            category = "TECHNICAL"
+            cause = "CAMERA"
+            "#,
+        )
+        .expect("valid catalog");
+        assert_eq!(&*known(&catalog, 20070).cause, "PHONE");
+        assert_eq!(known(&catalog, 20070).description.as_deref(), Some("Phone in view."));
+        assert_eq!(&*known(&catalog, 10010).cause, "TEMPERATURE");
+        assert_eq!(known(&catalog, 60010).category, Category::Technical);
+        assert_eq!(&*known(&catalog, 30030).cause, "ERROR", "built-ins stay");
+    }
+
+    #[test]
+    fn replace_builtin_starts_from_an_empty_table() {
+        let catalog = ReasonCatalog::from_toml(
+            "replace_builtin = true\n[[code]]\ncode = 20060\ncategory = \"EXAMINEE\"\ncause = \"TAB\"\n",
+        )
+        .expect("valid catalog");
+        assert_eq!(catalog.len(), 1);
+        assert_eq!(&*known(&catalog, 20030).cause, "OTHER", "only the range rule is left");
+    }
+
+    #[test]
+    fn bad_catalog_files_are_refused_with_a_message() {
+        let cases = [
+            ("[[code]]\ncode = 1\ncategory = \"WEATHER\"\ncause = \"X\"\n", "unknown variant"),
+            ("[[code]]\ncode = 999\ncategory = \"TECHNICAL\"\ncause = \"X\"\n", "999"),
+            ("[[code]]\ncode = 20070\ncategory = \"EXAMINEE\"\ncause = \" \"\n", "cause"),
+            ("[[code]]\ncode = 20070\ncategory = \"EXAMINEE\"\ncause = \"X\"\ncolour = 1\n", "unknown field"),
+            (
+                "[[code]]\ncode = 20070\ncategory = \"EXAMINEE\"\ncause = \"X\"\n[[code]]\ncode = 20070\ncategory = \"EXAMINEE\"\ncause = \"Y\"\n",
+                "twice",
+            ),
+            ("code = [", "TOML"),
+        ];
+        for (text, needle) in cases {
+            let error = ReasonCatalog::from_toml(text).expect_err(text).to_string();
+            assert!(error.contains(needle), "{error:?} should mention {needle:?}");
+        }
+    }
+}

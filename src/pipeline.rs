@@ -1,0 +1,84 @@
+//! The pure core: one record in, its outputs out (DESIGN.md §1).
+//!
+//! `decode → enrich → encode`, with the processing time passed in. No I/O, no clock, no
+//! Kafka: the drivers in [`crate::commands`] move the bytes.
+
+use std::sync::Arc;
+
+use crate::config::{Config, ConfigError};
+use crate::decode::Decoder;
+use crate::encode::{self, DeadLetter, Format, Output, TopicTemplate};
+use crate::enrich;
+use crate::model::{Event, ReasonCatalog, Source};
+
+/// One input record.
+#[derive(Debug, Clone)]
+pub struct Record<'a> {
+    pub key: Option<&'a [u8]>,
+    pub value: &'a [u8],
+    pub source: Source,
+}
+
+/// What became of a record: exactly one of an event or a dead letter.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The enriched event's output record.
+    Event(Output),
+    /// The record was refused; the driver renders it (Kafka record or JSON line).
+    DeadLetter(DeadLetter),
+}
+
+/// The configured core.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    decoder: Decoder,
+    catalog: Arc<ReasonCatalog>,
+    events: TopicTemplate,
+    dead_letter_topic: String,
+    format: Format,
+}
+
+impl Pipeline {
+    /// Builds the core from a validated configuration and a catalog.
+    pub fn new(config: &Config, catalog: ReasonCatalog) -> Result<Pipeline, ConfigError> {
+        let events = config
+            .events_template()
+            .map_err(|e| ConfigError::Invalid { key: "output.events_topic", message: e.to_string() })?;
+        Ok(Pipeline {
+            decoder: config.decoder(),
+            catalog: Arc::new(catalog),
+            events,
+            dead_letter_topic: config.output.dead_letter_topic.clone(),
+            format: config.output.format,
+        })
+    }
+
+    /// The same core with another value encoding.
+    pub fn with_format(mut self, format: Format) -> Pipeline {
+        self.format = format;
+        self
+    }
+
+    pub fn dead_letter_topic(&self) -> &str {
+        &self.dead_letter_topic
+    }
+
+    /// Decodes and enriches one value: the canonical event, or why it is refused.
+    pub fn enrich<'a>(&self, value: &'a [u8], source: Source, now_ms: i64) -> Result<Event<'a>, DeadLetter> {
+        match self.decoder.decode(value, source.clone(), now_ms) {
+            Ok(mut event) => {
+                enrich::enrich(&mut event, &self.catalog);
+                Ok(event)
+            }
+            Err(rejection) => Err(DeadLetter { rejection, source, processed_at: now_ms }),
+        }
+    }
+
+    /// Processes one record at processing time `now_ms`.
+    pub fn process(&self, record: &Record<'_>, now_ms: i64) -> Outcome {
+        match self.enrich(record.value, record.source.clone(), now_ms) {
+            Ok(event) => Outcome::Event(encode::event_record(&event, &self.events, self.format, record.value.len())),
+            Err(dead) => Outcome::DeadLetter(dead),
+        }
+    }
+}

@@ -1,0 +1,408 @@
+//! Deterministic synthetic traffic: realistic sessions in every upstream shape.
+//!
+//! Several tenants, many concurrent sessions, every actor and shape, the real message
+//! texts of upstream-envelopes.md, occasional 8 KB deliver-fe stack traces, and a share of
+//! malformed records. The same seed yields the same records, so benchmarks and the demo
+//! are reproducible. Used by the benchmarks, and by `demo` and `generate`.
+
+use serde_json::{Value, json};
+
+/// What to generate.
+#[derive(Debug, Clone)]
+pub struct SynthOptions {
+    pub seed: u64,
+    /// Number of tenants (`tenant-01`, ...).
+    pub tenants: usize,
+    /// Sessions open at once.
+    pub concurrent_sessions: usize,
+    /// Share of malformed or invalid records (0.0 – 1.0).
+    pub malformed_ratio: f64,
+    /// Share of deliver-fe logs that carry a multi-line stack trace of about 8 KB.
+    pub stack_trace_ratio: f64,
+    /// Incident time of the first event, epoch milliseconds.
+    pub start_ms: i64,
+}
+
+impl Default for SynthOptions {
+    fn default() -> Self {
+        SynthOptions {
+            seed: 42,
+            tenants: 4,
+            concurrent_sessions: 64,
+            malformed_ratio: 0.01,
+            stack_trace_ratio: 0.05,
+            start_ms: 1_767_261_300_000,
+        }
+    }
+}
+
+/// One generated record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SynthRecord {
+    /// The delivery execution id (upstream keys by it).
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    /// True when the record is meant to be dead-lettered.
+    pub malformed: bool,
+}
+
+/// Who did what, with which outcome, in which session status.
+#[derive(Debug, Clone, Copy)]
+struct What<'s> {
+    actor: &'s str,
+    action: &'s str,
+    action_status: &'s str,
+    status: &'s str,
+}
+
+impl<'s> What<'s> {
+    fn new(actor: &'s str, action: &'s str, action_status: &'s str, status: &'s str) -> What<'s> {
+        What { actor, action, action_status, status }
+    }
+}
+
+/// A session's identity and where it is in its life.
+#[derive(Debug, Clone)]
+struct Session {
+    tenant: String,
+    execution_id: String,
+    delivery_id: String,
+    login: String,
+    name: String,
+    user_agent: String,
+    ip: String,
+    item: u32,
+    step: u32,
+    extra_time: f64,
+}
+
+/// An endless, deterministic stream of records.
+#[derive(Debug)]
+pub struct Generator {
+    options: SynthOptions,
+    rng: fastrand::Rng,
+    sessions: Vec<Session>,
+    next_session: u64,
+    clock_ms: i64,
+}
+
+const USER_AGENTS: [&str; 3] = [
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_6) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.6 Safari/605.1.15",
+    "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
+];
+
+const SECURITY_MESSAGES: [(i64, &str); 9] = [
+    (20060, "[Pause On Blur] Test taker tried to move to a different tab/app."),
+    (20060, "[Full Screen] Test taker tried to go out from full screen mode."),
+    (20060, "[Security Plugin] Test execution was paused because test taker tried to move to a different tab/app."),
+    (20060, "[Security Plugin] Test execution was paused because test taker tried to go out from full screen mode."),
+    (20999, "[Prevent Screenshot] Test taker tried to take a screenshot."),
+    (20999, "[Disable Right Click] Test taker tried to use right click menu."),
+    (20999, "[Disable Commands] Test taker tried to use a forbidden command: `copy`."),
+    (20999, "[Disable Commands] Test taker tried to use a forbidden command: `paste`."),
+    (20999, "IP address change detected."),
+];
+
+const PROCTOR_REASONS: [(&str, &str); 6] = [
+    ("30020", "Test taker was talking to someone off camera."),
+    ("10030", "Construction noise in the test centre."),
+    ("20010", "Repeatedly looking away from the screen."),
+    ("40030", "Network outage in room B."),
+    ("30030", "Wrong test assigned; pausing to fix."),
+    ("N52", "Third-party flag: second face detected."),
+];
+
+impl Generator {
+    pub fn new(options: SynthOptions) -> Generator {
+        let rng = fastrand::Rng::with_seed(options.seed);
+        let clock_ms = options.start_ms;
+        let mut generator = Generator { options, rng, sessions: Vec::new(), next_session: 0, clock_ms };
+        for _ in 0..generator.options.concurrent_sessions.max(1) {
+            let session = generator.new_session();
+            generator.sessions.push(session);
+        }
+        generator
+    }
+
+    fn new_session(&mut self) -> Session {
+        let n = self.next_session;
+        self.next_session += 1;
+        let tenant = format!("tenant-{:02}", (n as usize % self.options.tenants.max(1)) + 1);
+        let login = format!("student{n:05}");
+        let reversed: String = login.chars().rev().collect();
+        let delivery_id = format!("delivery-{}", n % 7);
+        let hash = format!("{:016x}", self.rng.u64(..));
+        let prefix = if self.rng.u8(..100) < 3 { "review#" } else { "" };
+        Session {
+            execution_id: format!("{prefix}{reversed}#{delivery_id}#{hash}#{tenant}"),
+            tenant,
+            delivery_id,
+            name: format!("Student {n}"),
+            login,
+            user_agent: USER_AGENTS[self.rng.usize(..USER_AGENTS.len())].to_owned(),
+            ip: format!("198.51.100.{}", self.rng.u8(1..255)),
+            item: 1,
+            step: 0,
+            extra_time: 0.0,
+        }
+    }
+
+    /// A batch of `count` records.
+    pub fn take_records(&mut self, count: usize) -> Vec<SynthRecord> {
+        (0..count).map(|_| self.next_record()).collect()
+    }
+
+    /// The next record.
+    pub fn next_record(&mut self) -> SynthRecord {
+        self.clock_ms += i64::from(self.rng.u32(50..1500));
+        let index = self.rng.usize(..self.sessions.len());
+        let malformed = self.rng.f64() < self.options.malformed_ratio;
+        let session = self.sessions[index].clone();
+        let key = session.execution_id.clone().into_bytes();
+        if malformed {
+            return SynthRecord { key, value: self.malformed(&session), malformed: true };
+        }
+        let (value, finished) = self.step(&session);
+        let session = &mut self.sessions[index];
+        session.step += 1;
+        if finished {
+            self.sessions[index] = self.new_session();
+        }
+        SynthRecord { key, value: serde_json::to_vec(&value).expect("JSON values serialize"), malformed: false }
+    }
+
+    /// The session's next event; true when the session is over.
+    fn step(&mut self, s: &Session) -> (Value, bool) {
+        let t = self.clock_ms;
+        match (s.step, self.rng.u8(..100)) {
+            (0, _) => (self.control(s, What::new("test-taker", "start", "succeeded", "interacting"), None, t), false),
+            (1..=40, 0..=19) => {
+                let next = s.item + 1;
+                self.sessions.iter_mut().filter(|x| x.execution_id == s.execution_id).for_each(|x| x.item = next);
+                if self.rng.bool() {
+                    let payload = format!(
+                        "<navigation type=\"next\"><from>item-{}</from><to>item-{next}</to><duration>{}</duration></navigation>",
+                        s.item,
+                        self.rng.u32(5..300)
+                    );
+                    let reason = Some((40999, payload));
+                    (self.flat(s, What::new("test-taker", "navigation", "succeeded", "interacting"), reason, t), false)
+                } else {
+                    (self.control(s, What::new("test-taker", "navigation", "succeeded", "interacting"), None, t), false)
+                }
+            }
+            (1..=40, 20..=49) => {
+                let (code, message) = SECURITY_MESSAGES[self.rng.usize(..SECURITY_MESSAGES.len())];
+                let actor = if message.starts_with("[Security Plugin]") { "security-plugin" } else { "test-taker" };
+                let action = if code == 20060 { "pause" } else { "flag" };
+                let status = if action == "pause" { "suspended" } else { "interacting" };
+                let reason = Some((code, message.to_owned()));
+                (self.control(s, What::new(actor, action, "succeeded", status), reason, t), false)
+            }
+            (1..=40, 50..=64) => (self.deliver_fe_log(s, t), false),
+            (1..=40, 65..=81) => {
+                let action = ["pause", "resume", "update", "flag"][self.rng.usize(..4)];
+                (self.acs(s, action, t), false)
+            }
+            (1..=40, 82..=83) => {
+                let message = "[Lockdown Browser] Security breach detected. Device info: {\"os\":\"Windows 11\",\"vm\":false}. Process list: obs64.exe, discord.exe.";
+                let reason = Some((20999, message.to_owned()));
+                (self.flat(s, What::new("security-plugin", "flag", "succeeded", "interacting"), reason, t), false)
+            }
+            (1..=40, 84..=91) => {
+                let (code, message) = SECURITY_MESSAGES[self.rng.usize(..SECURITY_MESSAGES.len())];
+                let reason = Some((code, message.to_owned()));
+                (self.flat(s, What::new("test-taker", "flag", "succeeded", "interacting"), reason, t), false)
+            }
+            (1..=40, _) => {
+                (self.control(s, What::new("proctor", "resume", "succeeded", "interacting"), None, t), false)
+            }
+            (_, 0..=79) => {
+                (self.control(s, What::new("test-taker", "submission", "succeeded", "closed"), None, t), true)
+            }
+            (_, 80..=94) => (self.acs(s, "terminate", t), true),
+            (_, _) => (self.flat(s, What::new("system", "submission", "succeeded", "closed"), None, t), true),
+        }
+    }
+
+    fn control(&mut self, s: &Session, what: What<'_>, reason: Option<(i64, String)>, t: i64) -> Value {
+        let What { actor: role, action, action_status, status } = what;
+        let proctor = role == "proctor";
+        json!({
+            "actorIdentity": {
+                "id": if proctor { "proctor-1" } else { s.login.as_str() },
+                "name": if proctor { "Pat Proctor" } else { s.name.as_str() },
+                "role": role,
+                "userAgent": if proctor { None } else { Some(s.user_agent.as_str()) },
+                "ip": if proctor { None } else { Some(s.ip.as_str()) },
+            },
+            "action": {"type": action, "status": action_status},
+            "timestamp": t,
+            "deliveryExecution": {"id": s.execution_id, "status": status},
+            "resourceLink": {"identifier": format!("rl-{}", s.delivery_id)},
+            "itemId": format!("item-{}", s.item),
+            "reason": reason.map(|(code, message)| json!({"code": code, "message": message})),
+            "testOutcomes": [],
+        })
+    }
+
+    fn deliver_fe_log(&mut self, s: &Session, t: i64) -> Value {
+        let message = if self.rng.f64() < self.options.stack_trace_ratio {
+            let mut trace =
+                String::from("[deliver-fe] TypeError: Cannot read properties of undefined (reading 'response')\n");
+            let mut frame = 0;
+            while trace.len() < 8000 {
+                trace.push_str(&format!(
+                    "    at Object.handleResponse (https://deliver.example.org/assets/runner.{frame:04}.js:{}:{})\n",
+                    self.rng.u32(1..9000),
+                    self.rng.u32(1..200)
+                ));
+                frame += 1;
+            }
+            trace.push_str(&format!("[item-{}][recoverable]", s.item));
+            trace
+        } else {
+            format!("[deliver-fe] Network request failed: timeout after 30000 ms [item-{}]", s.item)
+        };
+        let mut value =
+            self.control(s, What::new("deliver-fe", "log", "interacting", "interacting"), Some((40999, message)), t);
+        value["action"] = json!({"type": "log", "status": "interacting"});
+        value
+    }
+
+    fn acs(&mut self, s: &Session, action: &str, t: i64) -> Value {
+        let (code, message) = PROCTOR_REASONS[self.rng.usize(..PROCTOR_REASONS.len())];
+        let status = match action {
+            "pause" => "paused",
+            "terminate" => "terminated",
+            _ => "running",
+        };
+        let time = chrono::DateTime::from_timestamp_millis(t).unwrap_or_default().to_rfc3339();
+        let mut control = json!({
+            "user": {"iss": "https://tao.example.org", "sub": s.login},
+            "resource_link": {"id": format!("rl-{}", s.delivery_id)},
+            "attempt_number": 1,
+            "action": action,
+            "incident_time": time,
+            "incident_severity": 0.5,
+            "reason_code": code,
+            "reason_message": message,
+        });
+        if action == "update" {
+            let total = s.extra_time + f64::from(self.rng.u8(1..4)) * 5.0;
+            self.sessions.iter_mut().filter(|x| x.execution_id == s.execution_id).for_each(|x| x.extra_time = total);
+            control["extra_time"] = json!(total);
+        }
+        json!({"deliveryExecutionId": s.execution_id, "itemId": format!("item-{}", s.item), "status": status, "acsControl": control})
+    }
+
+    fn flat(&mut self, s: &Session, what: What<'_>, reason: Option<(i64, String)>, t: i64) -> Value {
+        let What { actor, action, action_status, status } = what;
+        let (code, message) = reason.unzip();
+        json!({
+            "deliveryId": s.delivery_id,
+            "deliveryExecutionId": s.execution_id,
+            "testTaker": s.login,
+            "login": s.login,
+            "name": s.name,
+            "actor": actor,
+            "action": action,
+            "actionStatus": action_status,
+            "reasonCode": code.map(|c| c.to_string()),
+            "reasonMessage": message,
+            "extraTime": null,
+            "incidentTime": t as f64 / 1000.0,
+            "last_update_date": t / 1000,
+            "itemId": format!("item-{}", s.item),
+            "resourceLink": format!("rl-{}", s.delivery_id),
+            "status": status,
+            "tenantId": s.tenant,
+            "userAgent": s.user_agent,
+            "ip": s.ip,
+            "messageId": format!("{:032x}", self.rng.u128(..)),
+            "_id": s.execution_id,
+        })
+    }
+
+    fn malformed(&mut self, s: &Session) -> Vec<u8> {
+        let t = self.clock_ms;
+        let good =
+            serde_json::to_vec(&self.control(s, What::new("test-taker", "pause", "succeeded", "suspended"), None, t))
+                .expect("JSON values serialize");
+        match self.rng.u8(..6) {
+            0 => good[..good.len() / 2].to_vec(),
+            1 => {
+                let mut bad = good;
+                bad.insert(10, 0xff);
+                bad
+            }
+            2 => b"[\"not\", \"an\", \"object\"]".to_vec(),
+            3 => format!(r#"{{"actor":"proctor","action":"pause","incidentTime":{}}}"#, t / 1000).into_bytes(),
+            4 => format!(
+                r#"{{"deliveryExecutionId":"{}","tenantId":"intruder","incidentTime":{}}}"#,
+                s.execution_id,
+                t / 1000
+            )
+            .into_bytes(),
+            _ => format!(r#"{{"deliveryExecutionId":"{}","incidentTime":"yesterday"}}"#, s.execution_id).into_bytes(),
+        }
+    }
+}
+
+impl Iterator for Generator {
+    type Item = SynthRecord;
+
+    fn next(&mut self) -> Option<SynthRecord> {
+        Some(self.next_record())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::model::{ReasonCatalog, Source};
+    use crate::pipeline::{Outcome, Pipeline, Record};
+
+    #[test]
+    fn the_same_seed_gives_the_same_records() {
+        let a = Generator::new(SynthOptions::default()).take_records(500);
+        let b = Generator::new(SynthOptions::default()).take_records(500);
+        assert_eq!(a, b);
+        let c = Generator::new(SynthOptions { seed: 7, ..SynthOptions::default() }).take_records(500);
+        assert_ne!(a, c);
+    }
+
+    #[test]
+    fn exactly_the_malformed_records_are_dead_lettered() {
+        let pipeline = Pipeline::new(&Config::defaults(), ReasonCatalog::builtin()).unwrap();
+        let options = SynthOptions { malformed_ratio: 0.05, ..SynthOptions::default() };
+        let now = options.start_ms + 86_400_000;
+        let records = Generator::new(options).take_records(5_000);
+        let mut shapes = std::collections::BTreeSet::new();
+        let mut malformed = 0;
+        for (offset, record) in records.iter().enumerate() {
+            let source = Source { topic: Arc::from("raw"), partition: 0, offset: offset as i64 };
+            let outcome = pipeline.process(&Record { key: Some(&record.key), value: &record.value, source }, now);
+            match outcome {
+                Outcome::Event(output) => {
+                    assert!(!record.malformed, "{}", String::from_utf8_lossy(&record.value));
+                    assert_eq!(output.key.as_deref(), Some(record.key.as_slice()));
+                    let shape = output.headers.iter().find(|(n, _)| *n == "acs-action").map(|(_, v)| v.to_string());
+                    shapes.insert(shape);
+                }
+                Outcome::DeadLetter(dead) => {
+                    assert!(record.malformed, "{:?}: {}", dead.rejection, String::from_utf8_lossy(&record.value));
+                    malformed += 1;
+                }
+            }
+        }
+        assert!(malformed > 150, "{malformed}");
+        for action in ["start", "pause", "resume", "update", "flag", "log", "navigation", "submission", "terminate"] {
+            assert!(shapes.contains(&Some(action.to_owned())), "{action} missing from {shapes:?}");
+        }
+    }
+}

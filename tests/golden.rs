@@ -1,0 +1,126 @@
+//! Golden tests: `tests/golden/<case>/input.jsonl` through `acs-stream process` must
+//! produce exactly the files in `tests/golden/<case>/expected/` (one per output topic, and
+//! `summary.txt` for stderr). A case may carry a `config.toml`.
+//!
+//! After an intended change: `ACS_GOLDEN_BLESS=1 cargo test --test golden`, then review
+//! the diff of `expected/`.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The processing clock of every case: 2026-01-01T09:56:40Z.
+const NOW_MS: &str = "1767261400000";
+
+fn cases() -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let mut cases: Vec<PathBuf> = fs::read_dir(&root)
+        .expect("tests/golden exists")
+        .map(|entry| entry.expect("readable").path())
+        .filter(|path| path.join("input.jsonl").is_file())
+        .collect();
+    cases.sort();
+    cases
+}
+
+fn read_dir_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let Ok(entries) = fs::read_dir(dir) else { return BTreeMap::new() };
+    entries
+        .map(|entry| entry.expect("readable").path())
+        .filter(|path| path.is_file())
+        .map(|path| (path.file_name().unwrap().to_string_lossy().into_owned(), fs::read(&path).unwrap()))
+        .collect()
+}
+
+fn run_case(case: &Path) -> BTreeMap<String, Vec<u8>> {
+    let out = tempfile::tempdir().expect("temp dir");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_acs-stream"));
+    command
+        .arg("process")
+        .arg("--input")
+        .arg(case.join("input.jsonl"))
+        .arg("--out")
+        .arg(out.path())
+        .args(["--now", NOW_MS, "--source-topic", "acs.raw"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("RUST_LOG");
+    for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("ACS_STREAM__")) {
+        command.env_remove(name);
+    }
+    if case.join("config.toml").is_file() {
+        command.arg("--config").arg(case.join("config.toml"));
+    }
+    let output = command.output().expect("acs-stream runs");
+    assert!(output.status.success(), "{}: {}", case.display(), String::from_utf8_lossy(&output.stderr));
+    let mut files = read_dir_files(out.path());
+    files.insert("summary.txt".into(), output.stderr);
+    files
+}
+
+fn line_count(bytes: &[u8]) -> usize {
+    bytes.iter().filter(|&&b| b == b'\n').count()
+}
+
+#[test]
+fn golden_cases_produce_their_expected_outputs() {
+    let bless = std::env::var_os("ACS_GOLDEN_BLESS").is_some();
+    let cases = cases();
+    assert!(cases.len() >= 10, "golden cases missing: {cases:?}");
+    let mut failures = Vec::new();
+    for case in &cases {
+        let actual = run_case(case);
+        let input = fs::read(case.join("input.jsonl")).unwrap();
+        let outputs: usize =
+            actual.iter().filter(|(name, _)| name.ends_with(".jsonl")).map(|(_, b)| line_count(b)).sum();
+        let records = line_count(&input) + usize::from(!input.is_empty() && !input.ends_with(b"\n"));
+        assert_eq!(outputs, records, "{}: every input line ends in exactly one output line", case.display());
+
+        let expected_dir = case.join("expected");
+        if bless {
+            let _ = fs::remove_dir_all(&expected_dir);
+            fs::create_dir_all(&expected_dir).unwrap();
+            for (name, bytes) in &actual {
+                fs::write(expected_dir.join(name), bytes).unwrap();
+            }
+            continue;
+        }
+        let expected = read_dir_files(&expected_dir);
+        if expected != actual {
+            let names = |m: &BTreeMap<String, Vec<u8>>| m.keys().cloned().collect::<Vec<_>>();
+            let mut report = format!(
+                "{}:\n  expected files {:?}\n  actual files   {:?}\n",
+                case.display(),
+                names(&expected),
+                names(&actual)
+            );
+            for (name, bytes) in &actual {
+                let Some(want) = expected.get(name) else { continue };
+                if want == bytes {
+                    continue;
+                }
+                let want = String::from_utf8_lossy(want);
+                let got = String::from_utf8_lossy(bytes);
+                for (n, (w, g)) in want.lines().zip(got.lines()).enumerate() {
+                    if w != g {
+                        report.push_str(&format!("  {name} line {}:\n    expected {w}\n    actual   {g}\n", n + 1));
+                        break;
+                    }
+                }
+                if want.lines().count() != got.lines().count() {
+                    report.push_str(&format!(
+                        "  {name}: {} lines expected, {} actual\n",
+                        want.lines().count(),
+                        got.lines().count()
+                    ));
+                }
+            }
+            failures.push(report);
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "golden mismatches (bless with ACS_GOLDEN_BLESS=1 if intended):\n{}",
+        failures.join("\n")
+    );
+}
