@@ -84,6 +84,27 @@ fn core(c: &mut Criterion) {
             parsed
         })
     });
+    let decoder = Config::defaults().decoder();
+    group.bench_function("decode_only", |b| {
+        b.iter(|| {
+            let mut n = 0;
+            for (offset, value) in corpus.iter().enumerate() {
+                let source = Source { topic: topic.clone(), partition: 0, offset: offset as i64 };
+                n += usize::from(decoder.decode(black_box(value), &source, now).is_ok());
+            }
+            n
+        })
+    });
+    group.bench_function("decode_enrich", |b| {
+        b.iter(|| {
+            let mut n = 0;
+            for (offset, value) in corpus.iter().enumerate() {
+                let source = Source { topic: topic.clone(), partition: 0, offset: offset as i64 };
+                n += usize::from(protobuf.enrich(black_box(value), &source, now).is_ok());
+            }
+            n
+        })
+    });
     group.bench_function("core_protobuf", |b| b.iter(|| run(&protobuf, black_box(&corpus), &topic, now)));
     group.bench_function("core_json", |b| b.iter(|| run(&json, black_box(&corpus), &topic, now)));
     group.finish();

@@ -21,9 +21,12 @@ pub struct Record<'a> {
 
 /// What became of a record: exactly one of an event or a dead letter.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
+// Returned once per record and consumed at once: boxing the large variant would cost an
+// allocation per event to save a few hundred bytes of stack.
+#[allow(clippy::large_enum_variant)]
+pub enum Outcome<'a> {
     /// The enriched event's output record.
-    Event(Output),
+    Event(Output<'a>),
     /// The record was refused; the driver renders it (Kafka record or JSON line).
     DeadLetter(DeadLetter),
 }
@@ -64,19 +67,20 @@ impl Pipeline {
     }
 
     /// Decodes and enriches one value: the canonical event, or why it is refused.
-    pub fn enrich<'a>(&self, value: &'a [u8], source: Source, now_ms: i64) -> Result<Event<'a>, DeadLetter> {
-        match self.decoder.decode(value, source.clone(), now_ms) {
+    #[inline]
+    pub fn enrich<'a>(&self, value: &'a [u8], source: &Source, now_ms: i64) -> Result<Event<'a>, DeadLetter> {
+        match self.decoder.decode(value, source, now_ms) {
             Ok(mut event) => {
                 enrich::enrich(&mut event, &self.catalog);
                 Ok(event)
             }
-            Err(rejection) => Err(DeadLetter { rejection, source, processed_at: now_ms }),
+            Err(rejection) => Err(DeadLetter { rejection, source: source.clone(), processed_at: now_ms }),
         }
     }
 
     /// Processes one record at processing time `now_ms`.
-    pub fn process(&self, record: &Record<'_>, now_ms: i64) -> Outcome {
-        match self.enrich(record.value, record.source.clone(), now_ms) {
+    pub fn process<'a>(&self, record: &Record<'a>, now_ms: i64) -> Outcome<'a> {
+        match self.enrich(record.value, &record.source, now_ms) {
             Ok(event) => Outcome::Event(encode::event_record(&event, &self.events, self.format, record.value.len())),
             Err(dead) => Outcome::DeadLetter(dead),
         }

@@ -33,7 +33,7 @@ fn check(pipeline: &Pipeline, value: &[u8], format: Format) {
                     assert!(event["tenantId"].is_string() && event["incidentTime"].is_i64());
                 }
                 Format::Protobuf => {
-                    let event = pb::EnrichedEvent::decode(output.value.as_slice()).expect("events are protobuf");
+                    let event = pb::EnrichedEvent::decode(&*output.value).expect("events are protobuf");
                     assert_eq!(output.key.as_deref(), Some(event.delivery_execution_id.as_bytes()));
                 }
             }
@@ -43,7 +43,7 @@ fn check(pipeline: &Pipeline, value: &[u8], format: Format) {
             let line: serde_json::Value = serde_json::from_slice(&dead.to_json_line(None, value)).expect("JSON line");
             assert_eq!(line["error"]["code"], dead.rejection.code.as_str());
             let record = dead.to_record("acs.dlq", Some(b"key"), value);
-            assert_eq!(record.value, value, "dead letters keep the original bytes");
+            assert_eq!(&*record.value, value, "dead letters keep the original bytes");
         }
     }
 }

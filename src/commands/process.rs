@@ -4,6 +4,7 @@
 //! `<events topic>.jsonl` for its tenant, or `<dead-letter topic>.jsonl`. Values are always
 //! JSON here (the JSON contract), whatever `output.format` says.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
@@ -102,7 +103,7 @@ pub fn run(pipeline: &Pipeline, options: &ProcessOptions) -> Result<Summary, Pro
             Outcome::DeadLetter(dead) => {
                 summary.dead_letters += 1;
                 *summary.per_code.entry(dead.rejection.code).or_default() += 1;
-                (pipeline.dead_letter_topic().to_owned(), dead.to_json_line(None, value))
+                (pipeline.dead_letter_topic().to_owned(), Cow::Owned(dead.to_json_line(None, value)))
             }
         };
         outputs.write(&topic_name, &bytes)?;

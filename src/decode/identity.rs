@@ -78,13 +78,20 @@ impl TenantPolicy {
     /// `source` names where the tenant came from, for the error detail (formatted only on error).
     pub fn check_syntax(&self, tenant: &str, source: &dyn std::fmt::Display) -> Result<(), Rejection> {
         let invalid = |why: String| Rejection::new(ErrorCode::InvalidTenant, format!("{source} {why}"));
-        if let Some(bad) = tenant.chars().find(|c| !is_topic_char(*c)) {
-            return Err(invalid(format!(
-                "{} has the character {bad:?}; a tenant id may only use A-Z a-z 0-9 . _ -",
-                excerpt(tenant)
-            )));
+        // One pass over the bytes: the alphabet is ASCII, so any other byte is refused.
+        let mut alphanumeric = false;
+        for byte in tenant.bytes() {
+            if byte.is_ascii_alphanumeric() {
+                alphanumeric = true;
+            } else if !matches!(byte, b'.' | b'_' | b'-') {
+                let bad = tenant.chars().find(|c| !is_topic_char(*c)).unwrap_or('?');
+                return Err(invalid(format!(
+                    "{} has the character {bad:?}; a tenant id may only use A-Z a-z 0-9 . _ -",
+                    excerpt(tenant)
+                )));
+            }
         }
-        if !tenant.bytes().any(|b| b.is_ascii_alphanumeric()) {
+        if !alphanumeric {
             return Err(invalid(format!("{} has no letter or digit", excerpt(tenant))));
         }
         let len = tenant.len();

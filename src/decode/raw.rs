@@ -199,8 +199,10 @@ pub struct Envelope<'a> {
     pub reason: Opt<'a, ReasonObject<'a>>,
 
     // Proctor ACS message.
+    /// Boxed: it is large and only proctor ACS messages carry it; every other record
+    /// would otherwise move its space around.
     #[serde(borrow)]
-    pub acs_control: Opt<'a, AcsControl<'a>>,
+    pub acs_control: Opt<'a, Box<AcsControl<'a>>>,
 }
 
 /// Control message `action`.

@@ -36,7 +36,7 @@ pub struct Parts<'a> {
     pub shape: Option<Shape>,
     pub execution_id: Slot<'a>,
     /// Further fields that also name the delivery execution (`_id`, ...): they must agree.
-    pub other_execution_ids: Vec<Slot<'a>>,
+    pub other_execution_ids: [Slot<'a>; 2],
     pub tenant_id: Slot<'a>,
     pub time: Slot<'a>,
     pub delivery_id: Slot<'a>,
@@ -104,6 +104,7 @@ pub fn detect(envelope: &Envelope<'_>) -> Shape {
 }
 
 /// Moves an envelope's fields into [`Parts`] according to its shape.
+#[inline]
 pub fn parts(envelope: Envelope<'_>) -> Parts<'_> {
     match detect(&envelope) {
         Shape::Flat => flat(envelope),
@@ -136,8 +137,11 @@ fn flat(e: Envelope<'_>) -> Parts<'_> {
     let execution_id = Slot::new("deliveryExecutionId", e.delivery_execution_id);
     let id = Slot::new("_id", e.id);
     // `_id` stands in for an absent `deliveryExecutionId`; when both are sent they must agree.
-    let (execution_id, others) =
-        if execution_id.value.is_some() || id.value.is_none() { (execution_id, vec![id]) } else { (id, vec![]) };
+    let (execution_id, others) = if execution_id.value.is_some() || id.value.is_none() {
+        (execution_id, [id, Slot::default()])
+    } else {
+        (id, [Slot::default(), Slot::default()])
+    };
     Parts {
         shape: Some(Shape::Flat),
         execution_id,
@@ -183,9 +187,9 @@ fn control(e: Envelope<'_>, shape: Shape) -> Parts<'_> {
     // The envelope's own `deliveryExecution.id` first; a top-level id stands in when it is
     // absent, and must agree when both are sent.
     let (execution_id, others) = if nested_id.value.is_some() || top_id.value.is_none() {
-        (nested_id, vec![top_id, Slot::new("_id", e.id)])
+        (nested_id, [top_id, Slot::new("_id", e.id)])
     } else {
-        (top_id, vec![Slot::new("_id", e.id)])
+        (top_id, [Slot::new("_id", e.id), Slot::default()])
     };
     Parts {
         shape: Some(shape),
@@ -214,7 +218,7 @@ fn control(e: Envelope<'_>, shape: Shape) -> Parts<'_> {
 
 fn acs(e: Envelope<'_>) -> Parts<'_> {
     let mut bad = Vec::new();
-    let control: AcsControl = open("acsControl", e.acs_control, &mut bad);
+    let control: AcsControl = *open("acsControl", e.acs_control, &mut bad);
     let user = open("acsControl.user", control.user, &mut bad);
     let link = open("acsControl.resource_link", control.resource_link, &mut bad);
     let link_camel = open("acsControl.resourceLink", control.resource_link_camel, &mut bad);
@@ -225,7 +229,7 @@ fn acs(e: Envelope<'_>) -> Parts<'_> {
     Parts {
         shape: Some(Shape::Acs),
         execution_id: Slot::new("deliveryExecutionId", e.delivery_execution_id),
-        other_execution_ids: vec![Slot::new("_id", e.id)],
+        other_execution_ids: [Slot::new("_id", e.id), Slot::default()],
         tenant_id: Slot::new("tenantId", e.tenant_id),
         time: Slot::either(
             Slot::new("acsControl.incident_time", control.incident_time),

@@ -33,8 +33,8 @@ pub struct DeadLetter {
 
 impl DeadLetter {
     /// The Kafka record: original key and value, error and lineage in headers.
-    pub fn to_record(&self, topic: &str, key: Option<&[u8]>, value: &[u8]) -> Output {
-        let headers = vec![
+    pub fn to_record<'a>(&self, topic: &str, key: Option<&'a [u8]>, value: &'a [u8]) -> Output<'a> {
+        let headers = smallvec::smallvec![
             (headers::CODE, Cow::Borrowed(self.rejection.code.as_str())),
             (headers::DETAIL, Cow::Owned(self.rejection.detail.clone())),
             (headers::SOURCE_TOPIC, Cow::Owned(self.source.topic.to_string())),
@@ -42,7 +42,7 @@ impl DeadLetter {
             (headers::SOURCE_OFFSET, Cow::Owned(self.source.offset.to_string())),
             (headers::PROCESSOR_VERSION, Cow::Borrowed(crate::VERSION)),
         ];
-        Output { topic: topic.to_owned(), key: key.map(<[u8]>::to_vec), value: value.to_vec(), headers }
+        Output { topic: topic.to_owned(), key: key.map(Cow::Borrowed), value: Cow::Borrowed(value), headers }
     }
 
     /// The error as its protobuf description (`acs.v1.DeadLetterError`).
@@ -138,7 +138,7 @@ mod tests {
     fn kafka_dead_letters_keep_the_original_bytes_and_carry_every_header() {
         let record = dead_letter().to_record("acs.dlq", Some(b"k"), b"{\"a\":");
         assert_eq!(
-            (record.topic.as_str(), record.key.as_deref(), record.value.as_slice()),
+            (record.topic.as_str(), record.key.as_deref(), &*record.value),
             ("acs.dlq", Some(&b"k"[..]), &b"{\"a\":"[..])
         );
         let names: Vec<&str> = record.headers.iter().map(|(name, _)| *name).collect();

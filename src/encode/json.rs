@@ -98,7 +98,7 @@ pub fn to_vec(event: &Event) -> Vec<u8> {
             _ => None,
         },
         reason_message: event.reason_message.as_deref(),
-        reason: event.reason.as_ref(),
+        reason: event.reason.as_deref(),
         signal: event.signal.as_ref(),
         extra_time: event.extra_time,
         extra_time_total: event.extra_time_total,

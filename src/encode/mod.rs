@@ -14,14 +14,18 @@ pub use route::TopicTemplate;
 
 use crate::model::Event;
 
-/// One record to produce.
+/// One record to produce. Key and value borrow from the input record where they can
+/// (the producer copies them when it sends).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Output {
+pub struct Output<'a> {
     pub topic: String,
-    pub key: Option<Vec<u8>>,
-    pub value: Vec<u8>,
-    pub headers: Vec<(&'static str, Cow<'static, str>)>,
+    pub key: Option<Cow<'a, [u8]>>,
+    pub value: Cow<'a, [u8]>,
+    pub headers: Headers,
 }
+
+/// Record headers: name and text value, inline up to an event's four.
+pub type Headers = smallvec::SmallVec<[(&'static str, Cow<'static, str>); 4]>;
 
 /// How event values are encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -56,10 +60,13 @@ const ENCODE_MARGIN: usize = 256;
 
 /// Encodes an event into its record: topic from the template, key = delivery execution id.
 /// `input_len` (the record value's length) sizes the output buffer.
-pub fn event_record(event: &Event<'_>, template: &TopicTemplate, format: Format, input_len: usize) -> Output {
+pub fn event_record<'a>(event: &Event<'a>, template: &TopicTemplate, format: Format, input_len: usize) -> Output<'a> {
     let topic = template.render(&event.tenant_id);
-    let key = Some(event.delivery_execution_id.as_bytes().to_vec());
-    let headers = vec![
+    let key = Some(match &event.delivery_execution_id {
+        Cow::Borrowed(id) => Cow::Borrowed(id.as_bytes()),
+        Cow::Owned(id) => Cow::Owned(id.as_bytes().to_vec()),
+    });
+    let headers = smallvec::smallvec![
         (headers::CONTENT_TYPE, Cow::Borrowed(format.content_type())),
         (headers::SCHEMA, Cow::Borrowed(proto::EVENT_SCHEMA)),
         (headers::ACTOR, Cow::Borrowed(event.actor.map_or("", |a| a.as_str()))),
@@ -69,5 +76,5 @@ pub fn event_record(event: &Event<'_>, template: &TopicTemplate, format: Format,
         Format::Protobuf => proto::to_vec(event, input_len + ENCODE_MARGIN),
         Format::Json => json::to_vec(event),
     };
-    Output { topic, key, value, headers }
+    Output { topic, key, value: Cow::Owned(value), headers }
 }

@@ -397,7 +397,7 @@ mod tests {
         let mut events = 0;
         for (offset, record) in Generator::new(options).take_records(3_000).iter().enumerate() {
             let source = Source { topic: Arc::from("raw"), partition: -1, offset: offset as i64 };
-            let Ok(event) = pipeline.enrich(&record.value, source, now) else {
+            let Ok(event) = pipeline.enrich(&record.value, &source, now) else {
                 continue;
             };
             let expected = to_message(&event);
@@ -417,7 +417,7 @@ mod tests {
             br#"{"deliveryExecutionId":"u#d#h#acme","incidentTime":1767261300,"actor":"robot","actionStatus":"maybe",
             "reasonCode":-5,"extraTime":-2.5,"status":"zzz","itemId":""}"#;
         let source = Source { topic: Arc::from(""), partition: -3, offset: 0 };
-        let event = pipeline.enrich(value, source, 1_767_261_400_000).unwrap();
+        let event = pipeline.enrich(value, &source, 1_767_261_400_000).unwrap();
         let expected = to_message(&event);
         assert_eq!(to_vec(&event, 1024), expected.encode_to_vec());
         let decoded = pb::EnrichedEvent::decode(to_vec(&event, 16).as_slice()).unwrap();

@@ -1,12 +1,13 @@
 //! Structured payloads in reason messages (40999 navigation / interaction data, lockdown
-//! device info): JSON or XML → a JSON value.
+//! device info): JSON or XML → JSON text.
 //!
 //! XML maps to JSON the common way: an element becomes `{"name": content}` where content is
-//! the text when the element has only text, otherwise an object with `@attribute` keys,
-//! `#text` for text, and one key per child element (an array when it repeats).
+//! the element's text when it has only text, otherwise an object with `@attribute` keys,
+//! one key per child element name in document order (an array when the name repeats), and
+//! `#text` for its own text. Text is trimmed. Only XML's predefined entities and character
+//! references are resolved; a document that declares or uses others is kept as text.
 
-use quick_xml::events::Event as Xml;
-use serde_json::{Map, Value};
+use quick_xml::events::{BytesStart, Event as Xml};
 
 use crate::model::{DataFormat, JsonText};
 
@@ -19,88 +20,124 @@ pub fn parse(text: &str) -> Option<(DataFormat, JsonText)> {
     match trimmed.as_bytes().first()? {
         // JSON is validated and kept as it is: no tree is built.
         b'{' | b'[' => JsonText::parse(trimmed).map(|json| (DataFormat::Json, json)),
-        b'<' => xml_to_json(trimmed).map(|value| (DataFormat::Xml, JsonText::from_value(&value))),
+        b'<' => xml_to_json(trimmed).map(|json| (DataFormat::Xml, JsonText::written(json))),
         _ => None,
     }
 }
 
-/// One open element while converting.
-struct Open {
+/// One element of the document.
+#[derive(Debug, Default)]
+struct Element {
     name: String,
-    map: Map<String, Value>,
+    attributes: Vec<(String, String)>,
+    children: Vec<Element>,
     text: String,
 }
 
-impl Open {
-    fn into_value(self) -> Value {
-        // Text is trimmed as a whole (not piece by piece around entity references).
+impl Element {
+    fn open(start: &BytesStart<'_>) -> Option<Element> {
+        let name = start.name().as_ref().to_owned();
+        let mut attributes = Vec::new();
+        for attribute in start.attributes() {
+            let attribute = attribute.ok()?;
+            let value = attribute.normalized_value(quick_xml::XmlVersion::Implicit1_0).ok()?;
+            attributes.push((attribute.key.as_ref().to_owned(), value.into_owned()));
+        }
+        Some(Element { name, attributes, children: Vec::new(), text: String::new() })
+    }
+
+    /// Writes the element's content (not its name) as JSON.
+    fn write_content(&self, out: &mut Vec<u8>) {
         let text = self.text.trim();
-        if self.map.is_empty() {
-            return Value::String(text.to_owned());
+        if self.attributes.is_empty() && self.children.is_empty() {
+            write_str(out, text);
+            return;
         }
-        let mut map = self.map;
+        out.push(b'{');
+        let mut first = true;
+        let mut key = |out: &mut Vec<u8>, prefix: &str, key: &str| {
+            if !std::mem::take(&mut first) {
+                out.push(b',');
+            }
+            write_str_prefixed(out, prefix, key);
+            out.push(b':');
+        };
+        for (name, value) in &self.attributes {
+            key(out, "@", name);
+            write_str(out, value);
+        }
+        for (index, child) in self.children.iter().enumerate() {
+            if self.children[..index].iter().any(|earlier| earlier.name == child.name) {
+                continue; // Written with the first element of that name.
+            }
+            key(out, "", &child.name);
+            let mut same = self.children[index..].iter().filter(|c| c.name == child.name);
+            if self.children[index + 1..].iter().any(|c| c.name == child.name) {
+                out.push(b'[');
+                if let Some(first) = same.next() {
+                    first.write_content(out);
+                }
+                for next in same {
+                    out.push(b',');
+                    next.write_content(out);
+                }
+                out.push(b']');
+            } else {
+                child.write_content(out);
+            }
+        }
         if !text.is_empty() {
-            map.insert("#text".into(), Value::String(text.to_owned()));
+            key(out, "", "#text");
+            write_str(out, text);
         }
-        Value::Object(map)
+        out.push(b'}');
     }
 }
 
-fn add_child(map: &mut Map<String, Value>, name: String, value: Value) {
-    match map.get_mut(&name) {
-        None => {
-            map.insert(name, value);
-        }
-        Some(Value::Array(items)) => items.push(value),
-        Some(existing) => {
-            let first = existing.take();
-            *existing = Value::Array(vec![first, value]);
-        }
+/// A JSON string literal, escaped by serde_json (writing into a Vec cannot fail).
+fn write_str(out: &mut Vec<u8>, text: &str) {
+    serde_json::to_writer(&mut *out, text).expect("writing into a Vec cannot fail");
+}
+
+/// A JSON string literal of `prefix` + `text` (attribute keys are `@name`).
+fn write_str_prefixed(out: &mut Vec<u8>, prefix: &str, text: &str) {
+    if prefix.is_empty() {
+        write_str(out, text);
+    } else {
+        write_str(out, &format!("{prefix}{text}"));
     }
 }
 
-fn open_element(start: &quick_xml::events::BytesStart<'_>) -> Option<Open> {
-    let name = start.name().as_ref().to_owned();
-    let mut map = Map::new();
-    for attribute in start.attributes() {
-        let attribute = attribute.ok()?;
-        let key = attribute.key.as_ref();
-        let value = attribute.normalized_value(quick_xml::XmlVersion::Implicit1_0).ok()?;
-        map.insert(format!("@{key}"), Value::String(value.into_owned()));
-    }
-    Some(Open { name, map, text: String::new() })
-}
-
-fn xml_to_json(text: &str) -> Option<Value> {
+fn xml_to_json(text: &str) -> Option<String> {
     let mut reader = quick_xml::Reader::from_str(text);
-    let mut stack: Vec<Open> = Vec::new();
-    let mut root: Option<Value> = None;
+    let mut stack: Vec<Element> = Vec::new();
+    let mut root: Option<Element> = None;
+    // A closed element goes to its parent, or becomes the one root.
+    let close = |element: Element, stack: &mut Vec<Element>, root: &mut Option<Element>| {
+        match stack.last_mut() {
+            Some(parent) => parent.children.push(element),
+            None if root.is_none() => *root = Some(element),
+            None => return None,
+        }
+        Some(())
+    };
     loop {
         match reader.read_event().ok()? {
             Xml::Start(start) => {
                 if stack.len() >= MAX_XML_DEPTH || root.is_some() {
                     return None;
                 }
-                stack.push(open_element(&start)?);
+                stack.push(Element::open(&start)?);
             }
             Xml::Empty(start) => {
-                let element = open_element(&start)?;
-                let name = element.name.clone();
-                let value = element.into_value();
-                match stack.last_mut() {
-                    Some(parent) => add_child(&mut parent.map, name, value),
-                    None if root.is_none() => root = Some(Value::Object(Map::from_iter([(name, value)]))),
-                    None => return None,
+                if root.is_some() {
+                    return None;
                 }
+                close(Element::open(&start)?, &mut stack, &mut root)?;
             }
             Xml::End(_) => {
                 let element = stack.pop()?;
-                let name = element.name.clone();
-                let value = element.into_value();
-                match stack.last_mut() {
-                    Some(parent) => add_child(&mut parent.map, name, value),
-                    None => root = Some(Value::Object(Map::from_iter([(name, value)]))),
-                }
+                close(element, &mut stack, &mut root)?;
             }
             Xml::Text(content) => match stack.last_mut() {
                 Some(open) => open.text.push_str(&content.xml10_content()),
@@ -110,17 +147,27 @@ fn xml_to_json(text: &str) -> Option<Value> {
             },
             Xml::CData(content) => stack.last_mut()?.text.push_str(&content.xml10_content()),
             Xml::GeneralRef(reference) => {
-                let text = stack.last_mut()?;
+                let open = stack.last_mut()?;
                 match reference.resolve_char_ref().ok()? {
-                    Some(c) => text.text.push(c),
-                    None => text.text.push_str(quick_xml::escape::resolve_predefined_entity(&reference)?),
+                    Some(c) => open.text.push(c),
+                    None => open.text.push_str(quick_xml::escape::resolve_predefined_entity(&reference)?),
                 }
             }
+            // A document type declaration may define entities we do not expand.
+            Xml::DocType(_) => return None,
             Xml::Eof => break,
-            Xml::Decl(_) | Xml::PI(_) | Xml::Comment(_) | Xml::DocType(_) => {}
+            Xml::Decl(_) | Xml::PI(_) | Xml::Comment(_) => {}
         }
     }
-    if stack.is_empty() { root } else { None }
+    let root = root.filter(|_| stack.is_empty())?;
+    let mut out = Vec::with_capacity(text.len() + 16);
+    out.push(b'{');
+    write_str(&mut out, &root.name);
+    out.push(b':');
+    root.write_content(&mut out);
+    out.push(b'}');
+    // Valid UTF-8 by construction: every byte written came from &str or ASCII punctuation.
+    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]
@@ -133,36 +180,44 @@ mod tests {
     fn json_payloads_parse() {
         let (format, value) = parse(r#" {"navigation":{"from":"item-1","to":"item-2"}} "#).expect("json");
         assert_eq!(format, DataFormat::Json);
-        assert_eq!(value.to_value(), json!({"navigation": {"from": "item-1", "to": "item-2"}}));
+        assert_eq!(value.as_str(), r#"{"navigation":{"from":"item-1","to":"item-2"}}"#, "kept as sent");
         assert_eq!(parse("[1,2]").map(|p| p.1.to_value()), Some(json!([1, 2])));
     }
 
     #[test]
-    fn xml_payloads_map_to_json() {
+    fn xml_payloads_map_to_json_in_document_order() {
         let xml = r#"<?xml version="1.0"?>
             <navigation type="next" at="2026-03-01T10:15:00Z">
-              <from>item-1</from><to>item-2</to>
-              <interaction kind="response"/><interaction kind="focus">x &amp; y</interaction>
+              <to>item-2</to><from>item-1</from>
+              <interaction kind="response"/><interaction kind="focus">x &amp; y &#233;</interaction>
               <note><![CDATA[a < b]]></note>
+              tail "text"
             </navigation>"#;
         let (format, value) = parse(xml).expect("xml");
         assert_eq!(format, DataFormat::Xml);
         assert_eq!(
-            value.to_value(),
-            json!({"navigation": {
-                "@type": "next", "@at": "2026-03-01T10:15:00Z",
-                "from": "item-1", "to": "item-2",
-                "interaction": [{"@kind": "response"}, {"@kind": "focus", "#text": "x & y"}],
-                "note": "a < b"
-            }})
+            value.as_str(),
+            r##"{"navigation":{"@type":"next","@at":"2026-03-01T10:15:00Z","to":"item-2","from":"item-1","interaction":[{"@kind":"response"},{"@kind":"focus","#text":"x & y é"}],"note":"a < b","#text":"tail \"text\""}}"##
         );
+        assert_eq!(value.to_value()["navigation"]["interaction"][1]["#text"], "x & y é");
     }
 
     #[test]
     fn text_and_broken_payloads_are_not_structured() {
-        for text in
-            ["plain text", "", "{not json", "<open><unclosed></open>", "<a></a><b></b>", "<a>", "[1,", "<a x=\"1></a>"]
-        {
+        for text in [
+            "plain text",
+            "",
+            "{not json",
+            "<open><unclosed></open>",
+            "<a></a><b></b>",
+            "<a/><b/>",
+            "<a>",
+            "<a x=\"1></a>",
+            "text<a/>",
+            "<!DOCTYPE x [<!ENTITY a \"aaaa\">]><x>&a;</x>",
+            "<x>&custom;</x>",
+            "[1,",
+        ] {
             assert_eq!(parse(text), None, "{text:?}");
         }
     }
@@ -171,5 +226,7 @@ mod tests {
     fn deep_xml_is_refused_not_overflowed() {
         let deep = format!("{}{}", "<a>".repeat(10_000), "</a>".repeat(10_000));
         assert_eq!(parse(&deep), None);
+        let ok = format!("{}{}", "<a>".repeat(MAX_XML_DEPTH), "</a>".repeat(MAX_XML_DEPTH));
+        assert!(parse(&ok).is_some());
     }
 }

@@ -159,7 +159,7 @@ fn device_info(text: &str) -> Option<JsonText> {
     let at = find_ignore_case(text, "device info:")?;
     let rest = text[at + "device info:".len()..].trim_start();
     let mut values = serde_json::Deserializer::from_str(rest).into_iter::<&serde_json::value::RawValue>();
-    values.next()?.ok().map(|raw| JsonText::from_raw(raw.to_owned()))
+    values.next()?.ok().map(|raw| JsonText::written(raw.get().to_owned()))
 }
 
 /// `Process list: a, b.` → `["a", "b"]`.

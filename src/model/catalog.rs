@@ -5,7 +5,6 @@
 //! Proctor/Staff, 40000–49999 Technical. A code in a range but not in the table gets the
 //! range's category with cause `OTHER`. 999 is upstream's "anything else" fallback.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -38,6 +37,16 @@ impl Category {
         }
     }
 
+    /// Position in [`Category::ALL`].
+    pub fn index(self) -> usize {
+        match self {
+            Category::Environment => 0,
+            Category::Examinee => 1,
+            Category::ProctorStaff => 2,
+            Category::Technical => 3,
+        }
+    }
+
     /// The category whose range holds `code`, if any.
     pub fn of_range(code: i64) -> Option<Category> {
         match code {
@@ -65,7 +74,7 @@ pub struct ReasonInfo {
 pub enum Lookup {
     /// Null or absent reason: no category, no anomaly.
     NoReason,
-    Known(ReasonInfo),
+    Known(Arc<ReasonInfo>),
     /// 999, non-numeric, or outside every range: no category, this anomaly.
     Unclassified(Anomaly),
 }
@@ -134,9 +143,11 @@ pub struct CatalogFileEntry {
 /// Reason code → category, cause and description.
 #[derive(Debug, Clone)]
 pub struct ReasonCatalog {
-    entries: HashMap<i64, ReasonInfo>,
-    /// Cause reported for codes in a range but not in the table.
-    other: Arc<str>,
+    /// Sorted by code (binary search: a few comparisons, no hashing).
+    entries: Vec<(i64, Arc<ReasonInfo>)>,
+    /// What codes in a category's range but not in the table get (cause `OTHER`), in
+    /// [`Category::ALL`] order.
+    other: [Arc<ReasonInfo>; 4],
 }
 
 impl Default for ReasonCatalog {
@@ -152,17 +163,24 @@ impl ReasonCatalog {
             .iter()
             .map(|&(code, category, cause, description)| {
                 let info = ReasonInfo { category, cause: Arc::from(cause), description: description.map(Arc::from) };
+                let info = Arc::new(info);
                 (code, info)
             })
             .collect();
-        ReasonCatalog { entries, other: Arc::from("OTHER") }
+        let mut catalog = ReasonCatalog { entries, other: Self::range_others() };
+        catalog.entries.sort_by_key(|(code, _)| *code);
+        catalog
+    }
+
+    fn range_others() -> [Arc<ReasonInfo>; 4] {
+        Category::ALL.map(|category| Arc::new(ReasonInfo { category, cause: Arc::from("OTHER"), description: None }))
     }
 
     /// The built-in table extended / overridden by a catalog file's text.
     pub fn from_toml(text: &str) -> Result<ReasonCatalog, CatalogError> {
         let file: CatalogFile = toml::from_str(text)?;
         let mut catalog = if file.replace_builtin {
-            ReasonCatalog { entries: HashMap::new(), other: Arc::from("OTHER") }
+            ReasonCatalog { entries: Vec::new(), other: Self::range_others() }
         } else {
             Self::builtin()
         };
@@ -183,7 +201,10 @@ impl ReasonCatalog {
                 cause: Arc::from(entry.cause.as_str()),
                 description: entry.description.filter(|d| !d.trim().is_empty()).map(Arc::from),
             };
-            catalog.entries.insert(entry.code, info);
+            match catalog.entries.binary_search_by_key(&entry.code, |(code, _)| *code) {
+                Ok(at) => catalog.entries[at].1 = Arc::new(info),
+                Err(at) => catalog.entries.insert(at, (entry.code, Arc::new(info))),
+            }
         }
         Ok(catalog)
     }
@@ -203,12 +224,10 @@ impl ReasonCatalog {
             ReasonCode::None => Lookup::NoReason,
             ReasonCode::Raw(_) => Lookup::Unclassified(Anomaly::NonNumericReasonCode),
             ReasonCode::Numeric(FALLBACK_CODE) => Lookup::Unclassified(Anomaly::FallbackReasonCode),
-            ReasonCode::Numeric(code) => match self.entries.get(code) {
-                Some(info) => Lookup::Known(info.clone()),
-                None => match Category::of_range(*code) {
-                    Some(category) => {
-                        Lookup::Known(ReasonInfo { category, cause: self.other.clone(), description: None })
-                    }
+            ReasonCode::Numeric(code) => match self.entries.binary_search_by_key(code, |(code, _)| *code) {
+                Ok(at) => Lookup::Known(self.entries[at].1.clone()),
+                Err(_) => match Category::of_range(*code) {
+                    Some(category) => Lookup::Known(self.other[category.index()].clone()),
                     None => Lookup::Unclassified(Anomaly::UnknownReasonCode),
                 },
             },
@@ -220,7 +239,7 @@ impl ReasonCatalog {
 mod tests {
     use super::*;
 
-    fn known(catalog: &ReasonCatalog, code: i64) -> ReasonInfo {
+    fn known(catalog: &ReasonCatalog, code: i64) -> Arc<ReasonInfo> {
         match catalog.lookup(&ReasonCode::Numeric(code)) {
             Lookup::Known(info) => info,
             other => panic!("{code}: expected a known code, got {other:?}"),
@@ -279,7 +298,7 @@ mod tests {
             (49999, Category::Technical),
         ] {
             let info = known(&catalog, code);
-            assert_eq!((info.category, &*info.cause, info.description), (category, "OTHER", None));
+            assert_eq!((info.category, &*info.cause, info.description.clone()), (category, "OTHER", None));
         }
     }
 

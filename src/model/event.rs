@@ -255,29 +255,24 @@ pub struct Source {
     pub offset: i64,
 }
 
-/// A JSON document kept as text (structured payloads): written verbatim into JSON output
-/// and as a string into protobuf, so it is serialized once.
-#[derive(Debug, Clone)]
-pub struct JsonText(Box<serde_json::value::RawValue>);
+/// A JSON document kept as text (structured payloads): validated or written once, then
+/// carried as a string into protobuf and embedded verbatim into JSON output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonText(String);
 
 impl JsonText {
     /// Validates `text` as one JSON value.
     pub fn parse(text: &str) -> Option<JsonText> {
-        serde_json::from_str::<Box<serde_json::value::RawValue>>(text).ok().map(JsonText)
+        serde_json::from_str::<&serde_json::value::RawValue>(text).ok().map(|raw| JsonText(raw.get().to_owned()))
     }
 
-    /// Keeps an already validated document.
-    pub fn from_raw(raw: Box<serde_json::value::RawValue>) -> JsonText {
-        JsonText(raw)
-    }
-
-    /// Serializes a value.
-    pub fn from_value(value: &serde_json::Value) -> JsonText {
-        JsonText(serde_json::value::to_raw_value(value).expect("a JSON value always serializes"))
+    /// Text produced by a JSON serializer (valid by construction).
+    pub fn written(text: String) -> JsonText {
+        JsonText(text)
     }
 
     pub fn as_str(&self) -> &str {
-        self.0.get()
+        &self.0
     }
 
     /// The document as a value (for tests and tools).
@@ -286,15 +281,10 @@ impl JsonText {
     }
 }
 
-impl PartialEq for JsonText {
-    fn eq(&self, other: &Self) -> bool {
-        self.as_str() == other.as_str()
-    }
-}
-
 impl Serialize for JsonText {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.0.serialize(serializer)
+        let raw: &serde_json::value::RawValue = serde_json::from_str(&self.0).map_err(serde::ser::Error::custom)?;
+        raw.serialize(serializer)
     }
 }
 
@@ -473,7 +463,7 @@ pub struct Event<'a> {
     pub incident_severity: Option<f64>,
 
     /// Catalog entry of the reason code (enrichment).
-    pub reason: Option<ReasonInfo>,
+    pub reason: Option<Arc<ReasonInfo>>,
     /// Security signal recognized from the reason message (enrichment).
     pub signal: Option<Signal>,
     /// Anomalies, in the order found.

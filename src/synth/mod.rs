@@ -4,6 +4,13 @@
 //! texts of upstream-envelopes.md, occasional 8 KB deliver-fe stack traces, and a share of
 //! malformed records. The same seed yields the same records, so benchmarks and the demo
 //! are reproducible. Used by the benchmarks, and by `demo` and `generate`.
+//!
+//! The mix follows a default TAO deployment, where test-taker navigation is published only
+//! when a tenant enables it: each session starts (control message), then each step is a
+//! security pause or flag (34%, control message; 10% more as flat records), a deliver-fe
+//! log (20%), a proctor ACS action (18%), a proctor resume (10%), a navigation (6%, half of
+//! them flat records with a 40999 XML payload) or a lockdown breach (2%), and after 40
+//! steps ends in a submission (control or flat) or a proctor termination (ACS).
 
 use serde_json::{Value, json};
 
@@ -177,7 +184,7 @@ impl Generator {
         let t = self.clock_ms;
         match (s.step, self.rng.u8(..100)) {
             (0, _) => (self.control(s, What::new("test-taker", "start", "succeeded", "interacting"), None, t), false),
-            (1..=40, 0..=19) => {
+            (1..=40, 0..=5) => {
                 let next = s.item + 1;
                 self.sessions.iter_mut().filter(|x| x.execution_id == s.execution_id).for_each(|x| x.item = next);
                 if self.rng.bool() {
@@ -192,7 +199,7 @@ impl Generator {
                     (self.control(s, What::new("test-taker", "navigation", "succeeded", "interacting"), None, t), false)
                 }
             }
-            (1..=40, 20..=49) => {
+            (1..=40, 6..=39) => {
                 let (code, message) = SECURITY_MESSAGES[self.rng.usize(..SECURITY_MESSAGES.len())];
                 let actor = if message.starts_with("[Security Plugin]") { "security-plugin" } else { "test-taker" };
                 let action = if code == 20060 { "pause" } else { "flag" };
@@ -200,17 +207,17 @@ impl Generator {
                 let reason = Some((code, message.to_owned()));
                 (self.control(s, What::new(actor, action, "succeeded", status), reason, t), false)
             }
-            (1..=40, 50..=64) => (self.deliver_fe_log(s, t), false),
-            (1..=40, 65..=81) => {
+            (1..=40, 40..=59) => (self.deliver_fe_log(s, t), false),
+            (1..=40, 60..=77) => {
                 let action = ["pause", "resume", "update", "flag"][self.rng.usize(..4)];
                 (self.acs(s, action, t), false)
             }
-            (1..=40, 82..=83) => {
+            (1..=40, 78..=79) => {
                 let message = "[Lockdown Browser] Security breach detected. Device info: {\"os\":\"Windows 11\",\"vm\":false}. Process list: obs64.exe, discord.exe.";
                 let reason = Some((20999, message.to_owned()));
                 (self.flat(s, What::new("security-plugin", "flag", "succeeded", "interacting"), reason, t), false)
             }
-            (1..=40, 84..=91) => {
+            (1..=40, 80..=89) => {
                 let (code, message) = SECURITY_MESSAGES[self.rng.usize(..SECURITY_MESSAGES.len())];
                 let reason = Some((code, message.to_owned()));
                 (self.flat(s, What::new("test-taker", "flag", "succeeded", "interacting"), reason, t), false)
