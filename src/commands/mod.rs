@@ -1,4 +1,5 @@
 //! The drivers of the core: each moves bytes between the outside world and
 //! [`crate::pipeline::Pipeline`].
 
+pub mod generate;
 pub mod process;

@@ -162,7 +162,8 @@ impl Generator {
 
     /// The next record.
     pub fn next_record(&mut self) -> SynthRecord {
-        self.clock_ms += i64::from(self.rng.u32(50..1500));
+        // 1-19 ms apart (10 ms on average): a busy deployment, many sessions at once.
+        self.clock_ms += i64::from(self.rng.u32(1..20));
         let index = self.rng.usize(..self.sessions.len());
         let malformed = self.rng.f64() < self.options.malformed_ratio;
         let session = self.sessions[index].clone();
