@@ -86,3 +86,49 @@ impl Pipeline {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_767_261_400_000;
+
+    fn record(value: &[u8]) -> Record<'_> {
+        Record {
+            key: Some(b"k"),
+            value,
+            source: Source { topic: std::sync::Arc::from("raw"), partition: 1, offset: 5 },
+        }
+    }
+
+    #[test]
+    fn each_record_is_one_event_or_one_dead_letter() {
+        let pipeline = Pipeline::new(&Config::defaults(), ReasonCatalog::builtin()).unwrap();
+        let good = br#"{"deliveryExecutionId":"u#d#h#acme","incidentTime":1767261300}"#;
+        match pipeline.process(&record(good), NOW) {
+            Outcome::Event(output) => assert_eq!(output.topic, "acs.acme.events"),
+            other => panic!("{other:?}"),
+        }
+        let bad = br#"{"deliveryExecutionId":"u#d#h#acme","incidentTime":"soon"}"#;
+        match pipeline.process(&record(bad), NOW) {
+            Outcome::DeadLetter(dead) => {
+                assert_eq!(dead.rejection.code, crate::decode::ErrorCode::InvalidTime);
+                assert_eq!((dead.source.partition, dead.source.offset, dead.processed_at), (1, 5, NOW));
+                let kafka = dead.to_record(pipeline.dead_letter_topic(), Some(b"k"), bad);
+                assert_eq!((kafka.topic.as_str(), &*kafka.value), ("acs.dlq", &bad[..]));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_configured_format_and_templates_apply() {
+        let config =
+            Config::layered(Some(("t", "[output]\nformat = \"json\"\nevents_topic = \"x.{tenant}\"\n")), []).unwrap();
+        let pipeline = Pipeline::new(&config, ReasonCatalog::builtin()).unwrap();
+        let good = br#"{"deliveryExecutionId":"u#d#h#acme","incidentTime":1767261300}"#;
+        let Outcome::Event(output) = pipeline.process(&record(good), NOW) else { panic!("an event") };
+        assert_eq!(output.topic, "x.acme");
+        assert!(output.value.starts_with(b"{\"tenantId\":\"acme\""));
+    }
+}

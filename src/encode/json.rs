@@ -115,3 +115,83 @@ pub fn to_vec(event: &Event) -> Vec<u8> {
     // Serializing plain data with string keys into a Vec cannot fail.
     serde_json::to_vec(&view).expect("an event always serializes to JSON")
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use serde_json::{Value, json};
+
+    use crate::config::Config;
+    use crate::model::{ReasonCatalog, Source};
+    use crate::pipeline::Pipeline;
+
+    fn event_json(value: &str) -> Value {
+        let pipeline = Pipeline::new(&Config::defaults(), ReasonCatalog::builtin()).unwrap();
+        let source = Source { topic: Arc::from("raw"), partition: 2, offset: 9 };
+        let event = pipeline.enrich(value.as_bytes(), &source, 1_767_261_400_000).expect("valid");
+        serde_json::from_slice(&super::to_vec(&event)).unwrap()
+    }
+
+    #[test]
+    fn the_contract_fields_are_always_present_with_the_spec_spellings() {
+        let event = event_json(
+            r#"{"deliveryExecutionId":"u#d#h#acme","incidentTime":1767261300,"actor":"test-taker","action":"pause",
+                "actionStatus":"succeeded","status":"paused","reasonCode":"20060",
+                "reasonMessage":"[Pause On Blur] Test taker tried to move to a different tab/app."}"#,
+        );
+        for field in [
+            "tenantId",
+            "deliveryExecutionId",
+            "deliveryId",
+            "messageId",
+            "actor",
+            "action",
+            "actionStatus",
+            "status",
+            "reasonCode",
+            "reasonMessage",
+            "incidentTime",
+            "itemId",
+            "testTaker",
+            "userAgent",
+            "ip",
+            "reason",
+            "anomalies",
+            "source",
+        ] {
+            assert!(event.get(field).is_some(), "{field} missing from {event}");
+        }
+        assert_eq!(event["actor"], "test-taker");
+        assert_eq!(event["action"], "pause");
+        assert_eq!(event["actionStatus"], "succeeded");
+        assert_eq!((&event["status"], &event["statusRaw"]), (&json!("suspended"), &json!("paused")));
+        assert_eq!(event["reasonCode"], 20060);
+        assert_eq!(
+            event["reason"],
+            json!({"category": "EXAMINEE", "cause": "NAVIGATION", "description": "Events related to full-screen mode or tab changes."})
+        );
+        assert_eq!(event["signal"], json!({"kind": "pause-on-blur"}));
+        assert_eq!(event["incidentTime"], 1_767_261_300_000_i64);
+        assert_eq!(event["source"], json!({"topic": "raw", "partition": 2, "offset": 9}));
+        assert_eq!((&event["itemId"], &event["ip"]), (&Value::Null, &Value::Null), "absent spec fields are null");
+        assert!(event.get("actorRaw").is_none() && event.get("reasonCodeRaw").is_none(), "extras only when set");
+    }
+
+    #[test]
+    fn protobuf_enum_names_never_leak() {
+        let event = event_json(
+            r#"{"deliveryExecutionId":"u#d#h#acme","incidentTime":1767261300,"actor":"deliver-fe","action":"log",
+                "actionStatus":"interacting","reasonCode":"N52","reasonMessage":"[deliver-fe] boom [item-1]"}"#,
+        );
+        let text = event.to_string();
+        for leaked in ["ACTOR_", "ACTION_", "STATUS_", "SIGNAL_KIND", "REASON_CATEGORY", "SHAPE_", "Other", "DeliverFe"]
+        {
+            assert!(!text.contains(leaked), "{leaked} in {text}");
+        }
+        assert_eq!((&event["reasonCode"], &event["reasonCodeRaw"]), (&Value::Null, &json!("N52")));
+        assert_eq!(event["actionStatus"], "interacting");
+        assert_eq!(event["anomalies"], json!(["non_numeric_reason_code"]));
+        assert_eq!(event["signal"], json!({"kind": "deliver-fe", "tags": ["item-1"]}));
+    }
+}

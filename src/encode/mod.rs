@@ -78,3 +78,54 @@ pub fn event_record<'a>(event: &Event<'a>, template: &TopicTemplate, format: For
     };
     Output { topic, key, value: Cow::Owned(value), headers }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use prost::Message;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::model::{ReasonCatalog, Source};
+    use crate::pipeline::Pipeline;
+
+    #[test]
+    fn event_records_are_routed_keyed_and_labelled() {
+        let pipeline = Pipeline::new(&Config::defaults(), ReasonCatalog::builtin()).unwrap();
+        let value = br#"{"deliveryExecutionId":"review#u#d#h#Acme-1","incidentTime":1767261300,"actor":"proctor","action":"terminate"}"#;
+        let source = Source { topic: Arc::from("raw"), partition: 0, offset: 0 };
+        let event = pipeline.enrich(value, &source, 1_767_261_400_000).unwrap();
+        let template = TopicTemplate::parse("acs.{tenant}.events").unwrap();
+        for (format, content_type) in [(Format::Protobuf, "application/x-protobuf"), (Format::Json, "application/json")]
+        {
+            let record = event_record(&event, &template, format, value.len());
+            assert_eq!(record.topic, "acs.Acme-1.events");
+            assert_eq!(
+                record.key.as_deref(),
+                Some(&b"review#u#d#h#Acme-1"[..]),
+                "key: the delivery execution id as sent"
+            );
+            let headers: Vec<(&str, &str)> = record.headers.iter().map(|(n, v)| (*n, v.as_ref())).collect();
+            assert_eq!(
+                headers,
+                [
+                    ("content-type", content_type),
+                    ("acs-schema", "acs.v1.EnrichedEvent"),
+                    ("acs-actor", "proctor"),
+                    ("acs-action", "terminate")
+                ]
+            );
+            match format {
+                Format::Protobuf => {
+                    let decoded = proto::pb::EnrichedEvent::decode(&*record.value).unwrap();
+                    assert_eq!(decoded.action(), proto::pb::Action::Terminate);
+                }
+                Format::Json => {
+                    let decoded: serde_json::Value = serde_json::from_slice(&record.value).unwrap();
+                    assert_eq!(decoded["action"], "terminate");
+                }
+            }
+        }
+    }
+}

@@ -534,3 +534,74 @@ impl Event<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_accept_legacy_spellings_and_tao_uris() {
+        let cases = [
+            ("suspended", Status::Suspended, true),
+            ("paused", Status::Suspended, false),
+            ("active", Status::Interacting, false),
+            ("finished", Status::Closed, false),
+            ("awaiting", Status::Initial, false),
+            ("cancelled", Status::Canceled, false),
+            ("http://www.tao.lu/Ontologies/TAODelivery.rdf#DeliveryExecutionStatusActive", Status::Interacting, false),
+            (
+                "http://www.tao.lu/Ontologies/TAODelivery.rdf#DeliveryExecutionStatusTerminated",
+                Status::Terminated,
+                false,
+            ),
+            ("http://www.tao.lu/Ontologies/TAODelivery.rdf#DeliveryExecutionStatusBogus", Status::Other, false),
+            ("#", Status::Other, false),
+            ("sleeping", Status::Other, false),
+        ];
+        for (raw, value, canonical) in cases {
+            let parsed = Status::parse_lenient(raw);
+            assert_eq!((parsed.value, parsed.canonical), (value, canonical), "{raw}");
+        }
+    }
+
+    #[test]
+    fn action_status_is_an_outcome_or_a_session_status() {
+        let cases = [
+            ("succeeded", ActionStatus::Succeeded, true),
+            ("FAILED", ActionStatus::Failed, false),
+            ("interacting", ActionStatus::Session(Status::Interacting), true),
+            ("paused", ActionStatus::Session(Status::Suspended), false),
+            ("success", ActionStatus::Other, false),
+            ("", ActionStatus::Other, false),
+        ];
+        for (raw, value, canonical) in cases {
+            let parsed = ActionStatus::parse(raw);
+            assert_eq!((parsed.value, parsed.canonical), (value, canonical), "{raw}");
+        }
+        assert_eq!(ActionStatus::Session(Status::Closed).as_str(), "closed");
+    }
+
+    #[test]
+    fn acs_statuses_map_to_session_statuses() {
+        let cases = [
+            (AcsStatus::Running, Some(Status::Interacting)),
+            (AcsStatus::Paused, Some(Status::Suspended)),
+            (AcsStatus::Terminated, Some(Status::Terminated)),
+            (AcsStatus::Complete, Some(Status::Closed)),
+            (AcsStatus::None, None),
+            (AcsStatus::Other, None),
+        ];
+        for (acs, status) in cases {
+            assert_eq!(acs.session_status(), status, "{acs}");
+        }
+    }
+
+    #[test]
+    fn json_text_is_validated_and_embedded_verbatim() {
+        assert!(JsonText::parse("{\"a\": [1, 2]}").is_some());
+        assert!(JsonText::parse("{\"a\": ").is_none());
+        assert!(JsonText::parse("1 2").is_none());
+        let text = JsonText::parse("{\"b\":1,\"a\":2}").unwrap();
+        assert_eq!(serde_json::to_string(&text).unwrap(), "{\"b\":1,\"a\":2}", "key order kept");
+    }
+}

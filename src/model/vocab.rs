@@ -84,3 +84,47 @@ macro_rules! vocabulary {
 }
 
 pub(crate) use vocabulary;
+
+#[cfg(test)]
+mod tests {
+    use crate::model::{AcsStatus, Action, ActionStatus, Actor, Status};
+
+    #[test]
+    fn canonical_alias_and_unknown_spellings() {
+        let cases = [
+            ("test-taker", Actor::TestTaker, true),
+            ("Test-Taker", Actor::TestTaker, false),
+            ("test_taker", Actor::TestTaker, false),
+            ("deliver_fe", Actor::DeliverFe, false),
+            ("security-plugin", Actor::SecurityPlugin, true),
+            ("realtime", Actor::Realtime, true),
+            ("", Actor::Other, false),
+            ("test taker", Actor::Other, false),
+            ("proctor ", Actor::Other, false),
+        ];
+        for (raw, value, canonical) in cases {
+            let parsed = Actor::parse(raw);
+            assert_eq!((parsed.value, parsed.canonical), (value, canonical), "{raw:?}");
+        }
+        assert_eq!(Action::parse("move").value, Action::Navigation);
+        assert!(!Action::parse("move").canonical, "an alias keeps its raw spelling");
+        assert_eq!(Action::parse("navigate").value, Action::Other);
+        assert_eq!(AcsStatus::parse("complete").value, AcsStatus::Complete);
+    }
+
+    #[test]
+    fn every_value_round_trips_through_its_spelling() {
+        for actor in Actor::ALL {
+            assert_eq!(Actor::parse(actor.as_str()).value, *actor);
+        }
+        for action in Action::ALL {
+            assert_eq!(Action::parse(action.as_str()).value, *action);
+        }
+        for status in Status::ALL {
+            assert_eq!(Status::parse(status.as_str()).value, *status);
+            assert_eq!(ActionStatus::parse(status.as_str()).value, ActionStatus::Session(*status));
+        }
+        assert_eq!(Actor::Other.as_str(), "other");
+        assert_eq!(serde_json::to_string(&Actor::DeliverFe).unwrap(), "\"deliver-fe\"");
+    }
+}
