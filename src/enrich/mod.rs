@@ -39,7 +39,9 @@ mod tests {
     fn reason_and_signal_are_added_with_their_anomalies() {
         let base =
             r#""deliveryExecutionId":"u#d#h#acme","incidentTime":1767261300,"actor":"test-taker","action":"flag""#;
-        let cases: [(&str, Option<Category>, Option<SignalKind>, Vec<Anomaly>); 5] = [
+        // (fields, expected category, expected signal, expected anomalies)
+        type Case = (&'static str, Option<Category>, Option<SignalKind>, Vec<Anomaly>);
+        let cases: [Case; 5] = [
             (
                 r#""reasonCode":20999,"reasonMessage":"[Prevent Screenshot] x""#,
                 Some(Category::Examinee),
