@@ -23,8 +23,20 @@ pub struct ExecutionIdParts<'a> {
     pub tenant: &'a str,
 }
 
-/// Splits a delivery execution id of TAO's form; `None` for any other form.
-pub fn split_execution_id(id: &str) -> Option<ExecutionIdParts<'_>> {
+/// What a delivery execution id looks like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdForm<'a> {
+    /// TAO's form: at least four `#`-separated segments, none empty.
+    Tao(ExecutionIdParts<'a>),
+    /// Another form (a URI, a UUID: fewer than three `#`): kept as sent, no tenant in it.
+    Opaque,
+    /// Three or more `#` but an empty segment: it claims TAO's form and breaks it, so its
+    /// tenant cannot be checked against `tenantId` (refused, never routed).
+    Malformed,
+}
+
+/// Classifies a delivery execution id.
+pub fn classify_execution_id(id: &str) -> IdForm<'_> {
     // Positions of the last four `#`, from the right.
     let mut hashes = [0usize; 4];
     let mut found = 0;
@@ -38,7 +50,7 @@ pub fn split_execution_id(id: &str) -> Option<ExecutionIdParts<'_>> {
         }
     }
     if found < 3 {
-        return None;
+        return IdForm::Opaque;
     }
     let tenant = &id[hashes[0] + 1..];
     let attempt = &id[hashes[1] + 1..hashes[0]];
@@ -47,11 +59,19 @@ pub fn split_execution_id(id: &str) -> Option<ExecutionIdParts<'_>> {
         3 => (&id[..hashes[2]], None),
         _ => (&id[hashes[3] + 1..hashes[2]], Some(&id[..hashes[3]])),
     };
-    let parts = [tenant, attempt, delivery, user];
-    if parts.iter().any(|segment| segment.is_empty()) || prefix == Some("") {
-        return None;
+    let segments = [tenant, attempt, delivery, user];
+    if segments.iter().any(|segment| segment.is_empty()) || prefix.is_some_and(|p| p.split('#').any(str::is_empty)) {
+        return IdForm::Malformed;
     }
-    Some(ExecutionIdParts { prefix, user, delivery, attempt, tenant })
+    IdForm::Tao(ExecutionIdParts { prefix, user, delivery, attempt, tenant })
+}
+
+/// The parts of a delivery execution id of TAO's form; `None` for any other form.
+pub fn split_execution_id(id: &str) -> Option<ExecutionIdParts<'_>> {
+    match classify_execution_id(id) {
+        IdForm::Tao(parts) => Some(parts),
+        IdForm::Opaque | IdForm::Malformed => None,
+    }
 }
 
 /// Which tenants are acceptable: topic-name syntax, length, and an optional allow-list.
@@ -137,6 +157,8 @@ mod tests {
             ("a#b#u#d#h#t", Some((Some("a#b"), "u", "d", "h", "t"))),
             ("u#d#h", None),
             ("u#d##t", None),
+            ("u#d#h#acme#", None),
+            ("x##u#d#h#t", None),
             ("#d#h#t", None),
             ("u#d#h#", None),
             ("#u#d#h#t", None),
@@ -147,6 +169,27 @@ mod tests {
         for (id, expected) in cases {
             let got = split_execution_id(id).map(|p| (p.prefix, p.user, p.delivery, p.attempt, p.tenant));
             assert_eq!(got, expected, "{id:?}");
+        }
+    }
+
+    #[test]
+    fn ids_that_claim_tao_form_and_break_it_are_malformed() {
+        let cases = [
+            ("u#d#h#acme", true, false),
+            ("review#u#d#h#acme", true, false),
+            ("http://www.tao.lu/Ontologies/TAODelivery.rdf#i1234", false, false),
+            ("a#b#c", false, false),
+            ("opaque", false, false),
+            ("u#d##acme", false, true),
+            ("u#d#h#acme#", false, true),
+            ("#u#d#h#t", false, true),
+            ("x##u#d#h#t", false, true),
+            ("###", false, true),
+        ];
+        for (id, tao, malformed) in cases {
+            let form = classify_execution_id(id);
+            assert_eq!(matches!(form, IdForm::Tao(_)), tao, "{id}");
+            assert_eq!(form == IdForm::Malformed, malformed, "{id}");
         }
     }
 

@@ -16,6 +16,7 @@ pub mod time;
 
 use std::borrow::Cow;
 
+use identity::IdForm;
 pub use identity::TenantPolicy;
 use raw::{Field, Scalar};
 pub use reject::{ErrorCode, Rejection};
@@ -74,7 +75,11 @@ impl Decoder {
 
         // Identity: the delivery execution id, then the tenant.
         let execution_id = execution_id(parts)?;
-        let id_parts = identity::split_execution_id(&execution_id);
+        let id_parts = match identity::classify_execution_id(&execution_id) {
+            IdForm::Tao(id_parts) => Some(id_parts),
+            IdForm::Opaque => None,
+            IdForm::Malformed => return Err(malformed_id(parts.execution_id.path)),
+        };
         let derived_tenant = id_parts.map(|p| sub(&execution_id, p.tenant));
         let tenant_id = self.tenant(parts, &execution_id, derived_tenant)?;
         for other in std::mem::take(&mut parts.other_execution_ids) {
@@ -82,7 +87,11 @@ impl Decoder {
                 None => {}
                 Some(Field::Scalar(Scalar::Str(id))) if id == execution_id => {}
                 Some(Field::Scalar(Scalar::Str(id))) => {
-                    let other_tenant = identity::split_execution_id(&id).map(|p| p.tenant);
+                    let other_tenant = match identity::classify_execution_id(&id) {
+                        IdForm::Tao(other) => Some(other.tenant),
+                        IdForm::Opaque => None,
+                        IdForm::Malformed => return Err(malformed_id(other.path)),
+                    };
                     if other_tenant.is_some_and(|t| t != tenant_id.as_ref()) {
                         return Err(Rejection::new(
                             ErrorCode::TenantMismatch,
@@ -246,13 +255,23 @@ impl Decoder {
             }
             (None, None) => Err(Rejection::new(
                 ErrorCode::MissingTenant,
+                // The id is not quoted: it holds the test taker's user id.
                 format!(
-                    "no `{path}`, and `{id_path}` ({}) has no tenant segment (<user>#<delivery>#<attempt>#<tenant>)",
-                    reject::excerpt(execution_id)
+                    "no `{path}`, and `{id_path}` ({} characters, {} `#`) has no tenant segment \
+                     (<user>#<delivery>#<attempt>#<tenant>)",
+                    execution_id.chars().count(),
+                    execution_id.matches('#').count()
                 ),
             )),
         }
     }
+}
+
+fn malformed_id(path: &str) -> Rejection {
+    Rejection::new(
+        ErrorCode::InvalidDeliveryExecutionId,
+        format!("`{path}` has the form <user>#<delivery>#<attempt>#<tenant> with an empty segment"),
+    )
 }
 
 /// `part` (a slice of `whole`) as text that borrows from the input when `whole` does.
@@ -405,7 +424,11 @@ fn reason_code<'a>(slot: &mut Slot<'a>) -> Result<ReasonCode<'a>, Rejection> {
         Some(Field::Scalar(Scalar::Str(s))) if s.trim().is_empty() => ReasonCode::None,
         Some(Field::Scalar(Scalar::Str(s))) => match s.trim().parse::<i64>() {
             Ok(n) => ReasonCode::Numeric(n),
-            Err(_) => ReasonCode::Raw(s),
+            // "20060.0": a whole number written as a decimal.
+            Err(_) => match s.trim().parse::<f64>() {
+                Ok(n) if n.fract() == 0.0 && n.abs() < 9.0e15 => ReasonCode::Numeric(n as i64),
+                _ => ReasonCode::Raw(s),
+            },
         },
         Some(other) => {
             return Err(invalid_type(slot, other.type_name(), "a number or a string"));
@@ -563,6 +586,35 @@ mod tests {
         assert_eq!(other.unwrap_err().code, ErrorCode::UnknownTenant);
         let bad = decode(r#"{"deliveryExecutionId":"u#d#h#glo bex","incidentTime":1767261300}"#);
         assert_eq!(bad.unwrap_err().code, ErrorCode::InvalidTenant);
+    }
+
+    #[test]
+    fn a_broken_tao_id_cannot_let_tenant_id_pick_the_tenant() {
+        for id in ["u#d##acme", "u#d#h#acme#", "#u#d#h#acme", "u##d#h#acme"] {
+            let json = format!(r#"{{"deliveryExecutionId":"{id}","tenantId":"globex","incidentTime":1767261300}}"#);
+            assert_eq!(code(&json), ErrorCode::InvalidDeliveryExecutionId, "{id}");
+        }
+        let other = r#"{"deliveryExecutionId":"u#d#h#acme","_id":"u#d##globex","incidentTime":1767261300}"#;
+        assert_eq!(code(other), ErrorCode::InvalidDeliveryExecutionId);
+        // A URI with one `#` is another form, kept as sent; `tenantId` names the tenant.
+        let uri = r#"{"deliveryExecutionId":"http://x.org/tao.rdf#i1","tenantId":"globex","incidentTime":1767261300}"#;
+        assert_eq!(decode(uri).unwrap().tenant_id, "globex");
+    }
+
+    #[test]
+    fn identity_and_time_details_never_quote_the_user_id() {
+        let user = "jdoe@school.org";
+        let cases = [
+            format!(r#"{{"deliveryExecutionId":"{user}","incidentTime":1767261300}}"#),
+            format!(r#"{{"deliveryExecutionId":"{user}#d#h#","incidentTime":1767261300}}"#),
+            format!(r#"{{"deliveryExecutionId":"{user}#d#h#acme","tenantId":"globex","incidentTime":1767261300}}"#),
+            format!(r#"{{"deliveryExecutionId":"{user}#d#h#acme","incidentTime":"never"}}"#),
+            format!(r#"{{"deliveryExecutionId":"{user}#d#h#acme","incidentTime":1}}"#),
+        ];
+        for json in cases {
+            let rejection = decode(&json).unwrap_err();
+            assert!(!rejection.detail.contains("jdoe"), "{}: {}", rejection.code, rejection.detail);
+        }
     }
 
     #[test]

@@ -15,6 +15,9 @@ pub enum ErrorCode {
     NotAnObject,
     /// No delivery execution id (absent, null, empty, or not a string).
     MissingDeliveryExecutionId,
+    /// A delivery execution id that claims TAO's `<user>#<delivery>#<attempt>#<tenant>` form
+    /// (three or more `#`) with an empty segment: its tenant cannot be checked.
+    InvalidDeliveryExecutionId,
     /// No tenant: no `tenantId` and none derivable from the delivery execution id.
     MissingTenant,
     /// The tenant is not usable in a topic name (`[A-Za-z0-9._-]+` with a letter or digit,
@@ -33,12 +36,13 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 12] = [
+    pub const ALL: [ErrorCode; 13] = [
         ErrorCode::InvalidUtf8,
         ErrorCode::TooLarge,
         ErrorCode::MalformedJson,
         ErrorCode::NotAnObject,
         ErrorCode::MissingDeliveryExecutionId,
+        ErrorCode::InvalidDeliveryExecutionId,
         ErrorCode::MissingTenant,
         ErrorCode::InvalidTenant,
         ErrorCode::TenantMismatch,
@@ -56,6 +60,7 @@ impl ErrorCode {
             ErrorCode::MalformedJson => "malformed_json",
             ErrorCode::NotAnObject => "not_an_object",
             ErrorCode::MissingDeliveryExecutionId => "missing_delivery_execution_id",
+            ErrorCode::InvalidDeliveryExecutionId => "invalid_delivery_execution_id",
             ErrorCode::MissingTenant => "missing_tenant",
             ErrorCode::InvalidTenant => "invalid_tenant",
             ErrorCode::TenantMismatch => "tenant_mismatch",

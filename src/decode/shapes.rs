@@ -302,6 +302,22 @@ mod tests {
             parse(r#"{"deliveryExecutionId":"d","acsControl":{"userIdentifier":"u1","incidentTime":"t","reasonCode":"30020","resourceLink":{"identifier":"r"},"attemptNumber":1}}"#)
                 .unwrap(),
         );
+        let text = |slot: &Slot<'_>| match &slot.value {
+            Some(Field::Scalar(Scalar::Str(s))) => Some(s.to_string()),
+            Some(Field::Scalar(Scalar::UInt(n))) => Some(n.to_string()),
+            _ => None,
+        };
+        for (a, b) in [
+            (&snake.test_taker, &camel.test_taker),
+            (&snake.login, &camel.login),
+            (&snake.time, &camel.time),
+            (&snake.reason_code, &camel.reason_code),
+            (&snake.resource_link, &camel.resource_link),
+            (&snake.attempt_number, &camel.attempt_number),
+        ] {
+            assert!(text(a).is_some(), "{}", a.path);
+            assert_eq!(text(a), text(b), "{} / {}", a.path, b.path);
+        }
         for p in [&snake, &camel] {
             assert!(p.test_taker.value.is_some() && p.time.value.is_some() && p.reason_code.value.is_some());
             assert!(p.resource_link.value.is_some() && p.attempt_number.value.is_some());

@@ -110,6 +110,7 @@ fn error_code(code: ErrorCode) -> pb::ErrorCode {
         ErrorCode::MalformedJson => pb::ErrorCode::MalformedJson,
         ErrorCode::NotAnObject => pb::ErrorCode::NotAnObject,
         ErrorCode::MissingDeliveryExecutionId => pb::ErrorCode::MissingDeliveryExecutionId,
+        ErrorCode::InvalidDeliveryExecutionId => pb::ErrorCode::InvalidDeliveryExecutionId,
         ErrorCode::MissingTenant => pb::ErrorCode::MissingTenant,
         ErrorCode::InvalidTenant => pb::ErrorCode::InvalidTenant,
         ErrorCode::TenantMismatch => pb::ErrorCode::TenantMismatch,

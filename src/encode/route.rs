@@ -55,6 +55,23 @@ impl TopicTemplate {
     }
 }
 
+impl TopicTemplate {
+    /// True when some tenant's topic from `self` could equal some tenant's topic from
+    /// `other`: their prefixes are compatible (one starts the other) and so are their
+    /// suffixes (one ends the other). `acs.{tenant}` and `acs.{tenant}.alerts` collide
+    /// (tenant `x.alerts`); `acs.{tenant}.events` and `acs.{tenant}.alerts` cannot.
+    pub fn may_collide(&self, other: &TopicTemplate) -> bool {
+        let prefixes = self.prefix.starts_with(&other.prefix) || other.prefix.starts_with(&self.prefix);
+        let suffixes = self.suffix.ends_with(&other.suffix) || other.suffix.ends_with(&self.suffix);
+        prefixes && suffixes
+    }
+
+    /// True when some tenant id renders to exactly `topic`.
+    pub fn can_render(&self, topic: &str) -> bool {
+        topic.len() > self.fixed_len() && topic.starts_with(&self.prefix) && topic.ends_with(&self.suffix)
+    }
+}
+
 /// Checks a fixed topic name (such as the dead-letter topic).
 pub fn check_topic_name(name: &str) -> Result<(), TopicError> {
     if name.is_empty() || name == "." || name == ".." {
@@ -84,6 +101,27 @@ mod tests {
         assert_eq!(TopicTemplate::parse("acs/{tenant}"), Err(TopicError::Character('/')));
         assert_eq!(TopicTemplate::parse(&format!("{}{{tenant}}", "a".repeat(249))), Err(TopicError::TooLong));
         assert_eq!(check_topic_name("acs.dlq"), Ok(()));
+    }
+
+    #[test]
+    fn colliding_templates_are_detected() {
+        let t = |text: &str| TopicTemplate::parse(text).unwrap();
+        let cases = [
+            ("acs.{tenant}.events", "acs.{tenant}.alerts", false),
+            ("acs.{tenant}", "acs.{tenant}.alerts", true),
+            ("{tenant}", "acs.{tenant}.alerts", true),
+            ("events.{tenant}", "alerts.{tenant}", false),
+            ("a.{tenant}.x", "a.b.{tenant}.x", true),
+            ("acs.{tenant}.events", "acs.{tenant}.events", true),
+        ];
+        for (a, b, collide) in cases {
+            assert_eq!(t(a).may_collide(&t(b)), collide, "{a} / {b}");
+            assert_eq!(t(b).may_collide(&t(a)), collide, "{b} / {a}");
+        }
+        assert!(t("{tenant}").can_render("acs.dlq"));
+        assert!(t("acs.{tenant}").can_render("acs.dlq"));
+        assert!(!t("acs.{tenant}.events").can_render("acs.dlq"));
+        assert!(!t("acs.{tenant}.events").can_render("acs..events"), "the tenant cannot be empty");
         assert_eq!(check_topic_name(".."), Err(TopicError::Empty));
         assert_eq!(check_topic_name("a b"), Err(TopicError::Character(' ')));
     }

@@ -13,7 +13,7 @@ pub fn enrich(event: &mut Event, catalog: &ReasonCatalog) {
         Lookup::Known(info) => event.reason = Some(info),
         Lookup::Unclassified(anomaly) => event.flag(anomaly),
     }
-    let recognized = signal::recognize(event.reason_message.as_deref(), event.actor);
+    let recognized = signal::recognize(event.reason_message.as_deref(), event.actor, event.reason_code.numeric());
     event.signal = recognized.signal;
     if let Some(anomaly) = recognized.anomaly {
         event.flag(anomaly);

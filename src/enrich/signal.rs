@@ -19,8 +19,11 @@ pub struct Recognized {
     pub anomaly: Option<Anomaly>,
 }
 
-/// Recognizes the signal in a reason message sent by `actor`.
-pub fn recognize(message: Option<&str>, actor: Option<Actor>) -> Recognized {
+/// The reason code of navigation / interaction payloads (and technical logs).
+const PAYLOAD_CODE: i64 = 40999;
+
+/// Recognizes the signal in a reason message sent by `actor` with reason `code`.
+pub fn recognize(message: Option<&str>, actor: Option<Actor>, code: Option<i64>) -> Recognized {
     let Some(message) = message.map(str::trim).filter(|m| !m.is_empty()) else {
         return Recognized::default();
     };
@@ -35,7 +38,8 @@ pub fn recognize(message: Option<&str>, actor: Option<Actor>) -> Recognized {
         None => {
             if is_ip_change(message) {
                 found(Signal::new(SignalKind::IpChange))
-            } else if let Some((format, data)) = payload::parse(message) {
+            } else if let Some((format, data)) = (code == Some(PAYLOAD_CODE)).then(|| payload::parse(message)).flatten()
+            {
                 found(with_data(Signal::new(SignalKind::StructuredData), format, data))
             } else if proctor {
                 found(Signal::new(SignalKind::ProctorComment))
@@ -46,11 +50,14 @@ pub fn recognize(message: Option<&str>, actor: Option<Actor>) -> Recognized {
     }
 }
 
-/// `[Tag] rest` → (`Tag`, `rest`).
+/// `[Tag] rest` → (`Tag`, `rest`). A tag is words (letters, digits, space, `-`, `_`, `.`):
+/// a message that opens a JSON array (`[{"to": ...}]`) has no tag.
 fn split_tag(message: &str) -> Option<(&str, &str)> {
     let inner = message.strip_prefix('[')?;
     let end = inner.bytes().take(MAX_TAG_LEN + 1).position(|b| b == b']')?;
-    Some((inner[..end].trim(), inner[end + 1..].trim()))
+    let tag = inner[..end].trim();
+    let tag_like = !tag.is_empty() && tag.bytes().all(|b| b.is_ascii_alphanumeric() || b" -_.".contains(&b));
+    tag_like.then(|| (tag, inner[end + 1..].trim()))
 }
 
 fn tag_kind(tag: &str) -> Option<SignalKind> {
@@ -201,7 +208,7 @@ mod tests {
     use super::*;
 
     fn kind(message: &str, actor: Option<Actor>) -> Option<SignalKind> {
-        recognize(Some(message), actor).signal.map(|s| s.kind)
+        recognize(Some(message), actor, Some(40999)).signal.map(|s| s.kind)
     }
 
     #[test]
@@ -239,7 +246,7 @@ mod tests {
             ("[Disable Commands] something else", None),
         ];
         for (message, command) in cases {
-            let signal = recognize(Some(message), None).signal.expect(message);
+            let signal = recognize(Some(message), None, Some(40999)).signal.expect(message);
             assert_eq!(signal.command.as_deref(), command, "{message}");
         }
     }
@@ -259,14 +266,14 @@ mod tests {
             ("[Security Plugin] Test execution was paused because it happened.", PauseAbout::Other),
         ];
         for (message, about) in cases {
-            assert_eq!(recognize(Some(message), None).signal.unwrap().about, Some(about), "{message}");
+            assert_eq!(recognize(Some(message), None, Some(40999)).signal.unwrap().about, Some(about), "{message}");
         }
     }
 
     #[test]
     fn lockdown_messages_carry_issue_device_info_and_processes() {
         let breach = "[Lockdown Browser] Security breach detected. Device info: {\"os\":\"Windows 11\",\"vm\":true}. Process list: obs64.exe, TeamViewer.exe.";
-        let signal = recognize(Some(breach), None).signal.unwrap();
+        let signal = recognize(Some(breach), None, Some(40999)).signal.unwrap();
         assert_eq!(signal.issue, Some(LockdownIssue::Breach));
         assert_eq!(signal.data.map(|d| d.to_value()), Some(json!({"os": "Windows 11", "vm": true})));
         assert_eq!(signal.data_format, Some(DataFormat::Json));
@@ -278,18 +285,20 @@ mod tests {
             ("[Lockdown Browser] Hello.", LockdownIssue::Other),
         ];
         for (message, issue) in cases {
-            assert_eq!(recognize(Some(message), None).signal.unwrap().issue, Some(issue), "{message}");
+            assert_eq!(recognize(Some(message), None, Some(40999)).signal.unwrap().issue, Some(issue), "{message}");
         }
     }
 
     #[test]
     fn deliver_fe_logs_keep_trailing_tags_and_payloads() {
         let trace = "[deliver-fe] Error: boom\n    at a (app.js:1:2)\n    at b [native code]\n[item-5][recoverable]";
-        assert_eq!(recognize(Some(trace), None).signal.unwrap().tags, vec!["item-5", "recoverable"]);
+        assert_eq!(recognize(Some(trace), None, Some(40999)).signal.unwrap().tags, vec!["item-5", "recoverable"]);
         let nav = "[deliver-fe] {\"navigation\":{\"from\":\"item-1\",\"to\":\"item-2\"}}";
-        let signal = recognize(Some(nav), None).signal.unwrap();
+        let signal = recognize(Some(nav), None, Some(40999)).signal.unwrap();
         assert_eq!(signal.data.map(|d| d.to_value()), Some(json!({"navigation": {"from": "item-1", "to": "item-2"}})));
-        let untagged = recognize(Some("<navigation><to>item-2</to></navigation>"), Some(Actor::System)).signal.unwrap();
+        let untagged = recognize(Some("<navigation><to>item-2</to></navigation>"), Some(Actor::System), Some(40999))
+            .signal
+            .unwrap();
         assert_eq!((untagged.kind, untagged.data_format), (SignalKind::StructuredData, Some(DataFormat::Xml)));
     }
 
@@ -297,11 +306,25 @@ mod tests {
     fn proctor_text_is_a_comment_and_unknown_tags_are_anomalies() {
         assert_eq!(kind("Student was talking to someone.", Some(Actor::Proctor)), Some(SignalKind::ProctorComment));
         assert_eq!(kind("[URGENT] phone on desk", Some(Actor::Proctor)), Some(SignalKind::ProctorComment));
-        let unknown = recognize(Some("[Webcam] face not visible"), Some(Actor::TestTaker));
+        let unknown = recognize(Some("[Webcam] face not visible"), Some(Actor::TestTaker), Some(40999));
         assert_eq!(unknown, Recognized { signal: None, anomaly: Some(Anomaly::UnknownMessageTag) });
-        assert_eq!(recognize(Some("free text"), Some(Actor::TestTaker)), Recognized::default());
-        assert_eq!(recognize(None, Some(Actor::Proctor)), Recognized::default());
-        assert_eq!(recognize(Some("   "), Some(Actor::Proctor)), Recognized::default());
+        assert_eq!(recognize(Some("free text"), Some(Actor::TestTaker), Some(40999)), Recognized::default());
+        assert_eq!(recognize(None, Some(Actor::Proctor), Some(40999)), Recognized::default());
+        assert_eq!(recognize(Some("   "), Some(Actor::Proctor), Some(40999)), Recognized::default());
+    }
+
+    #[test]
+    fn payloads_are_40999_only_and_json_arrays_are_not_tags() {
+        let array = r#"[{"type":"navigation","to":"item-2"}]"#;
+        let signal = recognize(Some(array), Some(Actor::TestTaker), Some(40999)).signal.expect("structured");
+        assert_eq!((signal.kind, signal.data_format), (SignalKind::StructuredData, Some(DataFormat::Json)));
+        let nested = recognize(Some("[[1,2],[3]]"), Some(Actor::System), Some(40999)).signal.expect("structured");
+        assert_eq!(nested.kind, SignalKind::StructuredData);
+        // A proctor's markup is a comment, not a payload, outside 40999.
+        let comment = recognize(Some("<b>cheating</b>"), Some(Actor::Proctor), Some(30010)).signal.unwrap();
+        assert_eq!(comment.kind, SignalKind::ProctorComment);
+        assert_eq!(recognize(Some("<b>x</b>"), Some(Actor::TestTaker), Some(20999)), Recognized::default());
+        assert_eq!(recognize(Some("{\"a\":1}"), Some(Actor::TestTaker), None), Recognized::default());
         assert_eq!(kind("[unterminated tag", Some(Actor::TestTaker)), None);
     }
 }

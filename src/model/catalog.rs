@@ -222,6 +222,11 @@ impl ReasonCatalog {
     pub fn lookup(&self, code: &ReasonCode) -> Lookup {
         match code {
             ReasonCode::None => Lookup::NoReason,
+            // A number that is not a whole number within 64 bits (20060.5, 1e20) is a number
+            // outside every range, not a non-numeric code.
+            ReasonCode::Raw(raw) if raw.trim().parse::<f64>().is_ok_and(f64::is_finite) => {
+                Lookup::Unclassified(Anomaly::UnknownReasonCode)
+            }
             ReasonCode::Raw(_) => Lookup::Unclassified(Anomaly::NonNumericReasonCode),
             ReasonCode::Numeric(FALLBACK_CODE) => Lookup::Unclassified(Anomaly::FallbackReasonCode),
             ReasonCode::Numeric(code) => match self.entries.binary_search_by_key(code, |(code, _)| *code) {
@@ -309,6 +314,9 @@ mod tests {
             (ReasonCode::None, Lookup::NoReason),
             (ReasonCode::Numeric(999), Lookup::Unclassified(Anomaly::FallbackReasonCode)),
             (ReasonCode::Raw("N52".into()), Lookup::Unclassified(Anomaly::NonNumericReasonCode)),
+            (ReasonCode::Raw("20060.5".into()), Lookup::Unclassified(Anomaly::UnknownReasonCode)),
+            (ReasonCode::Raw("100000000000000000000".into()), Lookup::Unclassified(Anomaly::UnknownReasonCode)),
+            (ReasonCode::Raw("NaN".into()), Lookup::Unclassified(Anomaly::NonNumericReasonCode)),
             (ReasonCode::Numeric(0), Lookup::Unclassified(Anomaly::UnknownReasonCode)),
             (ReasonCode::Numeric(9999), Lookup::Unclassified(Anomaly::UnknownReasonCode)),
             (ReasonCode::Numeric(50000), Lookup::Unclassified(Anomaly::UnknownReasonCode)),

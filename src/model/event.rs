@@ -211,7 +211,8 @@ pub enum Anomaly {
     UnknownActionStatus,
     UnknownStatus,
     UnknownAcsStatus,
-    /// A flat record without `actor`.
+    /// No actor: a flat record without `actor`, a control message without
+    /// `actorIdentity.role`.
     MissingActor,
     /// A record without an action.
     MissingAction,
