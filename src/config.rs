@@ -4,9 +4,18 @@
 //! environment variables `ACS_STREAM__<SECTION>__<KEY>` (values read as TOML when they
 //! parse as a TOML value, else as a string). Unknown keys are refused; cross-field checks
 //! run in [`Config::validate`] and name the key at fault.
+//!
+//! Passthrough maps (`kafka.consumer`, `kafka.producer`, `topics.configs`) hold dotted
+//! keys (`fetch.min.bytes`). In a file the key may be quoted (`"fetch.min.bytes" = 1`) or
+//! written as TOML dotted keys (`fetch.min.bytes = 1`): nested tables are flattened back
+//! into one dotted key. Values may be strings, integers or booleans and are kept as
+//! strings. From the environment, `ACS_STREAM__KAFKA__CONSUMER__FETCH_MIN_BYTES=1` sets
+//! `fetch.min.bytes`: the part after the map's name is lowercased and every `_` becomes
+//! `.` (so a key containing `_` can only be set in a file); the value is taken as-is.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -32,6 +41,9 @@ pub struct Config {
     pub tenants: TenantsConfig,
     pub output: OutputConfig,
     pub catalog: CatalogConfig,
+    pub kafka: KafkaConfig,
+    pub topics: TopicsConfig,
+    pub shutdown: ShutdownConfig,
 }
 
 /// `[input]`
@@ -72,6 +84,95 @@ pub struct CatalogConfig {
     pub file: PathBuf,
 }
 
+/// `[kafka]`: the consumer group, the producer and the bounds of the at-least-once loop.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap brokers, `host:port[,host:port...]` (librdkafka `bootstrap.servers`).
+    pub brokers: String,
+    /// Consumer group id (librdkafka `group.id`); committed offsets belong to it.
+    pub group_id: String,
+    /// Topics to consume; an entry starting with `^` is a regex subscription.
+    pub input_topics: Vec<String>,
+    /// How often stored offsets are committed (also on revoke and shutdown).
+    #[serde(with = "humantime_serde")]
+    pub commit_interval: Duration,
+    /// Records produced but not yet acknowledged before the consumer pauses.
+    pub max_in_flight: usize,
+    /// Bound on the consumer's prefetch queue per partition, in KiB (librdkafka
+    /// `queued.max.messages.kbytes`).
+    pub max_prefetch_kbytes: u32,
+    /// First backoff before retrying a retriable produce error (doubled each attempt).
+    #[serde(with = "humantime_serde")]
+    pub retry_backoff: Duration,
+    /// Ceiling of the produce retry backoff.
+    #[serde(with = "humantime_serde")]
+    pub retry_backoff_max: Duration,
+    /// librdkafka consumer settings passed through as they are (keys refused in
+    /// [`CONSUMER_FIXED`]).
+    pub consumer: BTreeMap<String, String>,
+    /// librdkafka producer settings passed through as they are (keys refused in
+    /// [`PRODUCER_FIXED`]).
+    pub producer: BTreeMap<String, String>,
+}
+
+/// `[topics]`: creation of the per-tenant output topics.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicsConfig {
+    /// Create a tenant's topics through the admin API on first sight of the tenant; when
+    /// false, they are left to the cluster (auto-creation or an operator).
+    pub create: bool,
+    /// Partitions of a created topic.
+    pub partitions: i32,
+    /// Replication factor of a created topic; -1 for the broker's default.
+    pub replication_factor: i32,
+    /// Topic configs of a created topic (e.g. `retention.ms`).
+    pub configs: BTreeMap<String, String>,
+}
+
+/// `[shutdown]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// How long the drain after SIGTERM/SIGINT may take (stop fetching, wait for
+    /// deliveries, commit) before the process gives up and exits.
+    #[serde(with = "humantime_serde")]
+    pub grace: Duration,
+}
+
+/// Largest `kafka.max_prefetch_kbytes` (librdkafka's ceiling for `queued.max.messages.kbytes`).
+const MAX_PREFETCH_KBYTES_CEILING: u32 = 2_097_151;
+
+/// Consumer settings acs-stream sets itself, with what to do instead.
+pub const CONSUMER_FIXED: &[(&str, &str)] = &[
+    ("enable.auto.offset.store", "fixed to false: an offset is stored only once its outputs are acknowledged"),
+    ("enable.auto.commit", "set by acs-stream: stored offsets are committed every kafka.commit_interval"),
+    ("auto.commit.interval.ms", "use kafka.commit_interval"),
+    ("group.id", "use kafka.group_id"),
+    ("bootstrap.servers", "use kafka.brokers"),
+    ("metadata.broker.list", "use kafka.brokers"),
+    ("isolation.level", "fixed to read_committed: records of aborted transactions must never be processed"),
+    ("queued.max.messages.kbytes", "use kafka.max_prefetch_kbytes"),
+];
+
+/// Producer settings acs-stream sets itself, with what to do instead.
+pub const PRODUCER_FIXED: &[(&str, &str)] = &[
+    ("enable.idempotence", "fixed to true: retries must not duplicate or reorder outputs"),
+    ("acks", "fixed to all: an output counts as written only once every in-sync replica has it"),
+    ("request.required.acks", "fixed to all: an output counts as written only once every in-sync replica has it"),
+    ("bootstrap.servers", "use kafka.brokers"),
+    ("metadata.broker.list", "use kafka.brokers"),
+    ("transactional.id", "not supported: acs-stream is at-least-once, without transactions"),
+];
+
+/// The passthrough maps: `(section, key, name in messages)`.
+const PASSTHROUGH: [(&str, &str, &str); 3] = [
+    ("kafka", "consumer", "kafka.consumer"),
+    ("kafka", "producer", "kafka.producer"),
+    ("topics", "configs", "topics.configs"),
+];
+
 /// A configuration that cannot be used. The message names the key (or file) at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -111,9 +212,11 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let mut table: toml::Table = toml::from_str(DEFAULT_TOML)
             .map_err(|e| ConfigError::Parse { origin: "embedded defaults".into(), message: e.to_string() })?;
+        normalize_passthrough(&mut table)?;
         if let Some((origin, text)) = file {
-            let overlay: toml::Table = toml::from_str(text)
+            let mut overlay: toml::Table = toml::from_str(text)
                 .map_err(|e| ConfigError::Parse { origin: origin.into(), message: e.to_string() })?;
+            normalize_passthrough(&mut overlay)?;
             merge(&mut table, overlay);
         }
         for (name, value) in env {
@@ -142,17 +245,102 @@ impl Config {
         }
         let events = self.events_template().map_err(|e| invalid("output.events_topic", e.to_string()))?;
         let alerts = self.alerts_template().map_err(|e| invalid("output.alerts_topic", e.to_string()))?;
-        if events == alerts {
-            return Err(invalid("output.alerts_topic", "must differ from output.events_topic".into()));
+        if events.may_collide(&alerts) {
+            return Err(invalid(
+                "output.alerts_topic",
+                "can name the same topic as output.events_topic for some tenants (as acs.{tenant} and \
+                 acs.{tenant}.alerts do for tenant x.alerts): give them different suffixes"
+                    .into(),
+            ));
         }
         check_topic_name(&self.output.dead_letter_topic)
             .map_err(|e| invalid("output.dead_letter_topic", e.to_string()))?;
         if self.output.dead_letter_topic.contains(route::TENANT_PLACEHOLDER) {
             return Err(invalid("output.dead_letter_topic", "is one topic for all tenants: no {tenant}".into()));
         }
+        if events.can_render(&self.output.dead_letter_topic) || alerts.can_render(&self.output.dead_letter_topic) {
+            return Err(invalid(
+                "output.dead_letter_topic",
+                "is a topic some tenant's events or alerts would be written to: choose a name the tenant \
+                 templates cannot produce"
+                    .into(),
+            ));
+        }
         let policy = self.tenant_policy();
         for tenant in &self.tenants.allow {
             policy.check_syntax(tenant, &format_args!("{tenant:?}")).map_err(|e| invalid("tenants.allow", e.detail))?;
+        }
+        self.validate_kafka()?;
+        self.validate_topics()?;
+        if self.shutdown.grace.is_zero() {
+            return Err(invalid("shutdown.grace", "must be longer than 0 (e.g. \"30s\")".into()));
+        }
+        Ok(())
+    }
+
+    fn validate_kafka(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &'static str, message: String| ConfigError::Invalid { key, message };
+        let kafka = &self.kafka;
+        if kafka.brokers.split(',').all(|b| b.trim().is_empty()) {
+            return Err(invalid("kafka.brokers", "is empty; expected host:port[,host:port...]".into()));
+        }
+        if kafka.group_id.trim().is_empty() {
+            return Err(invalid("kafka.group_id", "is empty".into()));
+        }
+        if kafka.input_topics.is_empty() {
+            return Err(invalid("kafka.input_topics", "is empty; expected at least one topic or ^regex".into()));
+        }
+        for topic in &kafka.input_topics {
+            if topic.starts_with('^') {
+                regex::Regex::new(topic)
+                    .map_err(|e| invalid("kafka.input_topics", format!("{topic:?} is not a valid regex: {e}")))?;
+            } else {
+                check_topic_name(topic).map_err(|e| invalid("kafka.input_topics", format!("{topic:?}: {e}")))?;
+            }
+        }
+        if kafka.commit_interval.is_zero() {
+            return Err(invalid("kafka.commit_interval", "must be longer than 0 (e.g. \"5s\")".into()));
+        }
+        if kafka.max_in_flight == 0 {
+            return Err(invalid("kafka.max_in_flight", "must be at least 1".into()));
+        }
+        if kafka.max_prefetch_kbytes == 0 || kafka.max_prefetch_kbytes > MAX_PREFETCH_KBYTES_CEILING {
+            return Err(invalid(
+                "kafka.max_prefetch_kbytes",
+                format!("is {}; expected 1 to {MAX_PREFETCH_KBYTES_CEILING}", kafka.max_prefetch_kbytes),
+            ));
+        }
+        if kafka.retry_backoff.is_zero() {
+            return Err(invalid("kafka.retry_backoff", "must be longer than 0 (e.g. \"100ms\")".into()));
+        }
+        if kafka.retry_backoff > kafka.retry_backoff_max {
+            return Err(invalid(
+                "kafka.retry_backoff",
+                format!(
+                    "({:?}) must not exceed kafka.retry_backoff_max ({:?})",
+                    kafka.retry_backoff, kafka.retry_backoff_max
+                ),
+            ));
+        }
+        check_fixed("kafka.consumer", &kafka.consumer, CONSUMER_FIXED)?;
+        check_fixed("kafka.producer", &kafka.producer, PRODUCER_FIXED)?;
+        Ok(())
+    }
+
+    fn validate_topics(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &'static str, message: String| ConfigError::Invalid { key, message };
+        let topics = &self.topics;
+        if topics.partitions < 1 && topics.partitions != -1 {
+            return Err(invalid(
+                "topics.partitions",
+                format!("is {}; expected at least 1, or -1 for the broker's default", topics.partitions),
+            ));
+        }
+        if topics.replication_factor < 1 && topics.replication_factor != -1 {
+            return Err(invalid(
+                "topics.replication_factor",
+                format!("is {}; expected at least 1, or -1 for the broker's default", topics.replication_factor),
+            ));
         }
         Ok(())
     }
@@ -205,8 +393,70 @@ fn merge(base: &mut toml::Table, overlay: toml::Table) {
     }
 }
 
-/// `ACS_STREAM__OUTPUT__FORMAT=json` → `{output = {format = "json"}}`.
+/// Refuses, in a passthrough map, the settings acs-stream fixes itself.
+fn check_fixed(key: &'static str, map: &BTreeMap<String, String>, fixed: &[(&str, &str)]) -> Result<(), ConfigError> {
+    for name in map.keys() {
+        let normalized = name.trim().to_ascii_lowercase();
+        if let Some((_, why)) = fixed.iter().find(|(fixed, _)| *fixed == normalized) {
+            return Err(ConfigError::Invalid { key, message: format!("`{name}` cannot be set here: {why}") });
+        }
+    }
+    Ok(())
+}
+
+/// Flattens the passthrough maps of one layer to `dotted.key = "string"`: TOML dotted keys
+/// (`fetch.min.bytes = 1`) are nested tables, and values may be integers or booleans.
+fn normalize_passthrough(layer: &mut toml::Table) -> Result<(), ConfigError> {
+    for (section, map, name) in PASSTHROUGH {
+        let Some(toml::Value::Table(section)) = layer.get_mut(section) else {
+            continue;
+        };
+        let Some(toml::Value::Table(table)) = section.get_mut(map) else {
+            continue;
+        };
+        let mut flat = toml::Table::new();
+        flatten(name, "", std::mem::take(table), &mut flat)?;
+        *table = flat;
+    }
+    Ok(())
+}
+
+fn flatten(name: &'static str, prefix: &str, table: toml::Table, flat: &mut toml::Table) -> Result<(), ConfigError> {
+    for (key, value) in table {
+        let key = if prefix.is_empty() { key } else { format!("{prefix}.{key}") };
+        let text = match value {
+            toml::Value::Table(inner) => {
+                flatten(name, &key, inner, flat)?;
+                continue;
+            }
+            toml::Value::String(text) => text,
+            toml::Value::Integer(n) => n.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            other => {
+                return Err(ConfigError::Invalid {
+                    key: name,
+                    message: format!("`{key}`: expected a string, an integer or a boolean, found {}", other.type_str()),
+                });
+            }
+        };
+        if flat.insert(key.clone(), toml::Value::String(text)).is_some() {
+            return Err(ConfigError::Invalid { key: name, message: format!("`{key}` is set twice") });
+        }
+    }
+    Ok(())
+}
+
+/// `ACS_STREAM__OUTPUT__FORMAT=json` → `{output = {format = "json"}}`;
+/// `ACS_STREAM__KAFKA__CONSUMER__FETCH_MIN_BYTES=1` → `{kafka = {consumer = {"fetch.min.bytes" = "1"}}}`.
 fn env_overlay(keys: &[String], raw: &str) -> toml::Table {
+    let passthrough =
+        PASSTHROUGH.iter().any(|(section, map, _)| keys.len() > 2 && keys[0] == *section && keys[1] == *map);
+    if passthrough {
+        let key = keys[2..].join(".").replace('_', ".");
+        let map = toml::Table::from_iter([(key, toml::Value::String(raw.to_owned()))]);
+        let section = toml::Table::from_iter([(keys[1].clone(), toml::Value::Table(map))]);
+        return toml::Table::from_iter([(keys[0].clone(), toml::Value::Table(section))]);
+    }
     let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
         .ok()
         .and_then(|mut t| t.remove("v"))
@@ -264,7 +514,9 @@ mod tests {
         let cases = [
             ("[output]\nevents_topic = \"acs.events\"\n", "output.events_topic"),
             ("[output]\nalerts_topic = \"acs/{tenant}\"\n", "output.alerts_topic"),
-            ("[output]\nalerts_topic = \"acs.{tenant}.events\"\n", "must differ"),
+            ("[output]\nalerts_topic = \"acs.{tenant}.events\"\n", "same topic"),
+            ("[output]\nevents_topic = \"acs.{tenant}\"\n", "output.alerts_topic"),
+            ("[output]\nevents_topic = \"{tenant}.events\"\ndead_letter_topic = \"dlq.events\"\n", "output.dead_letter_topic"),
             ("[output]\ndead_letter_topic = \"acs.{tenant}.dlq\"\n", "output.dead_letter_topic"),
             ("[output]\nformat = \"avro\"\n", "unknown variant"),
             ("[output]\ncolour = 1\n", "unknown field `colour`"),
@@ -276,6 +528,157 @@ mod tests {
         for (text, needle) in cases {
             let error = Config::layered(Some(("f.toml", text)), []).expect_err(text).to_string();
             assert!(error.contains(needle), "{text}: {error}");
+        }
+    }
+
+    #[test]
+    fn kafka_topics_and_shutdown_defaults() {
+        let config = Config::defaults();
+        let kafka = &config.kafka;
+        assert_eq!(kafka.brokers, "localhost:9092");
+        assert_eq!(kafka.group_id, "acs-stream");
+        assert_eq!(kafka.input_topics, vec!["acs.raw"]);
+        assert_eq!(kafka.commit_interval, Duration::from_secs(5));
+        assert_eq!(kafka.max_in_flight, 10_000);
+        assert_eq!(kafka.max_prefetch_kbytes, 16_384);
+        assert_eq!(kafka.retry_backoff, Duration::from_millis(100));
+        assert_eq!(kafka.retry_backoff_max, Duration::from_secs(10));
+        assert!(kafka.consumer.is_empty() && kafka.producer.is_empty());
+        assert!(config.topics.create);
+        assert_eq!(config.topics.partitions, 6);
+        assert_eq!(config.topics.replication_factor, -1);
+        assert!(config.topics.configs.is_empty());
+        assert_eq!(config.shutdown.grace, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn new_sections_are_read_from_a_file() {
+        let file = r#"
+            [kafka]
+            brokers = "b1:9092,b2:9092"
+            input_topics = ["acs.raw", '^acs\.raw\..*']
+            commit_interval = "1m 30s"
+            retry_backoff = "250ms"
+            [kafka.consumer]
+            "fetch.min.bytes" = 65536
+            auto.offset.reset = "earliest"
+            [kafka.producer]
+            "enable.gapless.guarantee" = false
+            [topics]
+            create = false
+            partitions = -1
+            replication_factor = 3
+            [topics.configs]
+            retention.ms = 604800000
+            [shutdown]
+            grace = "45s"
+        "#;
+        let config = Config::layered(Some(("f.toml", file)), []).unwrap();
+        assert_eq!(config.kafka.brokers, "b1:9092,b2:9092");
+        assert_eq!(config.kafka.input_topics, vec!["acs.raw", "^acs\\.raw\\..*"]);
+        assert_eq!(config.kafka.commit_interval, Duration::from_secs(90));
+        assert_eq!(config.kafka.retry_backoff, Duration::from_millis(250));
+        let consumer: Vec<(&str, &str)> = config.kafka.consumer.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(consumer, [("auto.offset.reset", "earliest"), ("fetch.min.bytes", "65536")]);
+        assert_eq!(config.kafka.producer["enable.gapless.guarantee"], "false");
+        assert!(!config.topics.create);
+        assert_eq!((config.topics.partitions, config.topics.replication_factor), (-1, 3));
+        assert_eq!(config.topics.configs["retention.ms"], "604800000");
+        assert_eq!(config.shutdown.grace, Duration::from_secs(45));
+    }
+
+    #[test]
+    fn the_environment_overrides_new_keys_and_passthrough_entries() {
+        let file = "[kafka.consumer]\n\"fetch.min.bytes\" = 1\n\"client.rack\" = \"r1\"\n";
+        let config = Config::layered(
+            Some(("f.toml", file)),
+            env(&[
+                ("ACS_STREAM__KAFKA__BROKERS", "kafka:9092"),
+                ("ACS_STREAM__KAFKA__COMMIT_INTERVAL", "2s"),
+                ("ACS_STREAM__KAFKA__INPUT_TOPICS", "[\"a\", \"^b.*\"]"),
+                ("ACS_STREAM__KAFKA__CONSUMER__FETCH_MIN_BYTES", "4096"),
+                ("ACS_STREAM__KAFKA__PRODUCER__COMPRESSION_TYPE", "lz4"),
+                ("ACS_STREAM__KAFKA__PRODUCER__LINGER__MS", "5"),
+                ("ACS_STREAM__TOPICS__CONFIGS__RETENTION_MS", "1000"),
+                ("ACS_STREAM__TOPICS__PARTITIONS", "12"),
+                ("ACS_STREAM__SHUTDOWN__GRACE", "10s"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.kafka.brokers, "kafka:9092");
+        assert_eq!(config.kafka.commit_interval, Duration::from_secs(2));
+        assert_eq!(config.kafka.input_topics, vec!["a", "^b.*"]);
+        assert_eq!(config.kafka.consumer["fetch.min.bytes"], "4096", "the environment wins over the file");
+        assert_eq!(config.kafka.consumer["client.rack"], "r1", "other file entries are kept");
+        assert_eq!(config.kafka.producer["compression.type"], "lz4");
+        assert_eq!(config.kafka.producer["linger.ms"], "5");
+        assert_eq!(config.topics.configs["retention.ms"], "1000");
+        assert_eq!(config.topics.partitions, 12);
+        assert_eq!(config.shutdown.grace, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn bad_kafka_topics_and_shutdown_keys_are_named() {
+        let cases = [
+            ("[kafka]\nbrokers = \"\"\n", "kafka.brokers"),
+            ("[kafka]\nbrokers = \" , \"\n", "kafka.brokers"),
+            ("[kafka]\ngroup_id = \"\"\n", "kafka.group_id"),
+            ("[kafka]\ninput_topics = []\n", "kafka.input_topics"),
+            ("[kafka]\ninput_topics = [\"acs raw\"]\n", "kafka.input_topics"),
+            ("[kafka]\ninput_topics = [\"\"]\n", "kafka.input_topics"),
+            ("[kafka]\ninput_topics = [\"^acs.(raw\"]\n", "kafka.input_topics"),
+            ("[kafka]\ncommit_interval = \"0s\"\n", "kafka.commit_interval"),
+            ("[kafka]\ncommit_interval = \"5 parsecs\"\n", "kafka.commit_interval"),
+            ("[kafka]\ncommit_interval = 5\n", "kafka.commit_interval"),
+            ("[kafka]\nmax_in_flight = 0\n", "kafka.max_in_flight"),
+            ("[kafka]\nmax_in_flight = -1\n", "kafka.max_in_flight"),
+            ("[kafka]\nconsumer = 3\n", "kafka.consumer"),
+            ("[kafka]\nmax_prefetch_kbytes = 0\n", "kafka.max_prefetch_kbytes"),
+            ("[kafka]\nmax_prefetch_kbytes = 2097152\n", "kafka.max_prefetch_kbytes"),
+            ("[kafka]\nretry_backoff = \"0ms\"\n", "kafka.retry_backoff"),
+            ("[kafka]\nretry_backoff = \"20s\"\n", "kafka.retry_backoff_max"),
+            ("[kafka]\nretry_backoff_max = \"50ms\"\n", "kafka.retry_backoff_max"),
+            ("[kafka]\ncolour = 1\n", "unknown field `colour`"),
+            ("[kafka.consumer]\n\"enable.auto.offset.store\" = true\n", "kafka.consumer"),
+            ("[kafka.consumer]\nenable.auto.commit = true\n", "kafka.commit_interval"),
+            ("[kafka.consumer]\n\"group.id\" = \"g\"\n", "kafka.group_id"),
+            ("[kafka.consumer]\n\"bootstrap.servers\" = \"b:9092\"\n", "kafka.brokers"),
+            ("[kafka.consumer]\n\"isolation.level\" = \"read_uncommitted\"\n", "kafka.consumer"),
+            ("[kafka.consumer]\n\"queued.max.messages.kbytes\" = 1\n", "kafka.max_prefetch_kbytes"),
+            ("[kafka.consumer]\n\"fetch.min.bytes\" = [1]\n", "kafka.consumer"),
+            ("[kafka.consumer]\n\"fetch.min.bytes\" = 1.5\n", "kafka.consumer"),
+            ("[kafka.consumer]\n\"a.b\" = 1\na.b = 2\n", "set twice"),
+            ("[kafka.producer]\n\"enable.idempotence\" = false\n", "kafka.producer"),
+            ("[kafka.producer]\nacks = 1\n", "kafka.producer"),
+            ("[kafka.producer]\n\"request.required.acks\" = 1\n", "kafka.producer"),
+            ("[kafka.producer]\n\"bootstrap.servers\" = \"b:9092\"\n", "kafka.brokers"),
+            ("[kafka.producer]\n\"transactional.id\" = \"t\"\n", "kafka.producer"),
+            ("[topics]\npartitions = 0\n", "topics.partitions"),
+            ("[topics]\npartitions = -2\n", "topics.partitions"),
+            ("[topics]\nreplication_factor = 0\n", "topics.replication_factor"),
+            ("[topics]\nreplication_factor = -5\n", "topics.replication_factor"),
+            ("[topics.configs]\n\"retention.ms\" = { a = [] }\n", "topics.configs"),
+            ("[shutdown]\ngrace = \"0s\"\n", "shutdown.grace"),
+            ("[shutdown]\ndrain = \"1s\"\n", "unknown field `drain`"),
+        ];
+        for (text, needle) in cases {
+            let error = Config::layered(Some(("f.toml", text)), []).expect_err(text).to_string();
+            assert!(error.contains(needle), "{text}: {error}");
+        }
+    }
+
+    #[test]
+    fn fixed_passthrough_keys_are_refused_from_the_environment_too() {
+        let error = Config::layered(None, env(&[("ACS_STREAM__KAFKA__PRODUCER__ENABLE_IDEMPOTENCE", "false")]))
+            .unwrap_err()
+            .to_string();
+        assert!(error.starts_with("kafka.producer: `enable.idempotence`"), "{error}");
+    }
+
+    #[test]
+    fn every_fixed_key_is_documented_in_the_defaults() {
+        for (key, _) in CONSUMER_FIXED.iter().chain(PRODUCER_FIXED) {
+            assert!(DEFAULT_TOML.contains(key), "{key} is not mentioned in config/default.toml");
         }
     }
 

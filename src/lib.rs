@@ -11,8 +11,8 @@
 //! - [`encode`]: output records: topic routing, protobuf or JSON values, dead letters.
 //! - [`pipeline`]: `Pipeline::process(record, now)`: the pure core wiring the above.
 //! - [`config`]: typed configuration; defaults from `config/default.toml`; validation.
-//! - [`commands`]: the drivers: `process` (files) and `generate` (synthetic traffic); the
-//!   Kafka drivers (`run`, `demo`, `tail`) come with the Kafka runtime.
+//! - [`commands`]: the drivers: `process` (files), `generate` (synthetic traffic),
+//!   `check-config`; the Kafka drivers (`run`, `demo`, `tail`) come with the Kafka runtime.
 //! - [`synth`]: deterministic synthetic traffic (benchmarks, demo, generator).
 //!
 //! Everything but `commands` is synchronous and pure: no I/O, no clock of its own.

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use acs_stream::commands::check_config;
 use acs_stream::commands::generate::{self, GenerateOptions};
 use acs_stream::commands::process::{self, ProcessOptions};
 use acs_stream::config::Config;
@@ -74,6 +75,14 @@ enum Command {
         #[arg(long)]
         start: Option<i64>,
     },
+    /// Validate a configuration file: a service configuration (as `run` would load it,
+    /// ACS_STREAM__* environment overrides and the catalog file it names included), a
+    /// reason catalog or a rules file, recognized from its top-level keys. Prints
+    /// `FILE: valid <kind>` and exits 0, or prints why (naming the key) and exits 64.
+    CheckConfig {
+        /// The TOML file to check.
+        file: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -93,6 +102,16 @@ fn main() -> ExitCode {
             };
             generate(GenerateOptions { out, events, synth })
         }
+        Command::CheckConfig { file } => match check_config::check(&file, std::env::vars()) {
+            Ok(kind) => {
+                println!("{}: valid {kind}", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("acs-stream: {error}");
+                ExitCode::from(EXIT_USAGE)
+            }
+        },
         Command::Process { input, out, config, source_topic, now } => {
             let pipeline = match load(config.as_deref()) {
                 Ok(pipeline) => pipeline,
