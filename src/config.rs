@@ -516,7 +516,10 @@ mod tests {
             ("[output]\nalerts_topic = \"acs/{tenant}\"\n", "output.alerts_topic"),
             ("[output]\nalerts_topic = \"acs.{tenant}.events\"\n", "same topic"),
             ("[output]\nevents_topic = \"acs.{tenant}\"\n", "output.alerts_topic"),
-            ("[output]\nevents_topic = \"{tenant}.events\"\ndead_letter_topic = \"dlq.events\"\n", "output.dead_letter_topic"),
+            (
+                "[output]\nevents_topic = \"{tenant}.events\"\ndead_letter_topic = \"dlq.events\"\n",
+                "output.dead_letter_topic",
+            ),
             ("[output]\ndead_letter_topic = \"acs.{tenant}.dlq\"\n", "output.dead_letter_topic"),
             ("[output]\nformat = \"avro\"\n", "unknown variant"),
             ("[output]\ncolour = 1\n", "unknown field `colour`"),

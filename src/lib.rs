@@ -10,6 +10,7 @@
 //! - [`enrich`]: reason code → category (catalog), reason message → security signal.
 //! - [`encode`]: output records: topic routing, protobuf or JSON values, dead letters.
 //! - [`pipeline`]: `Pipeline::process(record, now)`: the pure core wiring the above.
+//! - [`kafka`]: the Kafka edge: offset bookkeeping, client settings, the service loop.
 //! - [`config`]: typed configuration; defaults from `config/default.toml`; validation.
 //! - [`commands`]: the drivers: `process` (files), `generate` (synthetic traffic),
 //!   `check-config`; the Kafka drivers (`run`, `demo`, `tail`) come with the Kafka runtime.
@@ -24,6 +25,7 @@ pub mod config;
 pub mod decode;
 pub mod encode;
 pub mod enrich;
+pub mod kafka;
 pub mod model;
 pub mod pipeline;
 pub mod synth;

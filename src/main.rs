@@ -31,6 +31,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the service: consume the input topics, process, publish per tenant
+    /// (at-least-once). Stops on SIGTERM or SIGINT after draining and committing.
+    Run {
+        /// Configuration file (TOML), laid over the embedded defaults.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Run the core over JSON lines offline: one JSON-lines file per output topic.
     Process {
         /// Input file of JSON lines (each line one record value), or `-` for standard input.
@@ -89,6 +96,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     match cli.command {
+        Command::Run { config } => run(config.as_deref()),
         Command::Generate { out, events, tenants, sessions, malformed_ratio, seed, start } => {
             let span_ms = i64::try_from(events.saturating_mul(10)).unwrap_or(i64::MAX).min(86_400_000);
             let start_ms = start.unwrap_or_else(|| now_ms() - span_ms);
@@ -157,6 +165,53 @@ fn generate(options: GenerateOptions) -> ExitCode {
             eprintln!("acs-stream: cannot write {}: {error}", options.out.display());
             ExitCode::from(EXIT_IO)
         }
+    }
+}
+
+/// `run`: the configuration is validated before anything touches the network.
+fn run(path: Option<&std::path::Path>) -> ExitCode {
+    let loaded = Config::load(path).map_err(anyhow::Error::from).and_then(|config| {
+        let catalog = config.catalog()?;
+        let pipeline = Pipeline::new(&config, catalog)?;
+        Ok((config, pipeline))
+    });
+    let (config, pipeline) = match loaded {
+        Ok(loaded) => loaded,
+        Err(error) => {
+            eprintln!("acs-stream: invalid configuration: {error:#}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("acs-stream: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(acs_stream::kafka::runtime::run(&config, &pipeline, shutdown_signal())) {
+        Ok(summary) if summary.drained => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::FAILURE,
+        Err(error) => {
+            eprintln!("acs-stream: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!(signal = "SIGINT", "Shutting down."),
+        () = terminate => tracing::info!(signal = "SIGTERM", "Shutting down."),
     }
 }
 

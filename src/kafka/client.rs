@@ -1,0 +1,80 @@
+//! librdkafka settings, built in exactly one place per client: what correctness depends on
+//! is set here, the user's passthrough map is applied last (configuration validation has
+//! already refused passthrough keys that would undo a fixed setting).
+
+use rdkafka::ClientConfig;
+
+use crate::config::Config;
+
+/// The consumer: offsets are stored and committed by the runtime only, after every output of
+/// a record is acknowledged; prefetch is bounded.
+pub fn consumer(config: &Config) -> ClientConfig {
+    let kafka = &config.kafka;
+    let mut client = ClientConfig::new();
+    client
+        .set("bootstrap.servers", &kafka.brokers)
+        .set("group.id", &kafka.group_id)
+        // Commits are explicit: on a timer, on revoke and on shutdown (never automatic).
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        // Only committed transactional records: never process an aborted upstream write.
+        .set("isolation.level", "read_committed")
+        .set("queued.max.messages.kbytes", kafka.max_prefetch_kbytes.to_string())
+        // A new group starts from the beginning: nothing upstream wrote is skipped.
+        .set("auto.offset.reset", "earliest");
+    for (key, value) in &kafka.consumer {
+        client.set(key, value);
+    }
+    client
+}
+
+/// The producer: idempotent, acknowledged by all in-sync replicas, retrying retriable
+/// errors without end (`message.timeout.ms = 0`) with exponential backoff: a retriable error
+/// is backpressure, never loss.
+pub fn producer(config: &Config) -> ClientConfig {
+    let kafka = &config.kafka;
+    let mut client = ClientConfig::new();
+    client
+        .set("bootstrap.servers", &kafka.brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("message.timeout.ms", "0")
+        .set("retry.backoff.ms", kafka.retry_backoff.as_millis().to_string())
+        .set("retry.backoff.max.ms", kafka.retry_backoff_max.as_millis().to_string())
+        .set("linger.ms", "5");
+    for (key, value) in &kafka.producer {
+        client.set(key, value);
+    }
+    client
+}
+
+/// The admin client (topic creation).
+pub fn admin(config: &Config) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client.set("bootstrap.servers", &config.kafka.brokers);
+    client
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixed_settings_are_set_and_passthrough_comes_last() {
+        let file = "[kafka]\nbrokers = \"b:1\"\n[kafka.consumer]\n\"fetch.min.bytes\" = 1\n\"auto.offset.reset\" = \"latest\"\n[kafka.producer]\n\"linger.ms\" = 20\n";
+        let config = Config::layered(Some(("t", file)), []).unwrap();
+        let consumer = consumer(&config);
+        assert_eq!(consumer.get("enable.auto.offset.store"), Some("false"));
+        assert_eq!(consumer.get("enable.auto.commit"), Some("false"));
+        assert_eq!(consumer.get("bootstrap.servers"), Some("b:1"));
+        assert_eq!(consumer.get("queued.max.messages.kbytes"), Some("16384"));
+        assert_eq!(consumer.get("fetch.min.bytes"), Some("1"));
+        assert_eq!(consumer.get("auto.offset.reset"), Some("latest"), "the user's choice wins where allowed");
+        let producer = producer(&config);
+        assert_eq!(producer.get("enable.idempotence"), Some("true"));
+        assert_eq!(producer.get("acks"), Some("all"));
+        assert_eq!(producer.get("message.timeout.ms"), Some("0"));
+        assert_eq!(producer.get("retry.backoff.max.ms"), Some("10000"));
+        assert_eq!(producer.get("linger.ms"), Some("20"));
+    }
+}

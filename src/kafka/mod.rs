@@ -1,0 +1,12 @@
+//! Kafka edge: the parts of the runtime that talk about Kafka concepts (topics, partitions,
+//! offsets, delivery acknowledgements) around the pure core.
+//!
+//! - [`offsets`]: at-least-once offset bookkeeping: which input offset may be committed once
+//!   the broker has acknowledged every output derived from the input records before it.
+//!   Pure and synchronous (no rdkafka, no async runtime, no clock).
+//! - [`client`]: librdkafka settings, one builder per client, correctness settings fixed.
+//! - [`runtime`]: the service loop: consume → core → produce, commits, rebalances, shutdown.
+
+pub mod client;
+pub mod offsets;
+pub mod runtime;

@@ -1,0 +1,1063 @@
+//! At-least-once offset tracking: when may an input offset be committed?
+//!
+//! # The rule
+//!
+//! The runtime consumes an input record, runs the pure core on it, and produces `0..n` output
+//! records (events, dead letters, later alerts and changelog entries). An input offset may be
+//! committed only when **every** output derived from that record **and from every earlier record
+//! of the same partition** has been acknowledged by the broker. Committing earlier risks loss: if
+//! the process dies after the commit but before an output is durable, the consumer group resumes
+//! after the input and that output is never produced.
+//!
+//! Delivery acknowledgements arrive **out of order** (several partitions and brokers, retries,
+//! batching). The rust-rdkafka `examples/at_least_once.rs` example warns that committing "only once
+//! the message has been fully processed" works only when messages complete in order: if offset
+//! `i+n` completes and is committed before offset `i`, then after a failure the records in
+//! `[i, i+n)` may be lost. **Out-of-order completion must never commit past a record that is not
+//! fully acknowledged.** [`OffsetTracker`] enforces exactly that: per partition it keeps the
+//! in-flight input records in offset order and only ever reports the position just after the
+//! longest fully-completed prefix.
+//!
+//! A committed position follows Kafka semantics: it is the offset of the *next* record to consume,
+//! i.e. the last fully-completed contiguous record's offset + 1. Every tracked record with an
+//! offset below a reported position is complete.
+//!
+//! # Usage
+//!
+//! ```
+//! use acs_stream::kafka::offsets::{OffsetTracker, TopicPartition};
+//!
+//! let tp = TopicPartition::new("acs-logs", 0);
+//! let mut tracker = OffsetTracker::new();
+//! let a = tracker.begin(&tp, 10, 2); // two outputs (e.g. event + alert)
+//! let b = tracker.begin(&tp, 11, 1);
+//! tracker.ack(b); // out of order: offset 11 is done, 10 is not
+//! assert_eq!(tracker.committable(&tp), None);
+//! tracker.ack(a);
+//! tracker.ack(a); // both outputs of offset 10 acknowledged: 10 and 11 are complete
+//! assert_eq!(tracker.drain_committable(), vec![(tp.clone(), 12)]);
+//! assert_eq!(tracker.in_flight(), 0);
+//! ```
+//!
+//! # Failures, rebalances, stale tickets
+//!
+//! - A failed output that was rerouted (dead letter acknowledged) is just an [`ack`](OffsetTracker::ack).
+//!   [`fail`](OffsetTracker::fail) is for an output that is lost for good: the partition is
+//!   *poisoned* and never commits past that record until [`reset_partition`](OffsetTracker::reset_partition).
+//! - On revocation, [`revoke`](OffsetTracker::revoke) returns the final positions to commit and
+//!   forgets the partitions. Each partition assignment has its own epoch, carried in every
+//!   [`Ticket`], so acknowledgements that arrive later for a forgotten (or re-assigned) partition
+//!   are ignored safely.
+//!
+//! # Cost
+//!
+//! `begin` is one hash lookup (skipped when the partition is the same as the previous `begin`'s)
+//! plus a `VecDeque` push; `ack`/`fail` index the partition slot and the queue directly (no
+//! hashing); completed records are popped from the queue front as soon as they are contiguous, so
+//! every operation is O(1) amortized and memory is bounded by the in-flight window (from the oldest
+//! incomplete record to the newest), never by history.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::sync::Arc;
+
+/// A Kafka topic partition: the unit of ordering and of offset commits.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicPartition {
+    /// Topic name (shared: clone is a reference-count increment).
+    pub topic: Arc<str>,
+    /// Partition number within the topic.
+    pub partition: i32,
+}
+
+impl TopicPartition {
+    /// A topic partition from a topic name and a partition number.
+    pub fn new(topic: impl Into<Arc<str>>, partition: i32) -> Self {
+        Self { topic: topic.into(), partition }
+    }
+}
+
+impl fmt::Display for TopicPartition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}[{}]", self.topic, self.partition)
+    }
+}
+
+/// Identifies one input record registered with [`OffsetTracker::begin`], for the later
+/// [`ack`](OffsetTracker::ack)/[`fail`](OffsetTracker::fail) of its outputs.
+///
+/// Small and `Copy`, to travel as a delivery opaque. It carries the epoch of the partition
+/// assignment it belongs to: once the partition is revoked, reset, or rewound, the ticket is stale
+/// and reports made with it are ignored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Ticket {
+    /// Index of the partition state in the tracker's slot table.
+    slot: u32,
+    /// Tracker-wide unique number of the partition assignment (never reused).
+    epoch: u64,
+    /// Per-assignment sequence number of the record (0, 1, 2, ... in `begin` order).
+    seq: u64,
+}
+
+/// Counters of anomalies the tracker absorbed without panicking (for metrics and logs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TrackerStats {
+    /// `ack`/`fail` reports that were ignored: stale ticket (partition forgotten or rewound), or
+    /// more reports than the record's declared outputs.
+    pub ignored_reports: u64,
+    /// `begin` calls whose offset was not above the previous one of the partition; each reset the
+    /// partition as a seek backwards (see [`OffsetTracker::begin`]).
+    pub rewinds: u64,
+}
+
+/// One input record in flight.
+#[derive(Debug)]
+struct Record {
+    offset: i64,
+    /// Outputs not yet reported.
+    remaining: u32,
+    /// An output failed without reroute: the record never completes.
+    failed: bool,
+}
+
+impl Record {
+    fn is_complete(&self) -> bool {
+        self.remaining == 0 && !self.failed
+    }
+}
+
+/// Bookkeeping of one assigned partition.
+#[derive(Debug)]
+struct Partition {
+    tp: TopicPartition,
+    slot: u32,
+    epoch: u64,
+    /// Records from the oldest incomplete one to the newest, in offset order. The front is never
+    /// complete (completed front records are popped at once).
+    records: VecDeque<Record>,
+    /// Sequence number of `records[0]`.
+    base_seq: u64,
+    /// Offset of the last `begin`, to detect rewinds.
+    last_begun: Option<i64>,
+    /// Number of records in `records` that are not complete.
+    incomplete: usize,
+    /// Last popped (completed) record's offset + 1.
+    position: Option<i64>,
+    /// Poison: never report a position above this.
+    cap: Option<i64>,
+    /// Last position returned by `drain_committable`.
+    reported: Option<i64>,
+    /// Queued in the tracker's dirty list since the last drain.
+    dirty: bool,
+}
+
+impl Partition {
+    fn new(tp: TopicPartition, slot: u32, epoch: u64) -> Self {
+        Self {
+            tp,
+            slot,
+            epoch,
+            records: VecDeque::new(),
+            base_seq: 0,
+            last_begun: None,
+            incomplete: 0,
+            position: None,
+            cap: None,
+            reported: None,
+            dirty: false,
+        }
+    }
+
+    /// The position to commit now (regardless of what was reported), poison applied.
+    fn effective(&self) -> Option<i64> {
+        match (self.position, self.cap) {
+            (Some(p), Some(c)) => Some(p.min(c)),
+            (p, _) => p,
+        }
+    }
+
+    /// The position to commit if it advanced past the last reported one.
+    fn committable(&self) -> Option<i64> {
+        match (self.effective(), self.reported) {
+            (Some(e), Some(r)) if e <= r => None,
+            (e, _) => e,
+        }
+    }
+
+    /// Index in `records` of the ticket's record, if still tracked.
+    fn index(&self, seq: u64) -> Option<usize> {
+        let idx = usize::try_from(seq.checked_sub(self.base_seq)?).ok()?;
+        (idx < self.records.len()).then_some(idx)
+    }
+
+    /// Pops the completed prefix; true when the position moved.
+    fn advance(&mut self) -> bool {
+        let mut moved = false;
+        while let Some(front) = self.records.front() {
+            if !front.is_complete() {
+                break;
+            }
+            self.position = Some(front.offset.saturating_add(1));
+            self.records.pop_front();
+            self.base_seq += 1;
+            moved = true;
+        }
+        moved
+    }
+
+    /// Lowers the poison cap to `at`.
+    fn poison(&mut self, at: i64) {
+        self.cap = Some(self.cap.map_or(at, |c| c.min(at)));
+    }
+}
+
+/// Queues a partition whose position moved for the next drain (once per drain).
+fn mark_dirty(dirty: &mut Vec<(u32, u64)>, p: &mut Partition) {
+    if !p.dirty {
+        p.dirty = true;
+        dirty.push((p.slot, p.epoch));
+    }
+}
+
+/// Tracks, per topic partition, the input records whose outputs are in flight, and computes the
+/// offsets that are safe to commit under at-least-once delivery (see the [module docs](self)).
+///
+/// Pure and synchronous: the runtime calls [`begin`](Self::begin) when it hands an input record's
+/// outputs to the producer, [`ack`](Self::ack) from delivery reports, and periodically
+/// [`drain_committable`](Self::drain_committable) to get the offsets to commit.
+#[derive(Debug, Default)]
+pub struct OffsetTracker {
+    /// Partition states; `None` slots are free (listed in `free`).
+    slots: Vec<Option<Partition>>,
+    free: Vec<u32>,
+    index: HashMap<TopicPartition, u32>,
+    /// `(slot, epoch)` of partitions whose position moved since the last drain.
+    dirty: Vec<(u32, u64)>,
+    /// Next assignment epoch (tracker-wide, never reused).
+    next_epoch: u64,
+    /// Records not complete, all partitions.
+    in_flight: usize,
+    /// `(slot, epoch)` of the previous `begin`, to skip the hash lookup on runs of one partition.
+    last: Option<(u32, u64)>,
+    stats: TrackerStats,
+}
+
+impl OffsetTracker {
+    /// An empty tracker (no partitions).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers the input record at `offset` of `tp`, whose processing produced `outputs` output
+    /// records still to be acknowledged; returns its ticket for [`ack`](Self::ack)/[`fail`](Self::fail).
+    ///
+    /// A record with `outputs == 0` is complete at once. Offsets of one partition must arrive in
+    /// increasing order; gaps are fine (Kafka offsets skip over transaction markers and compacted
+    /// records). An offset that is not above the partition's previous one is taken as a seek
+    /// backwards: the partition is reset (as by [`reset_partition`](Self::reset_partition), poison
+    /// included, counted in [`TrackerStats::rewinds`]) before the record is registered, so
+    /// outstanding tickets become stale and positions restart from the re-consumed records. This is
+    /// safe for at-least-once because every record from `offset` on will be begun again.
+    pub fn begin(&mut self, tp: &TopicPartition, offset: i64, outputs: usize) -> Ticket {
+        let slot = self.slot_for(tp);
+        let Self { slots, dirty, next_epoch, in_flight, last, stats, .. } = self;
+        let p = slots[slot as usize].as_mut().expect("slot_for returns a live slot");
+        if p.last_begun.is_some_and(|prev| offset <= prev) {
+            *in_flight -= p.incomplete;
+            *p = Partition::new(p.tp.clone(), slot, *next_epoch);
+            *next_epoch += 1;
+            stats.rewinds += 1;
+        }
+        *last = Some((slot, p.epoch));
+        let seq = p.base_seq + p.records.len() as u64;
+        // More than u32::MAX outputs cannot happen; clamping errs on the safe side (never completes).
+        let remaining = u32::try_from(outputs).unwrap_or(u32::MAX);
+        p.records.push_back(Record { offset, remaining, failed: false });
+        p.last_begun = Some(offset);
+        if remaining > 0 {
+            p.incomplete += 1;
+            *in_flight += 1;
+        } else if p.records.len() == 1 && p.advance() {
+            mark_dirty(dirty, p);
+        }
+        Ticket { slot, epoch: p.epoch, seq }
+    }
+
+    /// One output of the ticket's record was acknowledged by the broker (or, after a failure, its
+    /// dead-letter reroute was). When all outputs of the record and of every earlier record of the
+    /// partition are acknowledged, the partition's committable position advances.
+    ///
+    /// Stale tickets (partition revoked, reset or rewound since `begin`) and acknowledgements beyond
+    /// the record's declared outputs are ignored (counted in [`TrackerStats::ignored_reports`]).
+    pub fn ack(&mut self, ticket: Ticket) {
+        let Self { slots, dirty, in_flight, stats, .. } = self;
+        let Some(p) = live(slots, ticket) else {
+            stats.ignored_reports += 1;
+            return;
+        };
+        let Some(idx) = p.index(ticket.seq) else {
+            stats.ignored_reports += 1;
+            return;
+        };
+        let rec = &mut p.records[idx];
+        if rec.remaining == 0 {
+            stats.ignored_reports += 1;
+            return;
+        }
+        rec.remaining -= 1;
+        if rec.is_complete() {
+            p.incomplete -= 1;
+            *in_flight -= 1;
+            if idx == 0 && p.advance() {
+                mark_dirty(dirty, p);
+            }
+        }
+    }
+
+    /// One output of the ticket's record failed permanently and was not rerouted: the partition is
+    /// poisoned and will never commit past this record (records before it may still complete and
+    /// commit) until [`reset_partition`](Self::reset_partition) (or a revoke or rewind). The record
+    /// stays in flight for good.
+    ///
+    /// A stale ticket (forgotten partition) is ignored. A ticket whose record was already completed
+    /// and passed (more reports than outputs, a caller bug) is counted as ignored and, to stay on the
+    /// safe side, freezes the partition at its current position.
+    pub fn fail(&mut self, ticket: Ticket) {
+        let Self { slots, in_flight, stats, .. } = self;
+        let Some(p) = live(slots, ticket) else {
+            stats.ignored_reports += 1;
+            return;
+        };
+        match p.index(ticket.seq) {
+            Some(idx) => {
+                let rec = &mut p.records[idx];
+                if rec.is_complete() {
+                    // Complete but waiting behind an earlier record: back in flight.
+                    p.incomplete += 1;
+                    *in_flight += 1;
+                }
+                rec.remaining = rec.remaining.saturating_sub(1);
+                rec.failed = true;
+                let offset = rec.offset;
+                p.poison(offset);
+            }
+            None => {
+                stats.ignored_reports += 1;
+                if ticket.seq < p.base_seq {
+                    // Already passed: the position is set since a record was popped.
+                    if let Some(pos) = p.position {
+                        p.poison(pos);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The next offset to commit for `tp` (last fully-completed contiguous record's offset + 1: all
+    /// tracked records below it are complete), or `None` when the position has not advanced since
+    /// the last [`drain_committable`](Self::drain_committable) (or nothing completed yet, or the
+    /// partition is unknown).
+    pub fn committable(&self, tp: &TopicPartition) -> Option<i64> {
+        self.partition(tp)?.committable()
+    }
+
+    /// The current commit position of `tp`, whether or not it was already drained; `None` when
+    /// no record completed since the partition was (re)assigned.
+    pub fn position(&self, tp: &TopicPartition) -> Option<i64> {
+        self.partition(tp)?.effective()
+    }
+
+    /// The offset past which `tp` can no longer commit because of a [`fail`](Self::fail), if the
+    /// partition is poisoned. The runtime should stop consuming it (pause, or seek back to this
+    /// offset and [`reset_partition`](Self::reset_partition)), since records begun after it can
+    /// never be committed.
+    pub fn poisoned_at(&self, tp: &TopicPartition) -> Option<i64> {
+        self.partition(tp)?.cap
+    }
+
+    /// For every partition whose committable position advanced since the previous drain, the new
+    /// position (to commit). Each position is reported once; completed records are already
+    /// forgotten, so memory holds only the in-flight window.
+    pub fn drain_committable(&mut self) -> Vec<(TopicPartition, i64)> {
+        let mut pending = std::mem::take(&mut self.dirty);
+        let mut out = Vec::with_capacity(pending.len());
+        for &(slot, epoch) in &pending {
+            let Some(p) = self.slots.get_mut(slot as usize).and_then(Option::as_mut) else { continue };
+            if p.epoch != epoch || !p.dirty {
+                continue;
+            }
+            p.dirty = false;
+            if let Some(pos) = p.committable() {
+                p.reported = Some(pos);
+                out.push((p.tp.clone(), pos));
+            }
+        }
+        pending.clear();
+        self.dirty = pending;
+        out
+    }
+
+    /// Input records not complete yet (outputs unacknowledged, or failed), all partitions.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// Input records of `tp` not complete yet (0 for an unknown partition).
+    pub fn in_flight_partition(&self, tp: &TopicPartition) -> usize {
+        self.partition(tp).map_or(0, |p| p.incomplete)
+    }
+
+    /// Number of partitions currently tracked.
+    pub fn partitions(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Anomaly counters (ignored reports, rewinds).
+    pub fn stats(&self) -> TrackerStats {
+        self.stats
+    }
+
+    /// Forgets the partitions (on revocation) and returns, for each that has one, its final commit
+    /// position (the same value [`position`](Self::position) would give, whether or not it was
+    /// already drained: committing it again is harmless), for a synchronous commit before the
+    /// partitions go. Unknown partitions and partitions with no completed record are omitted.
+    /// Later reports with tickets of these partitions are ignored.
+    pub fn revoke(&mut self, tps: &[TopicPartition]) -> Vec<(TopicPartition, i64)> {
+        let mut out = Vec::with_capacity(tps.len());
+        for tp in tps {
+            if let Some(p) = self.forget(tp) {
+                if let Some(pos) = p.effective() {
+                    out.push((p.tp, pos));
+                }
+            }
+        }
+        out
+    }
+
+    /// Forgets `tp` entirely (e.g. after re-assignment, or to clear poison after seeking back):
+    /// its in-flight records, position and poison. Later reports with its old tickets are ignored.
+    pub fn reset_partition(&mut self, tp: &TopicPartition) {
+        self.forget(tp);
+    }
+
+    fn partition(&self, tp: &TopicPartition) -> Option<&Partition> {
+        let slot = *self.index.get(tp)?;
+        self.slots[slot as usize].as_ref()
+    }
+
+    /// The slot of `tp`, created on first sight.
+    fn slot_for(&mut self, tp: &TopicPartition) -> u32 {
+        if let Some((slot, epoch)) = self.last {
+            if let Some(p) = &self.slots[slot as usize] {
+                if p.epoch == epoch && p.tp == *tp {
+                    return slot;
+                }
+            }
+        }
+        if let Some(&slot) = self.index.get(tp) {
+            return slot;
+        }
+        let epoch = self.next_epoch;
+        self.next_epoch += 1;
+        let slot = match self.free.pop() {
+            Some(slot) => slot,
+            None => {
+                let slot = u32::try_from(self.slots.len()).expect("fewer than 2^32 partitions");
+                self.slots.push(None);
+                slot
+            }
+        };
+        self.slots[slot as usize] = Some(Partition::new(tp.clone(), slot, epoch));
+        self.index.insert(tp.clone(), slot);
+        slot
+    }
+
+    fn forget(&mut self, tp: &TopicPartition) -> Option<Partition> {
+        let slot = self.index.remove(tp)?;
+        let p = self.slots[slot as usize].take()?;
+        self.free.push(slot);
+        self.in_flight -= p.incomplete;
+        if p.dirty {
+            self.dirty.retain(|&(s, _)| s != slot);
+        }
+        Some(p)
+    }
+}
+
+/// The live partition state a ticket refers to, if its assignment still exists.
+fn live(slots: &mut [Option<Partition>], ticket: Ticket) -> Option<&mut Partition> {
+    slots.get_mut(ticket.slot as usize)?.as_mut().filter(|p| p.epoch == ticket.epoch)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn tp(partition: i32) -> TopicPartition {
+        TopicPartition::new("in", partition)
+    }
+
+    /// One step of a table-driven scenario; tickets are named by labels.
+    #[derive(Debug, Clone)]
+    enum Step {
+        /// `begin(tp(p), offset, outputs)`, ticket stored under the label.
+        Begin(&'static str, i32, i64, usize),
+        Ack(&'static str),
+        Fail(&'static str),
+        /// `committable(tp(p))`.
+        Committable(i32, Option<i64>),
+        /// `drain_committable()`, sorted by partition.
+        Drain(Vec<(i32, i64)>),
+        /// `in_flight()` and `in_flight_partition(tp(p))` for the listed partitions.
+        InFlight(usize, Vec<(i32, usize)>),
+        /// `revoke(partitions)` and its expected result.
+        Revoke(Vec<i32>, Vec<(i32, i64)>),
+        Reset(i32),
+        Poisoned(i32, Option<i64>),
+        Position(i32, Option<i64>),
+        Stats(TrackerStats),
+    }
+    use Step::*;
+
+    fn stats(ignored_reports: u64, rewinds: u64) -> TrackerStats {
+        TrackerStats { ignored_reports, rewinds }
+    }
+
+    fn cases() -> Vec<(&'static str, Vec<Step>)> {
+        vec![
+            (
+                "in-order acks commit each record",
+                vec![
+                    Begin("a", 0, 0, 1),
+                    Begin("b", 0, 1, 1),
+                    Committable(0, None),
+                    Ack("a"),
+                    Committable(0, Some(1)),
+                    Ack("b"),
+                    Committable(0, Some(2)),
+                    Drain(vec![(0, 2)]),
+                    InFlight(0, vec![(0, 0)]),
+                ],
+            ),
+            (
+                "out-of-order acks never commit past the unacknowledged record",
+                vec![
+                    Begin("a", 0, 0, 1),
+                    Begin("b", 0, 1, 1),
+                    Begin("c", 0, 2, 1),
+                    Ack("c"),
+                    Ack("b"),
+                    Committable(0, None),
+                    Drain(vec![]),
+                    InFlight(1, vec![(0, 1)]),
+                    Ack("a"),
+                    Committable(0, Some(3)),
+                    Drain(vec![(0, 3)]),
+                ],
+            ),
+            (
+                "middle record holds the position",
+                vec![
+                    Begin("a", 0, 0, 1),
+                    Begin("b", 0, 1, 1),
+                    Begin("c", 0, 2, 1),
+                    Ack("a"),
+                    Ack("c"),
+                    Committable(0, Some(1)),
+                    Drain(vec![(0, 1)]),
+                    Ack("b"),
+                    Drain(vec![(0, 3)]),
+                ],
+            ),
+            (
+                "a record completes only when all its outputs are acked",
+                vec![
+                    Begin("a", 0, 7, 3),
+                    Ack("a"),
+                    Ack("a"),
+                    Committable(0, None),
+                    InFlight(1, vec![(0, 1)]),
+                    Ack("a"),
+                    Committable(0, Some(8)),
+                    InFlight(0, vec![(0, 0)]),
+                ],
+            ),
+            (
+                "zero-output records complete at once",
+                vec![
+                    Begin("a", 0, 0, 0),
+                    Committable(0, Some(1)),
+                    InFlight(0, vec![(0, 0)]),
+                    Begin("b", 0, 1, 0),
+                    Drain(vec![(0, 2)]),
+                    Drain(vec![]),
+                ],
+            ),
+            (
+                "zero-output record behind a pending one waits for it",
+                vec![
+                    Begin("a", 0, 0, 1),
+                    Begin("b", 0, 1, 0),
+                    Begin("c", 0, 2, 0),
+                    Committable(0, None),
+                    InFlight(1, vec![(0, 1)]),
+                    Ack("a"),
+                    Committable(0, Some(3)),
+                ],
+            ),
+            (
+                "gaps in offsets: position is last completed offset + 1",
+                vec![
+                    Begin("a", 0, 5, 1),
+                    Begin("b", 0, 9, 1),
+                    Begin("c", 0, 20, 1),
+                    Ack("b"),
+                    Committable(0, None),
+                    Ack("a"),
+                    Drain(vec![(0, 10)]),
+                    Ack("c"),
+                    Drain(vec![(0, 21)]),
+                ],
+            ),
+            (
+                "fail poisons the partition: earlier records commit, never past the failed one",
+                vec![
+                    Begin("a", 0, 0, 1),
+                    Begin("b", 0, 1, 2),
+                    Begin("c", 0, 2, 1),
+                    Fail("b"),
+                    Poisoned(0, Some(1)),
+                    Ack("c"),
+                    Ack("b"),
+                    Committable(0, None),
+                    Ack("a"),
+                    Drain(vec![(0, 1)]),
+                    Begin("d", 0, 3, 0),
+                    Begin("e", 0, 4, 1),
+                    Ack("e"),
+                    Committable(0, None),
+                    Drain(vec![]),
+                    InFlight(1, vec![(0, 1)]),
+                    Position(0, Some(1)),
+                ],
+            ),
+            (
+                "reset clears poison",
+                vec![
+                    Begin("a", 0, 0, 1),
+                    Fail("a"),
+                    Poisoned(0, Some(0)),
+                    InFlight(1, vec![(0, 1)]),
+                    Reset(0),
+                    Poisoned(0, None),
+                    InFlight(0, vec![(0, 0)]),
+                    Begin("b", 0, 0, 1),
+                    Ack("a"), // stale: old assignment
+                    Committable(0, None),
+                    Ack("b"),
+                    Drain(vec![(0, 1)]),
+                    Stats(stats(1, 0)),
+                ],
+            ),
+            (
+                "fail on a record completed but not yet passed puts it back in flight",
+                vec![
+                    Begin("a", 0, 0, 1),
+                    Begin("b", 0, 1, 1),
+                    Ack("b"),
+                    InFlight(1, vec![]),
+                    Fail("b"),
+                    InFlight(2, vec![(0, 2)]),
+                    Ack("a"),
+                    Drain(vec![(0, 1)]),
+                    Poisoned(0, Some(1)),
+                ],
+            ),
+            (
+                "fail after the record was committed freezes the partition",
+                vec![
+                    Begin("a", 0, 0, 1),
+                    Ack("a"),
+                    Drain(vec![(0, 1)]),
+                    Fail("a"),
+                    Poisoned(0, Some(1)),
+                    Begin("b", 0, 1, 1),
+                    Ack("b"),
+                    Committable(0, None),
+                    Stats(stats(1, 0)),
+                ],
+            ),
+            (
+                "revoke returns final positions; late acks are ignored",
+                vec![
+                    Begin("a", 0, 0, 1),
+                    Begin("b", 0, 1, 1),
+                    Begin("x", 1, 0, 1),
+                    Ack("a"),
+                    Drain(vec![(0, 1)]),
+                    Revoke(vec![0, 1, 9], vec![(0, 1)]),
+                    InFlight(0, vec![(0, 0), (1, 0)]),
+                    Ack("b"),
+                    Ack("x"),
+                    Fail("b"),
+                    Committable(0, None),
+                    Drain(vec![]),
+                    // Re-assigned: a fresh epoch, old tickets cannot complete new records.
+                    Begin("b2", 0, 1, 1),
+                    Ack("b"),
+                    Committable(0, None),
+                    InFlight(1, vec![(0, 1)]),
+                    Ack("b2"),
+                    Drain(vec![(0, 2)]),
+                    Stats(stats(4, 0)),
+                ],
+            ),
+            (
+                "revoke before any completion returns nothing",
+                vec![Begin("a", 0, 0, 1), Revoke(vec![0], vec![]), Ack("a"), Stats(stats(1, 0))],
+            ),
+            (
+                "multiple partitions are independent",
+                vec![
+                    Begin("a0", 0, 0, 1),
+                    Begin("a1", 1, 100, 1),
+                    Begin("b0", 0, 1, 1),
+                    Begin("b1", 1, 101, 1),
+                    Ack("b1"),
+                    Ack("a0"),
+                    Committable(0, Some(1)),
+                    Committable(1, None),
+                    Drain(vec![(0, 1)]),
+                    Fail("b0"),
+                    Ack("a1"),
+                    Drain(vec![(1, 102)]),
+                    Poisoned(0, Some(1)),
+                    Poisoned(1, None),
+                    InFlight(1, vec![(0, 1), (1, 0)]),
+                ],
+            ),
+            (
+                "drain reports only partitions that advanced, each once",
+                vec![
+                    Drain(vec![]),
+                    Begin("a", 0, 0, 1),
+                    Begin("b", 1, 0, 1),
+                    Begin("c", 0, 1, 1),
+                    Drain(vec![]),
+                    Ack("a"),
+                    Drain(vec![(0, 1)]),
+                    Drain(vec![]),
+                    Ack("b"),
+                    Ack("c"),
+                    Drain(vec![(0, 2), (1, 1)]),
+                    Drain(vec![]),
+                    Committable(0, None),
+                    Position(0, Some(2)),
+                ],
+            ),
+            (
+                "excess acks are ignored and never complete another record",
+                vec![
+                    Begin("a", 0, 0, 1),
+                    Begin("b", 0, 1, 1),
+                    Ack("b"),
+                    Ack("b"),
+                    Committable(0, None),
+                    Ack("a"),
+                    Ack("a"),
+                    Drain(vec![(0, 2)]),
+                    Stats(stats(2, 0)),
+                ],
+            ),
+            (
+                "a non-increasing offset is a rewind: partition reset",
+                vec![
+                    Begin("a", 0, 10, 1),
+                    Ack("a"),
+                    Begin("b", 0, 11, 1),
+                    Drain(vec![(0, 11)]),
+                    Begin("a2", 0, 5, 1),
+                    Stats(stats(0, 1)),
+                    InFlight(1, vec![(0, 1)]),
+                    Position(0, None),
+                    Ack("b"), // stale
+                    Committable(0, None),
+                    Ack("a2"),
+                    Drain(vec![(0, 6)]),
+                    Stats(stats(1, 1)),
+                ],
+            ),
+            (
+                "unknown partitions answer empty",
+                vec![
+                    Committable(3, None),
+                    Position(3, None),
+                    Poisoned(3, None),
+                    InFlight(0, vec![(3, 0)]),
+                    Revoke(vec![3], vec![]),
+                    Reset(3),
+                    Drain(vec![]),
+                ],
+            ),
+        ]
+    }
+
+    #[test]
+    fn table_driven_scenarios() {
+        for (name, steps) in cases() {
+            let mut t = OffsetTracker::new();
+            let mut tickets: HashMap<&str, Ticket> = HashMap::new();
+            for (i, step) in steps.into_iter().enumerate() {
+                let at = format!("case {name:?}, step {i} {step:?}");
+                match step {
+                    Begin(label, p, offset, outputs) => {
+                        tickets.insert(label, t.begin(&tp(p), offset, outputs));
+                    }
+                    Ack(label) => t.ack(tickets[label]),
+                    Fail(label) => t.fail(tickets[label]),
+                    Committable(p, want) => assert_eq!(t.committable(&tp(p)), want, "{at}"),
+                    Drain(want) => {
+                        let mut got: Vec<(i32, i64)> =
+                            t.drain_committable().into_iter().map(|(tp, o)| (tp.partition, o)).collect();
+                        got.sort_unstable();
+                        assert_eq!(got, want, "{at}");
+                    }
+                    InFlight(total, per) => {
+                        assert_eq!(t.in_flight(), total, "{at}");
+                        for (p, n) in per {
+                            assert_eq!(t.in_flight_partition(&tp(p)), n, "{at}: partition {p}");
+                        }
+                    }
+                    Revoke(ps, want) => {
+                        let tps: Vec<_> = ps.into_iter().map(tp).collect();
+                        let got: Vec<(i32, i64)> =
+                            t.revoke(&tps).into_iter().map(|(tp, o)| (tp.partition, o)).collect();
+                        assert_eq!(got, want, "{at}");
+                    }
+                    Reset(p) => t.reset_partition(&tp(p)),
+                    Poisoned(p, want) => assert_eq!(t.poisoned_at(&tp(p)), want, "{at}"),
+                    Position(p, want) => assert_eq!(t.position(&tp(p)), want, "{at}"),
+                    Stats(want) => assert_eq!(t.stats(), want, "{at}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn memory_is_bounded_by_the_in_flight_window() {
+        let mut t = OffsetTracker::new();
+        let p = tp(0);
+        for offset in 0..100_000 {
+            let ticket = t.begin(&p, offset, 1);
+            t.ack(ticket);
+        }
+        let slot = t.index[&p];
+        let state = t.slots[slot as usize].as_ref().unwrap();
+        assert!(state.records.is_empty());
+        assert_eq!(t.drain_committable(), vec![(p.clone(), 100_000)]);
+        for round in 0..100u32 {
+            t.revoke(std::slice::from_ref(&p));
+            t.begin(&p, i64::from(round), 1);
+        }
+        assert_eq!(t.slots.len(), 1, "freed slots are reused");
+        assert!(t.dirty.is_empty());
+        assert_eq!(t.partitions(), 1);
+    }
+
+    #[test]
+    fn topic_names_distinguish_partitions() {
+        let mut t = OffsetTracker::new();
+        let a = TopicPartition::new("a", 0);
+        let b = TopicPartition::new("b", 0);
+        let ta = t.begin(&a, 0, 1);
+        let tb = t.begin(&b, 0, 1);
+        t.ack(tb);
+        assert_eq!(t.committable(&a), None);
+        assert_eq!(t.committable(&b), Some(1));
+        t.ack(ta);
+        assert_eq!(t.committable(&a), Some(1));
+        assert_eq!(a.to_string(), "a[0]");
+    }
+
+    /// A random operation of the property test.
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// Begin the next record of partition `p` after an offset gap, with `outputs` outputs.
+        Begin {
+            p: usize,
+            gap: i64,
+            outputs: usize,
+        },
+        /// Acknowledge the pending output picked (modulo the count) from the pending list.
+        Ack(usize),
+        /// Fail the pending output picked (modulo the count).
+        Fail(usize),
+        Drain,
+        /// Revoke partition `p`, and re-assign it (offsets continue where they were).
+        Revoke(usize),
+    }
+
+    const PARTITIONS: usize = 3;
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => (0..PARTITIONS, 0i64..3, 0usize..4).prop_map(|(p, gap, outputs)| Op::Begin { p, gap, outputs }),
+            8 => any::<usize>().prop_map(Op::Ack),
+            2 => Just(Op::Drain),
+            1 => (0..PARTITIONS).prop_map(Op::Revoke),
+        ]
+    }
+
+    fn op_with_failures() -> impl Strategy<Value = Op> {
+        prop_oneof![10 => op(), 1 => any::<usize>().prop_map(Op::Fail)]
+    }
+
+    /// Reference model of one partition assignment: every record ever begun, never forgotten.
+    #[derive(Debug, Default)]
+    struct Model {
+        epoch: u32,
+        /// (offset, outputs not reported, failed)
+        records: Vec<(i64, usize, bool)>,
+        next_offset: i64,
+        /// Highest position seen from drain/revoke in this assignment.
+        reported: Option<i64>,
+    }
+
+    impl Model {
+        /// Position after the longest complete prefix.
+        fn expected_position(&self) -> Option<i64> {
+            let mut pos = None;
+            for &(offset, remaining, failed) in &self.records {
+                if remaining > 0 || failed {
+                    break;
+                }
+                pos = Some(offset + 1);
+            }
+            pos
+        }
+
+        fn incomplete(&self) -> usize {
+            self.records.iter().filter(|r| r.1 > 0 || r.2).count()
+        }
+
+        /// Everything below `pos` is complete.
+        fn all_complete_below(&self, pos: i64) -> bool {
+            self.records.iter().filter(|r| r.0 < pos).all(|r| r.1 == 0 && !r.2)
+        }
+    }
+
+    fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
+        let mut t = OffsetTracker::new();
+        let tps: Vec<TopicPartition> = (0..PARTITIONS as i32).map(tp).collect();
+        let mut models: Vec<Model> = (0..PARTITIONS).map(|_| Model::default()).collect();
+        // Pending outputs: (ticket, partition, model epoch, record index).
+        let mut pending: Vec<(Ticket, usize, u32, usize)> = Vec::new();
+
+        let check_drain = |got: Vec<(TopicPartition, i64)>, models: &mut [Model]| -> Result<(), TestCaseError> {
+            for (tp, pos) in got {
+                let m = &mut models[tp.partition as usize];
+                prop_assert!(m.reported.is_none_or(|r| pos > r), "drain went backwards or repeated: {pos}");
+                prop_assert!(m.all_complete_below(pos), "drained {pos} past an incomplete record: {m:?}");
+                prop_assert_eq!(Some(pos), m.expected_position());
+                m.reported = Some(pos);
+            }
+            Ok(())
+        };
+
+        for op in ops {
+            match op {
+                Op::Begin { p, gap, outputs } => {
+                    let m = &mut models[p];
+                    let offset = m.next_offset + gap;
+                    m.next_offset = offset + 1;
+                    let ticket = t.begin(&tps[p], offset, outputs);
+                    m.records.push((offset, outputs, false));
+                    let idx = m.records.len() - 1;
+                    pending.extend(std::iter::repeat_n((ticket, p, m.epoch, idx), outputs));
+                }
+                Op::Ack(pick) | Op::Fail(pick) if !pending.is_empty() => {
+                    let (ticket, p, epoch, idx) = pending.swap_remove(pick % pending.len());
+                    let m = &mut models[p];
+                    let is_fail = matches!(op, Op::Fail(_));
+                    if is_fail {
+                        t.fail(ticket);
+                    } else {
+                        t.ack(ticket);
+                    }
+                    if epoch == m.epoch {
+                        let rec = &mut m.records[idx];
+                        rec.1 -= 1;
+                        rec.2 |= is_fail;
+                    }
+                }
+                Op::Ack(_) | Op::Fail(_) => {}
+                Op::Drain => check_drain(t.drain_committable(), &mut models)?,
+                Op::Revoke(p) => {
+                    let got = t.revoke(std::slice::from_ref(&tps[p]));
+                    let m = &mut models[p];
+                    let want: Vec<_> = m.expected_position().map(|pos| (tps[p].clone(), pos)).into_iter().collect();
+                    prop_assert_eq!(got, want);
+                    // Re-assigned later: a fresh assignment; offsets continue upwards.
+                    let next_offset = m.next_offset;
+                    *m = Model { epoch: m.epoch + 1, next_offset, ..Model::default() };
+                }
+            }
+            // Invariants after every step.
+            let mut total = 0;
+            for (p, m) in models.iter().enumerate() {
+                let want = m.expected_position();
+                prop_assert_eq!(t.position(&tps[p]), want, "partition {}", p);
+                let committable = t.committable(&tps[p]);
+                if let Some(pos) = committable {
+                    prop_assert!(m.all_complete_below(pos));
+                    prop_assert!(m.reported.is_none_or(|r| pos > r));
+                }
+                prop_assert_eq!(committable.is_some(), want.is_some_and(|w| m.reported.is_none_or(|r| w > r)));
+                prop_assert_eq!(t.in_flight_partition(&tps[p]), m.incomplete());
+                total += m.incomplete();
+            }
+            prop_assert_eq!(t.in_flight(), total);
+        }
+
+        // Deliver every outstanding output: every partition reaches last offset + 1 unless poisoned.
+        while let Some((ticket, p, epoch, idx)) = pending.pop() {
+            t.ack(ticket);
+            if epoch == models[p].epoch {
+                models[p].records[idx].1 -= 1;
+            }
+        }
+        check_drain(t.drain_committable(), &mut models)?;
+        for (p, m) in models.iter().enumerate() {
+            let last = m.records.last().map(|r| r.0 + 1);
+            match m.records.iter().find(|r| r.2) {
+                None => {
+                    prop_assert_eq!(t.position(&tps[p]), last);
+                    prop_assert_eq!(t.in_flight_partition(&tps[p]), 0);
+                }
+                Some(&(failed, ..)) => {
+                    prop_assert!(t.position(&tps[p]).is_none_or(|pos| pos <= failed));
+                    prop_assert_eq!(t.poisoned_at(&tps[p]), Some(failed));
+                }
+            }
+            prop_assert_eq!(t.committable(&tps[p]), None);
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1_000, ..ProptestConfig::default() })]
+
+        #[test]
+        fn random_interleavings_never_commit_past_unacked(ops in prop::collection::vec(op(), 0..200)) {
+            run(ops)?;
+        }
+
+        #[test]
+        fn random_interleavings_with_failures_never_commit_past_failed(
+            ops in prop::collection::vec(op_with_failures(), 0..200),
+        ) {
+            run(ops)?;
+        }
+    }
+}

@@ -1,0 +1,460 @@
+//! The Kafka service: consume → pure core → produce, at-least-once.
+//!
+//! One task consumes, runs the core and sends outputs to one shared idempotent producer.
+//! Every output carries a [`Ticket`] of its input record; the producer's delivery callback
+//! (on librdkafka's own thread) hands the outcome back through a channel. An input offset
+//! is committed only when the [`OffsetTracker`] says every output of it and of every
+//! earlier record of its partition is acknowledged: on a timer, on revoke (only the revoked
+//! partitions are drained) and on shutdown. A record whose output the broker refuses for
+//! good (too large, invalid topic, not authorized) goes to the dead-letter topic with code
+//! `produce_failed`; retriable errors are retried by librdkafka without end (backpressure,
+//! never loss). The consumer stops fetching while `kafka.max_in_flight` outputs are
+//! unacknowledged, and its prefetch queue is bounded (`kafka.max_prefetch_kbytes`).
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+use tracing::{debug, error, info, warn};
+
+use super::client;
+use super::offsets::{OffsetTracker, Ticket, TopicPartition};
+use crate::config::Config;
+use crate::decode::{ErrorCode, Rejection};
+use crate::encode::{DeadLetter, Headers as OutputHeaders, Output};
+use crate::model::Source;
+use crate::pipeline::{Outcome, Pipeline, Record};
+
+/// Why the service stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("cannot create the Kafka {client}: {source}")]
+    Client { client: &'static str, source: KafkaError },
+    #[error("cannot subscribe to {topics:?}: {source}")]
+    Subscribe { topics: Vec<String>, source: KafkaError },
+}
+
+/// What one run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunSummary {
+    pub consumed: u64,
+    pub events: u64,
+    pub dead_letters: u64,
+    /// Outputs refused for good and rerouted to the dead-letter topic.
+    pub produce_failed: u64,
+    /// True when every output was acknowledged and committed before the process stopped.
+    pub drained: bool,
+}
+
+/// The original record, kept until its outputs are acknowledged: a produce failure
+/// dead-letters the ORIGINAL key and value.
+#[derive(Debug)]
+struct Input {
+    key: Option<Vec<u8>>,
+    value: Vec<u8>,
+    source: Source,
+}
+
+/// Travels with each produced record (the delivery opaque).
+#[derive(Debug)]
+struct Pending {
+    ticket: Ticket,
+    /// `Some` for events: what to dead-letter if the broker refuses them.
+    input: Option<Arc<Input>>,
+}
+
+/// A delivery report, moved from librdkafka's thread to the runtime.
+#[derive(Debug)]
+struct Delivery {
+    pending: Box<Pending>,
+    error: Option<KafkaError>,
+}
+
+/// Delivery callbacks: forward to the runtime, wake it.
+struct ProducerCtx {
+    deliveries: Sender<Delivery>,
+    wake: Arc<tokio::sync::Notify>,
+}
+
+impl ClientContext for ProducerCtx {}
+
+impl ProducerContext for ProducerCtx {
+    type DeliveryOpaque = Box<Pending>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, pending: Box<Pending>) {
+        let error = result.as_ref().err().map(|(error, _)| error.clone());
+        // The receiver lives as long as the runtime; a send can only fail during teardown,
+        // when nothing is committed any more.
+        let _ = self.deliveries.send(Delivery { pending, error });
+        self.wake.notify_one();
+    }
+}
+
+type SharedProducer = ThreadedProducer<ProducerCtx>;
+
+/// State shared by the consuming task and the rebalance callback.
+struct Shared {
+    state: Mutex<State>,
+    deliveries: Mutex<Receiver<Delivery>>,
+    producer: OnceLock<SharedProducer>,
+    dead_letter_topic: String,
+    /// How long a revoke may wait for the revoked partitions' outputs.
+    drain_timeout: Duration,
+}
+
+#[derive(Default)]
+struct State {
+    tracker: OffsetTracker,
+    summary: RunSummary,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock would already have stopped the service.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn producer(&self) -> &SharedProducer {
+        self.producer.get().expect("the producer is set before consuming starts")
+    }
+
+    /// Applies every delivery report received so far.
+    fn settle_ready(&self, state: &mut State) {
+        let reports: Vec<Delivery> = {
+            let receiver = self.deliveries.lock().unwrap_or_else(|p| p.into_inner());
+            receiver.try_iter().collect()
+        };
+        for delivery in reports {
+            self.settle(state, delivery);
+        }
+    }
+
+    /// Waits up to `timeout` for one delivery report and applies it.
+    fn settle_one(&self, state: &mut State, timeout: Duration) -> bool {
+        let report = {
+            let receiver = self.deliveries.lock().unwrap_or_else(|p| p.into_inner());
+            receiver.recv_timeout(timeout)
+        };
+        match report {
+            Ok(delivery) => {
+                self.settle(state, delivery);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn settle(&self, state: &mut State, delivery: Delivery) {
+        let Delivery { pending, error } = delivery;
+        let Some(error) = error else {
+            state.tracker.ack(pending.ticket);
+            return;
+        };
+        match pending.input.clone() {
+            // An event the broker refused for good: dead-letter the original record.
+            Some(input) => {
+                warn!(topic = %input.source.topic, partition = input.source.partition, offset = input.source.offset,
+                      %error, "Output refused; dead-lettering the record.");
+                state.summary.produce_failed += 1;
+                let dead = DeadLetter {
+                    rejection: Rejection::new(ErrorCode::ProduceFailed, error.to_string()),
+                    source: input.source.clone(),
+                    processed_at: now_ms(),
+                };
+                let record = dead.to_record(&self.dead_letter_topic, input.key.as_deref(), &input.value);
+                let retry = Box::new(Pending { ticket: pending.ticket, input: None });
+                if let Err(error) = send(self.producer(), &record, retry) {
+                    self.lose(state, pending.ticket, &error);
+                }
+            }
+            // The dead letter itself was refused: the record is lost for good; never commit past it.
+            None => self.lose(state, pending.ticket, &error),
+        }
+    }
+
+    fn lose(&self, state: &mut State, ticket: Ticket, error: &KafkaError) {
+        error!(%error, dead_letter_topic = %self.dead_letter_topic,
+               "Dead letter refused; the partition stops committing until restart.");
+        state.tracker.fail(ticket);
+    }
+
+    /// Commits what is committable.
+    fn commit(&self, state: &mut State, consumer: &impl Consumer<ConsumerCtx>, mode: CommitMode) {
+        commit_positions(consumer, state.tracker.drain_committable(), mode);
+    }
+}
+
+fn commit_positions<C: ConsumerContext>(
+    consumer: &impl Consumer<C>,
+    positions: Vec<(TopicPartition, i64)>,
+    mode: CommitMode,
+) {
+    if positions.is_empty() {
+        return;
+    }
+    let mut list = TopicPartitionList::new();
+    for (tp, offset) in &positions {
+        if let Err(error) = list.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*offset)) {
+            warn!(topic = %tp.topic, partition = tp.partition, %error, "Cannot list offset to commit.");
+        }
+    }
+    match consumer.commit(&list, mode) {
+        Ok(()) => debug!(partitions = positions.len(), "Committed offsets."),
+        Err(error) => warn!(partitions = positions.len(), %error, "Offset commit failed; retried at the next commit."),
+    }
+}
+
+/// Rebalance callbacks: drain and commit revoked partitions, start assigned ones afresh.
+struct ConsumerCtx {
+    shared: Arc<Shared>,
+}
+
+impl ClientContext for ConsumerCtx {}
+
+impl ConsumerContext for ConsumerCtx {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(list) = rebalance else { return };
+        let revoked: Vec<TopicPartition> =
+            list.elements().iter().map(|e| TopicPartition::new(e.topic(), e.partition())).collect();
+        let deadline = Instant::now() + self.shared.drain_timeout;
+        let mut state = self.shared.lock();
+        self.shared.settle_ready(&mut state);
+        while revoked.iter().any(|tp| state.tracker.in_flight_partition(tp) > 0) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                warn!(partitions = revoked.len(), "Revoke drain timed out; committing what is acknowledged.");
+                break;
+            }
+            self.shared.settle_one(&mut state, left.min(Duration::from_millis(100)));
+        }
+        let positions = state.tracker.revoke(&revoked);
+        info!(partitions = revoked.len(), committed = positions.len(), "Partitions revoked.");
+        commit_positions(consumer, positions, CommitMode::Sync);
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(list) = rebalance {
+            let mut state = self.shared.lock();
+            for element in list.elements() {
+                state.tracker.reset_partition(&TopicPartition::new(element.topic(), element.partition()));
+            }
+            info!(partitions = list.count(), "Partitions assigned.");
+        }
+    }
+}
+
+/// Creates tenant topics on first sight (when enabled), and remembers them.
+struct Topics {
+    admin: Option<AdminClient<DefaultClientContext>>,
+    known: HashSet<String>,
+    partitions: i32,
+    replication_factor: i32,
+    configs: Vec<(String, String)>,
+}
+
+impl Topics {
+    async fn ensure(&mut self, topic: &str) {
+        let Some(admin) = &self.admin else { return };
+        if self.known.contains(topic) {
+            return;
+        }
+        let mut new_topic = NewTopic::new(topic, self.partitions, TopicReplication::Fixed(self.replication_factor));
+        for (key, value) in &self.configs {
+            new_topic = new_topic.set(key, value);
+        }
+        match admin.create_topics([&new_topic], &AdminOptions::new()).await {
+            Ok(results) => match results.into_iter().next() {
+                Some(Ok(_)) => info!(topic, "Created topic."),
+                Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) => {}
+                Some(Err((_, code))) => warn!(topic, error = %code, "Cannot create topic; producing anyway."),
+                None => {}
+            },
+            Err(error) => warn!(topic, %error, "Cannot create topic; producing anyway."),
+        }
+        // Remembered either way: a topic that cannot be created is not asked for again on
+        // every record (producing to it then fails into the dead-letter topic).
+        self.known.insert(topic.to_owned());
+    }
+}
+
+fn headers(list: &OutputHeaders) -> OwnedHeaders {
+    list.iter().fold(OwnedHeaders::new_with_capacity(list.len()), |headers, (name, value)| {
+        headers.insert(Header { key: name, value: Some(value.as_bytes()) })
+    })
+}
+
+/// Sends one output; a full local queue is waited out (backpressure).
+fn send(producer: &SharedProducer, output: &Output<'_>, pending: Box<Pending>) -> Result<(), KafkaError> {
+    let mut record =
+        BaseRecord::with_opaque_to(&output.topic, pending).payload(&*output.value).headers(headers(&output.headers));
+    if let Some(key) = &output.key {
+        record = record.key(&**key);
+    }
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                record = back;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err((error, _)) => return Err(error),
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Runs the service until `shutdown` completes, then drains and commits (within
+/// `shutdown.grace`). Needs tokio's multi-threaded runtime: the final drain blocks a
+/// worker thread while it waits for delivery reports.
+pub async fn run(
+    config: &Config,
+    pipeline: &Pipeline,
+    shutdown: impl Future<Output = ()>,
+) -> Result<RunSummary, RuntimeError> {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State::default()),
+        deliveries: Mutex::new(receiver),
+        producer: OnceLock::new(),
+        dead_letter_topic: pipeline.dead_letter_topic().to_owned(),
+        drain_timeout: config.shutdown.grace,
+    });
+    let producer: SharedProducer = client::producer(config)
+        .create_with_context(ProducerCtx { deliveries: sender, wake: wake.clone() })
+        .map_err(|source| RuntimeError::Client { client: "producer", source })?;
+    let _ = shared.producer.set(producer);
+    let consumer: StreamConsumer<ConsumerCtx> = client::consumer(config)
+        .create_with_context(ConsumerCtx { shared: shared.clone() })
+        .map_err(|source| RuntimeError::Client { client: "consumer", source })?;
+    let topics: Vec<&str> = config.kafka.input_topics.iter().map(String::as_str).collect();
+    consumer
+        .subscribe(&topics)
+        .map_err(|source| RuntimeError::Subscribe { topics: config.kafka.input_topics.clone(), source })?;
+    let admin = if config.topics.create {
+        Some(client::admin(config).create().map_err(|source| RuntimeError::Client { client: "admin client", source })?)
+    } else {
+        None
+    };
+    let mut topics_cache = Topics {
+        admin,
+        known: HashSet::new(),
+        partitions: config.topics.partitions,
+        replication_factor: config.topics.replication_factor,
+        configs: config.topics.configs.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+    };
+    topics_cache.ensure(pipeline.dead_letter_topic()).await;
+    info!(brokers = %config.kafka.brokers, group = %config.kafka.group_id, topics = ?config.kafka.input_topics, "Consuming.");
+
+    let mut source_topics: HashMap<String, Arc<str>> = HashMap::new();
+    let mut commit_timer = tokio::time::interval(config.kafka.commit_interval);
+    commit_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let max_in_flight = config.kafka.max_in_flight;
+    tokio::pin!(shutdown);
+    loop {
+        let in_flight = shared.lock().tracker.in_flight();
+        tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            () = wake.notified() => {
+                let mut state = shared.lock();
+                shared.settle_ready(&mut state);
+            }
+            _ = commit_timer.tick() => {
+                let mut state = shared.lock();
+                shared.settle_ready(&mut state);
+                shared.commit(&mut state, &consumer, CommitMode::Async);
+            }
+            message = consumer.recv(), if in_flight < max_in_flight => {
+                let message = match message {
+                    Ok(message) => message,
+                    Err(error) => {
+                        warn!(%error, "Consumer error.");
+                        continue;
+                    }
+                };
+                let topic = source_topics
+                    .entry(message.topic().to_owned())
+                    .or_insert_with(|| Arc::from(message.topic()))
+                    .clone();
+                let source = Source { topic, partition: message.partition(), offset: message.offset() };
+                let record = Record { key: message.key(), value: message.payload().unwrap_or_default(), source };
+                let outcome = pipeline.process(&record, now_ms());
+                let tp = TopicPartition { topic: record.source.topic.clone(), partition: record.source.partition };
+                let (output, input) = match outcome {
+                    Outcome::Event(output) => {
+                        topics_cache.ensure(&output.topic).await;
+                        let input = Input {
+                            key: record.key.map(<[u8]>::to_vec),
+                            value: record.value.to_vec(),
+                            source: record.source.clone(),
+                        };
+                        (output, Some(Arc::new(input)))
+                    }
+                    Outcome::DeadLetter(dead) => {
+                        (dead.to_record(pipeline.dead_letter_topic(), record.key, record.value), None)
+                    }
+                };
+                let mut state = shared.lock();
+                state.summary.consumed += 1;
+                if input.is_some() { state.summary.events += 1 } else { state.summary.dead_letters += 1 }
+                let ticket = state.tracker.begin(&tp, record.source.offset, 1);
+                let event = input.is_some();
+                if let Err(error) = send(shared.producer(), &output, Box::new(Pending { ticket, input })) {
+                    // Refused before it left: handled as a refused delivery.
+                    let input = event.then(|| Arc::new(Input {
+                        key: record.key.map(<[u8]>::to_vec),
+                        value: record.value.to_vec(),
+                        source: record.source.clone(),
+                    }));
+                    shared.settle(&mut state, Delivery { pending: Box::new(Pending { ticket, input }), error: Some(error) });
+                }
+            }
+        }
+    }
+
+    // Shutdown: stop fetching, drain what is in flight, commit.
+    let deadline = Instant::now() + config.shutdown.grace;
+    let drained = tokio::task::block_in_place(|| {
+        let mut state = shared.lock();
+        loop {
+            shared.settle_ready(&mut state);
+            if state.tracker.in_flight() == 0 {
+                break true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break false;
+            }
+            shared.settle_one(&mut state, left.min(Duration::from_millis(100)));
+        }
+    });
+    let mut state = shared.lock();
+    shared.commit(&mut state, &consumer, CommitMode::Sync);
+    state.summary.drained = drained;
+    let summary = state.summary.clone();
+    drop(state);
+    if drained {
+        info!(consumed = summary.consumed, "Drained and committed; stopping.");
+    } else {
+        warn!(
+            in_flight = shared.lock().tracker.in_flight(),
+            "Grace period over; uncommitted input is processed again on restart."
+        );
+    }
+    consumer.unsubscribe();
+    Ok(summary)
+}
