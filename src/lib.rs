@@ -13,7 +13,7 @@
 //! - [`kafka`]: the Kafka edge: offset bookkeeping, client settings, the service loop.
 //! - [`config`]: typed configuration; defaults from `config/default.toml`; validation.
 //! - [`commands`]: the drivers: `process` (files), `generate` (synthetic traffic),
-//!   `check-config`; the Kafka drivers (`run`, `demo`, `tail`) come with the Kafka runtime.
+//!   `check-config`, `demo` (the service on an in-process cluster); `run` is in `main.rs`.
 //! - [`synth`]: deterministic synthetic traffic (benchmarks, demo, generator).
 //!
 //! Everything but `commands` is synchronous and pure: no I/O, no clock of its own.

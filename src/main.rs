@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use acs_stream::commands::check_config;
+use acs_stream::commands::demo::{self, DemoOptions};
 use acs_stream::commands::generate::{self, GenerateOptions};
 use acs_stream::commands::process::{self, ProcessOptions};
 use acs_stream::config::Config;
@@ -31,6 +32,19 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the whole service against an in-process Kafka cluster with synthetic traffic, and
+    /// print what it did. Needs nothing installed.
+    Demo {
+        /// Number of records to produce and process.
+        #[arg(long, default_value_t = 20_000)]
+        events: usize,
+        /// Number of tenants.
+        #[arg(long, default_value_t = 4)]
+        tenants: usize,
+        /// Random seed of the traffic.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
     /// Run the service: consume the input topics, process, publish per tenant
     /// (at-least-once). Stops on SIGTERM or SIGINT after draining and committing.
     Run {
@@ -96,6 +110,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     match cli.command {
+        Command::Demo { events, tenants, seed } => demo(DemoOptions { events, tenants, seed }),
         Command::Run { config } => run(config.as_deref()),
         Command::Generate { out, events, tenants, sessions, malformed_ratio, seed, start } => {
             let span_ms = i64::try_from(events.saturating_mul(10)).unwrap_or(i64::MAX).min(86_400_000);
@@ -164,6 +179,27 @@ fn generate(options: GenerateOptions) -> ExitCode {
         Err(error) => {
             eprintln!("acs-stream: cannot write {}: {error}", options.out.display());
             ExitCode::from(EXIT_IO)
+        }
+    }
+}
+
+fn demo(options: DemoOptions) -> ExitCode {
+    if options.events == 0 || options.tenants == 0 {
+        eprintln!("acs-stream: --events and --tenants must be at least 1");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("acs-stream: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(demo::run(&options)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("acs-stream demo: {error}");
+            ExitCode::FAILURE
         }
     }
 }

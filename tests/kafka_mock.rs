@@ -3,9 +3,10 @@
 //! dead-letter topic with its original bytes, committed offsets reach the end of the input,
 //! and a restarted processor resumes where it stopped.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
+use acs_stream::commands::demo::{self, OutputRecord};
 use acs_stream::config::Config;
 use acs_stream::encode::proto::pb;
 use acs_stream::kafka::runtime::{self, RunSummary};
@@ -15,7 +16,6 @@ use acs_stream::synth::{Generator, SynthOptions, SynthRecord};
 use prost::Message as _;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
@@ -45,46 +45,10 @@ fn produce(brokers: &str, records: &[SynthRecord]) {
     producer.flush(Duration::from_secs(30)).expect("input produced");
 }
 
-/// Every output record so far: topic → (key, value, headers).
-type Outputs = Vec<(String, Option<Vec<u8>>, Vec<u8>, HashMap<String, String>)>;
-
 /// Reads the output topics from the beginning until `expected` records are there.
-fn read_outputs(brokers: &str, expected: usize) -> Outputs {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "test-reader")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut list = TopicPartitionList::new();
-    for topic in OUTPUTS {
-        for partition in 0..2 {
-            list.add_partition_offset(topic, partition, Offset::Beginning).unwrap();
-        }
-    }
-    consumer.assign(&list).unwrap();
-    let started = std::time::Instant::now();
-    let mut outputs = Outputs::new();
-    while outputs.len() < expected {
-        assert!(started.elapsed() < PATIENCE, "only {} of {expected} outputs arrived", outputs.len());
-        let Some(message) = consumer.poll(Duration::from_millis(200)) else { continue };
-        let message = message.expect("readable");
-        let headers = message
-            .headers()
-            .map(|h| {
-                h.iter()
-                    .map(|h| (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        outputs.push((
-            message.topic().to_owned(),
-            message.key().map(<[u8]>::to_vec),
-            message.payload().unwrap_or_default().to_vec(),
-            headers,
-        ));
-    }
-    outputs
+fn read_outputs(brokers: &str, expected: usize) -> Vec<OutputRecord> {
+    let topics: Vec<String> = OUTPUTS.iter().map(|t| t.to_string()).collect();
+    demo::read_outputs(brokers, &topics, 2, expected, PATIENCE, |_| {}).expect("all outputs arrive")
 }
 
 fn config(brokers: &str) -> Config {
@@ -98,7 +62,7 @@ fn config(brokers: &str) -> Config {
 }
 
 /// Runs the service until `expected` outputs exist in total, then shuts it down.
-async fn run_until(brokers: &str, expected: usize) -> (RunSummary, Outputs) {
+async fn run_until(brokers: &str, expected: usize) -> (RunSummary, Vec<OutputRecord>) {
     let config = config(brokers);
     let pipeline = Pipeline::new(&config, ReasonCatalog::builtin()).unwrap();
     let reader_brokers = brokers.to_owned();
@@ -135,10 +99,10 @@ fn committed(brokers: &str) -> BTreeMap<i32, (i64, i64)> {
         .collect()
 }
 
-fn check_outputs(inputs: &[SynthRecord], outputs: &Outputs) {
+fn check_outputs(inputs: &[SynthRecord], outputs: &[OutputRecord]) {
     let mut dead: Vec<&[u8]> = Vec::new();
     let mut events: Vec<(&str, &[u8], pb::EnrichedEvent)> = Vec::new();
-    for (topic, key, value, headers) in outputs {
+    for OutputRecord { topic, key, value, headers } in outputs {
         if topic == "acs.dlq" {
             assert!(headers.contains_key("acs.error.code") && headers.contains_key("acs.source.offset"), "{headers:?}");
             dead.push(value);

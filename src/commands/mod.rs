@@ -2,5 +2,6 @@
 //! [`crate::pipeline::Pipeline`].
 
 pub mod check_config;
+pub mod demo;
 pub mod generate;
 pub mod process;
