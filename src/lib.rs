@@ -16,7 +16,8 @@
 //!   `check-config`, `demo` (the service on an in-process cluster); `run` is in `main.rs`.
 //! - [`synth`]: deterministic synthetic traffic (benchmarks, demo, generator).
 //!
-//! Everything but `commands` is synchronous and pure: no I/O, no clock of its own.
+//! Everything but `commands` and the Kafka edge (`kafka::client`, `kafka::runtime`) is
+//! synchronous and pure: no I/O, no clock of its own.
 
 #![forbid(unsafe_code)]
 
