@@ -164,6 +164,10 @@ pub const PRODUCER_FIXED: &[(&str, &str)] = &[
     ("bootstrap.servers", "use kafka.brokers"),
     ("metadata.broker.list", "use kafka.brokers"),
     ("transactional.id", "not supported: acs-stream is at-least-once, without transactions"),
+    ("message.timeout.ms", "fixed to 0 (no timeout): a retriable error is retried, never turned into a loss"),
+    ("delivery.timeout.ms", "fixed to 0 (no timeout): a retriable error is retried, never turned into a loss"),
+    ("retries", "fixed by librdkafka's idempotent producer: retriable errors are retried without end"),
+    ("message.send.max.retries", "fixed by librdkafka's idempotent producer: retriable errors are retried without end"),
 ];
 
 /// The passthrough maps: `(section, key, name in messages)`.

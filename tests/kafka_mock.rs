@@ -52,10 +52,12 @@ fn read_outputs(brokers: &str, expected: usize) -> Vec<OutputRecord> {
 }
 
 fn config(brokers: &str) -> Config {
-    // A short session: the mock cluster keeps a stopped member in the group until its
+    // A small in-flight window, so that backpressure (pausing and resuming partitions)
+    // happens. A short session: the mock cluster keeps a stopped member in the group until its
     // session times out (45 s by default), which the restart below would wait out.
     let file = format!(
         "[kafka]\nbrokers = \"{brokers}\"\ngroup_id = \"acs-test\"\ninput_topics = [\"{INPUT}\"]\ncommit_interval = \"200ms\"\n\
+         max_in_flight = 50\n\
          [kafka.consumer]\n\"session.timeout.ms\" = 6000\n[topics]\ncreate = false\n[shutdown]\ngrace = \"20s\"\n"
     );
     Config::layered(Some(("test", &file)), []).unwrap()
@@ -104,7 +106,17 @@ fn check_outputs(inputs: &[SynthRecord], outputs: &[OutputRecord]) {
     let mut events: Vec<(&str, &[u8], pb::EnrichedEvent)> = Vec::new();
     for OutputRecord { topic, key, value, headers } in outputs {
         if topic == "acs.dlq" {
-            assert!(headers.contains_key("acs.error.code") && headers.contains_key("acs.source.offset"), "{headers:?}");
+            for header in [
+                "acs.error.code",
+                "acs.error.detail",
+                "acs.source.topic",
+                "acs.source.partition",
+                "acs.source.offset",
+                "acs.processor.version",
+            ] {
+                assert!(headers.contains_key(header), "{header} missing: {headers:?}");
+            }
+            assert_eq!(headers["acs.source.topic"], INPUT);
             dead.push(value);
         } else {
             assert_eq!(headers.get("content-type").map(String::as_str), Some("application/x-protobuf"));
@@ -157,4 +169,34 @@ async fn every_record_lands_offsets_are_committed_and_a_restart_resumes() {
     for (partition, (offset, high)) in committed(&brokers) {
         assert_eq!(offset, high, "partition {partition}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_output_the_broker_refuses_is_dead_lettered_as_produce_failed() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+
+    let cluster = MockCluster::new(1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    cluster.create_topic(INPUT, INPUT_PARTITIONS, 1).unwrap();
+    for topic in OUTPUTS {
+        cluster.create_topic(topic, 2, 1).unwrap();
+    }
+    let inputs = records(3, 120);
+    produce(&brokers, &inputs);
+    // The next produce request (the service's first batch) is refused for good.
+    cluster.request_errors(RDKafkaApiKey::Produce, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE]);
+    let (summary, outputs) = run_until(&brokers, inputs.len()).await;
+    assert!(summary.drained, "{summary:?}");
+    assert!(summary.produce_failed >= 1, "{summary:?}");
+    let failed: Vec<&OutputRecord> = outputs
+        .iter()
+        .filter(|o| o.headers.get("acs.error.code").map(String::as_str) == Some("produce_failed"))
+        .collect();
+    assert_eq!(failed.len() as u64, summary.produce_failed);
+    for dead in &failed {
+        let input = inputs.iter().find(|r| r.value == dead.value).expect("the original value, unchanged");
+        assert!(!input.malformed);
+        assert_eq!(dead.key.as_deref(), Some(input.key.as_slice()), "the original key");
+    }
+    assert_eq!(outputs.len(), inputs.len(), "every record ends in exactly one output");
 }

@@ -22,7 +22,7 @@ use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer as _, ProducerContext, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::{debug, error, info, warn};
 
@@ -41,6 +41,8 @@ pub enum RuntimeError {
     Client { client: &'static str, source: KafkaError },
     #[error("cannot subscribe to {topics:?}: {source}")]
     Subscribe { topics: Vec<String>, source: KafkaError },
+    #[error("fatal Kafka {client} error: {reason}")]
+    Fatal { client: &'static str, reason: String },
 }
 
 /// What one run did.
@@ -68,6 +70,8 @@ struct Input {
 #[derive(Debug)]
 struct Pending {
     ticket: Ticket,
+    /// The input record's partition (stopped if the output is lost for good).
+    tp: TopicPartition,
     /// `Some` for events: what to dead-letter if the broker refuses them.
     input: Option<Arc<Input>>,
 }
@@ -107,14 +111,40 @@ struct Shared {
     deliveries: Mutex<Receiver<Delivery>>,
     producer: OnceLock<SharedProducer>,
     dead_letter_topic: String,
-    /// How long a revoke may wait for the revoked partitions' outputs.
-    drain_timeout: Duration,
+    /// How long a revoke may wait for the revoked partitions' outputs (at most
+    /// `REVOKE_DRAIN_MAX`: the whole group waits for this member meanwhile).
+    revoke_timeout: Duration,
 }
+
+/// Longest wait of a revoke for the revoked partitions' outputs.
+const REVOKE_DRAIN_MAX: Duration = Duration::from_secs(10);
 
 #[derive(Default)]
 struct State {
     tracker: OffsetTracker,
     summary: RunSummary,
+    /// Partitions assigned to this member: records of any other partition (a stale fetch
+    /// after a revoke) are not processed, so no position can be committed for them.
+    assigned: HashSet<TopicPartition>,
+    /// Partitions stopped by an output lost for good: paused, never committed past; the
+    /// records are processed again after a restart.
+    poisoned: HashSet<TopicPartition>,
+    /// Set once the shutdown drain is over: the revoke of the closing consumer only commits.
+    closing: bool,
+}
+
+impl State {
+    /// Records in flight on partitions that can still complete.
+    fn live_in_flight(&self) -> usize {
+        let stuck: usize = self.poisoned.iter().map(|tp| self.tracker.in_flight_partition(tp)).sum();
+        self.tracker.in_flight().saturating_sub(stuck)
+    }
+
+    /// The current position of every assigned partition (committing an unchanged one again
+    /// is harmless, and retries a commit that failed).
+    fn positions(&self) -> Vec<(TopicPartition, i64)> {
+        self.assigned.iter().filter_map(|tp| Some((tp.clone(), self.tracker.position(tp)?))).collect()
+    }
 }
 
 impl Shared {
@@ -171,25 +201,28 @@ impl Shared {
                     processed_at: now_ms(),
                 };
                 let record = dead.to_record(&self.dead_letter_topic, input.key.as_deref(), &input.value);
-                let retry = Box::new(Pending { ticket: pending.ticket, input: None });
-                if let Err(error) = send(self.producer(), &record, retry) {
-                    self.lose(state, pending.ticket, &error);
+                let retry = Box::new(Pending { ticket: pending.ticket, tp: pending.tp.clone(), input: None });
+                let deadline = Instant::now() + self.revoke_timeout;
+                if let Err(error) = send(self.producer(), &record, retry, deadline) {
+                    self.lose(state, pending.ticket, &pending.tp, &error);
                 }
             }
             // The dead letter itself was refused: the record is lost for good; never commit past it.
-            None => self.lose(state, pending.ticket, &error),
+            None => self.lose(state, pending.ticket, &pending.tp, &error),
         }
     }
 
-    fn lose(&self, state: &mut State, ticket: Ticket, error: &KafkaError) {
-        error!(%error, dead_letter_topic = %self.dead_letter_topic,
-               "Dead letter refused; the partition stops committing until restart.");
+    fn lose(&self, state: &mut State, ticket: Ticket, tp: &TopicPartition, error: &KafkaError) {
+        error!(topic = %tp.topic, partition = tp.partition, %error, dead_letter_topic = %self.dead_letter_topic,
+               "Output lost; the partition is paused and not committed past it until restart.");
         state.tracker.fail(ticket);
+        state.poisoned.insert(tp.clone());
     }
 
-    /// Commits what is committable.
+    /// Commits the position of every assigned partition.
     fn commit(&self, state: &mut State, consumer: &impl Consumer<ConsumerCtx>, mode: CommitMode) {
-        commit_positions(consumer, state.tracker.drain_committable(), mode);
+        let _ = state.tracker.drain_committable();
+        commit_positions(consumer, state.positions(), mode);
     }
 }
 
@@ -222,13 +255,27 @@ impl ClientContext for ConsumerCtx {}
 
 impl ConsumerContext for ConsumerCtx {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let Rebalance::Revoke(list) = rebalance else { return };
+        let list = match rebalance {
+            Rebalance::Revoke(list) => *list,
+            Rebalance::Assign(_) => return,
+            Rebalance::Error(error) => {
+                // rdkafka unassigns everything: forget every partition (nothing is committed
+                // for them any more; their input is processed again by the next owner).
+                warn!(%error, "Rebalance error; forgetting every partition.");
+                let mut state = self.shared.lock();
+                let all: Vec<TopicPartition> = state.assigned.drain().collect();
+                let _ = state.tracker.revoke(&all);
+                state.poisoned.clear();
+                return;
+            }
+        };
         let revoked: Vec<TopicPartition> =
             list.elements().iter().map(|e| TopicPartition::new(e.topic(), e.partition())).collect();
-        let deadline = Instant::now() + self.shared.drain_timeout;
         let mut state = self.shared.lock();
+        let wait = if state.closing { Duration::ZERO } else { self.shared.revoke_timeout };
+        let deadline = Instant::now() + wait;
         self.shared.settle_ready(&mut state);
-        while revoked.iter().any(|tp| state.tracker.in_flight_partition(tp) > 0) {
+        while revoked.iter().any(|tp| !state.poisoned.contains(tp) && state.tracker.in_flight_partition(tp) > 0) {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 warn!(partitions = revoked.len(), "Revoke drain timed out; committing what is acknowledged.");
@@ -237,6 +284,10 @@ impl ConsumerContext for ConsumerCtx {
             self.shared.settle_one(&mut state, left.min(Duration::from_millis(100)));
         }
         let positions = state.tracker.revoke(&revoked);
+        for tp in &revoked {
+            state.assigned.remove(tp);
+            state.poisoned.remove(tp);
+        }
         info!(partitions = revoked.len(), committed = positions.len(), "Partitions revoked.");
         commit_positions(consumer, positions, CommitMode::Sync);
     }
@@ -245,7 +296,9 @@ impl ConsumerContext for ConsumerCtx {
         if let Rebalance::Assign(list) = rebalance {
             let mut state = self.shared.lock();
             for element in list.elements() {
-                state.tracker.reset_partition(&TopicPartition::new(element.topic(), element.partition()));
+                let tp = TopicPartition::new(element.topic(), element.partition());
+                state.tracker.reset_partition(&tp);
+                state.assigned.insert(tp);
             }
             info!(partitions = list.count(), "Partitions assigned.");
         }
@@ -286,14 +339,41 @@ impl Topics {
     }
 }
 
+/// Pauses or resumes `partitions`; false when the consumer refused (logged).
+fn set_paused(consumer: &StreamConsumer<ConsumerCtx>, partitions: &HashSet<TopicPartition>, pause: bool) -> bool {
+    if partitions.is_empty() {
+        return pause;
+    }
+    let mut list = TopicPartitionList::new();
+    for tp in partitions {
+        list.add_partition(&tp.topic, tp.partition);
+    }
+    let result = if pause { consumer.pause(&list) } else { consumer.resume(&list) };
+    match result {
+        Ok(()) => {
+            debug!(partitions = partitions.len(), pause, "Backpressure: partitions paused or resumed.");
+            true
+        }
+        Err(error) => {
+            warn!(partitions = partitions.len(), pause, %error, "Cannot pause or resume partitions.");
+            false
+        }
+    }
+}
+
 fn headers(list: &OutputHeaders) -> OwnedHeaders {
     list.iter().fold(OwnedHeaders::new_with_capacity(list.len()), |headers, (name, value)| {
         headers.insert(Header { key: name, value: Some(value.as_bytes()) })
     })
 }
 
-/// Sends one output; a full local queue is waited out (backpressure).
-fn send(producer: &SharedProducer, output: &Output<'_>, pending: Box<Pending>) -> Result<(), KafkaError> {
+/// Sends one output; a full local queue is waited out (backpressure) until `deadline`.
+fn send(
+    producer: &SharedProducer,
+    output: &Output<'_>,
+    pending: Box<Pending>,
+    deadline: Instant,
+) -> Result<(), KafkaError> {
     let mut record =
         BaseRecord::with_opaque_to(&output.topic, pending).payload(&*output.value).headers(headers(&output.headers));
     if let Some(key) = &output.key {
@@ -302,7 +382,7 @@ fn send(producer: &SharedProducer, output: &Output<'_>, pending: Box<Pending>) -
     loop {
         match producer.send(record) {
             Ok(()) => return Ok(()),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) if Instant::now() < deadline => {
                 record = back;
                 std::thread::sleep(Duration::from_millis(5));
             }
@@ -331,7 +411,7 @@ pub async fn run(
         deliveries: Mutex::new(receiver),
         producer: OnceLock::new(),
         dead_letter_topic: pipeline.dead_letter_topic().to_owned(),
-        drain_timeout: config.shutdown.grace,
+        revoke_timeout: config.shutdown.grace.min(REVOKE_DRAIN_MAX),
     });
     let producer: SharedProducer = client::producer(config)
         .create_with_context(ProducerCtx { deliveries: sender, wake: wake.clone() })
@@ -363,25 +443,53 @@ pub async fn run(
     let mut commit_timer = tokio::time::interval(config.kafka.commit_interval);
     commit_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let max_in_flight = config.kafka.max_in_flight;
+    // Below this, a consumer paused for backpressure resumes.
+    let low_water = max_in_flight / 2;
+    let mut paused_for_backpressure = false;
+    let mut paused_poisoned: HashSet<TopicPartition> = HashSet::new();
     tokio::pin!(shutdown);
     loop {
-        let in_flight = shared.lock().tracker.in_flight();
+        // Backpressure by pausing, not by ceasing to poll: rebalance callbacks run inside
+        // `recv()`, so the consumer keeps polling while its partitions are paused.
+        {
+            let state = shared.lock();
+            let live = state.live_in_flight();
+            if !paused_for_backpressure && live >= max_in_flight {
+                paused_for_backpressure = set_paused(&consumer, &state.assigned, true);
+            } else if paused_for_backpressure && live <= low_water {
+                let runnable: HashSet<TopicPartition> = state.assigned.difference(&state.poisoned).cloned().collect();
+                paused_for_backpressure = !set_paused(&consumer, &runnable, false);
+            }
+            let newly_poisoned: HashSet<TopicPartition> =
+                state.poisoned.difference(&paused_poisoned).cloned().collect();
+            if !newly_poisoned.is_empty() && set_paused(&consumer, &newly_poisoned, true) {
+                paused_poisoned.extend(newly_poisoned);
+            }
+            paused_poisoned.retain(|tp| state.poisoned.contains(tp));
+        }
         tokio::select! {
             biased;
             () = &mut shutdown => break,
             () = wake.notified() => {
                 let mut state = shared.lock();
                 shared.settle_ready(&mut state);
+                drop(state);
+                if let Some((_, reason)) = shared.producer().client().fatal_error() {
+                    return Err(RuntimeError::Fatal { client: "producer", reason });
+                }
             }
             _ = commit_timer.tick() => {
                 let mut state = shared.lock();
                 shared.settle_ready(&mut state);
                 shared.commit(&mut state, &consumer, CommitMode::Async);
             }
-            message = consumer.recv(), if in_flight < max_in_flight => {
+            message = consumer.recv() => {
                 let message = match message {
                     Ok(message) => message,
                     Err(error) => {
+                        if let Some((_, reason)) = consumer.client().fatal_error() {
+                            return Err(RuntimeError::Fatal { client: "consumer", reason });
+                        }
                         warn!(%error, "Consumer error.");
                         continue;
                     }
@@ -390,19 +498,30 @@ pub async fn run(
                     .entry(message.topic().to_owned())
                     .or_insert_with(|| Arc::from(message.topic()))
                     .clone();
+                let tp = TopicPartition { topic: topic.clone(), partition: message.partition() };
+                {
+                    let state = shared.lock();
+                    // A stale fetch of a partition no longer ours, or a stopped partition:
+                    // not processed, so nothing can be committed for it here.
+                    if !state.assigned.contains(&tp) || state.poisoned.contains(&tp) {
+                        debug!(topic = %tp.topic, partition = tp.partition, offset = message.offset(), "Skipped a record of a partition not processed now.");
+                        continue;
+                    }
+                }
                 let source = Source { topic, partition: message.partition(), offset: message.offset() };
                 let record = Record { key: message.key(), value: message.payload().unwrap_or_default(), source };
                 let outcome = pipeline.process(&record, now_ms());
-                let tp = TopicPartition { topic: record.source.topic.clone(), partition: record.source.partition };
-                let (output, input) = match outcome {
+                let input = || {
+                    Arc::new(Input {
+                        key: record.key.map(<[u8]>::to_vec),
+                        value: record.value.to_vec(),
+                        source: record.source.clone(),
+                    })
+                };
+                let (output, kept) = match outcome {
                     Outcome::Event(output) => {
                         topics_cache.ensure(&output.topic).await;
-                        let input = Input {
-                            key: record.key.map(<[u8]>::to_vec),
-                            value: record.value.to_vec(),
-                            source: record.source.clone(),
-                        };
-                        (output, Some(Arc::new(input)))
+                        (output, Some(input()))
                     }
                     Outcome::DeadLetter(dead) => {
                         (dead.to_record(pipeline.dead_letter_topic(), record.key, record.value), None)
@@ -410,17 +529,22 @@ pub async fn run(
                 };
                 let mut state = shared.lock();
                 state.summary.consumed += 1;
-                if input.is_some() { state.summary.events += 1 } else { state.summary.dead_letters += 1 }
+                if kept.is_some() { state.summary.events += 1 } else { state.summary.dead_letters += 1 }
                 let ticket = state.tracker.begin(&tp, record.source.offset, 1);
-                let event = input.is_some();
-                if let Err(error) = send(shared.producer(), &output, Box::new(Pending { ticket, input })) {
+                let event = kept.is_some();
+                let pending = Box::new(Pending { ticket, tp: tp.clone(), input: kept });
+                let deadline = Instant::now() + config.shutdown.grace;
+                match send(shared.producer(), &output, pending, deadline) {
+                    Ok(()) => {}
+                    // The local queue stayed full: never skip the record, stop its partition.
+                    Err(error @ KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)) => {
+                        shared.lose(&mut state, ticket, &tp, &error);
+                    }
                     // Refused before it left: handled as a refused delivery.
-                    let input = event.then(|| Arc::new(Input {
-                        key: record.key.map(<[u8]>::to_vec),
-                        value: record.value.to_vec(),
-                        source: record.source.clone(),
-                    }));
-                    shared.settle(&mut state, Delivery { pending: Box::new(Pending { ticket, input }), error: Some(error) });
+                    Err(error) => {
+                        let pending = Box::new(Pending { ticket, tp, input: event.then(input) });
+                        shared.settle(&mut state, Delivery { pending, error: Some(error) });
+                    }
                 }
             }
         }
@@ -432,8 +556,8 @@ pub async fn run(
         let mut state = shared.lock();
         loop {
             shared.settle_ready(&mut state);
-            if state.tracker.in_flight() == 0 {
-                break true;
+            if state.live_in_flight() == 0 {
+                break state.poisoned.is_empty();
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -444,6 +568,8 @@ pub async fn run(
     });
     let mut state = shared.lock();
     shared.commit(&mut state, &consumer, CommitMode::Sync);
+    // The consumer's close revokes its partitions: commit only, no second wait.
+    state.closing = true;
     state.summary.drained = drained;
     let summary = state.summary.clone();
     drop(state);
