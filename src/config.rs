@@ -180,14 +180,16 @@ const PASSTHROUGH: [(&str, &str, &str); 3] = [
 /// A configuration that cannot be used. The message names the key (or file) at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    // The underlying error is part of the message, not a `source`, so that a printed
+    // error chain does not repeat it.
+    #[error("cannot read {path}: {reason}")]
+    Read { path: PathBuf, reason: std::io::Error },
     #[error("{origin}: {message}")]
     Parse { origin: String, message: String },
     #[error("{key}: {message}")]
     Invalid { key: &'static str, message: String },
-    #[error("catalog.file ({path}): {source}")]
-    Catalog { path: PathBuf, source: crate::model::catalog::CatalogError },
+    #[error("catalog.file ({path}): {reason}")]
+    Catalog { path: PathBuf, reason: crate::model::catalog::CatalogError },
 }
 
 impl Config {
@@ -201,7 +203,7 @@ impl Config {
         let text = match file {
             Some(path) => Some((
                 path.display().to_string(),
-                std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?,
+                std::fs::read_to_string(path).map_err(|reason| ConfigError::Read { path: path.to_owned(), reason })?,
             )),
             None => None,
         };
@@ -380,8 +382,8 @@ impl Config {
             return Ok(ReasonCatalog::builtin());
         }
         let path = &self.catalog.file;
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
-        ReasonCatalog::from_toml(&text).map_err(|source| ConfigError::Catalog { path: path.clone(), source })
+        let text = std::fs::read_to_string(path).map_err(|reason| ConfigError::Read { path: path.clone(), reason })?;
+        ReasonCatalog::from_toml(&text).map_err(|reason| ConfigError::Catalog { path: path.clone(), reason })
     }
 }
 

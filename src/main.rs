@@ -137,7 +137,7 @@ fn main() -> ExitCode {
         },
         Command::Process { input, out, config, source_topic, now } => {
             let pipeline = match load(config.as_deref()) {
-                Ok(pipeline) => pipeline,
+                Ok((_, pipeline)) => pipeline,
                 Err(error) => {
                     eprintln!("acs-stream: invalid configuration: {error:#}");
                     return ExitCode::from(EXIT_USAGE);
@@ -188,12 +188,9 @@ fn demo(options: DemoOptions) -> ExitCode {
         eprintln!("acs-stream: --events and --tenants must be at least 1");
         return ExitCode::from(EXIT_USAGE);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match async_runtime() {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("acs-stream: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(demo::run(&options)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -206,24 +203,16 @@ fn demo(options: DemoOptions) -> ExitCode {
 
 /// `run`: the configuration is validated before anything touches the network.
 fn run(path: Option<&std::path::Path>) -> ExitCode {
-    let loaded = Config::load(path).map_err(anyhow::Error::from).and_then(|config| {
-        let catalog = config.catalog()?;
-        let pipeline = Pipeline::new(&config, catalog)?;
-        Ok((config, pipeline))
-    });
-    let (config, pipeline) = match loaded {
+    let (config, pipeline) = match load(path) {
         Ok(loaded) => loaded,
         Err(error) => {
             eprintln!("acs-stream: invalid configuration: {error:#}");
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match async_runtime() {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("acs-stream: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(acs_stream::kafka::runtime::run(&config, &pipeline, shutdown_signal())) {
         Ok(summary) if summary.drained => ExitCode::SUCCESS,
@@ -251,10 +240,20 @@ async fn shutdown_signal() {
     }
 }
 
-fn load(config: Option<&std::path::Path>) -> anyhow::Result<Pipeline> {
+/// The configuration (defaults, file, environment) and the core built from it.
+fn load(config: Option<&std::path::Path>) -> anyhow::Result<(Config, Pipeline)> {
     let config = Config::load(config)?;
     let catalog = config.catalog()?;
-    Pipeline::new(&config, catalog).context("building the pipeline")
+    let pipeline = Pipeline::new(&config, catalog).context("building the pipeline")?;
+    Ok((config, pipeline))
+}
+
+/// Tokio's multi-threaded runtime (the Kafka runtime's shutdown drain needs it).
+fn async_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|error| {
+        eprintln!("acs-stream: cannot start the async runtime: {error}");
+        ExitCode::FAILURE
+    })
 }
 
 fn now_ms() -> i64 {

@@ -138,14 +138,22 @@ fn check_outputs(inputs: &[SynthRecord], outputs: &[OutputRecord]) {
     assert_eq!(keys, expected_keys, "every valid input became one event");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_record_lands_offsets_are_committed_and_a_restart_resumes() {
+/// A one-broker cluster with the input and output topics (the mock cluster does not
+/// support CreateTopics, so they are made through its own API).
+fn cluster() -> (MockCluster<'static, rdkafka::producer::DefaultProducerContext>, String) {
     let cluster = MockCluster::new(1).unwrap();
     let brokers = cluster.bootstrap_servers();
     cluster.create_topic(INPUT, INPUT_PARTITIONS, 1).unwrap();
     for topic in OUTPUTS {
         cluster.create_topic(topic, 2, 1).unwrap();
     }
+    (cluster, brokers)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_record_lands_offsets_are_committed_and_a_restart_resumes() {
+    // Kept alive for the whole test: dropping it stops the cluster.
+    let (_cluster, brokers) = cluster();
 
     let first = records(1, 400);
     produce(&brokers, &first);
@@ -175,12 +183,7 @@ async fn every_record_lands_offsets_are_committed_and_a_restart_resumes() {
 async fn an_output_the_broker_refuses_is_dead_lettered_as_produce_failed() {
     use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 
-    let cluster = MockCluster::new(1).unwrap();
-    let brokers = cluster.bootstrap_servers();
-    cluster.create_topic(INPUT, INPUT_PARTITIONS, 1).unwrap();
-    for topic in OUTPUTS {
-        cluster.create_topic(topic, 2, 1).unwrap();
-    }
+    let (cluster, brokers) = cluster();
     let inputs = records(3, 120);
     produce(&brokers, &inputs);
     // The next produce request (the service's first batch) is refused for good.
