@@ -51,21 +51,21 @@ fn read_outputs(brokers: &str, expected: usize) -> Vec<OutputRecord> {
     demo::read_outputs(brokers, &topics, 2, expected, PATIENCE, |_| {}).expect("all outputs arrive")
 }
 
-fn config(brokers: &str) -> Config {
+fn config(brokers: &str, producer: &str) -> Config {
     // A small in-flight window, so that backpressure (pausing and resuming partitions)
     // happens. A short session: the mock cluster keeps a stopped member in the group until its
     // session times out (45 s by default), which the restart below would wait out.
     let file = format!(
         "[kafka]\nbrokers = \"{brokers}\"\ngroup_id = \"acs-test\"\ninput_topics = [\"{INPUT}\"]\ncommit_interval = \"200ms\"\n\
          max_in_flight = 50\n\
-         [kafka.consumer]\n\"session.timeout.ms\" = 6000\n[topics]\ncreate = false\n[shutdown]\ngrace = \"20s\"\n"
+         [kafka.consumer]\n\"session.timeout.ms\" = 6000\n[kafka.producer]\n{producer}\n[topics]\ncreate = false\n[shutdown]\ngrace = \"20s\"\n"
     );
     Config::layered(Some(("test", &file)), []).unwrap()
 }
 
 /// Runs the service until `expected` outputs exist in total, then shuts it down.
-async fn run_until(brokers: &str, expected: usize) -> (RunSummary, Vec<OutputRecord>) {
-    let config = config(brokers);
+async fn run_until(brokers: &str, expected: usize, producer: &str) -> (RunSummary, Vec<OutputRecord>) {
+    let config = config(brokers, producer);
     let pipeline = Pipeline::new(&config, ReasonCatalog::builtin()).unwrap();
     let reader_brokers = brokers.to_owned();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
@@ -77,7 +77,8 @@ async fn run_until(brokers: &str, expected: usize) -> (RunSummary, Vec<OutputRec
     let shutdown = async {
         let _ = done_rx.await;
     };
-    let summary = runtime::run(&config, &pipeline, shutdown).await.expect("the service runs");
+    let summary =
+        runtime::run(&config, &pipeline, shutdown).await.unwrap_or_else(|error| panic!("the service stopped: {error}"));
     (summary, reader.await.unwrap())
 }
 
@@ -157,7 +158,7 @@ async fn every_record_lands_offsets_are_committed_and_a_restart_resumes() {
 
     let first = records(1, 400);
     produce(&brokers, &first);
-    let (summary, outputs) = run_until(&brokers, first.len()).await;
+    let (summary, outputs) = run_until(&brokers, first.len(), "").await;
     assert!(summary.drained, "{summary:?}");
     assert_eq!(summary.consumed, first.len() as u64);
     assert_eq!(outputs.len(), first.len());
@@ -169,7 +170,7 @@ async fn every_record_lands_offsets_are_committed_and_a_restart_resumes() {
     // A restart with the same group resumes after what was committed: only new input.
     let second = records(2, 200);
     produce(&brokers, &second);
-    let (summary, outputs) = run_until(&brokers, first.len() + second.len()).await;
+    let (summary, outputs) = run_until(&brokers, first.len() + second.len(), "").await;
     assert!(summary.drained, "{summary:?}");
     assert_eq!(summary.consumed, second.len() as u64, "nothing consumed twice after a clean stop");
     let all: Vec<SynthRecord> = first.iter().chain(&second).cloned().collect();
@@ -188,7 +189,12 @@ async fn an_output_the_broker_refuses_is_dead_lettered_as_produce_failed() {
     produce(&brokers, &inputs);
     // The next produce request (the service's first batch) is refused for good.
     cluster.request_errors(RDKafkaApiKey::Produce, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE]);
-    let (summary, outputs) = run_until(&brokers, inputs.len()).await;
+    // One produce request in flight at a time: the refused batch is then the only one, and
+    // the idempotent producer continues without a sequence gap (with later batches in
+    // flight, librdkafka must bump the producer epoch, which the mock cluster may refuse
+    // with a fatal error: the service then stops, and the input is processed again).
+    let producer = "\"max.in.flight.requests.per.connection\" = 1";
+    let (summary, outputs) = run_until(&brokers, inputs.len(), producer).await;
     assert!(summary.drained, "{summary:?}");
     assert!(summary.produce_failed >= 1, "{summary:?}");
     let failed: Vec<&OutputRecord> = outputs
