@@ -256,6 +256,37 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2_000, ..ProptestConfig::default() })]
+
+    /// Whatever the delivery execution id looks like (empty segments, extra `#`, prefixes),
+    /// a record is routed only to the tenant its own id names, or, for an id that names no
+    /// tenant at all, to its `tenantId`; never to a `tenantId` that a broken id could not check.
+    #[test]
+    fn no_record_is_steered_into_another_tenant(
+        segments in prop::collection::vec("[a-z]{0,3}", 1..7),
+        tenant_id in prop::option::of("[a-z]{1,3}"),
+    ) {
+        let id = segments.join("#");
+        let mut value = serde_json::json!({"deliveryExecutionId": id, "incidentTime": 1_767_261_300});
+        if let Some(tenant) = &tenant_id {
+            value["tenantId"] = serde_json::json!(tenant);
+        }
+        let bytes = serde_json::to_vec(&value).unwrap();
+        let record = Record { key: None, value: &bytes, source: source() };
+        if let Outcome::Event(output) = pipeline(Format::Json).process(&record, NOW) {
+            let routed = output.topic.strip_prefix("acs.").and_then(|t| t.strip_suffix(".events")).unwrap().to_owned();
+            if segments.len() >= 4 {
+                // TAO form: the id's last segment decides, and `tenantId` must agree.
+                prop_assert_eq!(&routed, segments.last().unwrap());
+                prop_assert!(segments.iter().all(|s| !s.is_empty()), "a broken id was accepted: {}", id);
+            } else {
+                prop_assert_eq!(Some(&routed), tenant_id.as_ref(), "an id of another form names no tenant");
+            }
+        }
+    }
+}
+
 #[test]
 fn generated_records_cover_both_outcomes() {
     // Guard against a generator that only ever produces one kind of outcome.
