@@ -17,7 +17,6 @@ use prost::Message as _;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
 const INPUT: &str = "acs.raw";
@@ -38,11 +37,7 @@ fn records(seed: u64, count: usize) -> Vec<SynthRecord> {
 }
 
 fn produce(brokers: &str, records: &[SynthRecord]) {
-    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", brokers).create().unwrap();
-    for record in records {
-        producer.send(BaseRecord::to(INPUT).key(&record.key).payload(&record.value)).expect("queued");
-    }
-    producer.flush(Duration::from_secs(30)).expect("input produced");
+    demo::produce(brokers, INPUT, records.iter().cloned()).expect("input produced");
 }
 
 /// Reads the output topics from the beginning until `expected` records are there.

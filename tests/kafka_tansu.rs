@@ -14,7 +14,6 @@ use acs_stream::synth::{Generator, SynthOptions, SynthRecord};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
 const PATIENCE: Duration = Duration::from_secs(240);
 
@@ -50,20 +49,7 @@ async fn create_topics(brokers: &str, topics: &[(&str, i32)]) {
 }
 
 fn produce(brokers: &str, topic: &str, records: &[SynthRecord]) {
-    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", brokers).create().unwrap();
-    for record in records {
-        let mut pending = BaseRecord::to(topic).key(&record.key).payload(&record.value);
-        loop {
-            match producer.send(pending) {
-                Ok(()) => break,
-                Err((_, back)) => {
-                    pending = back;
-                    producer.poll(Duration::from_millis(10));
-                }
-            }
-        }
-    }
-    producer.flush(Duration::from_secs(60)).expect("input produced");
+    demo::produce(brokers, topic, records.iter().cloned()).expect("input produced");
 }
 
 /// Writes a service configuration for this test's topics and group.

@@ -17,7 +17,7 @@ use crate::encode::proto::pb;
 use crate::kafka::runtime::{self, RunSummary};
 use crate::model::ReasonCatalog;
 use crate::pipeline::Pipeline;
-use crate::synth::{Generator, SynthOptions};
+use crate::synth::{Generator, SynthOptions, SynthRecord};
 
 /// The demo's input topic.
 pub const INPUT_TOPIC: &str = "acs.raw";
@@ -109,6 +109,29 @@ pub fn read_outputs(
     Ok(outputs)
 }
 
+/// Produces synthetic records (keyed by their delivery execution id) to `topic` and waits
+/// until every one is acknowledged; a full local queue is waited out.
+pub fn produce(
+    brokers: &str,
+    topic: &str,
+    records: impl IntoIterator<Item = SynthRecord>,
+) -> Result<(), rdkafka::error::KafkaError> {
+    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", brokers).create()?;
+    for record in records {
+        let mut pending = BaseRecord::to(topic).key(&record.key).payload(&record.value);
+        loop {
+            match producer.send(pending) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    pending = back;
+                    producer.poll(Duration::from_millis(10));
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(60))
+}
+
 fn now_ms() -> i64 {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
@@ -147,20 +170,7 @@ pub async fn run(options: &DemoOptions) -> Result<(), DemoError> {
         ..SynthOptions::default()
     };
     eprintln!("demo: producing {} records for {} tenants to {INPUT_TOPIC} ...", options.events, tenants.len());
-    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &brokers).create()?;
-    for record in Generator::new(synth).take(options.events) {
-        let mut pending = BaseRecord::to(INPUT_TOPIC).key(&record.key).payload(&record.value);
-        loop {
-            match producer.send(pending) {
-                Ok(()) => break,
-                Err((_, back)) => {
-                    pending = back;
-                    producer.poll(Duration::from_millis(10));
-                }
-            }
-        }
-    }
-    producer.flush(Duration::from_secs(60))?;
+    produce(&brokers, INPUT_TOPIC, Generator::new(synth).take(options.events))?;
 
     eprintln!("demo: running the service (the same code path as `acs-stream run`) ...");
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();

@@ -221,6 +221,8 @@ impl Shared {
 
     /// Commits the position of every assigned partition.
     fn commit(&self, state: &mut State, consumer: &impl Consumer<ConsumerCtx>, mode: CommitMode) {
+        // Positions come from `positions()` (every assigned partition, so a failed commit is
+        // retried); draining only empties the tracker's list of partitions that advanced.
         let _ = state.tracker.drain_committable();
         commit_positions(consumer, state.positions(), mode);
     }
