@@ -31,6 +31,27 @@ pub enum Outcome<'a> {
     DeadLetter(DeadLetter),
 }
 
+/// What the Kafka runtime runs on each record: the core ([`Pipeline`]), or, in the
+/// end-to-end benchmark, a pass-through that republishes the bytes unchanged, so that both
+/// are measured on the same consume/produce/commit code.
+pub trait Processor: Send + Sync {
+    /// Processes one record at processing time `now_ms`.
+    fn process<'a>(&self, record: &Record<'a>, now_ms: i64) -> Outcome<'a>;
+    /// Where dead letters (and outputs the brokers refuse) go.
+    fn dead_letter_topic(&self) -> &str;
+}
+
+impl Processor for Pipeline {
+    #[inline]
+    fn process<'a>(&self, record: &Record<'a>, now_ms: i64) -> Outcome<'a> {
+        Pipeline::process(self, record, now_ms)
+    }
+
+    fn dead_letter_topic(&self) -> &str {
+        &self.dead_letter_topic
+    }
+}
+
 /// The configured core.
 #[derive(Debug, Clone)]
 pub struct Pipeline {

@@ -32,7 +32,7 @@ use crate::config::Config;
 use crate::decode::{ErrorCode, Rejection};
 use crate::encode::{DeadLetter, Headers as OutputHeaders, Output};
 use crate::model::Source;
-use crate::pipeline::{Outcome, Pipeline, Record};
+use crate::pipeline::{Outcome, Processor, Record};
 
 /// Why the service stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -403,7 +403,7 @@ fn now_ms() -> i64 {
 /// worker thread while it waits for delivery reports.
 pub async fn run(
     config: &Config,
-    pipeline: &Pipeline,
+    pipeline: &impl Processor,
     shutdown: impl Future<Output = ()>,
 ) -> Result<RunSummary, RuntimeError> {
     let (sender, receiver) = std::sync::mpsc::channel();
