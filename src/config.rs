@@ -99,6 +99,9 @@ pub struct KafkaConfig {
     pub commit_interval: Duration,
     /// Records produced but not yet acknowledged before the consumer pauses.
     pub max_in_flight: usize,
+    /// Bytes held for records produced but not yet acknowledged (input copies and outputs)
+    /// before the consumer pauses.
+    pub max_in_flight_bytes: usize,
     /// Bound on the consumer's prefetch queue per partition, in KiB (librdkafka
     /// `queued.max.messages.kbytes`).
     pub max_prefetch_kbytes: u32,
@@ -309,6 +312,9 @@ impl Config {
         }
         if kafka.max_in_flight == 0 {
             return Err(invalid("kafka.max_in_flight", "must be at least 1".into()));
+        }
+        if kafka.max_in_flight_bytes == 0 {
+            return Err(invalid("kafka.max_in_flight_bytes", "must be at least 1".into()));
         }
         if kafka.max_prefetch_kbytes == 0 || kafka.max_prefetch_kbytes > MAX_PREFETCH_KBYTES_CEILING {
             return Err(invalid(
@@ -549,6 +555,7 @@ mod tests {
         assert_eq!(kafka.input_topics, vec!["acs.raw"]);
         assert_eq!(kafka.commit_interval, Duration::from_secs(5));
         assert_eq!(kafka.max_in_flight, 10_000);
+        assert_eq!(kafka.max_in_flight_bytes, 64 << 20);
         assert_eq!(kafka.max_prefetch_kbytes, 16_384);
         assert_eq!(kafka.retry_backoff, Duration::from_millis(100));
         assert_eq!(kafka.retry_backoff_max, Duration::from_secs(10));
@@ -641,6 +648,7 @@ mod tests {
             ("[kafka]\ncommit_interval = 5\n", "kafka.commit_interval"),
             ("[kafka]\nmax_in_flight = 0\n", "kafka.max_in_flight"),
             ("[kafka]\nmax_in_flight = -1\n", "kafka.max_in_flight"),
+            ("[kafka]\nmax_in_flight_bytes = 0\n", "kafka.max_in_flight_bytes"),
             ("[kafka]\nconsumer = 3\n", "kafka.consumer"),
             ("[kafka]\nmax_prefetch_kbytes = 0\n", "kafka.max_prefetch_kbytes"),
             ("[kafka]\nmax_prefetch_kbytes = 2097152\n", "kafka.max_prefetch_kbytes"),

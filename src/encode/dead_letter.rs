@@ -20,6 +20,9 @@ pub mod headers {
     pub const SOURCE_PARTITION: &str = "acs.source.partition";
     pub const SOURCE_OFFSET: &str = "acs.source.offset";
     pub const PROCESSOR_VERSION: &str = "acs.processor.version";
+    /// Only on a dead letter sent without the original value (the full one was refused as
+    /// too large): why. The value is still in the input at the source offset.
+    pub const VALUE_OMITTED: &str = "acs.value.omitted";
 }
 
 /// A refused record, with where it was read.
@@ -43,6 +46,14 @@ impl DeadLetter {
             (headers::PROCESSOR_VERSION, Cow::Borrowed(crate::VERSION)),
         ];
         Output { topic: topic.to_owned(), key: key.map(Cow::Borrowed), value: Cow::Borrowed(value), headers }
+    }
+
+    /// The dead letter without the original value, for when the full one was refused as too
+    /// large: the headers still say what was refused, why, and where it is in the input.
+    pub fn to_record_without_value<'a>(&self, topic: &str, key: Option<&'a [u8]>, why: &str) -> Output<'a> {
+        let mut record = self.to_record(topic, key, &[]);
+        record.headers.push((headers::VALUE_OMITTED, Cow::Owned(why.to_owned())));
+        record
     }
 
     /// The error as its protobuf description (`acs.v1.DeadLetterError`).
@@ -156,6 +167,16 @@ mod tests {
         );
         assert_eq!(record.headers[0].1, "malformed_json");
         assert_eq!(record.headers[4].1, "42");
+    }
+
+    #[test]
+    fn a_dead_letter_without_value_says_why_and_keeps_the_lineage() {
+        let record = dead_letter().to_record_without_value("acs.dlq", Some(b"k"), "too large");
+        assert!(record.value.is_empty());
+        assert_eq!(record.key.as_deref(), Some(&b"k"[..]));
+        assert_eq!(record.headers.len(), 7);
+        assert_eq!(record.headers[4], ("acs.source.offset", Cow::Borrowed("42")));
+        assert_eq!(record.headers[6], ("acs.value.omitted", Cow::Borrowed("too large")));
     }
 
     #[test]

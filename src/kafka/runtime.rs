@@ -7,11 +7,15 @@
 //! earlier record of its partition is acknowledged: on a timer, on revoke (only the revoked
 //! partitions are drained) and on shutdown. A record whose output the broker refuses for
 //! good (too large, invalid topic, not authorized) goes to the dead-letter topic with code
-//! `produce_failed`; retriable errors are retried by librdkafka without end (backpressure,
-//! never loss). The consumer stops fetching while `kafka.max_in_flight` outputs are
-//! unacknowledged, and its prefetch queue is bounded (`kafka.max_prefetch_kbytes`).
+//! `produce_failed`; a dead letter refused as too large is sent again without the original
+//! value (header `acs.value.omitted`: the record is still in the input at its source offset);
+//! a dead letter refused otherwise stops its partition (never committed past, processed
+//! again after a restart). Retriable errors are retried by librdkafka without end
+//! (backpressure, never loss). The consumer pauses while `kafka.max_in_flight` records or
+//! `kafka.max_in_flight_bytes` bytes are unacknowledged, and its prefetch queue is bounded
+//! (`kafka.max_prefetch_kbytes`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -55,6 +59,11 @@ pub struct RunSummary {
     pub produce_failed: u64,
     /// True when every output was acknowledged and committed before the process stopped.
     pub drained: bool,
+    /// Most records in flight at once (bounded by `kafka.max_in_flight`).
+    pub peak_in_flight: usize,
+    /// Most bytes held for records in flight at once (bounded by
+    /// `kafka.max_in_flight_bytes`, plus the one record that crossed it).
+    pub peak_in_flight_bytes: usize,
 }
 
 /// The original record, kept until its outputs are acknowledged: a produce failure
@@ -66,14 +75,27 @@ struct Input {
     source: Source,
 }
 
+/// What to do when the brokers refuse a produced record for good.
+#[derive(Debug)]
+enum Fallback {
+    /// An event: dead-letter the original record with `produce_failed`.
+    Event(Arc<Input>),
+    /// A dead letter carrying the original value: refused as too large, it is sent again
+    /// without the value (the headers still say where the record is in the input).
+    DeadLetter { dead: Box<DeadLetter>, key: Option<Box<[u8]>> },
+    /// Nothing left to try: the record is lost, its partition stopped.
+    Nothing,
+}
+
 /// Travels with each produced record (the delivery opaque).
 #[derive(Debug)]
 struct Pending {
     ticket: Ticket,
     /// The input record's partition (stopped if the output is lost for good).
     tp: TopicPartition,
-    /// `Some` for events: what to dead-letter if the broker refuses them.
-    input: Option<Arc<Input>>,
+    /// Bytes held for this record (input copy and output), released with its report.
+    bytes: usize,
+    fallback: Fallback,
 }
 
 /// A delivery report, moved from librdkafka's thread to the runtime.
@@ -126,6 +148,8 @@ struct State {
     /// Partitions assigned to this member: records of any other partition (a stale fetch
     /// after a revoke) are not processed, so no position can be committed for them.
     assigned: HashSet<TopicPartition>,
+    /// Bytes held for the records in flight (see `Pending::bytes`).
+    in_flight_bytes: usize,
     /// Partitions stopped by an output lost for good: paused, never committed past; the
     /// records are processed again after a restart.
     poisoned: HashSet<TopicPartition>,
@@ -185,13 +209,34 @@ impl Shared {
 
     fn settle(&self, state: &mut State, delivery: Delivery) {
         let Delivery { pending, error } = delivery;
-        let Some(error) = error else {
-            state.tracker.ack(pending.ticket);
-            return;
-        };
-        match pending.input.clone() {
-            // An event the broker refused for good: dead-letter the original record.
-            Some(input) => {
+        state.in_flight_bytes = state.in_flight_bytes.saturating_sub(pending.bytes);
+        match error {
+            None => state.tracker.ack(pending.ticket),
+            Some(error) => self.refused(state, *pending, error),
+        }
+    }
+
+    /// Sends one output of an input record; a refusal before it leaves is handled like a
+    /// refused delivery.
+    fn dispatch(&self, state: &mut State, output: &Output<'_>, pending: Box<Pending>, deadline: Instant) {
+        let bytes = pending.bytes;
+        match send(self.producer(), output, pending, deadline) {
+            Ok(()) => state.in_flight_bytes += bytes,
+            // The local queue stayed full until the deadline: not a refusal, but the record
+            // must never be skipped: stop its partition.
+            Err((error @ KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), pending)) => {
+                self.lose(state, pending.ticket, &pending.tp, &error);
+            }
+            Err((error, pending)) => self.refused(state, *pending, error),
+        }
+    }
+
+    /// The brokers (or the client) refused an output for good: fall back, or stop.
+    fn refused(&self, state: &mut State, pending: Pending, error: KafkaError) {
+        let Pending { ticket, tp, bytes, fallback } = pending;
+        let deadline = Instant::now() + self.revoke_timeout;
+        match fallback {
+            Fallback::Event(input) => {
                 warn!(topic = %input.source.topic, partition = input.source.partition, offset = input.source.offset,
                       %error, "Output refused; dead-lettering the record.");
                 state.summary.produce_failed += 1;
@@ -201,14 +246,19 @@ impl Shared {
                     processed_at: now_ms(),
                 };
                 let record = dead.to_record(&self.dead_letter_topic, input.key.as_deref(), &input.value);
-                let retry = Box::new(Pending { ticket: pending.ticket, tp: pending.tp.clone(), input: None });
-                let deadline = Instant::now() + self.revoke_timeout;
-                if let Err(error) = send(self.producer(), &record, retry, deadline) {
-                    self.lose(state, pending.ticket, &pending.tp, &error);
-                }
+                let key = input.key.as_deref().map(Box::from);
+                let fallback = Fallback::DeadLetter { dead: Box::new(dead), key };
+                self.dispatch(state, &record, Box::new(Pending { ticket, tp, bytes, fallback }), deadline);
             }
-            // The dead letter itself was refused: the record is lost for good; never commit past it.
-            None => self.lose(state, pending.ticket, &pending.tp, &error),
+            Fallback::DeadLetter { dead, key } if is_size_error(&error) => {
+                warn!(topic = %dead.source.topic, partition = dead.source.partition, offset = dead.source.offset,
+                      code = dead.rejection.code.as_str(), %error,
+                      "Dead letter refused; sending it without the original value.");
+                let record = dead.to_record_without_value(&self.dead_letter_topic, key.as_deref(), &error.to_string());
+                let pending = Box::new(Pending { ticket, tp, bytes, fallback: Fallback::Nothing });
+                self.dispatch(state, &record, pending, deadline);
+            }
+            Fallback::DeadLetter { .. } | Fallback::Nothing => self.lose(state, ticket, &tp, &error),
         }
     }
 
@@ -251,7 +301,17 @@ fn commit_positions<C: ConsumerContext>(
 /// Rebalance callbacks: drain and commit revoked partitions, start assigned ones afresh.
 struct ConsumerCtx {
     shared: Arc<Shared>,
+    assignment: tokio::sync::watch::Sender<Assignment>,
 }
+
+impl ConsumerCtx {
+    fn publish(&self, state: &State) {
+        self.assignment.send_replace(state.assigned.iter().cloned().collect());
+    }
+}
+
+/// The input partitions this processor owns now, published on every rebalance.
+pub type Assignment = BTreeSet<TopicPartition>;
 
 impl ClientContext for ConsumerCtx {}
 
@@ -268,6 +328,7 @@ impl ConsumerContext for ConsumerCtx {
                 let all: Vec<TopicPartition> = state.assigned.drain().collect();
                 let _ = state.tracker.revoke(&all);
                 state.poisoned.clear();
+                self.publish(&state);
                 return;
             }
         };
@@ -292,6 +353,7 @@ impl ConsumerContext for ConsumerCtx {
         }
         info!(partitions = revoked.len(), committed = positions.len(), "Partitions revoked.");
         commit_positions(consumer, positions, CommitMode::Sync);
+        self.publish(&state);
     }
 
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -303,6 +365,7 @@ impl ConsumerContext for ConsumerCtx {
                 state.assigned.insert(tp);
             }
             info!(partitions = list.count(), "Partitions assigned.");
+            self.publish(&state);
         }
     }
 }
@@ -375,7 +438,7 @@ fn send(
     output: &Output<'_>,
     pending: Box<Pending>,
     deadline: Instant,
-) -> Result<(), KafkaError> {
+) -> Result<(), (KafkaError, Box<Pending>)> {
     let mut record =
         BaseRecord::with_opaque_to(&output.topic, pending).payload(&*output.value).headers(headers(&output.headers));
     if let Some(key) = &output.key {
@@ -388,9 +451,21 @@ fn send(
                 record = back;
                 std::thread::sleep(Duration::from_millis(5));
             }
-            Err((error, _)) => return Err(error),
+            Err((error, back)) => return Err((error, back.delivery_opaque)),
         }
     }
+}
+
+/// The brokers refused a record for its size: a smaller one may still pass.
+fn is_size_error(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::MessageBatchTooLarge
+                | RDKafkaErrorCode::InvalidMessageSize
+        )
+    )
 }
 
 fn now_ms() -> i64 {
@@ -406,6 +481,16 @@ pub async fn run(
     pipeline: &impl Processor,
     shutdown: impl Future<Output = ()>,
 ) -> Result<RunSummary, RuntimeError> {
+    run_observed(config, pipeline, shutdown, tokio::sync::watch::Sender::default()).await
+}
+
+/// [`run`], publishing the partitions it owns to `assignment` on every rebalance.
+pub async fn run_observed(
+    config: &Config,
+    pipeline: &impl Processor,
+    shutdown: impl Future<Output = ()>,
+    assignment: tokio::sync::watch::Sender<Assignment>,
+) -> Result<RunSummary, RuntimeError> {
     let (sender, receiver) = std::sync::mpsc::channel();
     let wake = Arc::new(tokio::sync::Notify::new());
     let shared = Arc::new(Shared {
@@ -420,7 +505,7 @@ pub async fn run(
         .map_err(|source| RuntimeError::Client { client: "producer", source })?;
     let _ = shared.producer.set(producer);
     let consumer: StreamConsumer<ConsumerCtx> = client::consumer(config)
-        .create_with_context(ConsumerCtx { shared: shared.clone() })
+        .create_with_context(ConsumerCtx { shared: shared.clone(), assignment })
         .map_err(|source| RuntimeError::Client { client: "consumer", source })?;
     let topics: Vec<&str> = config.kafka.input_topics.iter().map(String::as_str).collect();
     consumer
@@ -445,7 +530,8 @@ pub async fn run(
     let mut commit_timer = tokio::time::interval(config.kafka.commit_interval);
     commit_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let max_in_flight = config.kafka.max_in_flight;
-    // Below this, a consumer paused for backpressure resumes.
+    let max_in_flight_bytes = config.kafka.max_in_flight_bytes;
+    // Below this (and half the bytes), a consumer paused for backpressure resumes.
     let low_water = max_in_flight / 2;
     let mut paused_for_backpressure = false;
     let mut paused_poisoned: HashSet<TopicPartition> = HashSet::new();
@@ -456,9 +542,10 @@ pub async fn run(
         {
             let state = shared.lock();
             let live = state.live_in_flight();
-            if !paused_for_backpressure && live >= max_in_flight {
+            let bytes = state.in_flight_bytes;
+            if !paused_for_backpressure && (live >= max_in_flight || bytes >= max_in_flight_bytes) {
                 paused_for_backpressure = set_paused(&consumer, &state.assigned, true);
-            } else if paused_for_backpressure && live <= low_water {
+            } else if paused_for_backpressure && live <= low_water && bytes <= max_in_flight_bytes / 2 {
                 let runnable: HashSet<TopicPartition> = state.assigned.difference(&state.poisoned).cloned().collect();
                 paused_for_backpressure = !set_paused(&consumer, &runnable, false);
             }
@@ -513,41 +600,42 @@ pub async fn run(
                 let source = Source { topic, partition: message.partition(), offset: message.offset() };
                 let record = Record { key: message.key(), value: message.payload().unwrap_or_default(), source };
                 let outcome = pipeline.process(&record, now_ms());
-                let input = || {
-                    Arc::new(Input {
-                        key: record.key.map(<[u8]>::to_vec),
-                        value: record.value.to_vec(),
-                        source: record.source.clone(),
-                    })
-                };
-                let (output, kept) = match outcome {
+                let (output, fallback) = match outcome {
                     Outcome::Event(output) => {
                         topics_cache.ensure(&output.topic).await;
-                        (output, Some(input()))
+                        let input = Input {
+                            key: record.key.map(<[u8]>::to_vec),
+                            value: record.value.to_vec(),
+                            source: record.source.clone(),
+                        };
+                        (output, Fallback::Event(Arc::new(input)))
                     }
                     Outcome::DeadLetter(dead) => {
-                        (dead.to_record(pipeline.dead_letter_topic(), record.key, record.value), None)
+                        let output = dead.to_record(pipeline.dead_letter_topic(), record.key, record.value);
+                        (output, Fallback::DeadLetter { dead: Box::new(dead), key: record.key.map(Box::from) })
                     }
                 };
+                // Held until acknowledged: librdkafka's copy of the output, and the input
+                // copy kept for a fallback.
+                let held = |key: Option<&[u8]>, value: &[u8]| key.map_or(0, <[u8]>::len) + value.len();
+                let bytes = held(output.key.as_deref(), &output.value)
+                    + match &fallback {
+                        Fallback::Event(input) => held(input.key.as_deref(), &input.value),
+                        Fallback::DeadLetter { key, .. } => key.as_deref().map_or(0, <[u8]>::len),
+                        Fallback::Nothing => 0,
+                    };
                 let mut state = shared.lock();
                 state.summary.consumed += 1;
-                if kept.is_some() { state.summary.events += 1 } else { state.summary.dead_letters += 1 }
-                let ticket = state.tracker.begin(&tp, record.source.offset, 1);
-                let event = kept.is_some();
-                let pending = Box::new(Pending { ticket, tp: tp.clone(), input: kept });
-                let deadline = Instant::now() + config.shutdown.grace;
-                match send(shared.producer(), &output, pending, deadline) {
-                    Ok(()) => {}
-                    // The local queue stayed full: never skip the record, stop its partition.
-                    Err(error @ KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)) => {
-                        shared.lose(&mut state, ticket, &tp, &error);
-                    }
-                    // Refused before it left: handled as a refused delivery.
-                    Err(error) => {
-                        let pending = Box::new(Pending { ticket, tp, input: event.then(input) });
-                        shared.settle(&mut state, Delivery { pending, error: Some(error) });
-                    }
+                if matches!(fallback, Fallback::Event(_)) {
+                    state.summary.events += 1;
+                } else {
+                    state.summary.dead_letters += 1;
                 }
+                let ticket = state.tracker.begin(&tp, record.source.offset, 1);
+                let pending = Box::new(Pending { ticket, tp, bytes, fallback });
+                shared.dispatch(&mut state, &output, pending, Instant::now() + config.shutdown.grace);
+                state.summary.peak_in_flight = state.summary.peak_in_flight.max(state.live_in_flight());
+                state.summary.peak_in_flight_bytes = state.summary.peak_in_flight_bytes.max(state.in_flight_bytes);
             }
         }
     }
