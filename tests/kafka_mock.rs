@@ -3,21 +3,20 @@
 //! dead-letter topic with its original bytes, committed offsets reach the end of the input,
 //! and a restarted processor resumes where it stopped.
 
-use std::collections::BTreeMap;
+mod common;
+
 use std::time::Duration;
 
 use acs_stream::commands::demo::{self, OutputRecord};
 use acs_stream::config::Config;
-use acs_stream::encode::proto::pb;
 use acs_stream::kafka::runtime::{self, Assignment, RunSummary};
 use acs_stream::model::ReasonCatalog;
 use acs_stream::pipeline::Pipeline;
 use acs_stream::synth::{Generator, SynthOptions, SynthRecord};
-use prost::Message as _;
+use common::{check_outputs, committed_for};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
-use rdkafka::{Offset, TopicPartitionList};
 
 const INPUT: &str = "acs.raw";
 const INPUT_PARTITIONS: i32 = 3;
@@ -93,29 +92,8 @@ async fn run_until(brokers: &str, expected: usize, producer: &str) -> (RunSummar
     (summary, reader.await.unwrap())
 }
 
-fn committed(brokers: &str) -> BTreeMap<i32, (i64, i64)> {
+fn committed(brokers: &str) -> std::collections::BTreeMap<i32, (Option<i64>, i64)> {
     committed_for(brokers, "acs-test", INPUT, INPUT_PARTITIONS)
-}
-
-/// Per partition of `topic`: the group's committed offset and the end of the partition.
-fn committed_for(brokers: &str, group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, (i64, i64)> {
-    let consumer: BaseConsumer =
-        ClientConfig::new().set("bootstrap.servers", brokers).set("group.id", group).create().unwrap();
-    let mut list = TopicPartitionList::new();
-    for partition in 0..partitions {
-        list.add_partition(topic, partition);
-    }
-    let committed = consumer.committed_offsets(list, Duration::from_secs(10)).unwrap();
-    (0..partitions)
-        .map(|partition| {
-            let offset = match committed.find_partition(topic, partition).unwrap().offset() {
-                Offset::Offset(offset) => offset,
-                other => panic!("{topic}[{partition}]: no committed offset ({other:?})"),
-            };
-            let (_, high) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)).unwrap();
-            (partition, (offset, high))
-        })
-        .collect()
 }
 
 /// Records in the output topics now (the sum of their end offsets).
@@ -163,43 +141,6 @@ impl Service {
     }
 }
 
-fn check_outputs(inputs: &[SynthRecord], outputs: &[OutputRecord]) {
-    let mut dead: Vec<&[u8]> = Vec::new();
-    let mut events: Vec<(&str, &[u8], pb::EnrichedEvent)> = Vec::new();
-    for OutputRecord { topic, key, value, headers } in outputs {
-        if topic == "acs.dlq" {
-            for header in [
-                "acs.error.code",
-                "acs.error.detail",
-                "acs.source.topic",
-                "acs.source.partition",
-                "acs.source.offset",
-                "acs.processor.version",
-            ] {
-                assert!(headers.contains_key(header), "{header} missing: {headers:?}");
-            }
-            assert!(headers["acs.source.topic"].starts_with(INPUT), "{headers:?}");
-            dead.push(value);
-        } else {
-            assert_eq!(headers.get("content-type").map(String::as_str), Some("application/x-protobuf"));
-            assert_eq!(headers.get("acs-schema").map(String::as_str), Some("acs.v1.EnrichedEvent"));
-            let event = pb::EnrichedEvent::decode(value.as_slice()).expect("protobuf event");
-            assert_eq!(key.as_deref(), Some(event.delivery_execution_id.as_bytes()), "keyed by delivery execution id");
-            assert_eq!(topic, &format!("acs.{}.events", event.tenant_id), "routed to its tenant");
-            events.push((topic, key.as_deref().unwrap(), event));
-        }
-    }
-    let mut expected_dead: Vec<&[u8]> = inputs.iter().filter(|r| r.malformed).map(|r| r.value.as_slice()).collect();
-    expected_dead.sort();
-    dead.sort();
-    assert_eq!(dead, expected_dead, "every malformed input, and only those, dead-lettered with its original bytes");
-    let mut expected_keys: Vec<&[u8]> = inputs.iter().filter(|r| !r.malformed).map(|r| r.key.as_slice()).collect();
-    let mut keys: Vec<&[u8]> = events.iter().map(|(_, key, _)| *key).collect();
-    expected_keys.sort();
-    keys.sort();
-    assert_eq!(keys, expected_keys, "every valid input became one event");
-}
-
 /// A one-broker cluster with the input and output topics (the mock cluster does not
 /// support CreateTopics, so they are made through its own API).
 fn cluster() -> (MockCluster<'static, rdkafka::producer::DefaultProducerContext>, String) {
@@ -223,13 +164,13 @@ async fn every_record_lands_offsets_are_committed_and_a_restart_resumes() {
     assert!(summary.drained, "{summary:?}");
     assert_eq!(summary.consumed, first.len() as u64);
     assert_eq!(outputs.len(), first.len());
-    check_outputs(&first, &outputs);
+    check_outputs(&first, &outputs, "acs", INPUT);
     // The bounds held: once crossed, the consumer paused before taking another record.
     assert!(summary.peak_in_flight <= MAX_IN_FLIGHT, "{summary:?}");
     let largest = first.iter().map(|r| r.key.len() + 2 * r.value.len()).max().unwrap();
     assert!(summary.peak_in_flight_bytes < MAX_IN_FLIGHT_BYTES + 2 * largest, "{summary:?}");
     for (partition, (offset, high)) in committed(&brokers) {
-        assert_eq!(offset, high, "partition {partition}: committed up to the end of the input");
+        assert_eq!(offset, Some(high), "partition {partition}: committed up to the end of the input");
     }
 
     // A restart with the same group resumes after what was committed: only new input.
@@ -239,9 +180,9 @@ async fn every_record_lands_offsets_are_committed_and_a_restart_resumes() {
     assert!(summary.drained, "{summary:?}");
     assert_eq!(summary.consumed, second.len() as u64, "nothing consumed twice after a clean stop");
     let all: Vec<SynthRecord> = first.iter().chain(&second).cloned().collect();
-    check_outputs(&all, &outputs);
+    check_outputs(&all, &outputs, "acs", INPUT);
     for (partition, (offset, high)) in committed(&brokers) {
-        assert_eq!(offset, high, "partition {partition}");
+        assert_eq!(offset, Some(high), "partition {partition}");
     }
 }
 
@@ -326,9 +267,9 @@ async fn a_second_processor_takes_over_partitions_without_loss_or_duplicates() {
     assert_eq!(first.consumed + second.consumed, 600, "no record processed twice: {first:?} {second:?}");
     assert_eq!(output_count(&brokers), 600, "no duplicate output");
     let all: Vec<SynthRecord> = before.iter().chain(&after).cloned().collect();
-    check_outputs(&all, &outputs);
+    check_outputs(&all, &outputs, "acs", INPUT);
     for (partition, (offset, high)) in committed_for(&brokers, "acs-rebalance", input, PARTITIONS) {
-        assert_eq!(offset, high, "partition {partition}: committed up to the end of the input");
+        assert_eq!(offset, Some(high), "partition {partition}: committed up to the end of the input");
     }
 }
 
@@ -362,10 +303,10 @@ async fn a_regex_subscription_picks_up_matching_topics_even_new_ones() {
     assert_eq!(summary.consumed, 300, "only the matching topics: {summary:?}");
     assert_eq!(output_count(&brokers), 300);
     let all: Vec<SynthRecord> = a.iter().chain(&b).cloned().collect();
-    check_outputs(&all, &outputs);
+    check_outputs(&all, &outputs, "acs", INPUT);
     for topic in ["acs.raw.a", "acs.raw.b"] {
         for (partition, (offset, high)) in committed_for(&brokers, "acs-regex", topic, 2) {
-            assert_eq!(offset, high, "{topic}[{partition}]");
+            assert_eq!(offset, Some(high), "{topic}[{partition}]");
         }
     }
 }

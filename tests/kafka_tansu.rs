@@ -4,6 +4,8 @@
 //! mid-stream and restarted: zero loss, duplicates counted. In CI the broker address is
 //! required (the tests fail loudly without it); elsewhere they are skipped with a message.
 
+mod common;
+
 use std::collections::HashSet;
 use std::io::Write;
 use std::process::{Child, Command, Stdio};
@@ -120,6 +122,73 @@ fn total_records(brokers: &str, topics: &[String]) -> i64 {
         .sum()
 }
 
+/// Waits until the group has committed every input partition up to its end.
+fn wait_committed(brokers: &str, group: &str, input: &str, partitions: i32) {
+    let started = std::time::Instant::now();
+    loop {
+        let committed = common::committed_for(brokers, group, input, partitions);
+        if committed.values().all(|(offset, high)| *offset == Some(*high)) {
+            return;
+        }
+        assert!(started.elapsed() < PATIENCE, "not committed to the end within {PATIENCE:?}: {committed:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Stops a processor with SIGTERM; it must drain, commit and exit 0.
+fn terminate(mut processor: Processor) {
+    let status = Command::new("kill").args(["-TERM", &processor.0.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let status = processor.0.wait().unwrap();
+    assert!(status.success(), "SIGTERM: {status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_record_lands_in_topics_the_service_creates_and_a_restart_resumes() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+
+    let Some(brokers) = brokers() else { return };
+    let prefix = unique("e2e");
+    let input = format!("{prefix}.raw");
+    // Only the input exists: the service creates its output topics (2 partitions each).
+    create_topics(&brokers, &[(&input, 3)]).await;
+    let options = |seed| SynthOptions {
+        seed,
+        tenants: 2,
+        malformed_ratio: 0.1,
+        start_ms: now_ms() - 3_600_000,
+        ..Default::default()
+    };
+    let first = Generator::new(options(11)).take_records(1_000);
+    produce(&brokers, &input, &first);
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(dir.path(), &brokers, &input, &prefix);
+    let processor = start(&config);
+    wait_committed(&brokers, &prefix, &input, 3);
+    terminate(processor);
+
+    let topics: Vec<String> =
+        vec![format!("{prefix}.tenant-01.events"), format!("{prefix}.tenant-02.events"), format!("{prefix}.dlq")];
+    let metadata_client: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
+    for topic in &topics {
+        let metadata = metadata_client.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
+        let partitions = metadata.topics().first().map_or(0, |t| t.partitions().len());
+        assert_eq!(partitions, 2, "{topic}: created by the service with topics.partitions");
+    }
+    assert_eq!(total_records(&brokers, &topics), 1_000, "one output per input, no duplicate after a clean stop");
+    common::check_outputs(&first, &outputs(&brokers, &prefix, 2, 1_000), &prefix, &input);
+
+    // A restart resumes after the committed offsets: only the new input is processed.
+    let second = Generator::new(options(12)).take_records(500);
+    produce(&brokers, &input, &second);
+    let processor = start(&config);
+    wait_committed(&brokers, &prefix, &input, 3);
+    terminate(processor);
+    assert_eq!(total_records(&brokers, &topics), 1_500, "nothing processed twice");
+    let all: Vec<SynthRecord> = first.iter().chain(&second).cloned().collect();
+    common::check_outputs(&all, &outputs(&brokers, &prefix, 2, 1_500), &prefix, &input);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_stream_loses_nothing() {
     use prost::Message as _;
@@ -158,7 +227,7 @@ async fn sigkill_mid_stream_loses_nothing() {
     let _ = outputs(&brokers, &prefix, 2, 500);
     first.0.kill().expect("SIGKILL");
     first.0.wait().unwrap();
-    let mut second = start(&config);
+    let second = start(&config);
     producer.join().unwrap();
 
     // Read until every input is accounted for: after a SIGKILL some outputs are duplicates,
@@ -188,10 +257,7 @@ async fn sigkill_mid_stream_loses_nothing() {
     }
 
     // A graceful stop of the second processor: SIGTERM, everything drained, exit 0.
-    let status = Command::new("kill").args(["-TERM", &second.0.id().to_string()]).status().unwrap();
-    assert!(status.success());
-    let status = second.0.wait().unwrap();
-    assert!(status.success(), "SIGTERM: {status:?}");
+    terminate(second);
     let written = total_records(&brokers, &outputs_topics);
     let duplicates = written - inputs.len() as i64;
     assert!(duplicates >= 0, "{written} outputs for {} inputs", inputs.len());

@@ -1,0 +1,77 @@
+//! Checks shared by the Kafka tests (mock cluster and real broker).
+
+#![allow(dead_code)] // each test target uses its own part
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use acs_stream::commands::demo::OutputRecord;
+use acs_stream::encode::proto::pb;
+use acs_stream::synth::SynthRecord;
+use prost::Message as _;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+
+/// Every valid input became exactly one event in `<prefix>.<tenant>.events`, keyed by its
+/// delivery execution id, with the protobuf headers; every malformed one exactly one dead
+/// letter in `<prefix>.dlq` with its original bytes and the six headers, read from
+/// `input` (or, for a regex subscription, a topic whose name starts with it).
+pub fn check_outputs(inputs: &[SynthRecord], outputs: &[OutputRecord], prefix: &str, input: &str) {
+    let mut dead: Vec<&[u8]> = Vec::new();
+    let mut events: Vec<(&str, &[u8], pb::EnrichedEvent)> = Vec::new();
+    for OutputRecord { topic, key, value, headers } in outputs {
+        if *topic == format!("{prefix}.dlq") {
+            for header in [
+                "acs.error.code",
+                "acs.error.detail",
+                "acs.source.topic",
+                "acs.source.partition",
+                "acs.source.offset",
+                "acs.processor.version",
+            ] {
+                assert!(headers.contains_key(header), "{header} missing: {headers:?}");
+            }
+            assert!(headers["acs.source.topic"].starts_with(input), "{headers:?}");
+            dead.push(value);
+        } else {
+            assert_eq!(headers.get("content-type").map(String::as_str), Some("application/x-protobuf"));
+            assert_eq!(headers.get("acs-schema").map(String::as_str), Some("acs.v1.EnrichedEvent"));
+            let event = pb::EnrichedEvent::decode(value.as_slice()).expect("protobuf event");
+            assert_eq!(key.as_deref(), Some(event.delivery_execution_id.as_bytes()), "keyed by delivery execution id");
+            assert_eq!(topic, &format!("{prefix}.{}.events", event.tenant_id), "routed to its tenant");
+            events.push((topic, key.as_deref().unwrap(), event));
+        }
+    }
+    let mut expected_dead: Vec<&[u8]> = inputs.iter().filter(|r| r.malformed).map(|r| r.value.as_slice()).collect();
+    expected_dead.sort();
+    dead.sort();
+    assert_eq!(dead, expected_dead, "every malformed input, and only those, dead-lettered with its original bytes");
+    let mut expected_keys: Vec<&[u8]> = inputs.iter().filter(|r| !r.malformed).map(|r| r.key.as_slice()).collect();
+    let mut keys: Vec<&[u8]> = events.iter().map(|(_, key, _)| *key).collect();
+    expected_keys.sort();
+    keys.sort();
+    assert_eq!(keys, expected_keys, "every valid input became one event");
+}
+
+/// Per partition of `topic`: the group's committed offset (None before any commit) and the
+/// end of the partition.
+pub fn committed_for(brokers: &str, group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, (Option<i64>, i64)> {
+    let consumer: BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", brokers).set("group.id", group).create().unwrap();
+    let mut list = TopicPartitionList::new();
+    for partition in 0..partitions {
+        list.add_partition(topic, partition);
+    }
+    let committed = consumer.committed_offsets(list, Duration::from_secs(10)).unwrap();
+    (0..partitions)
+        .map(|partition| {
+            let offset = match committed.find_partition(topic, partition).unwrap().offset() {
+                Offset::Offset(offset) => Some(offset),
+                _ => None,
+            };
+            let (_, high) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)).unwrap();
+            (partition, (offset, high))
+        })
+        .collect()
+}
