@@ -8,6 +8,7 @@
 //! - [`decode`]: bytes → canonical event (any of the four upstream shapes), or a rejection
 //!   with a dead-letter code; the checks run in a fixed, documented order.
 //! - [`enrich`]: reason code → category (catalog), reason message → security signal.
+//! - [`session`]: the session state machine per delivery execution, per input partition.
 //! - [`encode`]: output records: topic routing, protobuf or JSON values, dead letters.
 //! - [`pipeline`]: `Pipeline::process(record, now)`: the pure core wiring the above.
 //! - [`kafka`]: the Kafka edge: offset bookkeeping, client settings, the service loop.
@@ -29,6 +30,7 @@ pub mod enrich;
 pub mod kafka;
 pub mod model;
 pub mod pipeline;
+pub mod session;
 pub mod synth;
 
 /// The processor's version, as published in lineage fields and headers.

@@ -227,6 +227,18 @@ pub enum Anomaly {
     /// Two identity fields that should agree do not (`_id` vs `deliveryExecutionId`,
     /// `deliveryId` vs the delivery execution id's delivery segment).
     IdMismatch,
+    /// Session state: the action is not allowed from the status before it (e.g. navigation
+    /// while suspended).
+    IllegalTransition,
+    /// Session state: an event after the session ended (terminated, closed, canceled) other
+    /// than a reset or a proctor reopening a closed session.
+    EventAfterFinal,
+    /// Session state: the declared status differs from the state machine's target.
+    StatusMismatch,
+    /// Session state: the incident time is before the latest one already seen in the session.
+    OutOfOrderTime,
+    /// Session state: the message id was already seen in this session (an upstream retry).
+    Duplicate,
 }
 
 impl Anomaly {
@@ -244,6 +256,11 @@ impl Anomaly {
             Anomaly::UnknownReasonCode => "unknown_reason_code",
             Anomaly::UnknownMessageTag => "unknown_message_tag",
             Anomaly::IdMismatch => "id_mismatch",
+            Anomaly::IllegalTransition => "illegal_transition",
+            Anomaly::EventAfterFinal => "event_after_final",
+            Anomaly::StatusMismatch => "status_mismatch",
+            Anomaly::OutOfOrderTime => "out_of_order_time",
+            Anomaly::Duplicate => "duplicate",
         }
     }
 }

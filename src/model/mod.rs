@@ -2,6 +2,7 @@
 
 pub mod catalog;
 pub mod event;
+pub mod session;
 pub mod vocab;
 
 pub use catalog::{Category, Lookup, ReasonCatalog, ReasonInfo};
@@ -9,3 +10,4 @@ pub use event::{
     AcsStatus, Action, ActionStatus, Actor, Anomaly, DataFormat, Event, JsonText, LockdownIssue, PauseAbout,
     ReasonCode, Shape, Signal, SignalKind, Source, Status, Text,
 };
+pub use session::SessionView;

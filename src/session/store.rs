@@ -1,0 +1,219 @@
+//! The sessions of one input partition: each event is applied to its session's state, which
+//! yields the event's [`SessionView`] and its session anomalies. Synchronous and pure: the
+//! processing time is passed in.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use xxhash_rust::xxh3::xxh3_64;
+
+use super::machine::{self, Outcome};
+use crate::model::{Action, ActionStatus, Anomaly, Event, SessionView, Status};
+
+/// Bounds of the session state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionLimits {
+    /// A message id seen again within this long (processing time) is a duplicate.
+    pub duplicate_horizon: Duration,
+    /// At most this many recent message ids are remembered per session (memory bound).
+    pub remembered_ids: usize,
+    /// A session that ended (terminated, closed, canceled) is forgotten this long after.
+    pub finished_ttl: Duration,
+    /// A session without events for this long is forgotten.
+    pub idle_ttl: Duration,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        SessionLimits {
+            duplicate_horizon: Duration::from_secs(3600),
+            remembered_ids: 32,
+            finished_ttl: Duration::from_secs(3600),
+            idle_ttl: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// The state of one session (delivery execution).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionState {
+    pub tenant_id: String,
+    /// Tracked status; `None` until an event determines one.
+    pub status: Option<Status>,
+    pub sequence: u64,
+    pub pause_count: u32,
+    pub security_flag_count: u32,
+    pub extra_time_minutes: f64,
+    /// Earliest and latest incident times seen, epoch milliseconds.
+    pub first_seen: i64,
+    pub last_seen: i64,
+    /// Processing time of the last event applied (idle expiry).
+    pub touched_at: i64,
+    /// Processing time at which the session reached a final status (finished expiry).
+    pub finished_at: Option<i64>,
+    /// Recent message ids (XXH3-64 of the id) with the processing time they were seen,
+    /// oldest first.
+    pub recent_ids: VecDeque<(u64, i64)>,
+}
+
+impl SessionState {
+    fn new(tenant_id: &str, incident_time: i64, now: i64) -> SessionState {
+        SessionState {
+            tenant_id: tenant_id.to_owned(),
+            status: None,
+            sequence: 0,
+            pause_count: 0,
+            security_flag_count: 0,
+            extra_time_minutes: 0.0,
+            first_seen: incident_time,
+            last_seen: incident_time,
+            touched_at: now,
+            finished_at: None,
+            recent_ids: VecDeque::new(),
+        }
+    }
+
+    fn view(&self, status_before: Option<Status>, transition_valid: bool, duplicate: bool) -> SessionView {
+        SessionView {
+            status_before,
+            status_after: self.status,
+            transition_valid,
+            sequence: self.sequence,
+            pause_count: self.pause_count,
+            security_flag_count: self.security_flag_count,
+            extra_time_minutes: self.extra_time_minutes,
+            first_seen: self.first_seen,
+            last_seen: self.last_seen,
+            duplicate,
+        }
+    }
+}
+
+/// The sessions of one input partition, by delivery execution id.
+#[derive(Debug, Clone, Default)]
+pub struct Sessions {
+    sessions: HashMap<String, SessionState>,
+    limits: SessionLimits,
+}
+
+impl Sessions {
+    pub fn new(limits: SessionLimits) -> Sessions {
+        Sessions { sessions: HashMap::new(), limits }
+    }
+
+    /// Applies `event` (processed at `now`, epoch milliseconds) to its session: records the
+    /// session anomalies on the event and returns what the event says of its session.
+    pub fn apply(&mut self, event: &mut Event<'_>, now: i64) -> SessionView {
+        let id = &*event.delivery_execution_id;
+        if !self.sessions.contains_key(id) {
+            self.sessions.insert(id.to_owned(), SessionState::new(&event.tenant_id, event.incident_time, now));
+        }
+        let state = self.sessions.get_mut(id).expect("inserted above");
+        let limits = &self.limits;
+
+        // Duplicates: an id seen within the horizon is marked and counts nothing.
+        let horizon = i64::try_from(limits.duplicate_horizon.as_millis()).unwrap_or(i64::MAX);
+        while state.recent_ids.front().is_some_and(|(_, seen)| now.saturating_sub(*seen) > horizon) {
+            state.recent_ids.pop_front();
+        }
+        let id_hash = xxh3_64(event.message_id.as_bytes());
+        if state.recent_ids.iter().any(|(hash, _)| *hash == id_hash) {
+            event.flag(Anomaly::Duplicate);
+            state.touched_at = now;
+            return state.view(state.status, true, true);
+        }
+
+        let before = state.status;
+        let outcome = Outcome::of(event.action_status);
+        let judgement = machine::judge(before, event.action, outcome, event.actor);
+        // The declared status: the event's own, or a log action's status (its session status).
+        let declared = event.status.filter(|status| *status != Status::Other).or(match event.action_status {
+            Some(ActionStatus::Session(status)) if event.action == Some(Action::Log) => Some(status),
+            _ => None,
+        });
+        let expected = judgement.target.or(before).filter(|status| *status != Status::Other);
+        if !judgement.allowed {
+            event.flag(Anomaly::IllegalTransition);
+        }
+        if judgement.after_final {
+            event.flag(Anomaly::EventAfterFinal);
+        }
+        if let (Some(declared), Some(expected)) = (declared, expected)
+            && declared != expected
+        {
+            event.flag(Anomaly::StatusMismatch);
+        }
+        if state.sequence > 0 && event.incident_time < state.last_seen {
+            event.flag(Anomaly::OutOfOrderTime);
+        }
+
+        if outcome == Outcome::Succeeded {
+            match event.action {
+                Some(Action::Reset) => {
+                    state.pause_count = 0;
+                    state.security_flag_count = 0;
+                    state.extra_time_minutes = 0.0;
+                }
+                Some(Action::Pause) => state.pause_count = state.pause_count.saturating_add(1),
+                Some(Action::Flag) => state.security_flag_count = state.security_flag_count.saturating_add(1),
+                _ => {}
+            }
+            if let Some(total) = event.extra_time_total {
+                state.extra_time_minutes = total;
+            } else if let Some(added) = event.extra_time {
+                state.extra_time_minutes += added;
+            }
+        }
+        state.status = declared.or(judgement.target).or(before);
+        state.sequence += 1;
+        state.first_seen = state.first_seen.min(event.incident_time);
+        state.last_seen = state.last_seen.max(event.incident_time);
+        state.touched_at = now;
+        state.finished_at = match state.status {
+            Some(status) if machine::is_final(status) => Some(state.finished_at.unwrap_or(now)),
+            _ => None,
+        };
+        state.recent_ids.push_back((id_hash, now));
+        if state.recent_ids.len() > limits.remembered_ids {
+            state.recent_ids.pop_front();
+        }
+        state.view(before, judgement.allowed && !judgement.after_final, false)
+    }
+
+    /// The state of one session, if this partition holds it.
+    pub fn get(&self, delivery_execution_id: &str) -> Option<&SessionState> {
+        self.sessions.get(delivery_execution_id)
+    }
+
+    /// Puts a session's state back (restore from the changelog).
+    pub fn restore(&mut self, delivery_execution_id: String, state: SessionState) {
+        self.sessions.insert(delivery_execution_id, state);
+    }
+
+    /// Sessions held.
+    pub fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+
+    /// Forgets the sessions that ended `finished_ttl` ago or have been idle for `idle_ttl`;
+    /// returns their ids, sorted (each one a tombstone in the changelog).
+    pub fn expire(&mut self, now: i64) -> Vec<String> {
+        let millis = |ttl: Duration| i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+        let (finished_ttl, idle_ttl) = (millis(self.limits.finished_ttl), millis(self.limits.idle_ttl));
+        let mut expired = Vec::new();
+        self.sessions.retain(|id, state| {
+            let finished = state.finished_at.is_some_and(|at| now.saturating_sub(at) >= finished_ttl);
+            let idle = now.saturating_sub(state.touched_at) >= idle_ttl;
+            if finished || idle {
+                expired.push(id.clone());
+            }
+            !(finished || idle)
+        });
+        expired.sort_unstable();
+        expired
+    }
+}

@@ -1,0 +1,167 @@
+//! The session store over small hand-written sessions.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::config::Config;
+use crate::model::{Anomaly, Event, ReasonCatalog, SessionView, Source, Status};
+use crate::pipeline::Pipeline;
+
+const NOW: i64 = 1_767_261_400_000;
+const T0: i64 = 1_767_261_000_000;
+const DE: &str = "dIresu#d1#h1#acme";
+
+fn event(pipeline: &Pipeline, json: &str) -> Event<'static> {
+    let source = Source { topic: Arc::from("raw"), partition: 0, offset: 0 };
+    pipeline.enrich(json.as_bytes(), &source, NOW).unwrap_or_else(|dead| panic!("{json}: {dead:?}")).into_owned()
+}
+
+/// A flat record of session `DE`: action, action status, declared status ("" for none),
+/// seconds after T0, message id.
+fn flat(action: &str, outcome: &str, status: &str, at: i64, id: &str) -> String {
+    let status = if status.is_empty() { String::new() } else { format!(",\"status\":\"{status}\"") };
+    format!(
+        r#"{{"deliveryExecutionId":"{DE}","actor":"proctor","action":"{action}","actionStatus":"{outcome}","incidentTime":{},"messageId":"{id}"{status}}}"#,
+        (T0 + at * 1000) / 1000
+    )
+}
+
+struct Run {
+    pipeline: Pipeline,
+    sessions: Sessions,
+    now: i64,
+}
+
+impl Run {
+    fn new() -> Run {
+        Run {
+            pipeline: Pipeline::new(&Config::defaults(), ReasonCatalog::builtin()).unwrap(),
+            sessions: Sessions::new(SessionLimits::default()),
+            now: NOW,
+        }
+    }
+
+    fn apply(&mut self, json: &str) -> (SessionView, Vec<Anomaly>) {
+        let mut event = event(&self.pipeline, json);
+        let view = self.sessions.apply(&mut event, self.now);
+        (view, event.anomalies)
+    }
+}
+
+#[test]
+fn a_session_that_begins_with_a_pause_then_resumes_and_closes() {
+    let mut run = Run::new();
+    let (view, anomalies) = run.apply(&flat("pause", "succeeded", "suspended", 0, "m1"));
+    assert_eq!((view.status_before, view.status_after, view.sequence), (None, Some(Status::Suspended), 1));
+    assert!(view.transition_valid && anomalies.is_empty(), "{anomalies:?}");
+    assert_eq!(view.pause_count, 1);
+    let (view, anomalies) = run.apply(&flat("resume", "succeeded", "", 10, "m2"));
+    assert_eq!((view.status_before, view.status_after), (Some(Status::Suspended), Some(Status::Interacting)));
+    assert!(anomalies.is_empty(), "{anomalies:?}");
+    let (view, _) = run.apply(&flat("submission", "succeeded", "closed", 20, "m3"));
+    assert_eq!(view.status_after, Some(Status::Closed));
+    assert_eq!((view.sequence, view.first_seen, view.last_seen), (3, T0, T0 + 20_000));
+    // The asynchronous log goes on after the end: marked, never blocked.
+    let (view, anomalies) = run.apply(&flat("flag", "succeeded", "", 30, "m4"));
+    assert_eq!(anomalies, [Anomaly::EventAfterFinal]);
+    assert!(!view.transition_valid);
+    assert_eq!((view.status_after, view.security_flag_count), (Some(Status::Closed), 1));
+    // A proctor's resume reopens it.
+    let (view, anomalies) = run.apply(&flat("resume", "succeeded", "", 40, "m5"));
+    assert_eq!((view.status_after, anomalies.len()), (Some(Status::Interacting), 0));
+}
+
+#[test]
+fn duplicates_are_marked_and_count_nothing() {
+    let mut run = Run::new();
+    run.apply(&flat("start", "succeeded", "", 0, "m1"));
+    let (first, _) = run.apply(&flat("pause", "succeeded", "", 5, "m2"));
+    let (again, anomalies) = run.apply(&flat("pause", "succeeded", "", 5, "m2"));
+    assert_eq!(anomalies, [Anomaly::Duplicate]);
+    assert!(again.duplicate && !first.duplicate);
+    assert_eq!((again.sequence, again.pause_count), (first.sequence, first.pause_count));
+    assert_eq!((again.status_before, again.status_after), (Some(Status::Suspended), Some(Status::Suspended)));
+    // Past the horizon, the same id counts again.
+    run.now += Duration::from_secs(3601).as_millis() as i64;
+    let (later, anomalies) = run.apply(&flat("resume", "succeeded", "", 6, "m2"));
+    assert!(!later.duplicate && anomalies.is_empty(), "{anomalies:?}");
+}
+
+#[test]
+fn the_declared_status_wins_and_a_disagreement_is_marked() {
+    let mut run = Run::new();
+    run.apply(&flat("start", "succeeded", "", 0, "m1"));
+    // Paused upstream, but the pause event was filtered: the flag declares `suspended`.
+    let (view, anomalies) = run.apply(&flat("flag", "succeeded", "suspended", 5, "m2"));
+    assert_eq!(view.status_after, Some(Status::Suspended));
+    assert_eq!(anomalies, [Anomaly::StatusMismatch]);
+    // Navigation while suspended: illegal, still tracked.
+    let (view, anomalies) = run.apply(&flat("navigation", "succeeded", "", 6, "m3"));
+    assert_eq!(anomalies, [Anomaly::IllegalTransition]);
+    assert_eq!((view.transition_valid, view.status_after), (false, Some(Status::Suspended)));
+}
+
+#[test]
+fn failed_actions_change_nothing_and_reset_restarts_the_attempt() {
+    let mut run = Run::new();
+    run.apply(&flat("start", "succeeded", "", 0, "m1"));
+    run.apply(&flat("pause", "succeeded", "", 1, "m2"));
+    run.apply(&flat("resume", "succeeded", "", 2, "m3"));
+    let (view, anomalies) = run.apply(&flat("pause", "failed", "", 3, "m4"));
+    assert_eq!((view.status_after, view.pause_count), (Some(Status::Interacting), 1));
+    assert!(anomalies.is_empty());
+    run.apply(&flat("flag", "succeeded", "", 4, "m5"));
+    let (view, _) = run.apply(&flat("reset", "succeeded", "", 5, "m6"));
+    assert_eq!((view.status_after, view.pause_count, view.security_flag_count), (Some(Status::Initial), 0, 0));
+    assert_eq!(view.sequence, 6, "the sequence goes on through a reset");
+}
+
+#[test]
+fn extra_time_absolute_from_acs_added_from_flat_records() {
+    let mut run = Run::new();
+    let acs = |minutes: &str, id: &str| {
+        format!(
+            r#"{{"deliveryExecutionId":"{DE}","status":"running","acsControl":{{"action":"update","extra_time":{minutes},"incident_time":"2026-01-01T09:50:00+00:00","reason_code":"30020"}},"messageId":"{id}"}}"#
+        )
+    };
+    let (view, _) = run.apply(&acs("15", "a1"));
+    assert_eq!(view.extra_time_minutes, 15.0);
+    let (view, _) = run.apply(&acs("10.25", "a2"));
+    assert_eq!(view.extra_time_minutes, 10.25, "the new absolute value");
+    let added = format!(
+        r#"{{"deliveryExecutionId":"{DE}","actor":"proctor","action":"update","actionStatus":"succeeded","extraTime":5,"incidentTime":{}}}"#,
+        T0 / 1000 + 1
+    );
+    let (view, _) = run.apply(&added);
+    assert_eq!(view.extra_time_minutes, 15.25, "minutes added");
+}
+
+#[test]
+fn out_of_order_times_are_marked() {
+    let mut run = Run::new();
+    run.apply(&flat("start", "succeeded", "", 10, "m1"));
+    let (view, anomalies) = run.apply(&flat("flag", "succeeded", "", 5, "m2"));
+    assert_eq!(anomalies, [Anomaly::OutOfOrderTime]);
+    assert_eq!((view.first_seen, view.last_seen), (T0 + 5_000, T0 + 10_000));
+}
+
+#[test]
+fn ended_and_idle_sessions_expire() {
+    let limits = SessionLimits {
+        finished_ttl: Duration::from_secs(60),
+        idle_ttl: Duration::from_secs(600),
+        ..SessionLimits::default()
+    };
+    let pipeline = Pipeline::new(&Config::defaults(), ReasonCatalog::builtin()).unwrap();
+    let mut sessions = Sessions::new(limits);
+    let mut ended = event(&pipeline, &flat("terminate", "succeeded", "", 0, "m1"));
+    sessions.apply(&mut ended, NOW);
+    let other = flat("pause", "succeeded", "", 0, "m2").replace(DE, "u#d1#h2#acme");
+    sessions.apply(&mut event(&pipeline, &other), NOW);
+    assert_eq!(sessions.len(), 2);
+    assert!(sessions.expire(NOW + 59_999).is_empty());
+    assert_eq!(sessions.expire(NOW + 60_000), [DE.to_owned()]);
+    assert_eq!(sessions.expire(NOW + 600_000), ["u#d1#h2#acme".to_owned()]);
+    assert!(sessions.is_empty());
+}
