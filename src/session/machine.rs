@@ -101,7 +101,8 @@ mod tests {
                 .chain([Some(Status::Terminated), Some(Status::Closed), Some(Status::Canceled)]);
         let befores: Vec<Option<Status>> = befores.collect();
         // (action, actor, succeeded row, target)
-        let table: &[(Option<Action>, Option<Actor>, &str, Option<Status>)] = &[
+        type Row = (Option<Action>, Option<Actor>, &'static str, Option<Status>);
+        let table: &[Row] = &[
             (Some(Action::Start), Some(Actor::TestTaker), "yyynnXXX", Some(Status::Interacting)),
             (Some(Action::Resume), Some(Actor::TestTaker), "ynynyXXX", Some(Status::Interacting)),
             (Some(Action::Resume), Some(Actor::Proctor), "ynynyXyX", Some(Status::Interacting)),
