@@ -43,7 +43,25 @@ pub struct Config {
     pub catalog: CatalogConfig,
     pub kafka: KafkaConfig,
     pub topics: TopicsConfig,
+    pub sessions: SessionsConfig,
     pub shutdown: ShutdownConfig,
+}
+
+/// `[sessions]`: bounds of the per-delivery-execution state.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionsConfig {
+    /// A message id seen again in its session within this long is a duplicate.
+    #[serde(with = "humantime_serde")]
+    pub duplicate_horizon: Duration,
+    /// Recent message ids remembered per session.
+    pub remembered_ids: usize,
+    /// How long an ended session (terminated, closed, canceled) is kept.
+    #[serde(with = "humantime_serde")]
+    pub finished_ttl: Duration,
+    /// How long a session without events is kept.
+    #[serde(with = "humantime_serde")]
+    pub idle_ttl: Duration,
 }
 
 /// `[input]`
@@ -243,9 +261,30 @@ impl Config {
         Ok(config)
     }
 
+    /// The session state's bounds.
+    pub fn session_limits(&self) -> crate::session::SessionLimits {
+        let sessions = &self.sessions;
+        crate::session::SessionLimits {
+            duplicate_horizon: sessions.duplicate_horizon,
+            remembered_ids: sessions.remembered_ids,
+            finished_ttl: sessions.finished_ttl,
+            idle_ttl: sessions.idle_ttl,
+        }
+    }
+
     /// Cross-field checks.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key: &'static str, message: String| ConfigError::Invalid { key, message };
+        if self.sessions.remembered_ids == 0 {
+            return Err(invalid("sessions.remembered_ids", "must be at least 1 (duplicates are found with it)".into()));
+        }
+        for (key, ttl) in
+            [("sessions.finished_ttl", self.sessions.finished_ttl), ("sessions.idle_ttl", self.sessions.idle_ttl)]
+        {
+            if ttl.is_zero() {
+                return Err(invalid(key, "must be longer than 0 (e.g. \"1h\")".into()));
+            }
+        }
         if self.input.max_event_bytes == 0 || self.input.max_event_bytes > MAX_EVENT_BYTES_CEILING {
             return Err(invalid(
                 "input.max_event_bytes",
@@ -649,6 +688,10 @@ mod tests {
             ("[kafka]\nmax_in_flight = 0\n", "kafka.max_in_flight"),
             ("[kafka]\nmax_in_flight = -1\n", "kafka.max_in_flight"),
             ("[kafka]\nmax_in_flight_bytes = 0\n", "kafka.max_in_flight_bytes"),
+            ("[sessions]\nremembered_ids = 0\n", "sessions.remembered_ids"),
+            ("[sessions]\nfinished_ttl = \"0s\"\n", "sessions.finished_ttl"),
+            ("[sessions]\nidle_ttl = \"0s\"\n", "sessions.idle_ttl"),
+            ("[sessions]\nidle_ttl = \"soon\"\n", "idle_ttl"),
             ("[kafka]\nconsumer = 3\n", "kafka.consumer"),
             ("[kafka]\nmax_prefetch_kbytes = 0\n", "kafka.max_prefetch_kbytes"),
             ("[kafka]\nmax_prefetch_kbytes = 2097152\n", "kafka.max_prefetch_kbytes"),
