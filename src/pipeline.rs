@@ -10,6 +10,7 @@ use crate::decode::Decoder;
 use crate::encode::{self, DeadLetter, Format, Output, TopicTemplate};
 use crate::enrich;
 use crate::model::{Event, ReasonCatalog, Source};
+use crate::session::{SessionLimits, Sessions};
 
 /// One input record.
 #[derive(Debug, Clone)]
@@ -35,16 +36,27 @@ pub enum Outcome<'a> {
 /// end-to-end benchmark, a pass-through that republishes the bytes unchanged, so that both
 /// are measured on the same consume/produce/commit code.
 pub trait Processor: Send + Sync {
-    /// Processes one record at processing time `now_ms`.
-    fn process<'a>(&self, record: &Record<'a>, now_ms: i64) -> Outcome<'a>;
+    /// What the processor keeps per input partition (the sessions of its records).
+    type State: Send;
+    /// The state of a partition seen for the first time.
+    fn state(&self) -> Self::State;
+    /// Processes one record of the partition whose state is `state`, at processing time
+    /// `now_ms`.
+    fn process<'a>(&self, record: &Record<'a>, state: &mut Self::State, now_ms: i64) -> Outcome<'a>;
     /// Where dead letters (and outputs the brokers refuse) go.
     fn dead_letter_topic(&self) -> &str;
 }
 
 impl Processor for Pipeline {
+    type State = Sessions;
+
+    fn state(&self) -> Sessions {
+        self.sessions()
+    }
+
     #[inline]
-    fn process<'a>(&self, record: &Record<'a>, now_ms: i64) -> Outcome<'a> {
-        Pipeline::process(self, record, now_ms)
+    fn process<'a>(&self, record: &Record<'a>, sessions: &mut Sessions, now_ms: i64) -> Outcome<'a> {
+        Pipeline::process(self, record, sessions, now_ms)
     }
 
     fn dead_letter_topic(&self) -> &str {
@@ -60,6 +72,7 @@ pub struct Pipeline {
     events: TopicTemplate,
     dead_letter_topic: String,
     format: Format,
+    session_limits: SessionLimits,
 }
 
 impl Pipeline {
@@ -74,6 +87,7 @@ impl Pipeline {
             events,
             dead_letter_topic: config.output.dead_letter_topic.clone(),
             format: config.output.format,
+            session_limits: config.session_limits(),
         })
     }
 
@@ -99,10 +113,19 @@ impl Pipeline {
         }
     }
 
-    /// Processes one record at processing time `now_ms`.
-    pub fn process<'a>(&self, record: &Record<'a>, now_ms: i64) -> Outcome<'a> {
+    /// Empty session state for one input partition, with the configured bounds.
+    pub fn sessions(&self) -> Sessions {
+        Sessions::new(self.session_limits)
+    }
+
+    /// Processes one record at processing time `now_ms`: decode, enrich, apply to its
+    /// session (in `sessions`, the state of the record's partition), encode.
+    pub fn process<'a>(&self, record: &Record<'a>, sessions: &mut Sessions, now_ms: i64) -> Outcome<'a> {
         match self.enrich(record.value, &record.source, now_ms) {
-            Ok(event) => Outcome::Event(encode::event_record(&event, &self.events, self.format, record.value.len())),
+            Ok(mut event) => {
+                event.session = Some(sessions.apply(&mut event, now_ms));
+                Outcome::Event(encode::event_record(&event, &self.events, self.format, record.value.len()))
+            }
             Err(dead) => Outcome::DeadLetter(dead),
         }
     }
@@ -126,12 +149,12 @@ mod tests {
     fn each_record_is_one_event_or_one_dead_letter() {
         let pipeline = Pipeline::new(&Config::defaults(), ReasonCatalog::builtin()).unwrap();
         let good = br#"{"deliveryExecutionId":"u#d#h#acme","incidentTime":1767261300}"#;
-        match pipeline.process(&record(good), NOW) {
+        match pipeline.process(&record(good), &mut pipeline.sessions(), NOW) {
             Outcome::Event(output) => assert_eq!(output.topic, "acs.acme.events"),
             other => panic!("{other:?}"),
         }
         let bad = br#"{"deliveryExecutionId":"u#d#h#acme","incidentTime":"soon"}"#;
-        match pipeline.process(&record(bad), NOW) {
+        match pipeline.process(&record(bad), &mut pipeline.sessions(), NOW) {
             Outcome::DeadLetter(dead) => {
                 assert_eq!(dead.rejection.code, crate::decode::ErrorCode::InvalidTime);
                 assert_eq!((dead.source.partition, dead.source.offset, dead.processed_at), (1, 5, NOW));
@@ -148,7 +171,9 @@ mod tests {
             Config::layered(Some(("t", "[output]\nformat = \"json\"\nevents_topic = \"x.{tenant}\"\n")), []).unwrap();
         let pipeline = Pipeline::new(&config, ReasonCatalog::builtin()).unwrap();
         let good = br#"{"deliveryExecutionId":"u#d#h#acme","incidentTime":1767261300}"#;
-        let Outcome::Event(output) = pipeline.process(&record(good), NOW) else { panic!("an event") };
+        let Outcome::Event(output) = pipeline.process(&record(good), &mut pipeline.sessions(), NOW) else {
+            panic!("an event")
+        };
         assert_eq!(output.topic, "x.acme");
         assert!(output.value.starts_with(b"{\"tenantId\":\"acme\""));
     }

@@ -21,10 +21,15 @@ fn source() -> Source {
     Source { topic: Arc::from("raw"), partition: 0, offset: 0 }
 }
 
+/// One record through a fresh session state.
+fn process_one<'a>(pipeline: &Pipeline, record: &Record<'a>) -> Outcome<'a> {
+    pipeline.process(record, &mut pipeline.sessions(), NOW)
+}
+
 /// Checks the one-outcome invariant and that each output is well formed.
 fn check(pipeline: &Pipeline, value: &[u8], format: Format) {
     let record = Record { key: Some(b"key"), value, source: source() };
-    match pipeline.process(&record, NOW) {
+    match process_one(pipeline, &record) {
         Outcome::Event(output) => {
             assert!(output.topic.starts_with("acs.") && output.topic.ends_with(".events"), "{}", output.topic);
             match format {
@@ -242,7 +247,7 @@ proptest! {
         let value = serde_json::json!({"deliveryExecutionId": de, "incidentTime": 1_767_261_300, "tenantId": tenant});
         let record_bytes = serde_json::to_vec(&value).unwrap();
         let record = Record { key: None, value: &record_bytes, source: source() };
-        match pipeline(Format::Json).process(&record, NOW) {
+        match process_one(&pipeline(Format::Json), &record) {
             Outcome::Event(output) => prop_assert_eq!(output.topic, format!("acs.{tenant}.events")),
             Outcome::DeadLetter(dead) => prop_assert!(false, "{:?}", dead.rejection),
         }
@@ -251,7 +256,7 @@ proptest! {
         let spoofed = serde_json::json!({"deliveryExecutionId": de, "incidentTime": 1_767_261_300, "tenantId": other});
         let spoofed_bytes = serde_json::to_vec(&spoofed).unwrap();
         let record = Record { key: None, value: &spoofed_bytes, source: source() };
-        let outcome = pipeline(Format::Json).process(&record, NOW);
+        let outcome = process_one(&pipeline(Format::Json), &record);
         prop_assert!(matches!(outcome, Outcome::DeadLetter(ref d) if d.rejection.code.as_str() == "tenant_mismatch"), "{:?}", outcome);
     }
 }
@@ -274,7 +279,7 @@ proptest! {
         }
         let bytes = serde_json::to_vec(&value).unwrap();
         let record = Record { key: None, value: &bytes, source: source() };
-        if let Outcome::Event(output) = pipeline(Format::Json).process(&record, NOW) {
+        if let Outcome::Event(output) = process_one(&pipeline(Format::Json), &record) {
             let routed = output.topic.strip_prefix("acs.").and_then(|t| t.strip_suffix(".events")).unwrap().to_owned();
             if segments.len() >= 4 {
                 // TAO form: the id's last segment decides, and `tenantId` must agree.
@@ -296,7 +301,7 @@ fn generated_records_cover_both_outcomes() {
     for _ in 0..2_000 {
         let value = near_valid_record().new_tree(&mut runner).unwrap().current();
         let bytes = serde_json::to_vec(&value).unwrap();
-        match pipeline.process(&Record { key: None, value: &bytes, source: source() }, NOW) {
+        match pipeline.process(&Record { key: None, value: &bytes, source: source() }, &mut pipeline.sessions(), NOW) {
             Outcome::Event(_) => events += 1,
             Outcome::DeadLetter(_) => dead += 1,
         }

@@ -87,6 +87,8 @@ pub fn run(pipeline: &Pipeline, options: &ProcessOptions) -> Result<Summary, Pro
     let mut reader = BufReader::with_capacity(1 << 16, reader);
     let mut line = Vec::new();
     let mut offset: i64 = 0;
+    // The input is one partition: one session state for all of it.
+    let mut sessions = pipeline.sessions();
     loop {
         line.clear();
         if reader.read_until(b'\n', &mut line).map_err(read_error)? == 0 {
@@ -95,7 +97,7 @@ pub fn run(pipeline: &Pipeline, options: &ProcessOptions) -> Result<Summary, Pro
         let value = strip_line_ending(&line);
         let source = Source { topic: topic.clone(), partition: 0, offset };
         let record = Record { key: None, value, source };
-        let (topic_name, bytes) = match pipeline.process(&record, options.now_ms) {
+        let (topic_name, bytes) = match pipeline.process(&record, &mut sessions, options.now_ms) {
             Outcome::Event(output) => {
                 summary.events += 1;
                 (output.topic, output.value)

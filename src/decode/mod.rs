@@ -210,6 +210,7 @@ impl Decoder {
             reason: None,
             signal: None,
             anomalies,
+            session: None,
             source: source.clone(),
             processed_at: now_ms,
         };

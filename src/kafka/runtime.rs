@@ -155,6 +155,9 @@ struct State {
     poisoned: HashSet<TopicPartition>,
     /// Set once the shutdown drain is over: the revoke of the closing consumer only commits.
     closing: bool,
+    /// Partitions revoked since the consuming loop last looked: their processor state is
+    /// dropped (another member may process them meanwhile).
+    revoked: Vec<TopicPartition>,
 }
 
 impl State {
@@ -327,6 +330,7 @@ impl ConsumerContext for ConsumerCtx {
                 let mut state = self.shared.lock();
                 let all: Vec<TopicPartition> = state.assigned.drain().collect();
                 let _ = state.tracker.revoke(&all);
+                state.revoked.extend(all);
                 state.poisoned.clear();
                 self.publish(&state);
                 return;
@@ -351,6 +355,7 @@ impl ConsumerContext for ConsumerCtx {
             state.assigned.remove(tp);
             state.poisoned.remove(tp);
         }
+        state.revoked.extend(revoked.iter().cloned());
         info!(partitions = revoked.len(), committed = positions.len(), "Partitions revoked.");
         commit_positions(consumer, positions, CommitMode::Sync);
         self.publish(&state);
@@ -527,6 +532,9 @@ pub async fn run_observed(
     info!(brokers = %config.kafka.brokers, group = %config.kafka.group_id, topics = ?config.kafka.input_topics, "Consuming.");
 
     let mut source_topics: HashMap<String, Arc<str>> = HashMap::new();
+    // The processor's state of each partition (its sessions), made on the partition's first
+    // record, dropped when it is revoked.
+    let mut partition_states = HashMap::new();
     let mut commit_timer = tokio::time::interval(config.kafka.commit_interval);
     commit_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let max_in_flight = config.kafka.max_in_flight;
@@ -589,7 +597,10 @@ pub async fn run_observed(
                     .clone();
                 let tp = TopicPartition { topic: topic.clone(), partition: message.partition() };
                 {
-                    let state = shared.lock();
+                    let mut state = shared.lock();
+                    for revoked in state.revoked.drain(..) {
+                        partition_states.remove(&revoked);
+                    }
                     // A stale fetch of a partition no longer ours, or a stopped partition:
                     // not processed, so nothing can be committed for it here.
                     if !state.assigned.contains(&tp) || state.poisoned.contains(&tp) {
@@ -599,7 +610,8 @@ pub async fn run_observed(
                 }
                 let source = Source { topic, partition: message.partition(), offset: message.offset() };
                 let record = Record { key: message.key(), value: message.payload().unwrap_or_default(), source };
-                let outcome = pipeline.process(&record, now_ms());
+                let partition_state = partition_states.entry(tp.clone()).or_insert_with(|| pipeline.state());
+                let outcome = pipeline.process(&record, partition_state, now_ms());
                 let (output, fallback) = match outcome {
                     Outcome::Event(output) => {
                         topics_cache.ensure(&output.topic).await;

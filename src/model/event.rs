@@ -486,6 +486,8 @@ pub struct Event<'a> {
     pub signal: Option<Signal>,
     /// Anomalies, in the order found.
     pub anomalies: Vec<Anomaly>,
+    /// The session around the event (set by the session state, after enrichment).
+    pub session: Option<super::SessionView>,
 
     pub source: Source,
     /// Epoch milliseconds at which the record was processed (the clock passed in).
@@ -540,6 +542,7 @@ impl Event<'_> {
             reason: self.reason,
             signal: self.signal,
             anomalies: self.anomalies,
+            session: self.session,
             source: self.source,
             processed_at: self.processed_at,
         }

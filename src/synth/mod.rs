@@ -392,9 +392,11 @@ mod tests {
         let records = Generator::new(options).take_records(5_000);
         let mut shapes = std::collections::BTreeSet::new();
         let mut malformed = 0;
+        let mut sessions = pipeline.sessions();
         for (offset, record) in records.iter().enumerate() {
             let source = Source { topic: Arc::from("raw"), partition: 0, offset: offset as i64 };
-            let outcome = pipeline.process(&Record { key: Some(&record.key), value: &record.value, source }, now);
+            let outcome =
+                pipeline.process(&Record { key: Some(&record.key), value: &record.value, source }, &mut sessions, now);
             match outcome {
                 Outcome::Event(output) => {
                     assert!(!record.malformed, "{}", String::from_utf8_lossy(&record.value));
