@@ -179,6 +179,13 @@ fn opt_double<S: Sink>(s: &mut S, tag: u32, value: Option<f64>) {
     }
 }
 
+/// A proto3 double: the zero default is not written.
+fn double3<S: Sink>(s: &mut S, tag: u32, value: f64) {
+    if value != 0.0 {
+        opt_double(s, tag, Some(value));
+    }
+}
+
 /// Writes a nested message: its exact length first, then its body.
 macro_rules! nested {
     ($sink:expr, $tag:expr, $body:ident($($arg:expr),*)) => {{
@@ -218,6 +225,19 @@ fn signal_body<S: Sink>(s: &mut S, signal: &model::Signal) {
     }
     opt_string(s, 8, signal.data.as_ref().map(|d| d.as_str()));
     opt_string(s, 9, signal.data_format.map(|f| f.as_str()));
+}
+
+fn session_body<S: Sink>(s: &mut S, session: &model::SessionView) {
+    varint3(s, 1, session.status_before.map_or(pb::Status::Unspecified, status) as i64);
+    varint3(s, 2, session.status_after.map_or(pb::Status::Unspecified, status) as i64);
+    varint3(s, 3, i64::from(session.transition_valid));
+    varint3(s, 4, session.sequence as i64);
+    varint3(s, 5, i64::from(session.pause_count));
+    varint3(s, 6, i64::from(session.security_flag_count));
+    double3(s, 7, session.extra_time_minutes);
+    varint3(s, 8, session.first_seen);
+    varint3(s, 9, session.last_seen);
+    varint3(s, 10, i64::from(session.duplicate));
 }
 
 fn source_body<S: Sink>(s: &mut S, source: &model::Source) {
@@ -280,6 +300,9 @@ fn event_body<S: Sink>(s: &mut S, e: &Event<'_>) {
     nested!(s, 36, source_body(&e.source));
     string3(s, 37, crate::VERSION);
     varint3(s, 38, e.processed_at);
+    if let Some(session) = &e.session {
+        nested!(s, 39, session_body(session));
+    }
 }
 
 /// Encodes an event as `acs.v1.EnrichedEvent` bytes.
@@ -374,6 +397,18 @@ pub fn to_message(event: &Event<'_>) -> pb::EnrichedEvent {
         }),
         processor_version: crate::VERSION.to_owned(),
         processed_at: event.processed_at,
+        session: event.session.as_ref().map(|session| pb::Session {
+            status_before: session.status_before.map_or(pb::Status::Unspecified, status) as i32,
+            status_after: session.status_after.map_or(pb::Status::Unspecified, status) as i32,
+            transition_valid: session.transition_valid,
+            sequence: session.sequence,
+            pause_count: session.pause_count,
+            security_flag_count: session.security_flag_count,
+            extra_time_minutes: session.extra_time_minutes,
+            first_seen: session.first_seen,
+            last_seen: session.last_seen,
+            duplicate: session.duplicate,
+        }),
     }
 }
 
@@ -395,11 +430,13 @@ mod tests {
         let options = SynthOptions { stack_trace_ratio: 0.2, ..SynthOptions::default() };
         let now = options.start_ms + 86_400_000;
         let mut events = 0;
+        let mut sessions = pipeline.sessions();
         for (offset, record) in Generator::new(options).take_records(3_000).iter().enumerate() {
             let source = Source { topic: Arc::from("raw"), partition: -1, offset: offset as i64 };
-            let Ok(event) = pipeline.enrich(&record.value, &source, now) else {
+            let Ok(mut event) = pipeline.enrich(&record.value, &source, now) else {
                 continue;
             };
+            event.session = Some(sessions.apply(&mut event, now));
             let expected = to_message(&event);
             let bytes = to_vec(&event, 0);
             assert_eq!(bytes.len(), encoded_len(&event));
