@@ -51,6 +51,9 @@ pub struct SessionState {
     pub touched_at: i64,
     /// Processing time at which the session reached a final status (finished expiry).
     pub finished_at: Option<i64>,
+    /// Input offset of the last event applied: an event at or below it (input processed again
+    /// after a crash, with the state restored from the changelog) is not applied twice.
+    pub applied_offset: i64,
     /// Recent message ids (XXH3-64 of the id) with the processing time they were seen,
     /// oldest first.
     pub recent_ids: VecDeque<(u64, i64)>,
@@ -69,6 +72,7 @@ impl SessionState {
             last_seen: incident_time,
             touched_at: now,
             finished_at: None,
+            applied_offset: -1,
             recent_ids: VecDeque::new(),
         }
     }
@@ -103,6 +107,10 @@ impl Sessions {
 
     /// Applies `event` (processed at `now`, epoch milliseconds) to its session: records the
     /// session anomalies on the event and returns what the event says of its session.
+    ///
+    /// Events of one partition arrive in offset order; an event whose offset the session has
+    /// already applied is input processed again (after a crash, over a state restored from
+    /// the changelog): it changes nothing, and its view is the session as it stands.
     pub fn apply(&mut self, event: &mut Event<'_>, now: i64) -> SessionView {
         let id = &*event.delivery_execution_id;
         if !self.sessions.contains_key(id) {
@@ -110,6 +118,12 @@ impl Sessions {
         }
         let state = self.sessions.get_mut(id).expect("inserted above");
         let limits = &self.limits;
+
+        // Already applied (input replayed after a restart): the state stays as it is.
+        if event.source.offset <= state.applied_offset {
+            return state.view(state.status, true, false);
+        }
+        state.applied_offset = event.source.offset;
 
         // Duplicates: an id seen within the horizon is marked and counts nothing.
         let horizon = i64::try_from(limits.duplicate_horizon.as_millis()).unwrap_or(i64::MAX);

@@ -12,8 +12,8 @@ const NOW: i64 = 1_767_261_400_000;
 const T0: i64 = 1_767_261_000_000;
 const DE: &str = "dIresu#d1#h1#acme";
 
-fn event(pipeline: &Pipeline, json: &str) -> Event<'static> {
-    let source = Source { topic: Arc::from("raw"), partition: 0, offset: 0 };
+fn event(pipeline: &Pipeline, json: &str, offset: i64) -> Event<'static> {
+    let source = Source { topic: Arc::from("raw"), partition: 0, offset };
     pipeline.enrich(json.as_bytes(), &source, NOW).unwrap_or_else(|dead| panic!("{json}: {dead:?}")).into_owned()
 }
 
@@ -31,6 +31,7 @@ struct Run {
     pipeline: Pipeline,
     sessions: Sessions,
     now: i64,
+    offset: i64,
 }
 
 impl Run {
@@ -39,11 +40,13 @@ impl Run {
             pipeline: Pipeline::new(&Config::defaults(), ReasonCatalog::builtin()).unwrap(),
             sessions: Sessions::new(SessionLimits::default()),
             now: NOW,
+            offset: 0,
         }
     }
 
     fn apply(&mut self, json: &str) -> (SessionView, Vec<Anomaly>) {
-        let mut event = event(&self.pipeline, json);
+        self.offset += 1;
+        let mut event = event(&self.pipeline, json, self.offset);
         let view = self.sessions.apply(&mut event, self.now);
         (view, event.anomalies)
     }
@@ -155,13 +158,30 @@ fn ended_and_idle_sessions_expire() {
     };
     let pipeline = Pipeline::new(&Config::defaults(), ReasonCatalog::builtin()).unwrap();
     let mut sessions = Sessions::new(limits);
-    let mut ended = event(&pipeline, &flat("terminate", "succeeded", "", 0, "m1"));
+    let mut ended = event(&pipeline, &flat("terminate", "succeeded", "", 0, "m1"), 1);
     sessions.apply(&mut ended, NOW);
     let other = flat("pause", "succeeded", "", 0, "m2").replace(DE, "u#d1#h2#acme");
-    sessions.apply(&mut event(&pipeline, &other), NOW);
+    sessions.apply(&mut event(&pipeline, &other, 2), NOW);
     assert_eq!(sessions.len(), 2);
     assert!(sessions.expire(NOW + 59_999).is_empty());
     assert_eq!(sessions.expire(NOW + 60_000), [DE.to_owned()]);
     assert_eq!(sessions.expire(NOW + 600_000), ["u#d1#h2#acme".to_owned()]);
     assert!(sessions.is_empty());
+}
+
+#[test]
+fn input_processed_again_is_not_applied_twice() {
+    let mut run = Run::new();
+    run.apply(&flat("start", "succeeded", "", 0, "m1"));
+    let (view, _) = run.apply(&flat("pause", "succeeded", "", 5, "m2"));
+    assert_eq!((view.sequence, view.pause_count), (2, 1));
+    // The same offsets again (a restart replays from the last commit): nothing changes, and
+    // nothing is marked, whatever the message ids say.
+    let mut replayed = event(&run.pipeline, &flat("pause", "succeeded", "", 5, "other-id"), 2);
+    let again = run.sessions.apply(&mut replayed, NOW);
+    assert_eq!((again.sequence, again.pause_count, again.status_after), (2, 1, Some(Status::Suspended)));
+    assert!(replayed.anomalies.is_empty() && !again.duplicate);
+    // Newer input goes on from there.
+    let (view, _) = run.apply(&flat("resume", "succeeded", "", 6, "m3"));
+    assert_eq!((view.sequence, view.status_after), (3, Some(Status::Interacting)));
 }
