@@ -4,7 +4,9 @@
 //!
 //! - [`machine`]: the transition table (pure function of status, action, outcome, actor).
 //! - [`store`]: the sessions of one input partition: apply an event, expire, restore.
+//! - [`changelog`]: a session's state as a changelog record (protobuf) and back.
 
+pub mod changelog;
 pub mod machine;
 pub mod store;
 

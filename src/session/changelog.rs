@@ -1,0 +1,117 @@
+//! The session changelog's records: one session's state as `acs.v1.SessionState` protobuf
+//! (proto/acs/v1/session.proto), keyed by its delivery execution id, and back.
+
+use prost::Message;
+
+use super::SessionState;
+use crate::encode::proto::pb;
+use crate::model::Status;
+
+/// A changelog value that cannot be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangelogError {
+    #[error("not an acs.v1.SessionState: {0}")]
+    Decode(#[from] prost::DecodeError),
+    #[error("recent message ids: {hashes} hashes but {times} times")]
+    RecentIds { hashes: usize, times: usize },
+}
+
+/// The input partition a session's events are read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputPartition {
+    pub topic: String,
+    pub partition: i32,
+}
+
+/// The changelog value of one session.
+pub fn encode(state: &SessionState, input: &InputPartition) -> Vec<u8> {
+    let (hashes, times) = state.recent_ids.iter().copied().unzip();
+    pb::SessionState {
+        input_topic: input.topic.clone(),
+        input_partition: input.partition,
+        tenant_id: state.tenant_id.clone(),
+        status: state.status.map_or("", Status::as_str).to_owned(),
+        sequence: state.sequence,
+        pause_count: state.pause_count,
+        security_flag_count: state.security_flag_count,
+        extra_time_minutes: state.extra_time_minutes,
+        first_seen: state.first_seen,
+        last_seen: state.last_seen,
+        touched_at: state.touched_at,
+        finished_at: state.finished_at,
+        applied_offset: state.applied_offset,
+        recent_id_hashes: hashes,
+        recent_id_seen_at: times,
+    }
+    .encode_to_vec()
+}
+
+/// A session's state, and the input partition it belongs to, from its changelog value.
+pub fn decode(value: &[u8]) -> Result<(SessionState, InputPartition), ChangelogError> {
+    let message = pb::SessionState::decode(value)?;
+    if message.recent_id_hashes.len() != message.recent_id_seen_at.len() {
+        return Err(ChangelogError::RecentIds {
+            hashes: message.recent_id_hashes.len(),
+            times: message.recent_id_seen_at.len(),
+        });
+    }
+    let status = match message.status.as_str() {
+        "" => None,
+        spelled => Some(Status::parse(spelled).value),
+    };
+    let state = SessionState {
+        tenant_id: message.tenant_id,
+        status,
+        sequence: message.sequence,
+        pause_count: message.pause_count,
+        security_flag_count: message.security_flag_count,
+        extra_time_minutes: message.extra_time_minutes,
+        first_seen: message.first_seen,
+        last_seen: message.last_seen,
+        touched_at: message.touched_at,
+        finished_at: message.finished_at,
+        applied_offset: message.applied_offset,
+        recent_ids: message.recent_id_hashes.into_iter().zip(message.recent_id_seen_at).collect(),
+    };
+    Ok((state, InputPartition { topic: message.input_topic, partition: message.input_partition }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> SessionState {
+        SessionState {
+            tenant_id: "acme".into(),
+            status: Some(Status::Suspended),
+            sequence: 7,
+            pause_count: 2,
+            security_flag_count: 1,
+            extra_time_minutes: 22.5,
+            first_seen: 1_767_261_000_000,
+            last_seen: 1_767_261_060_000,
+            touched_at: 1_767_261_400_000,
+            finished_at: None,
+            applied_offset: 41,
+            recent_ids: [(u64::MAX, 1_767_261_400_000), (3, 1_767_261_399_000)].into_iter().collect(),
+        }
+    }
+
+    #[test]
+    fn a_session_round_trips() {
+        let input = InputPartition { topic: "acs.raw".into(), partition: 3 };
+        for state in [state(), SessionState { status: None, finished_at: Some(5), ..state() }] {
+            let (back, from) = decode(&encode(&state, &input)).unwrap();
+            assert_eq!(back, state);
+            assert_eq!(from, input);
+        }
+    }
+
+    #[test]
+    fn unreadable_values_are_refused() {
+        assert!(matches!(decode(b"\xff\xff\xff"), Err(ChangelogError::Decode(_))));
+        let uneven =
+            pb::SessionState { recent_id_hashes: vec![1, 2], recent_id_seen_at: vec![1], ..Default::default() };
+        assert!(matches!(decode(&uneven.encode_to_vec()), Err(ChangelogError::RecentIds { hashes: 2, times: 1 })));
+    }
+}
