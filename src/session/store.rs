@@ -2,11 +2,12 @@
 //! yields the event's [`SessionView`] and its session anomalies. Synchronous and pure: the
 //! processing time is passed in.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use xxhash_rust::xxh3::xxh3_64;
 
+use super::changelog::{self, ChangelogError, InputPartition};
 use super::machine::{self, Outcome};
 use crate::model::{Action, ActionStatus, Anomaly, Event, SessionView, Status};
 
@@ -98,11 +99,19 @@ impl SessionState {
 pub struct Sessions {
     sessions: HashMap<String, SessionState>,
     limits: SessionLimits,
+    /// Sessions changed since the last [`Sessions::drain_changes`].
+    dirty: HashSet<String>,
+    /// Sessions expired since the last [`Sessions::drain_changes`].
+    expired: Vec<String>,
 }
+
+/// One change of the session state, as a changelog record: the session's new state, or
+/// `None` (a tombstone) when it expired.
+pub type Change = (String, Option<Vec<u8>>);
 
 impl Sessions {
     pub fn new(limits: SessionLimits) -> Sessions {
-        Sessions { sessions: HashMap::new(), limits }
+        Sessions { sessions: HashMap::new(), limits, dirty: HashSet::new(), expired: Vec::new() }
     }
 
     /// Applies `event` (processed at `now`, epoch milliseconds) to its session: records the
@@ -124,6 +133,9 @@ impl Sessions {
             return state.view(state.status, true, false);
         }
         state.applied_offset = event.source.offset;
+        if !self.dirty.contains(id) {
+            self.dirty.insert(id.to_owned());
+        }
 
         // Duplicates: an id seen within the horizon is marked and counts nothing.
         let horizon = i64::try_from(limits.duplicate_horizon.as_millis()).unwrap_or(i64::MAX);
@@ -199,11 +211,6 @@ impl Sessions {
         self.sessions.get(delivery_execution_id)
     }
 
-    /// Puts a session's state back (restore from the changelog).
-    pub fn restore(&mut self, delivery_execution_id: String, state: SessionState) {
-        self.sessions.insert(delivery_execution_id, state);
-    }
-
     /// Sessions held.
     pub fn len(&self) -> usize {
         self.sessions.len()
@@ -228,6 +235,51 @@ impl Sessions {
             !(finished || idle)
         });
         expired.sort_unstable();
+        for id in &expired {
+            self.dirty.remove(id);
+        }
+        self.expired.extend(expired.iter().cloned());
         expired
+    }
+
+    /// The changes since the last call, as changelog records of the input partition
+    /// `topic`/`partition` (sorted by session id, tombstones last), and forgets them.
+    pub fn drain_changes(&mut self, topic: &str, partition: i32) -> Vec<Change> {
+        let input = InputPartition { topic: topic.to_owned(), partition };
+        let mut dirty: Vec<String> = self.dirty.drain().collect();
+        dirty.sort_unstable();
+        let mut changes: Vec<Change> = dirty
+            .into_iter()
+            .filter_map(|id| {
+                let value = changelog::encode(self.sessions.get(&id)?, &input);
+                Some((id, Some(value)))
+            })
+            .collect();
+        changes.extend(self.expired.drain(..).map(|id| (id, None)));
+        changes
+    }
+
+    /// Applies one changelog record read back while restoring the input partition
+    /// `topic`/`partition`: a session of that partition is put back, a tombstone forgets one,
+    /// a record of another input partition (sharing the changelog partition) is ignored.
+    pub fn restore_record(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        key: &str,
+        value: Option<&[u8]>,
+    ) -> Result<(), ChangelogError> {
+        match value {
+            None => {
+                self.sessions.remove(key);
+            }
+            Some(value) => {
+                let (state, input) = changelog::decode(value)?;
+                if input.topic == topic && input.partition == partition {
+                    self.sessions.insert(key.to_owned(), state);
+                }
+            }
+        }
+        Ok(())
     }
 }

@@ -185,3 +185,47 @@ fn input_processed_again_is_not_applied_twice() {
     let (view, _) = run.apply(&flat("resume", "succeeded", "", 6, "m3"));
     assert_eq!((view.sequence, view.status_after), (3, Some(Status::Interacting)));
 }
+
+#[test]
+fn a_store_rebuilt_from_its_changes_goes_on_identically() {
+    let mut run = Run::new();
+    run.apply(&flat("start", "succeeded", "", 0, "m1"));
+    run.apply(&flat("pause", "succeeded", "", 5, "m2"));
+    let other = flat("terminate", "succeeded", "", 6, "m3").replace(DE, "u#d1#h9#acme");
+    run.apply(&other);
+    let changes = run.sessions.drain_changes("raw", 0);
+    assert_eq!(changes.len(), 2, "one record per changed session");
+    assert!(run.sessions.drain_changes("raw", 0).is_empty(), "drained");
+
+    let mut restored = Sessions::new(SessionLimits::default());
+    for (key, value) in &changes {
+        restored.restore_record("raw", 0, key, value.as_deref()).unwrap();
+    }
+    // Records of another input partition sharing the changelog partition are not ours.
+    let mut elsewhere = Sessions::new(SessionLimits::default());
+    for (key, value) in &changes {
+        elsewhere.restore_record("raw", 1, key, value.as_deref()).unwrap();
+    }
+    assert!(elsewhere.is_empty());
+
+    assert_eq!(restored.get(DE), run.sessions.get(DE));
+    let next = flat("resume", "succeeded", "", 7, "m2-retry");
+    let mut a = event(&run.pipeline, &next, 10);
+    let mut b = event(&run.pipeline, &next, 10);
+    assert_eq!(run.sessions.apply(&mut a, NOW), restored.apply(&mut b, NOW));
+    // A replayed input and a retried message id are recognized after the restore too.
+    let mut replay = event(&run.pipeline, &flat("pause", "succeeded", "", 5, "m2"), 2);
+    assert_eq!(restored.apply(&mut replay, NOW).sequence, 3, "not applied twice");
+    let mut retry = event(&run.pipeline, &flat("pause", "succeeded", "", 5, "m2"), 11);
+    assert!(restored.apply(&mut retry, NOW).duplicate);
+
+    // Expiry writes a tombstone, which forgets the session on restore.
+    let expired = run.sessions.expire(NOW + 25 * 3_600_000);
+    assert_eq!(expired.len(), 2);
+    let tombstones = run.sessions.drain_changes("raw", 0);
+    assert!(tombstones.iter().all(|(_, value)| value.is_none()), "{tombstones:?}");
+    for (key, value) in &tombstones {
+        restored.restore_record("raw", 0, key, value.as_deref()).unwrap();
+    }
+    assert!(restored.is_empty());
+}
