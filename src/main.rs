@@ -4,15 +4,15 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use acs_stream::commands::check_config;
 use acs_stream::commands::demo::{self, DemoOptions};
-use acs_stream::commands::generate::{self, GenerateOptions};
+use acs_stream::commands::generate::{self, GenerateOptions, ProduceOptions};
 use acs_stream::commands::process::{self, ProcessOptions};
+use acs_stream::commands::{StopRequests, check_config};
 use acs_stream::config::Config;
 use acs_stream::pipeline::Pipeline;
 use acs_stream::synth::SynthOptions;
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{ArgGroup, Parser, Subcommand};
 
 /// mimalloc: the core allocates many small, short-lived strings per record (BENCHMARKS.md).
 #[global_allocator]
@@ -70,13 +70,27 @@ enum Command {
         #[arg(long)]
         now: Option<i64>,
     },
-    /// Write realistic synthetic traffic as JSON lines (every upstream shape, real message
-    /// texts, a share of malformed records); deterministic for a seed.
+    /// Realistic synthetic traffic (every upstream shape, real message texts, a share of
+    /// malformed records), the same for a seed: JSON lines to a file (`--out`), or records
+    /// keyed by delivery execution id to a Kafka topic (`--brokers` and `--topic`).
+    #[command(group(ArgGroup::new("destination").required(true).args(["out", "brokers"])))]
     Generate {
         /// Output file, or `-` for standard output.
         #[arg(long)]
-        out: PathBuf,
-        /// Number of records.
+        out: Option<PathBuf>,
+        /// Kafka bootstrap servers (HOST:PORT[,...]): produce to `--topic`.
+        #[arg(long, requires = "topic")]
+        brokers: Option<String>,
+        /// Topic to produce to.
+        #[arg(long, requires = "brokers", conflicts_with = "out")]
+        topic: Option<String>,
+        /// Records per second (default: as fast as the cluster takes them).
+        #[arg(long, requires = "brokers", conflicts_with = "out")]
+        rate: Option<f64>,
+        /// A librdkafka producer setting, KEY=VALUE (repeatable). Idempotence is always on.
+        #[arg(long, value_name = "KEY=VALUE", value_parser = key_value, requires = "brokers", conflicts_with = "out")]
+        producer_config: Vec<(String, String)>,
+        /// Number of records; with `--brokers`, 0 produces until SIGINT or SIGTERM.
         #[arg(long, default_value_t = 10_000)]
         events: u64,
         /// Number of tenants.
@@ -106,13 +120,40 @@ enum Command {
     },
 }
 
+/// `KEY=VALUE`.
+fn key_value(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => Ok((key.trim().to_owned(), value.to_owned())),
+        _ => Err(format!("expected KEY=VALUE, got `{text}`")),
+    }
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            // Help and version go to stdout and succeed; a wrong command line is EX_USAGE.
+            let _ = error.print();
+            return if error.use_stderr() { ExitCode::from(EXIT_USAGE) } else { ExitCode::SUCCESS };
+        }
+    };
     init_logging();
     match cli.command {
         Command::Demo { events, tenants, seed } => demo(DemoOptions { events, tenants, seed }),
         Command::Run { config } => run(config.as_deref()),
-        Command::Generate { out, events, tenants, sessions, malformed_ratio, seed, start } => {
+        Command::Generate {
+            out,
+            brokers,
+            topic,
+            rate,
+            producer_config,
+            events,
+            tenants,
+            sessions,
+            malformed_ratio,
+            seed,
+            start,
+        } => {
             let span_ms = i64::try_from(events.saturating_mul(10)).unwrap_or(i64::MAX).min(86_400_000);
             let start_ms = start.unwrap_or_else(|| now_ms() - span_ms);
             let synth = SynthOptions {
@@ -123,7 +164,23 @@ fn main() -> ExitCode {
                 start_ms,
                 ..SynthOptions::default()
             };
-            generate(GenerateOptions { out, events, synth })
+            if !(0.0..=1.0).contains(&synth.malformed_ratio) {
+                eprintln!("acs-stream: --malformed-ratio must be between 0 and 1");
+                return ExitCode::from(EXIT_USAGE);
+            }
+            if synth.tenants == 0 || synth.concurrent_sessions == 0 {
+                eprintln!("acs-stream: --tenants and --sessions must be at least 1");
+                return ExitCode::from(EXIT_USAGE);
+            }
+            match (out, brokers, topic) {
+                (Some(out), _, _) => generate(GenerateOptions { out, events, synth }),
+                (None, Some(brokers), Some(topic)) => {
+                    let events = (events > 0).then_some(events);
+                    produce(ProduceOptions { brokers, topic, events, rate, producer_config, synth })
+                }
+                // clap's argument group and `requires` leave no other case.
+                _ => ExitCode::from(EXIT_USAGE),
+            }
         }
         Command::CheckConfig { file } => match check_config::check(&file, std::env::vars()) {
             Ok(kind) => {
@@ -159,14 +216,6 @@ fn main() -> ExitCode {
 }
 
 fn generate(options: GenerateOptions) -> ExitCode {
-    if !(0.0..=1.0).contains(&options.synth.malformed_ratio) {
-        eprintln!("acs-stream: --malformed-ratio must be between 0 and 1");
-        return ExitCode::from(EXIT_USAGE);
-    }
-    if options.synth.tenants == 0 || options.synth.concurrent_sessions == 0 {
-        eprintln!("acs-stream: --tenants and --sessions must be at least 1");
-        return ExitCode::from(EXIT_USAGE);
-    }
     match generate::run(&options) {
         Ok(malformed) => {
             eprintln!(
@@ -181,6 +230,62 @@ fn generate(options: GenerateOptions) -> ExitCode {
             ExitCode::from(EXIT_IO)
         }
     }
+}
+
+/// `generate --brokers`: exit 0 when every record sent was acknowledged, 1 otherwise, 64
+/// for a wrong rate or producer setting.
+fn produce(options: ProduceOptions) -> ExitCode {
+    if options.rate.is_some_and(|rate| !(rate.is_finite() && rate > 0.0)) {
+        eprintln!("acs-stream: --rate must be a positive number of records per second");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let (_signals, stop) = match stop_on_signals() {
+        Ok(listening) => listening,
+        Err(code) => return code,
+    };
+    match generate::produce(&options, &stop, |progress| eprintln!("acs-stream generate: {progress}")) {
+        Ok(summary) => {
+            eprint!("{summary}");
+            if summary.complete() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+        }
+        Err(error) => {
+            eprintln!("acs-stream: {error}");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+/// Counts SIGINT and SIGTERM into the returned [`StopRequests`] instead of dying at the
+/// first one, on a one-thread runtime that listens as long as it is kept.
+fn stop_on_signals() -> Result<(tokio::runtime::Runtime, StopRequests), ExitCode> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().map_err(|error| {
+            eprintln!("acs-stream: cannot start the async runtime: {error}");
+            ExitCode::FAILURE
+        })?;
+    // Installed here, before any work starts: a signal is never missed.
+    let signals = {
+        let _context = runtime.enter();
+        signal(SignalKind::interrupt()).and_then(|interrupt| Ok((interrupt, signal(SignalKind::terminate())?)))
+    };
+    let (mut interrupt, mut terminate) = signals.map_err(|error| {
+        eprintln!("acs-stream: cannot listen for signals: {error}");
+        ExitCode::FAILURE
+    })?;
+    let stop = StopRequests::default();
+    let requests = stop.clone();
+    runtime.spawn(async move {
+        loop {
+            let name = tokio::select! {
+                _ = interrupt.recv() => "SIGINT",
+                _ = terminate.recv() => "SIGTERM",
+            };
+            requests.request();
+            tracing::info!(signal = name, requests = requests.count(), "Stop requested.");
+        }
+    });
+    Ok((runtime, stop))
 }
 
 fn demo(options: DemoOptions) -> ExitCode {
