@@ -7,12 +7,13 @@ use std::process::ExitCode;
 use acs_stream::commands::demo::{self, DemoOptions};
 use acs_stream::commands::generate::{self, GenerateOptions, ProduceOptions};
 use acs_stream::commands::process::{self, ProcessOptions};
+use acs_stream::commands::tail::{self, StartAt, TailEnd, TailOptions, ValueFormat};
 use acs_stream::commands::{StopRequests, check_config};
 use acs_stream::config::Config;
 use acs_stream::pipeline::Pipeline;
 use acs_stream::synth::SynthOptions;
 use anyhow::Context;
-use clap::{ArgGroup, Parser, Subcommand};
+use clap::{ArgGroup, Parser, Subcommand, ValueEnum};
 
 /// mimalloc: the core allocates many small, short-lived strings per record (BENCHMARKS.md).
 #[global_allocator]
@@ -110,6 +111,38 @@ enum Command {
         #[arg(long)]
         start: Option<i64>,
     },
+    /// Print the records of an output topic as JSON lines on stdout: events in the JSON
+    /// contract (protobuf or JSON values), dead letters with their error and original
+    /// value, each with `_kafka` (where it was read). Follows the topic until SIGINT or
+    /// SIGTERM, `--max` or `--exit-at-end`.
+    Tail {
+        /// Kafka bootstrap servers (HOST:PORT[,...]).
+        #[arg(long)]
+        brokers: String,
+        /// The topic to read (every partition).
+        #[arg(long)]
+        topic: String,
+        /// Where to start (with `--group`: where its committed offsets are missing).
+        #[arg(long, value_enum, default_value_t = FromArg::Beginning)]
+        from: FromArg,
+        /// Stop after this many records.
+        #[arg(long)]
+        max: Option<u64>,
+        /// Stop at the end offsets the partitions had at the start.
+        #[arg(long)]
+        exit_at_end: bool,
+        /// Consumer group: start from its committed offsets and commit what was printed
+        /// (without it, nothing is committed).
+        #[arg(long)]
+        group: Option<String>,
+        /// How event values are read: `auto` passes a JSON object through and decodes
+        /// anything else as protobuf `acs.v1.EnrichedEvent`.
+        #[arg(long, value_enum, default_value_t = FormatArg::Auto)]
+        format: FormatArg,
+        /// A librdkafka consumer setting, KEY=VALUE (repeatable).
+        #[arg(long, value_name = "KEY=VALUE", value_parser = key_value)]
+        consumer_config: Vec<(String, String)>,
+    },
     /// Validate a configuration file: a service configuration (as `run` would load it,
     /// ACS_STREAM__* environment overrides and the catalog file it names included), a
     /// reason catalog or a rules file, recognized from its top-level keys. Prints
@@ -118,6 +151,21 @@ enum Command {
         /// The TOML file to check.
         file: PathBuf,
     },
+}
+
+/// `tail --from`.
+#[derive(Clone, Copy, ValueEnum)]
+enum FromArg {
+    Beginning,
+    End,
+}
+
+/// `tail --format`.
+#[derive(Clone, Copy, ValueEnum)]
+enum FormatArg {
+    Auto,
+    Protobuf,
+    Json,
 }
 
 /// `KEY=VALUE`.
@@ -181,6 +229,18 @@ fn main() -> ExitCode {
                 // clap's argument group and `requires` leave no other case.
                 _ => ExitCode::from(EXIT_USAGE),
             }
+        }
+        Command::Tail { brokers, topic, from, max, exit_at_end, group, format, consumer_config } => {
+            let from = match from {
+                FromArg::Beginning => StartAt::Beginning,
+                FromArg::End => StartAt::End,
+            };
+            let format = match format {
+                FormatArg::Auto => ValueFormat::Auto,
+                FormatArg::Protobuf => ValueFormat::Protobuf,
+                FormatArg::Json => ValueFormat::Json,
+            };
+            tail(TailOptions { brokers, topic, from, max, exit_at_end, group, format, consumer_config })
         }
         Command::CheckConfig { file } => match check_config::check(&file, std::env::vars()) {
             Ok(kind) => {
@@ -251,6 +311,40 @@ fn produce(options: ProduceOptions) -> ExitCode {
         Err(error) => {
             eprintln!("acs-stream: {error}");
             ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+/// `tail`: exit 0 at `--max`, `--exit-at-end`, SIGINT/SIGTERM or a closed stdout; 64 for a
+/// wrong consumer setting, 74 when stdout cannot be written, 1 otherwise.
+fn tail(options: TailOptions) -> ExitCode {
+    let (_signals, stop) = match stop_on_signals() {
+        Ok(listening) => listening,
+        Err(code) => return code,
+    };
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    match tail::run(&options, &stop, &mut out) {
+        Ok(summary) => {
+            let end = match summary.end {
+                TailEnd::Max => "--max reached",
+                TailEnd::EndOffsets => "end offsets reached",
+                TailEnd::Stopped => "stopped",
+                TailEnd::OutputClosed => "output closed",
+            };
+            eprintln!("acs-stream tail: {} records ({} undecodable); {end}", summary.printed, summary.undecodable);
+            ExitCode::SUCCESS
+        }
+        Err(error @ (tail::TailError::Fixed { .. } | tail::TailError::Client(_))) => {
+            eprintln!("acs-stream: {error}");
+            ExitCode::from(EXIT_USAGE)
+        }
+        Err(error @ tail::TailError::Write(_)) => {
+            eprintln!("acs-stream: {error}");
+            ExitCode::from(EXIT_IO)
+        }
+        Err(error) => {
+            eprintln!("acs-stream: {error}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -5,12 +5,14 @@ pub mod check_config;
 pub mod demo;
 pub mod generate;
 pub mod process;
+pub mod tail;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// How many times the user asked a command to stop (SIGINT or SIGTERM, counted by
-/// `main`): the long-running tools (`generate` to a cluster) check it between records. Clones share the count.
+/// `main`): the long-running tools (`generate` to a cluster, `tail`) check it between
+/// records. Clones share the count.
 #[derive(Debug, Clone, Default)]
 pub struct StopRequests(Arc<AtomicU32>);
 
