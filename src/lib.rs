@@ -13,8 +13,9 @@
 //! - [`pipeline`]: `Pipeline::process(record, now)`: the pure core wiring the above.
 //! - [`kafka`]: the Kafka edge: offset bookkeeping, client settings, the service loop.
 //! - [`config`]: typed configuration; defaults from `config/default.toml`; validation.
-//! - [`commands`]: the drivers: `process` (files), `generate` (synthetic traffic),
-//!   `check-config`, `demo` (the service on an in-process cluster); `run` is in `main.rs`.
+//! - [`commands`]: the drivers: `process` (files), `generate` (synthetic traffic, to a file
+//!   or a cluster), `tail` (output topics as JSON lines), `check-config`, `demo` (the
+//!   service on an in-process cluster); `run` is in `main.rs`.
 //! - [`synth`]: deterministic synthetic traffic (benchmarks, demo, generator).
 //!
 //! Everything but `commands` and the Kafka edge (`kafka::client`, `kafka::runtime`) is

@@ -4,15 +4,16 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use acs_stream::commands::check_config;
 use acs_stream::commands::demo::{self, DemoOptions};
-use acs_stream::commands::generate::{self, GenerateOptions};
+use acs_stream::commands::generate::{self, GenerateOptions, ProduceOptions};
 use acs_stream::commands::process::{self, ProcessOptions};
+use acs_stream::commands::tail::{self, StartAt, TailEnd, TailOptions, ValueFormat};
+use acs_stream::commands::{StopRequests, check_config};
 use acs_stream::config::Config;
 use acs_stream::pipeline::Pipeline;
 use acs_stream::synth::SynthOptions;
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{ArgGroup, Parser, Subcommand, ValueEnum};
 
 /// mimalloc: the core allocates many small, short-lived strings per record (BENCHMARKS.md).
 #[global_allocator]
@@ -70,13 +71,27 @@ enum Command {
         #[arg(long)]
         now: Option<i64>,
     },
-    /// Write realistic synthetic traffic as JSON lines (every upstream shape, real message
-    /// texts, a share of malformed records); deterministic for a seed.
+    /// Realistic synthetic traffic (every upstream shape, real message texts, a share of
+    /// malformed records), the same for a seed: JSON lines to a file (`--out`), or records
+    /// keyed by delivery execution id to a Kafka topic (`--brokers` and `--topic`).
+    #[command(group(ArgGroup::new("destination").required(true).args(["out", "brokers"])))]
     Generate {
         /// Output file, or `-` for standard output.
         #[arg(long)]
-        out: PathBuf,
-        /// Number of records.
+        out: Option<PathBuf>,
+        /// Kafka bootstrap servers (HOST:PORT[,...]): produce to `--topic`.
+        #[arg(long, requires = "topic")]
+        brokers: Option<String>,
+        /// Topic to produce to.
+        #[arg(long, requires = "brokers", conflicts_with = "out")]
+        topic: Option<String>,
+        /// Records per second (default: as fast as the cluster takes them).
+        #[arg(long, requires = "brokers", conflicts_with = "out")]
+        rate: Option<f64>,
+        /// A librdkafka producer setting, KEY=VALUE (repeatable). Idempotence is always on.
+        #[arg(long, value_name = "KEY=VALUE", value_parser = key_value, requires = "brokers", conflicts_with = "out")]
+        producer_config: Vec<(String, String)>,
+        /// Number of records; with `--brokers`, 0 produces until SIGINT or SIGTERM.
         #[arg(long, default_value_t = 10_000)]
         events: u64,
         /// Number of tenants.
@@ -96,6 +111,38 @@ enum Command {
         #[arg(long)]
         start: Option<i64>,
     },
+    /// Print the records of an output topic as JSON lines on stdout: events in the JSON
+    /// contract (protobuf or JSON values), dead letters with their error and original
+    /// value, each with `_kafka` (where it was read). Follows the topic until SIGINT or
+    /// SIGTERM, `--max` or `--exit-at-end`.
+    Tail {
+        /// Kafka bootstrap servers (HOST:PORT[,...]).
+        #[arg(long)]
+        brokers: String,
+        /// The topic to read (every partition).
+        #[arg(long)]
+        topic: String,
+        /// Where to start (with `--group`: where its committed offsets are missing).
+        #[arg(long, value_enum, default_value_t = FromArg::Beginning)]
+        from: FromArg,
+        /// Stop after this many records.
+        #[arg(long)]
+        max: Option<u64>,
+        /// Stop at the end offsets the partitions had at the start.
+        #[arg(long)]
+        exit_at_end: bool,
+        /// Consumer group: start from its committed offsets and commit what was printed
+        /// (without it, nothing is committed).
+        #[arg(long)]
+        group: Option<String>,
+        /// How event values are read: `auto` passes a JSON object through and decodes
+        /// anything else as protobuf `acs.v1.EnrichedEvent`.
+        #[arg(long, value_enum, default_value_t = FormatArg::Auto)]
+        format: FormatArg,
+        /// A librdkafka consumer setting, KEY=VALUE (repeatable).
+        #[arg(long, value_name = "KEY=VALUE", value_parser = key_value)]
+        consumer_config: Vec<(String, String)>,
+    },
     /// Validate a configuration file: a service configuration (as `run` would load it,
     /// ACS_STREAM__* environment overrides and the catalog file it names included), a
     /// reason catalog or a rules file, recognized from its top-level keys. Prints
@@ -106,13 +153,55 @@ enum Command {
     },
 }
 
+/// `tail --from`.
+#[derive(Clone, Copy, ValueEnum)]
+enum FromArg {
+    Beginning,
+    End,
+}
+
+/// `tail --format`.
+#[derive(Clone, Copy, ValueEnum)]
+enum FormatArg {
+    Auto,
+    Protobuf,
+    Json,
+}
+
+/// `KEY=VALUE`.
+fn key_value(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => Ok((key.trim().to_owned(), value.to_owned())),
+        _ => Err(format!("expected KEY=VALUE, got `{text}`")),
+    }
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            // Help and version go to stdout and succeed; a wrong command line is EX_USAGE.
+            let _ = error.print();
+            return if error.use_stderr() { ExitCode::from(EXIT_USAGE) } else { ExitCode::SUCCESS };
+        }
+    };
     init_logging();
     match cli.command {
         Command::Demo { events, tenants, seed } => demo(DemoOptions { events, tenants, seed }),
         Command::Run { config } => run(config.as_deref()),
-        Command::Generate { out, events, tenants, sessions, malformed_ratio, seed, start } => {
+        Command::Generate {
+            out,
+            brokers,
+            topic,
+            rate,
+            producer_config,
+            events,
+            tenants,
+            sessions,
+            malformed_ratio,
+            seed,
+            start,
+        } => {
             let span_ms = i64::try_from(events.saturating_mul(10)).unwrap_or(i64::MAX).min(86_400_000);
             let start_ms = start.unwrap_or_else(|| now_ms() - span_ms);
             let synth = SynthOptions {
@@ -123,7 +212,35 @@ fn main() -> ExitCode {
                 start_ms,
                 ..SynthOptions::default()
             };
-            generate(GenerateOptions { out, events, synth })
+            if !(0.0..=1.0).contains(&synth.malformed_ratio) {
+                eprintln!("acs-stream: --malformed-ratio must be between 0 and 1");
+                return ExitCode::from(EXIT_USAGE);
+            }
+            if synth.tenants == 0 || synth.concurrent_sessions == 0 {
+                eprintln!("acs-stream: --tenants and --sessions must be at least 1");
+                return ExitCode::from(EXIT_USAGE);
+            }
+            match (out, brokers, topic) {
+                (Some(out), _, _) => generate(GenerateOptions { out, events, synth }),
+                (None, Some(brokers), Some(topic)) => {
+                    let events = (events > 0).then_some(events);
+                    produce(ProduceOptions { brokers, topic, events, rate, producer_config, synth })
+                }
+                // clap's argument group and `requires` leave no other case.
+                _ => ExitCode::from(EXIT_USAGE),
+            }
+        }
+        Command::Tail { brokers, topic, from, max, exit_at_end, group, format, consumer_config } => {
+            let from = match from {
+                FromArg::Beginning => StartAt::Beginning,
+                FromArg::End => StartAt::End,
+            };
+            let format = match format {
+                FormatArg::Auto => ValueFormat::Auto,
+                FormatArg::Protobuf => ValueFormat::Protobuf,
+                FormatArg::Json => ValueFormat::Json,
+            };
+            tail(TailOptions { brokers, topic, from, max, exit_at_end, group, format, consumer_config })
         }
         Command::CheckConfig { file } => match check_config::check(&file, std::env::vars()) {
             Ok(kind) => {
@@ -159,14 +276,6 @@ fn main() -> ExitCode {
 }
 
 fn generate(options: GenerateOptions) -> ExitCode {
-    if !(0.0..=1.0).contains(&options.synth.malformed_ratio) {
-        eprintln!("acs-stream: --malformed-ratio must be between 0 and 1");
-        return ExitCode::from(EXIT_USAGE);
-    }
-    if options.synth.tenants == 0 || options.synth.concurrent_sessions == 0 {
-        eprintln!("acs-stream: --tenants and --sessions must be at least 1");
-        return ExitCode::from(EXIT_USAGE);
-    }
     match generate::run(&options) {
         Ok(malformed) => {
             eprintln!(
@@ -181,6 +290,96 @@ fn generate(options: GenerateOptions) -> ExitCode {
             ExitCode::from(EXIT_IO)
         }
     }
+}
+
+/// `generate --brokers`: exit 0 when every record sent was acknowledged, 1 otherwise, 64
+/// for a wrong rate or producer setting.
+fn produce(options: ProduceOptions) -> ExitCode {
+    if options.rate.is_some_and(|rate| !(rate.is_finite() && rate > 0.0)) {
+        eprintln!("acs-stream: --rate must be a positive number of records per second");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let (_signals, stop) = match stop_on_signals() {
+        Ok(listening) => listening,
+        Err(code) => return code,
+    };
+    match generate::produce(&options, &stop, |progress| eprintln!("acs-stream generate: {progress}")) {
+        Ok(summary) => {
+            eprint!("{summary}");
+            if summary.complete() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+        }
+        Err(error) => {
+            eprintln!("acs-stream: {error}");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+/// `tail`: exit 0 at `--max`, `--exit-at-end`, SIGINT/SIGTERM or a closed stdout; 64 for a
+/// wrong consumer setting, 74 when stdout cannot be written, 1 otherwise.
+fn tail(options: TailOptions) -> ExitCode {
+    let (_signals, stop) = match stop_on_signals() {
+        Ok(listening) => listening,
+        Err(code) => return code,
+    };
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    match tail::run(&options, &stop, &mut out) {
+        Ok(summary) => {
+            let end = match summary.end {
+                TailEnd::Max => "--max reached",
+                TailEnd::EndOffsets => "end offsets reached",
+                TailEnd::Stopped => "stopped",
+                TailEnd::OutputClosed => "output closed",
+            };
+            eprintln!("acs-stream tail: {} records ({} undecodable); {end}", summary.printed, summary.undecodable);
+            ExitCode::SUCCESS
+        }
+        Err(error @ (tail::TailError::Fixed { .. } | tail::TailError::Client(_))) => {
+            eprintln!("acs-stream: {error}");
+            ExitCode::from(EXIT_USAGE)
+        }
+        Err(error @ tail::TailError::Write(_)) => {
+            eprintln!("acs-stream: {error}");
+            ExitCode::from(EXIT_IO)
+        }
+        Err(error) => {
+            eprintln!("acs-stream: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Counts SIGINT and SIGTERM into the returned [`StopRequests`] instead of dying at the
+/// first one, on a one-thread runtime that listens as long as it is kept.
+fn stop_on_signals() -> Result<(tokio::runtime::Runtime, StopRequests), ExitCode> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().map_err(|error| {
+            eprintln!("acs-stream: cannot start the async runtime: {error}");
+            ExitCode::FAILURE
+        })?;
+    // Installed here, before any work starts: a signal is never missed.
+    let signals = {
+        let _context = runtime.enter();
+        signal(SignalKind::interrupt()).and_then(|interrupt| Ok((interrupt, signal(SignalKind::terminate())?)))
+    };
+    let (mut interrupt, mut terminate) = signals.map_err(|error| {
+        eprintln!("acs-stream: cannot listen for signals: {error}");
+        ExitCode::FAILURE
+    })?;
+    let stop = StopRequests::default();
+    let requests = stop.clone();
+    runtime.spawn(async move {
+        loop {
+            let name = tokio::select! {
+                _ = interrupt.recv() => "SIGINT",
+                _ = terminate.recv() => "SIGTERM",
+            };
+            requests.request();
+            tracing::info!(signal = name, requests = requests.count(), "Stop requested.");
+        }
+    });
+    Ok((runtime, stop))
 }
 
 fn demo(options: DemoOptions) -> ExitCode {

@@ -98,6 +98,92 @@ fn signal_kind(kind: model::SignalKind) -> pb::SignalKind {
     }
 }
 
+// The way back, for `tail` (`json::from_proto`): `UNSPECIFIED` is no value.
+
+pub(crate) fn model_actor(actor: pb::Actor) -> Option<model::Actor> {
+    match actor {
+        pb::Actor::Unspecified => None,
+        pb::Actor::TestTaker => Some(model::Actor::TestTaker),
+        pb::Actor::Proctor => Some(model::Actor::Proctor),
+        pb::Actor::System => Some(model::Actor::System),
+        pb::Actor::DeliverFe => Some(model::Actor::DeliverFe),
+        pb::Actor::SecurityPlugin => Some(model::Actor::SecurityPlugin),
+        pb::Actor::Realtime => Some(model::Actor::Realtime),
+        pb::Actor::Other => Some(model::Actor::Other),
+    }
+}
+
+pub(crate) fn model_action(action: pb::Action) -> Option<model::Action> {
+    match action {
+        pb::Action::Unspecified => None,
+        pb::Action::Start => Some(model::Action::Start),
+        pb::Action::Pause => Some(model::Action::Pause),
+        pb::Action::Resume => Some(model::Action::Resume),
+        pb::Action::Terminate => Some(model::Action::Terminate),
+        pb::Action::Termination => Some(model::Action::Termination),
+        pb::Action::Reset => Some(model::Action::Reset),
+        pb::Action::Submission => Some(model::Action::Submission),
+        pb::Action::Update => Some(model::Action::Update),
+        pb::Action::Flag => Some(model::Action::Flag),
+        pb::Action::Log => Some(model::Action::Log),
+        pb::Action::Navigation => Some(model::Action::Navigation),
+        pb::Action::Other => Some(model::Action::Other),
+    }
+}
+
+pub(crate) fn model_status(status: pb::Status) -> Option<model::Status> {
+    match status {
+        pb::Status::Unspecified => None,
+        pb::Status::Initial => Some(model::Status::Initial),
+        pb::Status::Authorized => Some(model::Status::Authorized),
+        pb::Status::Interacting => Some(model::Status::Interacting),
+        pb::Status::Suspended => Some(model::Status::Suspended),
+        pb::Status::Terminated => Some(model::Status::Terminated),
+        pb::Status::Closed => Some(model::Status::Closed),
+        pb::Status::Canceled => Some(model::Status::Canceled),
+        pb::Status::Other => Some(model::Status::Other),
+    }
+}
+
+pub(crate) fn model_shape(shape: pb::Shape) -> Option<model::Shape> {
+    match shape {
+        pb::Shape::Unspecified => None,
+        pb::Shape::Flat => Some(model::Shape::Flat),
+        pb::Shape::Control => Some(model::Shape::Control),
+        pb::Shape::Log => Some(model::Shape::Log),
+        pb::Shape::Acs => Some(model::Shape::Acs),
+    }
+}
+
+pub(crate) fn model_category(category: pb::ReasonCategory) -> Option<model::Category> {
+    match category {
+        pb::ReasonCategory::Unspecified => None,
+        pb::ReasonCategory::Environment => Some(model::Category::Environment),
+        pb::ReasonCategory::Examinee => Some(model::Category::Examinee),
+        pb::ReasonCategory::ProctorStaff => Some(model::Category::ProctorStaff),
+        pb::ReasonCategory::Technical => Some(model::Category::Technical),
+    }
+}
+
+pub(crate) fn model_signal_kind(kind: pb::SignalKind) -> Option<model::SignalKind> {
+    use model::SignalKind as K;
+    match kind {
+        pb::SignalKind::Unspecified => None,
+        pb::SignalKind::PauseOnBlur => Some(K::PauseOnBlur),
+        pb::SignalKind::FullScreen => Some(K::FullScreen),
+        pb::SignalKind::DisableRightClick => Some(K::DisableRightClick),
+        pb::SignalKind::DisableCommands => Some(K::DisableCommands),
+        pb::SignalKind::PreventScreenshot => Some(K::PreventScreenshot),
+        pb::SignalKind::LockdownBrowser => Some(K::LockdownBrowser),
+        pb::SignalKind::SecurityPlugin => Some(K::SecurityPlugin),
+        pb::SignalKind::IpChange => Some(K::IpChange),
+        pb::SignalKind::DeliverFe => Some(K::DeliverFe),
+        pb::SignalKind::Realtime => Some(K::Realtime),
+        pb::SignalKind::ProctorComment => Some(K::ProctorComment),
+        pb::SignalKind::StructuredData => Some(K::StructuredData),
+    }
+}
+
 /// Where encoded bytes go: a buffer, or a counter that sizes the buffer first.
 trait Sink {
     fn put(&mut self, bytes: &[u8]);
@@ -323,7 +409,7 @@ pub fn encoded_len(event: &Event<'_>) -> usize {
     len.0
 }
 
-/// The event as a prost message (the plain conversion; `tail` and tests use it).
+/// The event as a prost message (the plain conversion; tests use it).
 pub fn to_message(event: &Event<'_>) -> pb::EnrichedEvent {
     let owned = |text: &Option<model::Text<'_>>| text.as_deref().map(str::to_owned);
     let (reason_code, reason_code_raw) = match &event.reason_code {
@@ -445,6 +531,50 @@ mod tests {
             events += 1;
         }
         assert!(events > 2_500);
+    }
+
+    #[test]
+    fn every_enum_value_maps_back_to_itself() {
+        use model::SignalKind as K;
+        fn others<T: Copy>(all: &[T], other: T) -> Vec<T> {
+            all.iter().copied().chain([other]).collect()
+        }
+        for value in others(model::Actor::ALL, model::Actor::Other) {
+            assert_eq!(model_actor(actor(value)), Some(value));
+        }
+        for value in others(model::Action::ALL, model::Action::Other) {
+            assert_eq!(model_action(action(value)), Some(value));
+        }
+        for value in others(model::Status::ALL, model::Status::Other) {
+            assert_eq!(model_status(status(value)), Some(value));
+        }
+        for value in [model::Shape::Flat, model::Shape::Control, model::Shape::Log, model::Shape::Acs] {
+            assert_eq!(model_shape(shape(value)), Some(value));
+        }
+        for value in model::Category::ALL {
+            assert_eq!(model_category(category(value)), Some(value));
+        }
+        let kinds = [
+            K::PauseOnBlur,
+            K::FullScreen,
+            K::DisableRightClick,
+            K::DisableCommands,
+            K::PreventScreenshot,
+            K::LockdownBrowser,
+            K::SecurityPlugin,
+            K::IpChange,
+            K::DeliverFe,
+            K::Realtime,
+            K::ProctorComment,
+            K::StructuredData,
+        ];
+        for value in kinds {
+            assert_eq!(model_signal_kind(signal_kind(value)), Some(value));
+            let serde = serde_json::to_value(value).unwrap();
+            assert_eq!(serde.as_str(), Some(value.as_str()), "as_str is the serde spelling");
+        }
+        assert_eq!(model_actor(pb::Actor::Unspecified), None);
+        assert_eq!(model_signal_kind(pb::SignalKind::Unspecified), None);
     }
 
     #[test]

@@ -328,6 +328,20 @@ spelled!(LockdownIssue {
     Other => "other",
 });
 spelled!(DataFormat { Json => "json", Xml => "xml" });
+spelled!(SignalKind {
+    PauseOnBlur => "pause-on-blur",
+    FullScreen => "full-screen",
+    DisableRightClick => "disable-right-click",
+    DisableCommands => "disable-commands",
+    PreventScreenshot => "prevent-screenshot",
+    LockdownBrowser => "lockdown-browser",
+    SecurityPlugin => "security-plugin",
+    IpChange => "ip-change",
+    DeliverFe => "deliver-fe",
+    Realtime => "realtime",
+    ProctorComment => "proctor-comment",
+    StructuredData => "structured-data",
+});
 
 /// What a `[Security Plugin]` pause was about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]

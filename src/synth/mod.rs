@@ -91,6 +91,8 @@ pub struct Generator {
     sessions: Vec<Session>,
     next_session: u64,
     clock_ms: i64,
+    /// The clock does not advance past this (see [`Generator::cap_clock`]).
+    cap_ms: i64,
 }
 
 const USER_AGENTS: [&str; 3] = [
@@ -124,7 +126,8 @@ impl Generator {
     pub fn new(options: SynthOptions) -> Generator {
         let rng = fastrand::Rng::with_seed(options.seed);
         let clock_ms = options.start_ms;
-        let mut generator = Generator { options, rng, sessions: Vec::new(), next_session: 0, clock_ms };
+        let mut generator =
+            Generator { options, rng, sessions: Vec::new(), next_session: 0, clock_ms, cap_ms: i64::MAX };
         for _ in 0..generator.options.concurrent_sessions.max(1) {
             let session = generator.new_session();
             generator.sessions.push(session);
@@ -155,6 +158,15 @@ impl Generator {
         }
     }
 
+    /// Keeps the records' times from passing `now_ms` (epoch milliseconds): once the clock
+    /// reaches it, the next records share that time instead of advancing it. Records are
+    /// 10 ms apart on average, so unbounded traffic produced faster than 100 records/s
+    /// would otherwise run into the future, where the service refuses them after a day
+    /// (`invalid_time`). Only the times change: the records' contents stay those of the seed.
+    pub fn cap_clock(&mut self, now_ms: i64) {
+        self.cap_ms = now_ms;
+    }
+
     /// A batch of `count` records.
     pub fn take_records(&mut self, count: usize) -> Vec<SynthRecord> {
         (0..count).map(|_| self.next_record()).collect()
@@ -163,7 +175,8 @@ impl Generator {
     /// The next record.
     pub fn next_record(&mut self) -> SynthRecord {
         // 1-19 ms apart (10 ms on average): a busy deployment, many sessions at once.
-        self.clock_ms += i64::from(self.rng.u32(1..20));
+        let step = i64::from(self.rng.u32(1..20));
+        self.clock_ms = (self.clock_ms + step).min(self.cap_ms.max(self.clock_ms));
         let index = self.rng.usize(..self.sessions.len());
         let malformed = self.rng.f64() < self.options.malformed_ratio;
         let session = self.sessions[index].clone();
@@ -382,6 +395,24 @@ mod tests {
         assert_eq!(a, b);
         let c = Generator::new(SynthOptions { seed: 7, ..SynthOptions::default() }).take_records(500);
         assert_ne!(a, c);
+    }
+
+    #[test]
+    fn a_capped_clock_keeps_times_from_passing_the_cap_and_changes_nothing_else() {
+        let pipeline = Pipeline::new(&Config::defaults(), ReasonCatalog::builtin()).unwrap();
+        let options = SynthOptions { malformed_ratio: 0.0, ..SynthOptions::default() };
+        let cap = options.start_ms + 1_000;
+        let free = Generator::new(options.clone()).take_records(1_000);
+        let mut generator = Generator::new(options);
+        generator.cap_clock(cap);
+        let capped = generator.take_records(1_000);
+        let source = Source { topic: Arc::from("raw"), partition: 0, offset: 0 };
+        let time = |record: &SynthRecord| pipeline.enrich(&record.value, &source, cap).unwrap().incident_time;
+        assert!(free.iter().any(|record| time(record) > cap), "uncapped, 1,000 records span about 10 s");
+        for (free, capped) in free.iter().zip(&capped) {
+            assert!(time(capped) <= cap);
+            assert_eq!(free.key, capped.key, "the same sessions in the same order");
+        }
     }
 
     #[test]
