@@ -34,6 +34,13 @@
 //!   mock cluster: enough for about 2 MiB of input per partition, at least 32, because the
 //!   mock cluster keeps only 5 MiB per partition and silently drops older data; 8 on a
 //!   real broker);
+//! - `ACS_BENCH_ORDER=abab|abba`: `abba` runs the even rounds' pair as b then a, which
+//!   cancels a broker that slows down as it fills (tansu); default `abab`;
+//! - `ACS_BENCH_ONLY=a|b`: one variant only (for profiling; no ratio);
+//! - `ACS_BENCH_PASSTHROUGH_SHAPE=raw|headers|topics|run`: for analysis, the pass-through's
+//!   output takes the shape of the run's: four constant headers like an event's, four topics
+//!   chosen by a hash of the key like the tenant topics, or both (`run`: the difference is
+//!   then the core's own cost); default `raw`;
 //! - `ACS_STREAM__...`: configuration overrides, applied to both variants, as for `run`;
 //! - `RUST_LOG`: the service's logs, to stderr.
 //!
@@ -67,24 +74,36 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// How often the watcher asks for the group's committed offsets.
 const WATCH_EVERY: Duration = Duration::from_millis(20);
+/// A gap between two records this long or longer is counted as idle (waiting for input).
+const IDLE_GAP: Duration = Duration::from_millis(100);
 /// Average input per partition on the mock cluster (it keeps at most 5 MiB per partition).
 const MOCK_BYTES_PER_PARTITION: usize = 2 << 20;
 /// The synthetic corpus's tenants (`SynthOptions::default()`).
 const TENANTS: usize = 4;
 
-/// (a) Republishes each record unchanged: same key, same value, no headers.
+/// (a) Republishes each record unchanged: same key, same value, no headers, one topic. For
+/// analysis only (`ACS_BENCH_PASSTHROUGH_SHAPE=run`): four constant headers like an event's,
+/// and the records spread over four topics by a hash of the key, like the tenant topics.
 struct PassThrough {
-    topic: String,
+    topics: Vec<String>,
+    headers: Headers,
     dead_letter_topic: String,
 }
 
 impl Processor for PassThrough {
     fn process<'a>(&self, record: &Record<'a>, _now_ms: i64) -> Outcome<'a> {
+        let topic = match self.topics.as_slice() {
+            [one] => one,
+            many => {
+                let hash = xxhash_rust::xxh3::xxh3_64(record.key.unwrap_or_default());
+                &many[(hash % many.len() as u64) as usize]
+            }
+        };
         Outcome::Event(Output {
-            topic: self.topic.clone(),
+            topic: topic.clone(),
             key: record.key.map(Cow::Borrowed),
             value: Cow::Borrowed(record.value),
-            headers: Headers::new(),
+            headers: self.headers.clone(),
         })
     }
 
@@ -126,11 +145,31 @@ struct Probe {
     first: OnceLock<Mark>,
     /// Stops the service: the N-th record was processed, or the watcher gave up.
     stop: tokio::sync::Notify,
+    /// Times below are nanoseconds since this instant.
+    origin: Instant,
+    /// When the last record was handed to the processor.
+    last_ns: AtomicU64,
+    /// Sum of the gaps of at least `IDLE_GAP` between two records, and the longest gap.
+    idle_ns: AtomicU64,
+    longest_ns: AtomicU64,
 }
 
 impl Probe {
     fn new(target: u64) -> Probe {
-        Probe { target, seen: AtomicU64::new(0), first: OnceLock::new(), stop: tokio::sync::Notify::new() }
+        Probe {
+            target,
+            seen: AtomicU64::new(0),
+            first: OnceLock::new(),
+            stop: tokio::sync::Notify::new(),
+            origin: Instant::now(),
+            last_ns: AtomicU64::new(0),
+            idle_ns: AtomicU64::new(0),
+            longest_ns: AtomicU64::new(0),
+        }
+    }
+
+    fn nanos(&self, value: &AtomicU64) -> Duration {
+        Duration::from_nanos(value.load(Ordering::Relaxed))
     }
 }
 
@@ -143,9 +182,20 @@ struct Timed<'p, P> {
 impl<P: Processor> Processor for Timed<'_, P> {
     #[inline]
     fn process<'a>(&self, record: &Record<'a>, now_ms: i64) -> Outcome<'a> {
-        let seen = self.probe.seen.fetch_add(1, Ordering::Relaxed) + 1;
+        let probe = self.probe;
+        let seen = probe.seen.fetch_add(1, Ordering::Relaxed) + 1;
         if seen == 1 {
-            let _ = self.probe.first.set(Mark::now());
+            let _ = probe.first.set(Mark::now());
+        }
+        // One task calls this, record after record: relaxed atomics only make `Probe` Sync.
+        let now = probe.origin.elapsed().as_nanos() as u64;
+        let previous = probe.last_ns.swap(now, Ordering::Relaxed);
+        if seen > 1 {
+            let gap = now.saturating_sub(previous);
+            if gap >= IDLE_GAP.as_nanos() as u64 {
+                probe.idle_ns.fetch_add(gap, Ordering::Relaxed);
+            }
+            probe.longest_ns.fetch_max(gap, Ordering::Relaxed);
         }
         let outcome = self.inner.process(record, now_ms);
         if seen == self.probe.target {
@@ -167,13 +217,27 @@ enum Variant {
 }
 
 impl Variant {
-    fn label(self) -> &'static str {
-        match self {
-            Variant::PassThrough => "(a) pass-through",
-            Variant::Run => "(b) acs-stream run",
+    fn label(self, shape: Shape) -> &'static str {
+        match (self, shape) {
+            (Variant::Run, _) => "(b) acs-stream run",
+            (Variant::PassThrough, Shape { headers: false, topics: false }) => "(a) pass-through",
+            (Variant::PassThrough, Shape { headers: true, topics: false }) => "(a) pass-through, 4 headers",
+            (Variant::PassThrough, Shape { headers: false, topics: true }) => "(a) pass-through, 4 topics",
+            (Variant::PassThrough, Shape { headers: true, topics: true }) => "(a) pass-through, 4 headers, 4 topics",
         }
     }
+}
 
+/// The pass-through's output: raw (no headers, one topic), or shaped like the run's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Shape {
+    /// Four constant headers, like an event's.
+    headers: bool,
+    /// Four topics, chosen by a hash of the key, like the tenant topics.
+    topics: bool,
+}
+
+impl Variant {
     fn tag(self) -> char {
         match self {
             Variant::PassThrough => 'a',
@@ -189,6 +253,11 @@ struct Measure {
     cpu: Duration,
     /// From starting the service to its first record (group join): not measured.
     startup: Duration,
+    /// Sum of the gaps of 100 ms or more between two records, and the longest gap.
+    idle: Duration,
+    longest_gap: Duration,
+    /// From the last record to the commits seen (drain and final commit).
+    tail: Duration,
 }
 
 struct Settings {
@@ -196,6 +265,10 @@ struct Settings {
     rounds: usize,
     brokers: Option<String>,
     partitions: Option<i32>,
+    variants: Vec<Variant>,
+    shape: Shape,
+    /// Rounds ordered a, b, b, a, a, b, ... instead of a, b, a, b, ...
+    abba: bool,
 }
 
 fn env_number<T: std::str::FromStr>(name: &str) -> anyhow::Result<Option<T>> {
@@ -215,7 +288,25 @@ impl Settings {
         ensure!(events > 0 && rounds > 0, "ACS_BENCH_EVENTS and ACS_BENCH_ROUNDS must be at least 1");
         ensure!(partitions.is_none_or(|p| p > 0), "ACS_BENCH_PARTITIONS must be at least 1");
         let brokers = std::env::var("ACS_BENCH_BROKERS").ok().filter(|b| !b.trim().is_empty());
-        Ok(Settings { events, rounds, brokers, partitions })
+        let variants = match std::env::var("ACS_BENCH_ONLY").as_deref().map(str::trim) {
+            Err(_) | Ok("") => vec![Variant::PassThrough, Variant::Run],
+            Ok("a") => vec![Variant::PassThrough],
+            Ok("b") => vec![Variant::Run],
+            Ok(other) => bail!("ACS_BENCH_ONLY={other}: a or b"),
+        };
+        let (headers, topics) = match std::env::var("ACS_BENCH_PASSTHROUGH_SHAPE").as_deref().map(str::trim) {
+            Err(_) | Ok("") | Ok("raw") => (false, false),
+            Ok("headers") => (true, false),
+            Ok("topics") => (false, true),
+            Ok("run") => (true, true),
+            Ok(other) => bail!("ACS_BENCH_PASSTHROUGH_SHAPE={other}: raw, headers, topics or run"),
+        };
+        let abba = match std::env::var("ACS_BENCH_ORDER").as_deref().map(str::trim) {
+            Err(_) | Ok("") | Ok("abab") => false,
+            Ok("abba") => true,
+            Ok(other) => bail!("ACS_BENCH_ORDER={other}: abab or abba"),
+        };
+        Ok(Settings { events, rounds, brokers, partitions, variants, shape: Shape { headers, topics }, abba })
     }
 }
 
@@ -238,6 +329,7 @@ struct Bench {
     ends: Vec<i64>,
     events: usize,
     malformed: usize,
+    shape: Shape,
 }
 
 impl Bench {
@@ -293,6 +385,7 @@ impl Bench {
         let config = self.config(&prefix)?;
         let dead_letter_topic = config.output.dead_letter_topic.clone();
         let outputs: Vec<String> = match variant {
+            Variant::PassThrough if self.shape.topics => (1..=TENANTS).map(|n| format!("{prefix}.out-{n}")).collect(),
             Variant::PassThrough => vec![format!("{prefix}.out")],
             Variant::Run => (1..=TENANTS).map(|n| format!("{prefix}.tenant-{n:02}.events")).collect(),
         };
@@ -314,7 +407,21 @@ impl Bench {
             let shutdown = probe.stop.notified();
             let summary = match &pipeline {
                 None => {
-                    let inner = PassThrough { topic: outputs[0].clone(), dead_letter_topic: dead_letter_topic.clone() };
+                    let headers: Headers = if self.shape.headers {
+                        [
+                            ("content-type", "application/x-protobuf"),
+                            ("acs-schema", "acs.v1.EnrichedEvent"),
+                            ("acs-actor", "test-taker"),
+                            ("acs-action", "pause"),
+                        ]
+                        .into_iter()
+                        .map(|(name, value)| (name, Cow::Borrowed(value)))
+                        .collect()
+                    } else {
+                        Headers::new()
+                    };
+                    let inner =
+                        PassThrough { topics: outputs.clone(), headers, dead_letter_topic: dead_letter_topic.clone() };
                     self.runtime.block_on(runtime::run(&config, &Timed { inner: &inner, probe: &probe }, shutdown))
                 }
                 Some(inner) => self.runtime.block_on(runtime::run(&config, &Timed { inner, probe: &probe }, shutdown)),
@@ -330,9 +437,18 @@ impl Bench {
 
         // Honest: every record processed once and every output in its topic.
         let n = self.events as u64;
-        ensure!(summary.drained, "{} round {round}: not drained: {summary:?}", variant.label());
-        ensure!(summary.consumed == n, "{} round {round}: consumed {} of {n}", variant.label(), summary.consumed);
-        ensure!(summary.produce_failed == 0, "{} round {round}: outputs refused: {summary:?}", variant.label());
+        ensure!(summary.drained, "{} round {round}: not drained: {summary:?}", variant.label(self.shape));
+        ensure!(
+            summary.consumed == n,
+            "{} round {round}: consumed {} of {n}",
+            variant.label(self.shape),
+            summary.consumed
+        );
+        ensure!(
+            summary.produce_failed == 0,
+            "{} round {round}: outputs refused: {summary:?}",
+            variant.label(self.shape)
+        );
         let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &self.brokers).create()?;
         let mut written = 0;
         for topic in &outputs {
@@ -358,7 +474,15 @@ impl Bench {
                 );
             }
         }
-        Ok(Measure { wall: end.at - first.at, cpu: end.cpu.saturating_sub(first.cpu), startup: first.at - started })
+        let last = probe.origin + probe.nanos(&probe.last_ns);
+        Ok(Measure {
+            wall: end.at - first.at,
+            cpu: end.cpu.saturating_sub(first.cpu),
+            startup: first.at - started,
+            idle: probe.nanos(&probe.idle_ns),
+            longest_gap: probe.nanos(&probe.longest_ns),
+            tail: end.at.saturating_duration_since(last),
+        })
     }
 }
 
@@ -483,6 +607,7 @@ fn main() -> anyhow::Result<()> {
         ends: Vec::new(),
         events: settings.events,
         malformed,
+        shape: settings.shape,
     };
     eprintln!(
         "e2e: {} at {}; input {} with {partitions} partitions; loading {} records ({malformed} malformed, {:.1} MB) ...",
@@ -509,17 +634,28 @@ fn main() -> anyhow::Result<()> {
 
     let mut results: [Vec<Measure>; 2] = [Vec::new(), Vec::new()];
     for round in 1..=settings.rounds {
-        for (slot, variant) in [Variant::PassThrough, Variant::Run].into_iter().enumerate() {
+        let order = if settings.abba && round % 2 == 0 {
+            [(1, Variant::Run), (0, Variant::PassThrough)]
+        } else {
+            [(0, Variant::PassThrough), (1, Variant::Run)]
+        };
+        for (slot, variant) in order {
+            if !settings.variants.contains(&variant) {
+                continue;
+            }
             let measure = bench.round(variant, round)?;
             eprintln!(
-                "e2e: round {round} {}: {} records in {:.3} s = {:.0} records/s; CPU {:.2} s = {:.2} s per million \
-                 (group join {:.1} s, excluded)",
-                variant.label(),
+                "e2e: round {round} {}: {} records in {:.3} s = {:.0} records/s; CPU {:.2} s = {:.2} s per million; \
+                 idle gaps {:.2} s (longest {:.3} s); last record to commits {:.3} s; group join {:.1} s (excluded)",
+                variant.label(settings.shape),
                 settings.events,
                 measure.wall.as_secs_f64(),
                 settings.events as f64 / measure.wall.as_secs_f64(),
                 measure.cpu.as_secs_f64(),
                 measure.cpu.as_secs_f64() * 1e6 / settings.events as f64,
+                measure.idle.as_secs_f64(),
+                measure.longest_gap.as_secs_f64(),
+                measure.tail.as_secs_f64(),
                 measure.startup.as_secs_f64(),
             );
             results[slot].push(measure);
@@ -535,39 +671,54 @@ fn main() -> anyhow::Result<()> {
     let walls = |m: &[Measure]| m.iter().map(|m| m.wall.as_secs_f64()).collect::<Vec<_>>();
     let rates = |m: &[Measure]| m.iter().map(|m| n / m.wall.as_secs_f64()).collect::<Vec<_>>();
     let cpus = |m: &[Measure]| m.iter().map(|m| m.cpu.as_secs_f64() * 1e6 / n).collect::<Vec<_>>();
-    let (a, b) = (&results[0], &results[1]);
-    let pair = |f: &dyn Fn(&[Measure]) -> Vec<f64>| -> Vec<f64> { f(b).iter().zip(f(a)).map(|(b, a)| b / a).collect() };
-    let rate_ratio = median(&rates(b)) / median(&rates(a));
-    let cpu_ratio = median(&cpus(b)) / median(&cpus(a));
-    let ratio = |median: f64, pairs: &[f64]| {
-        let (lo, hi) = range(pairs);
-        if pairs.len() == 1 { format!("**{median:.2}**") } else { format!("**{median:.2}** ({lo:.2} – {hi:.2})") }
-    };
+    let idles = |m: &[Measure]| m.iter().map(|m| m.idle.as_secs_f64()).collect::<Vec<_>>();
 
     println!();
     println!(
         "End to end on the {}: {} records ({malformed} malformed, {:.1} MB), {partitions} partitions per topic, \
-         {} round(s) of each variant alternated; median (min – max).",
+         {} round(s) of each variant alternated ({}); median (min – max).",
         where_,
         settings.events,
         bytes as f64 / 1e6,
-        settings.rounds
+        settings.rounds,
+        if settings.abba { "a, b, b, a, ..." } else { "a, b, a, b, ..." }
     );
     println!();
-    println!("| variant | records | wall s | events/s | CPU s per million events |");
-    println!("|---|---:|---:|---:|---:|");
-    for (variant, m) in [(Variant::PassThrough, a), (Variant::Run, b)] {
+    println!("| variant | records | wall s | events/s | CPU s per million events | idle gaps s |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (variant, m) in [(Variant::PassThrough, &results[0]), (Variant::Run, &results[1])] {
+        if m.is_empty() {
+            continue;
+        }
         println!(
-            "| {} | {} | {} | {} | {} |",
-            variant.label(),
+            "| {} | {} | {} | {} | {} | {} |",
+            variant.label(settings.shape),
             settings.events,
             stat(&walls(m), 1.0, 2, ""),
             stat(&rates(m), 1e3, 1, " k"),
             stat(&cpus(m), 1.0, 2, ""),
+            stat(&idles(m), 1.0, 2, ""),
         );
     }
-    println!("| **b/a** | | | {} | {} |", ratio(rate_ratio, &pair(&rates)), ratio(cpu_ratio, &pair(&cpus)));
-    println!();
-    println!("b/a: ratio of the medians (range: ratios of the pairs a_i, b_i). Target: events/s b/a ≥ 0.8.");
+    if let [a, b] = &results
+        && !a.is_empty()
+        && !b.is_empty()
+    {
+        let pair =
+            |f: &dyn Fn(&[Measure]) -> Vec<f64>| -> Vec<f64> { f(b).iter().zip(f(a)).map(|(b, a)| b / a).collect() };
+        let ratio = |f: &dyn Fn(&[Measure]) -> Vec<f64>| {
+            let median = median(&f(b)) / median(&f(a));
+            let pairs = pair(f);
+            let (lo, hi) = range(&pairs);
+            if pairs.len() == 1 { format!("**{median:.2}**") } else { format!("**{median:.2}** ({lo:.2} – {hi:.2})") }
+        };
+        println!("| **b/a** | | | {} | {} | |", ratio(&rates), ratio(&cpus));
+        println!();
+        println!("b/a: ratio of the medians (range: ratios of the pairs a_i, b_i). Target: events/s b/a ≥ 0.8.");
+    }
+    println!(
+        "Idle gaps: the time spent in gaps of {} ms or more between two records (the service waiting for input).",
+        IDLE_GAP.as_millis()
+    );
     Ok(())
 }
