@@ -23,6 +23,19 @@ use crate::synth::{Generator, SynthOptions, SynthRecord};
 pub const INPUT_TOPIC: &str = "acs.raw";
 const INPUT_PARTITIONS: i32 = 6;
 const OUTPUT_PARTITIONS: i32 = 3;
+/// The mock cluster keeps at most 5 MiB per partition and silently drops older records:
+/// a topic gets a partition per this many bytes of its records.
+const MOCK_PARTITION_BUDGET: usize = 4 << 20;
+/// More than the average bytes of a synthetic record in or out (key, value, headers, batch
+/// overhead: about 0.7 KiB), which leaves room for uneven partitions.
+const RECORD_BYTES: usize = 1024;
+
+/// Partitions for a topic that may receive `records` records: at least `floor`, and
+/// enough that the mock cluster never drops any.
+fn partitions_for(records: usize, floor: i32) -> i32 {
+    let needed = records.saturating_mul(RECORD_BYTES).div_ceil(MOCK_PARTITION_BUDGET);
+    i32::try_from(needed).unwrap_or(i32::MAX).max(floor)
+}
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -154,11 +167,13 @@ pub async fn run(options: &DemoOptions) -> Result<(), DemoError> {
     )?;
     let pipeline = Pipeline::new(&config, ReasonCatalog::builtin())?;
     // The mock cluster does not support CreateTopics: topics are made through its own API.
-    cluster.create_topic(INPUT_TOPIC, INPUT_PARTITIONS, 1)?;
+    // Sized for the traffic (sessions are spread evenly over the tenants).
+    cluster.create_topic(INPUT_TOPIC, partitions_for(options.events, INPUT_PARTITIONS), 1)?;
+    let output_partitions = partitions_for(options.events.div_ceil(tenants.len()), OUTPUT_PARTITIONS);
     let mut outputs: Vec<String> = tenants.iter().map(|t| format!("acs.{t}.events")).collect();
     outputs.push(pipeline.dead_letter_topic().to_owned());
     for topic in &outputs {
-        cluster.create_topic(topic, OUTPUT_PARTITIONS, 1)?;
+        cluster.create_topic(topic, output_partitions, 1)?;
     }
 
     // Traffic: the last record is about now.
@@ -178,7 +193,7 @@ pub async fn run(options: &DemoOptions) -> Result<(), DemoError> {
     let expected = options.events;
     let reader = tokio::task::spawn_blocking(move || {
         let result =
-            read_outputs(&reader_brokers, &outputs, OUTPUT_PARTITIONS, expected, Duration::from_secs(600), |n| {
+            read_outputs(&reader_brokers, &outputs, output_partitions, expected, Duration::from_secs(600), |n| {
                 eprintln!("demo: {n}/{expected} records processed");
             });
         let _ = done_tx.send(());
@@ -251,4 +266,19 @@ fn report(summary: &RunSummary, records: &[OutputRecord], elapsed: Duration) -> 
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_are_sized_so_that_the_mock_cluster_drops_nothing() {
+        // The default demo keeps its partitions.
+        assert_eq!(partitions_for(20_000, INPUT_PARTITIONS), 6);
+        assert_eq!(partitions_for(5_000, OUTPUT_PARTITIONS), 3);
+        // 100,000 records of about 0.7 KiB: under 3 MiB per partition, below the 5 MiB kept.
+        assert_eq!(partitions_for(100_000, INPUT_PARTITIONS), 25);
+        assert_eq!(partitions_for(usize::MAX, 1), i32::MAX);
+    }
 }

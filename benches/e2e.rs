@@ -1,0 +1,734 @@
+//! End to end, on one broker: (a) a raw pass-through against (b) `acs-stream run`.
+//!
+//! Both variants run through the very same service loop, `acs_stream::kafka::runtime::run`,
+//! with the same `Config` (client settings, `max_in_flight`, commit interval, prefetch), the
+//! same offset discipline (commit only what every output of is acknowledged) and the same
+//! input topic, each in its own consumer group:
+//! - (a) `PassThrough`: republishes each record's key and value unchanged, without headers
+//!   (the input records carry none), to one output topic;
+//! - (b) the core (`Pipeline`, protobuf output): events to the four tenant topics (with their
+//!   four headers), dead letters (1% of the corpus) to the dead-letter topic.
+//!
+//! Corpus: `synth::Generator` with its default options (seed 42, four tenants, 1% malformed),
+//! the same `ACS_BENCH_EVENTS` records loaded once into the input topic before any round.
+//!
+//! Window: from the first record handed to the processor (the group join, about 3 s on the
+//! mock cluster, is excluded) to the first time a watcher thread, polling every 20 ms with
+//! its own client, sees the group's committed offsets equal the input's end offsets. The
+//! service is asked to stop when it has processed the N-th record; it then drains the
+//! outputs in flight and commits (the commit timer keeps its default of 5 s, so the end
+//! does not wait for a tick). CPU: the process's user + system time (getrusage) over the
+//! window; with the mock cluster the broker runs in this process, so its CPU is included.
+//!
+//! Rounds alternate a, b, a, b, ... (`ACS_BENCH_ROUNDS` pairs, default 3); each round has a
+//! fresh group and fresh output topics, and is checked: consumed = N, drained, outputs in
+//! the topics = N (pass-through) or events + dead letters = N with the expected dead-letter
+//! count (run), nothing truncated by the broker. Any mismatch stops the bench with an error.
+//!
+//! Run: `cargo bench --bench e2e`. Environment:
+//! - `ACS_BENCH_EVENTS`: records (default 200,000; 2,000 when not run by `cargo bench`);
+//! - `ACS_BENCH_ROUNDS`: pairs of rounds (default 3; 1 when not run by `cargo bench`);
+//! - `ACS_BENCH_BROKERS=host:port`: a real broker instead of the in-process mock cluster
+//!   (topics created with the admin API, names unique per invocation);
+//! - `ACS_BENCH_PARTITIONS`: partitions of every topic, input and outputs (default on the
+//!   mock cluster: enough for about 2 MiB of input per partition, at least 32, because the
+//!   mock cluster keeps only 5 MiB per partition and silently drops older data; 8 on a
+//!   real broker);
+//! - `ACS_BENCH_ORDER=abab|abba`: `abba` runs the even rounds' pair as b then a, which
+//!   cancels a broker that slows down as it fills (tansu); default `abab`;
+//! - `ACS_BENCH_ONLY=a|b`: one variant only (for profiling; no ratio);
+//! - `ACS_BENCH_PASSTHROUGH_SHAPE=raw|headers|topics|run`: for analysis, the pass-through's
+//!   output takes the shape of the run's: four constant headers like an event's, four topics
+//!   chosen by a hash of the key like the tenant topics, or both (`run`: the difference is
+//!   then the core's own cost); default `raw`;
+//! - `ACS_STREAM__...`: configuration overrides, applied to both variants, as for `run`;
+//! - `RUST_LOG`: the service's logs, to stderr.
+//!
+//! Run without `--bench` (as `cargo test --all-targets` does), it is a smoke test: 2,000
+//! records, one round of each.
+
+use std::borrow::Cow;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use acs_stream::commands::demo;
+use acs_stream::config::Config;
+use acs_stream::encode::{Headers, Output};
+use acs_stream::kafka::runtime::{self, RunSummary};
+use acs_stream::model::ReasonCatalog;
+use acs_stream::pipeline::{Outcome, Pipeline, Processor, Record};
+use acs_stream::synth::{Generator, SynthOptions};
+use anyhow::{Context, bail, ensure};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
+use rdkafka::{Offset, TopicPartitionList};
+
+/// As in the binary.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// How often the watcher asks for the group's committed offsets.
+const WATCH_EVERY: Duration = Duration::from_millis(20);
+/// A gap between two records this long or longer is counted as idle (waiting for input).
+const IDLE_GAP: Duration = Duration::from_millis(100);
+/// Average input per partition on the mock cluster (it keeps at most 5 MiB per partition).
+const MOCK_BYTES_PER_PARTITION: usize = 2 << 20;
+/// The synthetic corpus's tenants (`SynthOptions::default()`).
+const TENANTS: usize = 4;
+
+/// (a) Republishes each record unchanged: same key, same value, no headers, one topic. For
+/// analysis only (`ACS_BENCH_PASSTHROUGH_SHAPE=run`): four constant headers like an event's,
+/// and the records spread over four topics by a hash of the key, like the tenant topics.
+struct PassThrough {
+    topics: Vec<String>,
+    headers: Headers,
+    dead_letter_topic: String,
+}
+
+impl Processor for PassThrough {
+    type State = ();
+
+    fn state(&self) {}
+
+    fn process<'a>(&self, record: &Record<'a>, _state: &mut (), _now_ms: i64) -> Outcome<'a> {
+        let topic = match self.topics.as_slice() {
+            [one] => one,
+            many => {
+                let hash = xxhash_rust::xxh3::xxh3_64(record.key.unwrap_or_default());
+                &many[(hash % many.len() as u64) as usize]
+            }
+        };
+        Outcome::Event(Output {
+            topic: topic.clone(),
+            key: record.key.map(Cow::Borrowed),
+            value: Cow::Borrowed(record.value),
+            headers: self.headers.clone(),
+        })
+    }
+
+    fn dead_letter_topic(&self) -> &str {
+        &self.dead_letter_topic
+    }
+}
+
+/// A point in time, wall clock and process CPU.
+#[derive(Debug, Clone, Copy)]
+struct Mark {
+    at: Instant,
+    cpu: Duration,
+}
+
+impl Mark {
+    fn now() -> Mark {
+        Mark { at: Instant::now(), cpu: process_cpu() }
+    }
+}
+
+/// User + system CPU time of the whole process (every thread, the mock broker's included).
+fn process_cpu() -> Duration {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes a `rusage` into the pointer it is given, which is valid and
+    // large enough; on failure (impossible for RUSAGE_SELF) the zeroed value is read.
+    let usage = unsafe {
+        libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr());
+        usage.assume_init()
+    };
+    let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    time(usage.ru_utime) + time(usage.ru_stime)
+}
+
+/// What the measuring wrapper saw.
+struct Probe {
+    target: u64,
+    seen: AtomicU64,
+    first: OnceLock<Mark>,
+    /// Stops the service: the N-th record was processed, or the watcher gave up.
+    stop: tokio::sync::Notify,
+    /// Times below are nanoseconds since this instant.
+    origin: Instant,
+    /// When the last record was handed to the processor.
+    last_ns: AtomicU64,
+    /// Sum of the gaps of at least `IDLE_GAP` between two records, and the longest gap.
+    idle_ns: AtomicU64,
+    longest_ns: AtomicU64,
+}
+
+impl Probe {
+    fn new(target: u64) -> Probe {
+        Probe {
+            target,
+            seen: AtomicU64::new(0),
+            first: OnceLock::new(),
+            stop: tokio::sync::Notify::new(),
+            origin: Instant::now(),
+            last_ns: AtomicU64::new(0),
+            idle_ns: AtomicU64::new(0),
+            longest_ns: AtomicU64::new(0),
+        }
+    }
+
+    fn nanos(&self, value: &AtomicU64) -> Duration {
+        Duration::from_nanos(value.load(Ordering::Relaxed))
+    }
+}
+
+/// Wraps either variant identically: marks the first record, stops after the N-th.
+struct Timed<'p, P> {
+    inner: &'p P,
+    probe: &'p Probe,
+}
+
+impl<P: Processor> Processor for Timed<'_, P> {
+    type State = P::State;
+
+    fn state(&self) -> P::State {
+        self.inner.state()
+    }
+
+    #[inline]
+    fn process<'a>(&self, record: &Record<'a>, state: &mut P::State, now_ms: i64) -> Outcome<'a> {
+        let probe = self.probe;
+        let seen = probe.seen.fetch_add(1, Ordering::Relaxed) + 1;
+        if seen == 1 {
+            let _ = probe.first.set(Mark::now());
+        }
+        // One task calls this, record after record: relaxed atomics only make `Probe` Sync.
+        let now = probe.origin.elapsed().as_nanos() as u64;
+        let previous = probe.last_ns.swap(now, Ordering::Relaxed);
+        if seen > 1 {
+            let gap = now.saturating_sub(previous);
+            if gap >= IDLE_GAP.as_nanos() as u64 {
+                probe.idle_ns.fetch_add(gap, Ordering::Relaxed);
+            }
+            probe.longest_ns.fetch_max(gap, Ordering::Relaxed);
+        }
+        let outcome = self.inner.process(record, state, now_ms);
+        if seen == self.probe.target {
+            // Its output is sent before the loop looks at the shutdown future again.
+            self.probe.stop.notify_one();
+        }
+        outcome
+    }
+
+    fn dead_letter_topic(&self) -> &str {
+        self.inner.dead_letter_topic()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Variant {
+    PassThrough,
+    Run,
+}
+
+impl Variant {
+    fn label(self, shape: Shape) -> &'static str {
+        match (self, shape) {
+            (Variant::Run, _) => "(b) acs-stream run",
+            (Variant::PassThrough, Shape { headers: false, topics: false }) => "(a) pass-through",
+            (Variant::PassThrough, Shape { headers: true, topics: false }) => "(a) pass-through, 4 headers",
+            (Variant::PassThrough, Shape { headers: false, topics: true }) => "(a) pass-through, 4 topics",
+            (Variant::PassThrough, Shape { headers: true, topics: true }) => "(a) pass-through, 4 headers, 4 topics",
+        }
+    }
+}
+
+/// The pass-through's output: raw (no headers, one topic), or shaped like the run's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Shape {
+    /// Four constant headers, like an event's.
+    headers: bool,
+    /// Four topics, chosen by a hash of the key, like the tenant topics.
+    topics: bool,
+}
+
+impl Variant {
+    fn tag(self) -> char {
+        match self {
+            Variant::PassThrough => 'a',
+            Variant::Run => 'b',
+        }
+    }
+}
+
+/// One measured round.
+#[derive(Debug, Clone, Copy)]
+struct Measure {
+    wall: Duration,
+    cpu: Duration,
+    /// From starting the service to its first record (group join): not measured.
+    startup: Duration,
+    /// Sum of the gaps of 100 ms or more between two records, and the longest gap.
+    idle: Duration,
+    longest_gap: Duration,
+    /// From the last record to the commits seen (drain and final commit).
+    tail: Duration,
+}
+
+struct Settings {
+    events: usize,
+    rounds: usize,
+    brokers: Option<String>,
+    partitions: Option<i32>,
+    variants: Vec<Variant>,
+    shape: Shape,
+    /// Rounds ordered a, b, b, a, a, b, ... instead of a, b, a, b, ...
+    abba: bool,
+}
+
+fn env_number<T: std::str::FromStr>(name: &str) -> anyhow::Result<Option<T>> {
+    match std::env::var(name) {
+        Ok(text) if !text.trim().is_empty() => {
+            text.trim().replace('_', "").parse().map(Some).map_err(|_| anyhow::anyhow!("{name}={text}: not a number"))
+        }
+        _ => Ok(None),
+    }
+}
+
+impl Settings {
+    fn from_env(full: bool) -> anyhow::Result<Settings> {
+        let events = env_number("ACS_BENCH_EVENTS")?.unwrap_or(if full { 200_000 } else { 2_000 });
+        let rounds = env_number("ACS_BENCH_ROUNDS")?.unwrap_or(if full { 3 } else { 1 });
+        let partitions = env_number("ACS_BENCH_PARTITIONS")?;
+        ensure!(events > 0 && rounds > 0, "ACS_BENCH_EVENTS and ACS_BENCH_ROUNDS must be at least 1");
+        ensure!(partitions.is_none_or(|p| p > 0), "ACS_BENCH_PARTITIONS must be at least 1");
+        let brokers = std::env::var("ACS_BENCH_BROKERS").ok().filter(|b| !b.trim().is_empty());
+        let variants = match std::env::var("ACS_BENCH_ONLY").as_deref().map(str::trim) {
+            Err(_) | Ok("") => vec![Variant::PassThrough, Variant::Run],
+            Ok("a") => vec![Variant::PassThrough],
+            Ok("b") => vec![Variant::Run],
+            Ok(other) => bail!("ACS_BENCH_ONLY={other}: a or b"),
+        };
+        let (headers, topics) = match std::env::var("ACS_BENCH_PASSTHROUGH_SHAPE").as_deref().map(str::trim) {
+            Err(_) | Ok("") | Ok("raw") => (false, false),
+            Ok("headers") => (true, false),
+            Ok("topics") => (false, true),
+            Ok("run") => (true, true),
+            Ok(other) => bail!("ACS_BENCH_PASSTHROUGH_SHAPE={other}: raw, headers, topics or run"),
+        };
+        let abba = match std::env::var("ACS_BENCH_ORDER").as_deref().map(str::trim) {
+            Err(_) | Ok("") | Ok("abab") => false,
+            Ok("abba") => true,
+            Ok(other) => bail!("ACS_BENCH_ORDER={other}: abab or abba"),
+        };
+        Ok(Settings { events, rounds, brokers, partitions, variants, shape: Shape { headers, topics }, abba })
+    }
+}
+
+/// The broker under test: the in-process mock cluster, or a real one.
+enum Broker {
+    /// Kept alive for the whole bench: dropping it stops the cluster.
+    Mock(MockCluster<'static, DefaultProducerContext>),
+    Real,
+}
+
+struct Bench {
+    broker: Broker,
+    brokers: String,
+    partitions: i32,
+    runtime: tokio::runtime::Runtime,
+    /// Unique per invocation: topic and group names.
+    run_id: String,
+    input: String,
+    /// Input end offsets, per partition.
+    ends: Vec<i64>,
+    events: usize,
+    malformed: usize,
+    shape: Shape,
+}
+
+impl Bench {
+    fn create_topics(&self, names: &[String]) -> anyhow::Result<()> {
+        match &self.broker {
+            Broker::Mock(cluster) => {
+                for name in names {
+                    cluster.create_topic(name, self.partitions, 1).with_context(|| format!("creating {name}"))?;
+                }
+            }
+            Broker::Real => {
+                let admin: AdminClient<DefaultClientContext> =
+                    ClientConfig::new().set("bootstrap.servers", &self.brokers).create()?;
+                let new: Vec<NewTopic<'_>> =
+                    names.iter().map(|name| NewTopic::new(name, self.partitions, TopicReplication::Fixed(1))).collect();
+                let results = self.runtime.block_on(admin.create_topics(&new, &AdminOptions::new()))?;
+                for result in results {
+                    if let Err((topic, code)) = result {
+                        bail!("cannot create {topic}: {code}");
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Records in `topic`, checking that the broker dropped none (low watermark 0).
+    fn count(&self, consumer: &BaseConsumer, topic: &str) -> anyhow::Result<i64> {
+        let mut total = 0;
+        for partition in 0..self.partitions {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, partition, Duration::from_secs(10))
+                .with_context(|| format!("watermarks of {topic}[{partition}]"))?;
+            ensure!(low == 0, "{topic}[{partition}]: the broker dropped records (low watermark {low})");
+            total += high;
+        }
+        Ok(total)
+    }
+
+    fn config(&self, prefix: &str) -> anyhow::Result<Config> {
+        let file = format!(
+            "[output]\nevents_topic = \"{prefix}.{{tenant}}.events\"\nalerts_topic = \"{prefix}.{{tenant}}.alerts\"\n\
+             dead_letter_topic = \"{prefix}.dlq\"\n\
+             [kafka]\nbrokers = \"{}\"\ngroup_id = \"{prefix}\"\ninput_topics = [\"{}\"]\n[topics]\ncreate = false\n",
+            self.brokers, self.input
+        );
+        Ok(Config::layered(Some(("e2e bench", &file)), std::env::vars())?)
+    }
+
+    /// Runs one variant once, checks its outputs, returns what was measured.
+    fn round(&self, variant: Variant, round: usize) -> anyhow::Result<Measure> {
+        let prefix = format!("bench-{}.{}{round}", self.run_id, variant.tag());
+        let config = self.config(&prefix)?;
+        let dead_letter_topic = config.output.dead_letter_topic.clone();
+        let outputs: Vec<String> = match variant {
+            Variant::PassThrough if self.shape.topics => (1..=TENANTS).map(|n| format!("{prefix}.out-{n}")).collect(),
+            Variant::PassThrough => vec![format!("{prefix}.out")],
+            Variant::Run => (1..=TENANTS).map(|n| format!("{prefix}.tenant-{n:02}.events")).collect(),
+        };
+        let mut created = outputs.clone();
+        created.push(dead_letter_topic.clone());
+        self.create_topics(&created)?;
+
+        let pipeline = match variant {
+            Variant::PassThrough => None,
+            Variant::Run => Some(Pipeline::new(&config, ReasonCatalog::builtin())?),
+        };
+        let probe = Probe::new(self.events as u64);
+        let ended = AtomicBool::new(false);
+        let patience = Duration::from_secs(120) + Duration::from_millis(self.events as u64);
+        let (started, summary, end) = std::thread::scope(|scope| {
+            let (brokers, input, ends) = (&self.brokers, &self.input, &self.ends);
+            let watcher = scope.spawn(|| watch(brokers, input, ends, &prefix, &probe, &ended, patience));
+            let started = Instant::now();
+            let shutdown = probe.stop.notified();
+            let summary = match &pipeline {
+                None => {
+                    let headers: Headers = if self.shape.headers {
+                        [
+                            ("content-type", "application/x-protobuf"),
+                            ("acs-schema", "acs.v1.EnrichedEvent"),
+                            ("acs-actor", "test-taker"),
+                            ("acs-action", "pause"),
+                        ]
+                        .into_iter()
+                        .map(|(name, value)| (name, Cow::Borrowed(value)))
+                        .collect()
+                    } else {
+                        Headers::new()
+                    };
+                    let inner =
+                        PassThrough { topics: outputs.clone(), headers, dead_letter_topic: dead_letter_topic.clone() };
+                    self.runtime.block_on(runtime::run(&config, &Timed { inner: &inner, probe: &probe }, shutdown))
+                }
+                Some(inner) => self.runtime.block_on(runtime::run(&config, &Timed { inner, probe: &probe }, shutdown)),
+            };
+            if !matches!(summary, Ok(RunSummary { drained: true, .. })) {
+                // The committed offsets will not reach the end: let the watcher go.
+                ended.store(true, Ordering::Relaxed);
+            }
+            let end = watcher.join().expect("the watcher does not panic");
+            anyhow::Ok((started, summary?, end?))
+        })?;
+        let first = *probe.first.get().context("no record was processed")?;
+
+        // Honest: every record processed once and every output in its topic.
+        let n = self.events as u64;
+        ensure!(summary.drained, "{} round {round}: not drained: {summary:?}", variant.label(self.shape));
+        ensure!(
+            summary.consumed == n,
+            "{} round {round}: consumed {} of {n}",
+            variant.label(self.shape),
+            summary.consumed
+        );
+        ensure!(
+            summary.produce_failed == 0,
+            "{} round {round}: outputs refused: {summary:?}",
+            variant.label(self.shape)
+        );
+        let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &self.brokers).create()?;
+        let mut written = 0;
+        for topic in &outputs {
+            written += self.count(&consumer, topic)?;
+        }
+        let dead = self.count(&consumer, &dead_letter_topic)?;
+        match variant {
+            Variant::PassThrough => {
+                ensure!(
+                    written == n as i64 && dead == 0,
+                    "pass-through round {round}: {written} records out and {dead} dead letters for {n} in"
+                );
+            }
+            Variant::Run => {
+                ensure!(
+                    summary.events + summary.dead_letters == n
+                        && written == summary.events as i64
+                        && dead == summary.dead_letters as i64
+                        && dead == self.malformed as i64,
+                    "run round {round}: {written} events and {dead} dead letters in the topics for {n} records \
+                     ({} malformed); the service counted {summary:?}",
+                    self.malformed
+                );
+            }
+        }
+        let last = probe.origin + probe.nanos(&probe.last_ns);
+        Ok(Measure {
+            wall: end.at - first.at,
+            cpu: end.cpu.saturating_sub(first.cpu),
+            startup: first.at - started,
+            idle: probe.nanos(&probe.idle_ns),
+            longest_gap: probe.nanos(&probe.longest_ns),
+            tail: end.at.saturating_duration_since(last),
+        })
+    }
+}
+
+/// Polls the group's committed offsets until they equal the input's end offsets; the
+/// moment it sees them is the end of the window. Gives up after `patience` (and stops the
+/// service), or when the service ended without draining.
+fn watch(
+    brokers: &str,
+    input: &str,
+    ends: &[i64],
+    group: &str,
+    probe: &Probe,
+    ended: &AtomicBool,
+    patience: Duration,
+) -> anyhow::Result<Mark> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let mut list = TopicPartitionList::new();
+    for partition in 0..ends.len() as i32 {
+        list.add_partition(input, partition);
+    }
+    let deadline = Instant::now() + patience;
+    let mut last = None;
+    loop {
+        match consumer.committed_offsets(list.clone(), Duration::from_secs(5)) {
+            Ok(committed) => {
+                // An empty partition has nothing to commit.
+                let done = ends.iter().enumerate().all(|(partition, end)| {
+                    let offset = committed.find_partition(input, partition as i32).map(|e| e.offset());
+                    offset == Some(Offset::Offset(*end)) || (*end == 0 && offset == Some(Offset::Invalid))
+                });
+                if done {
+                    return Ok(Mark::now());
+                }
+                last = Some(committed);
+            }
+            Err(error) => eprintln!("e2e: committed offsets of {group}: {error} (retrying)"),
+        }
+        if ended.load(Ordering::Relaxed) || Instant::now() > deadline {
+            probe.stop.notify_one();
+            bail!(
+                "{group}: the committed offsets did not reach the input's end {:?} within {patience:?} \
+                 ({} records processed); last seen: {last:?}",
+                ends,
+                probe.seen.load(Ordering::Relaxed)
+            );
+        }
+        std::thread::sleep(WATCH_EVERY);
+    }
+}
+
+fn now_nanos() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos()
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let mid = sorted.len() / 2;
+    if sorted.len() % 2 == 1 { sorted[mid] } else { (sorted[mid - 1] + sorted[mid]) / 2.0 }
+}
+
+fn range(values: &[f64]) -> (f64, f64) {
+    values.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(*v), hi.max(*v)))
+}
+
+/// `median (min – max)` with `digits` decimals, scaled by `scale`.
+fn stat(values: &[f64], scale: f64, digits: usize, unit: &str) -> String {
+    let (lo, hi) = range(values);
+    let m = median(values);
+    if values.len() == 1 {
+        return format!("{:.digits$}{unit}", m / scale);
+    }
+    format!("{:.digits$}{unit} ({:.digits$} – {:.digits$})", m / scale, lo / scale, hi / scale)
+}
+
+fn main() -> anyhow::Result<()> {
+    let full = std::env::args().any(|arg| arg == "--bench");
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
+    let settings = Settings::from_env(full)?;
+    if !full {
+        eprintln!(
+            "e2e: smoke test ({} records, {} round of each); `cargo bench --bench e2e` measures",
+            settings.events, settings.rounds
+        );
+    }
+
+    eprintln!("e2e: generating {} records ...", settings.events);
+    let corpus = Generator::new(SynthOptions::default()).take_records(settings.events);
+    let malformed = corpus.iter().filter(|r| r.malformed).count();
+    let bytes: usize = corpus.iter().map(|r| r.key.len() + r.value.len()).sum();
+
+    let run_id = format!("{}-{}", std::process::id(), now_nanos() % 1_000_000_000);
+    let (broker, brokers, partitions, where_) = match &settings.brokers {
+        None => {
+            let cluster = MockCluster::new(1)?;
+            let brokers = cluster.bootstrap_servers();
+            let partitions =
+                settings.partitions.unwrap_or_else(|| bytes.div_ceil(MOCK_BYTES_PER_PARTITION).max(32) as i32);
+            (Broker::Mock(cluster), brokers, partitions, "librdkafka mock cluster, in process (its CPU is included)")
+        }
+        Some(brokers) => {
+            (Broker::Real, brokers.clone(), settings.partitions.unwrap_or(8), "real broker (CPU: this process only)")
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let mut bench = Bench {
+        broker,
+        brokers,
+        partitions,
+        runtime,
+        input: format!("bench-{run_id}.raw"),
+        run_id,
+        ends: Vec::new(),
+        events: settings.events,
+        malformed,
+        shape: settings.shape,
+    };
+    eprintln!(
+        "e2e: {} at {}; input {} with {partitions} partitions; loading {} records ({malformed} malformed, {:.1} MB) ...",
+        where_,
+        bench.brokers,
+        bench.input,
+        settings.events,
+        bytes as f64 / 1e6
+    );
+    bench.create_topics(std::slice::from_ref(&bench.input))?;
+    let loading = Instant::now();
+    demo::produce(&bench.brokers, &bench.input, corpus).context("loading the corpus")?;
+    {
+        let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &bench.brokers).create()?;
+        for partition in 0..partitions {
+            let (low, high) = consumer.fetch_watermarks(&bench.input, partition, Duration::from_secs(10))?;
+            ensure!(low == 0, "{}[{partition}]: the broker dropped input (low watermark {low})", bench.input);
+            bench.ends.push(high);
+        }
+    }
+    let loaded: i64 = bench.ends.iter().sum();
+    ensure!(loaded == settings.events as i64, "{loaded} records in the input topic, {} produced", settings.events);
+    eprintln!("e2e: loaded in {:.1} s", loading.elapsed().as_secs_f64());
+
+    let mut results: [Vec<Measure>; 2] = [Vec::new(), Vec::new()];
+    for round in 1..=settings.rounds {
+        let order = if settings.abba && round % 2 == 0 {
+            [(1, Variant::Run), (0, Variant::PassThrough)]
+        } else {
+            [(0, Variant::PassThrough), (1, Variant::Run)]
+        };
+        for (slot, variant) in order {
+            if !settings.variants.contains(&variant) {
+                continue;
+            }
+            let measure = bench.round(variant, round)?;
+            eprintln!(
+                "e2e: round {round} {}: {} records in {:.3} s = {:.0} records/s; CPU {:.2} s = {:.2} s per million; \
+                 idle gaps {:.2} s (longest {:.3} s); last record to commits {:.3} s; group join {:.1} s (excluded)",
+                variant.label(settings.shape),
+                settings.events,
+                measure.wall.as_secs_f64(),
+                settings.events as f64 / measure.wall.as_secs_f64(),
+                measure.cpu.as_secs_f64(),
+                measure.cpu.as_secs_f64() * 1e6 / settings.events as f64,
+                measure.idle.as_secs_f64(),
+                measure.longest_gap.as_secs_f64(),
+                measure.tail.as_secs_f64(),
+                measure.startup.as_secs_f64(),
+            );
+            results[slot].push(measure);
+        }
+    }
+    // The input is checked again: nothing was dropped while the rounds ran.
+    {
+        let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &bench.brokers).create()?;
+        ensure!(bench.count(&consumer, &bench.input)? == loaded, "the input topic changed during the bench");
+    }
+
+    let n = settings.events as f64;
+    let walls = |m: &[Measure]| m.iter().map(|m| m.wall.as_secs_f64()).collect::<Vec<_>>();
+    let rates = |m: &[Measure]| m.iter().map(|m| n / m.wall.as_secs_f64()).collect::<Vec<_>>();
+    let cpus = |m: &[Measure]| m.iter().map(|m| m.cpu.as_secs_f64() * 1e6 / n).collect::<Vec<_>>();
+    let idles = |m: &[Measure]| m.iter().map(|m| m.idle.as_secs_f64()).collect::<Vec<_>>();
+
+    println!();
+    println!(
+        "End to end on the {}: {} records ({malformed} malformed, {:.1} MB), {partitions} partitions per topic, \
+         {} round(s) of each variant alternated ({}); median (min – max).",
+        where_,
+        settings.events,
+        bytes as f64 / 1e6,
+        settings.rounds,
+        if settings.abba { "a, b, b, a, ..." } else { "a, b, a, b, ..." }
+    );
+    println!();
+    println!("| variant | records | wall s | events/s | CPU s per million events | idle gaps s |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (variant, m) in [(Variant::PassThrough, &results[0]), (Variant::Run, &results[1])] {
+        if m.is_empty() {
+            continue;
+        }
+        println!(
+            "| {} | {} | {} | {} | {} | {} |",
+            variant.label(settings.shape),
+            settings.events,
+            stat(&walls(m), 1.0, 2, ""),
+            stat(&rates(m), 1e3, 1, " k"),
+            stat(&cpus(m), 1.0, 2, ""),
+            stat(&idles(m), 1.0, 2, ""),
+        );
+    }
+    if let [a, b] = &results
+        && !a.is_empty()
+        && !b.is_empty()
+    {
+        let pair =
+            |f: &dyn Fn(&[Measure]) -> Vec<f64>| -> Vec<f64> { f(b).iter().zip(f(a)).map(|(b, a)| b / a).collect() };
+        let ratio = |f: &dyn Fn(&[Measure]) -> Vec<f64>| {
+            let median = median(&f(b)) / median(&f(a));
+            let pairs = pair(f);
+            let (lo, hi) = range(&pairs);
+            if pairs.len() == 1 { format!("**{median:.2}**") } else { format!("**{median:.2}** ({lo:.2} – {hi:.2})") }
+        };
+        println!("| **b/a** | | | {} | {} | |", ratio(&rates), ratio(&cpus));
+        println!();
+        println!("b/a: ratio of the medians (range: ratios of the pairs a_i, b_i). Target: events/s b/a ≥ 0.8.");
+    }
+    println!(
+        "Idle gaps: the time spent in gaps of {} ms or more between two records (the service waiting for input).",
+        IDLE_GAP.as_millis()
+    );
+    Ok(())
+}
