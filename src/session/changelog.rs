@@ -72,6 +72,7 @@ pub fn decode(value: &[u8]) -> Result<(SessionState, InputPartition), ChangelogE
         finished_at: message.finished_at,
         applied_offset: message.applied_offset,
         recent_ids: message.recent_id_hashes.into_iter().zip(message.recent_id_seen_at).collect(),
+        dirty: false,
     };
     Ok((state, InputPartition { topic: message.input_topic, partition: message.input_partition }))
 }
@@ -94,6 +95,7 @@ mod tests {
             finished_at: None,
             applied_offset: 41,
             recent_ids: [(u64::MAX, 1_767_261_400_000), (3, 1_767_261_399_000)].into_iter().collect(),
+            dirty: false,
         }
     }
 

@@ -2,7 +2,7 @@
 //! yields the event's [`SessionView`] and its session anomalies. Synchronous and pure: the
 //! processing time is passed in.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use xxhash_rust::xxh3::xxh3_64;
@@ -58,6 +58,8 @@ pub struct SessionState {
     /// Recent message ids (XXH3-64 of the id) with the processing time they were seen,
     /// oldest first.
     pub recent_ids: VecDeque<(u64, i64)>,
+    /// Changed since the last [`Sessions::drain_changes`] (then listed in `Sessions::dirty`).
+    pub(super) dirty: bool,
 }
 
 impl SessionState {
@@ -75,6 +77,7 @@ impl SessionState {
             finished_at: None,
             applied_offset: -1,
             recent_ids: VecDeque::new(),
+            dirty: false,
         }
     }
 
@@ -99,8 +102,9 @@ impl SessionState {
 pub struct Sessions {
     sessions: HashMap<String, SessionState>,
     limits: SessionLimits,
-    /// Sessions changed since the last [`Sessions::drain_changes`].
-    dirty: HashSet<String>,
+    /// Sessions changed since the last [`Sessions::drain_changes`] (each once: a session's
+    /// own flag says whether it is listed), so that the hot path hashes the id only once.
+    dirty: Vec<String>,
     /// Sessions expired since the last [`Sessions::drain_changes`].
     expired: Vec<String>,
 }
@@ -111,7 +115,7 @@ pub type Change = (String, Option<Vec<u8>>);
 
 impl Sessions {
     pub fn new(limits: SessionLimits) -> Sessions {
-        Sessions { sessions: HashMap::new(), limits, dirty: HashSet::new(), expired: Vec::new() }
+        Sessions { sessions: HashMap::new(), limits, dirty: Vec::new(), expired: Vec::new() }
     }
 
     /// Applies `event` (processed at `now`, epoch milliseconds) to its session: records the
@@ -122,10 +126,13 @@ impl Sessions {
     /// the changelog): it changes nothing, and its view is the session as it stands.
     pub fn apply(&mut self, event: &mut Event<'_>, now: i64) -> SessionView {
         let id = &*event.delivery_execution_id;
-        if !self.sessions.contains_key(id) {
-            self.sessions.insert(id.to_owned(), SessionState::new(&event.tenant_id, event.incident_time, now));
-        }
-        let state = self.sessions.get_mut(id).expect("inserted above");
+        let state = match self.sessions.get_mut(id) {
+            Some(state) => state,
+            None => self
+                .sessions
+                .entry(id.to_owned())
+                .or_insert_with(|| SessionState::new(&event.tenant_id, event.incident_time, now)),
+        };
         let limits = &self.limits;
 
         // Already applied (input replayed after a restart): the state stays as it is.
@@ -133,8 +140,9 @@ impl Sessions {
             return state.view(state.status, true, false);
         }
         state.applied_offset = event.source.offset;
-        if !self.dirty.contains(id) {
-            self.dirty.insert(id.to_owned());
+        if !state.dirty {
+            state.dirty = true;
+            self.dirty.push(id.to_owned());
         }
 
         // Duplicates: an id seen within the horizon is marked and counts nothing.
@@ -235,27 +243,28 @@ impl Sessions {
             !(finished || idle)
         });
         expired.sort_unstable();
-        for id in &expired {
-            self.dirty.remove(id);
-        }
         self.expired.extend(expired.iter().cloned());
         expired
     }
 
     /// The changes since the last call, as changelog records of the input partition
-    /// `topic`/`partition` (sorted by session id, tombstones last), and forgets them.
+    /// `topic`/`partition`, and forgets them: the tombstones of the sessions expired first,
+    /// then the state of every session changed (sorted by id). In that order a session that
+    /// expired and came back before the call is restored, not forgotten.
     pub fn drain_changes(&mut self, topic: &str, partition: i32) -> Vec<Change> {
         let input = InputPartition { topic: topic.to_owned(), partition };
-        let mut dirty: Vec<String> = self.dirty.drain().collect();
+        let mut changes: Vec<Change> = self.expired.drain(..).map(|id| (id, None)).collect();
+        let mut dirty = std::mem::take(&mut self.dirty);
         dirty.sort_unstable();
-        let mut changes: Vec<Change> = dirty
-            .into_iter()
-            .filter_map(|id| {
-                let value = changelog::encode(self.sessions.get(&id)?, &input);
-                Some((id, Some(value)))
-            })
-            .collect();
-        changes.extend(self.expired.drain(..).map(|id| (id, None)));
+        // An id is listed once per time it was dirtied: twice when it expired in between.
+        dirty.dedup();
+        changes.extend(dirty.into_iter().filter_map(|id| {
+            // Expired since it changed (and not back): its tombstone is above.
+            let state = self.sessions.get_mut(&id)?;
+            state.dirty = false;
+            let value = changelog::encode(state, &input);
+            Some((id, Some(value)))
+        }));
         changes
     }
 

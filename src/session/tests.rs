@@ -229,3 +229,24 @@ fn a_store_rebuilt_from_its_changes_goes_on_identically() {
     }
     assert!(restored.is_empty());
 }
+
+#[test]
+fn a_session_that_expires_and_comes_back_before_a_drain_is_restored() {
+    let mut run = Run::new();
+    run.apply(&flat("start", "succeeded", "", 0, "m1"));
+    assert_eq!(run.sessions.expire(NOW + 25 * 3_600_000), vec![DE.to_owned()]);
+    run.now = NOW + 25 * 3_600_000;
+    let (view, _) = run.apply(&flat("pause", "succeeded", "", 10, "m2"));
+    assert_eq!((view.status_before, view.sequence), (None, 1), "a new session");
+
+    let changes = run.sessions.drain_changes("raw", 0);
+    assert_eq!(changes.len(), 2, "{changes:?}");
+    assert_eq!((changes[0].0.as_str(), changes[0].1.is_none()), (DE, true), "the tombstone first");
+    assert_eq!((changes[1].0.as_str(), changes[1].1.is_some()), (DE, true), "then the new state");
+    let mut restored = Sessions::new(SessionLimits::default());
+    for (key, value) in &changes {
+        restored.restore_record("raw", 0, key, value.as_deref()).unwrap();
+    }
+    assert_eq!(restored.get(DE), run.sessions.get(DE));
+    assert_eq!(restored.get(DE).unwrap().pause_count, 1);
+}
