@@ -31,6 +31,9 @@ pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 pub const ENV_PREFIX: &str = "ACS_STREAM__";
 
 /// Largest accepted `input.max_event_bytes` (Kafka's own ceiling for a record is lower).
+/// Stands for the consumer group in `sessions.changelog_topic`.
+pub const GROUP_PLACEHOLDER: &str = "{group}";
+
 const MAX_EVENT_BYTES_CEILING: usize = 64 * 1024 * 1024;
 
 /// The whole configuration.
@@ -62,6 +65,9 @@ pub struct SessionsConfig {
     /// How long a session without events is kept.
     #[serde(with = "humantime_serde")]
     pub idle_ttl: Duration,
+    /// The compacted topic the state is written to and restored from (`{group}`: the
+    /// consumer group); empty: in memory only.
+    pub changelog_topic: String,
 }
 
 /// `[input]`
@@ -272,6 +278,12 @@ impl Config {
         }
     }
 
+    /// The session changelog topic, `None` when the state is kept in memory only.
+    pub fn changelog_topic(&self) -> Option<String> {
+        let template = self.sessions.changelog_topic.trim();
+        (!template.is_empty()).then(|| template.replace(GROUP_PLACEHOLDER, &self.kafka.group_id))
+    }
+
     /// Cross-field checks.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key: &'static str, message: String| ConfigError::Invalid { key, message };
@@ -320,6 +332,25 @@ impl Config {
         }
         self.validate_kafka()?;
         self.validate_topics()?;
+        if let Some(changelog) = self.changelog_topic() {
+            let key = "sessions.changelog_topic";
+            check_topic_name(&changelog).map_err(|e| invalid(key, format!("{changelog:?}: {e}")))?;
+            let outputs = [&self.output.dead_letter_topic];
+            if outputs.contains(&&changelog) || events.can_render(&changelog) || alerts.can_render(&changelog) {
+                return Err(invalid(
+                    key,
+                    format!("{changelog:?} is also an output topic: the changelog needs a topic of its own"),
+                ));
+            }
+            let consumed = self.kafka.input_topics.iter().any(|topic| match topic.strip_prefix('^') {
+                // Checked by validate_kafka above.
+                Some(_) => regex::Regex::new(topic).is_ok_and(|regex| regex.is_match(&changelog)),
+                None => *topic == changelog,
+            });
+            if consumed {
+                return Err(invalid(key, format!("{changelog:?} is also an input topic (kafka.input_topics)")));
+            }
+        }
         if self.shutdown.grace.is_zero() {
             return Err(invalid("shutdown.grace", "must be longer than 0 (e.g. \"30s\")".into()));
         }
@@ -692,6 +723,11 @@ mod tests {
             ("[sessions]\nfinished_ttl = \"0s\"\n", "sessions.finished_ttl"),
             ("[sessions]\nidle_ttl = \"0s\"\n", "sessions.idle_ttl"),
             ("[sessions]\nidle_ttl = \"soon\"\n", "idle_ttl"),
+            ("[sessions]\nchangelog_topic = \"a b\"\n", "sessions.changelog_topic"),
+            ("[sessions]\nchangelog_topic = \"acs.dlq\"\n", "sessions.changelog_topic"),
+            ("[sessions]\nchangelog_topic = \"acs.{group}.events\"\n", "sessions.changelog_topic"),
+            ("[sessions]\nchangelog_topic = \"acs.raw\"\n", "sessions.changelog_topic"),
+            ("[kafka]\ninput_topics = [\"^acs-.*\"]\n", "sessions.changelog_topic"),
             ("[kafka]\nconsumer = 3\n", "kafka.consumer"),
             ("[kafka]\nmax_prefetch_kbytes = 0\n", "kafka.max_prefetch_kbytes"),
             ("[kafka]\nmax_prefetch_kbytes = 2097152\n", "kafka.max_prefetch_kbytes"),

@@ -37,7 +37,7 @@ pub enum Outcome<'a> {
 /// are measured on the same consume/produce/commit code.
 pub trait Processor: Send + Sync {
     /// What the processor keeps per input partition (the sessions of its records).
-    type State: Send;
+    type State: PartitionState;
     /// The state of a partition seen for the first time.
     fn state(&self) -> Self::State;
     /// Processes one record of the partition whose state is `state`, at processing time
@@ -45,6 +45,57 @@ pub trait Processor: Send + Sync {
     fn process<'a>(&self, record: &Record<'a>, state: &mut Self::State, now_ms: i64) -> Outcome<'a>;
     /// Where dead letters (and outputs the brokers refuse) go.
     fn dead_letter_topic(&self) -> &str;
+    /// The compacted topic the partition states are written to and restored from; `None`:
+    /// they live in memory only.
+    fn changelog_topic(&self) -> Option<&str> {
+        None
+    }
+}
+
+pub use crate::session::store::Change;
+
+/// A processor's state of one input partition, as the runtime makes it durable: after each
+/// record it produces the state's changes to the changelog (acknowledged before the record's
+/// offset is committed), and on assignment it rebuilds the state from the changelog.
+pub trait PartitionState: Send {
+    /// The changelog records of the changes since the last call, for the input partition
+    /// `topic`/`partition`, at processing time `now_ms` (which may expire entries).
+    fn changes(&mut self, topic: &str, partition: i32, now_ms: i64) -> Vec<Change>;
+    /// Applies one changelog record read back while restoring `topic`/`partition`.
+    fn restore(&mut self, topic: &str, partition: i32, key: &[u8], value: Option<&[u8]>) -> Result<(), String>;
+    /// Entries held (sessions).
+    fn entries(&self) -> usize;
+}
+
+/// No state (a stateless processor).
+impl PartitionState for () {
+    fn changes(&mut self, _topic: &str, _partition: i32, _now_ms: i64) -> Vec<Change> {
+        Vec::new()
+    }
+
+    fn restore(&mut self, _topic: &str, _partition: i32, _key: &[u8], _value: Option<&[u8]>) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn entries(&self) -> usize {
+        0
+    }
+}
+
+impl PartitionState for Sessions {
+    fn changes(&mut self, topic: &str, partition: i32, now_ms: i64) -> Vec<Change> {
+        self.expire_due(now_ms);
+        self.drain_changes(topic, partition)
+    }
+
+    fn restore(&mut self, topic: &str, partition: i32, key: &[u8], value: Option<&[u8]>) -> Result<(), String> {
+        let key = std::str::from_utf8(key).map_err(|_| "a key that is not UTF-8".to_owned())?;
+        self.restore_record(topic, partition, key, value).map_err(|error| error.to_string())
+    }
+
+    fn entries(&self) -> usize {
+        self.len()
+    }
 }
 
 impl Processor for Pipeline {
@@ -62,6 +113,10 @@ impl Processor for Pipeline {
     fn dead_letter_topic(&self) -> &str {
         &self.dead_letter_topic
     }
+
+    fn changelog_topic(&self) -> Option<&str> {
+        self.changelog_topic.as_deref()
+    }
 }
 
 /// The configured core.
@@ -73,6 +128,7 @@ pub struct Pipeline {
     dead_letter_topic: String,
     format: Format,
     session_limits: SessionLimits,
+    changelog_topic: Option<String>,
 }
 
 impl Pipeline {
@@ -88,6 +144,7 @@ impl Pipeline {
             dead_letter_topic: config.output.dead_letter_topic.clone(),
             format: config.output.format,
             session_limits: config.session_limits(),
+            changelog_topic: config.changelog_topic(),
         })
     }
 
@@ -115,7 +172,9 @@ impl Pipeline {
 
     /// Empty session state for one input partition, with the configured bounds.
     pub fn sessions(&self) -> Sessions {
-        Sessions::new(self.session_limits)
+        let sessions = Sessions::new(self.session_limits);
+        // Changes are recorded only for a changelog to write them to.
+        if self.changelog_topic.is_some() { sessions } else { sessions.untracked() }
     }
 
     /// Processes one record at processing time `now_ms`: decode, enrich, apply to its

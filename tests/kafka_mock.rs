@@ -13,7 +13,7 @@ use acs_stream::kafka::runtime::{self, Assignment, RunSummary};
 use acs_stream::model::ReasonCatalog;
 use acs_stream::pipeline::Pipeline;
 use acs_stream::synth::{Generator, SynthOptions, SynthRecord};
-use common::{check_outputs, committed_for};
+use common::{check_outputs, committed_for, reference_sessions, sessions_of};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
@@ -74,8 +74,7 @@ fn config_for(brokers: &str, group: &str, inputs: &str, producer: &str) -> Confi
 }
 
 /// Runs the service until `expected` outputs exist in total, then shuts it down.
-async fn run_until(brokers: &str, expected: usize, producer: &str) -> (RunSummary, Vec<OutputRecord>) {
-    let config = config(brokers, producer);
+async fn run_until(brokers: &str, expected: usize, config: Config) -> (RunSummary, Vec<OutputRecord>) {
     let pipeline = Pipeline::new(&config, ReasonCatalog::builtin()).unwrap();
     let reader_brokers = brokers.to_owned();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
@@ -147,6 +146,7 @@ fn cluster() -> (MockCluster<'static, rdkafka::producer::DefaultProducerContext>
     let cluster = MockCluster::new(1).unwrap();
     let brokers = cluster.bootstrap_servers();
     cluster.create_topic(INPUT, INPUT_PARTITIONS, 1).unwrap();
+    cluster.create_topic("acs-test.sessions.changelog", INPUT_PARTITIONS, 1).unwrap();
     for topic in OUTPUTS {
         cluster.create_topic(topic, 2, 1).unwrap();
     }
@@ -160,7 +160,7 @@ async fn every_record_lands_offsets_are_committed_and_a_restart_resumes() {
 
     let first = records(1, 400);
     produce(&brokers, &first);
-    let (summary, outputs) = run_until(&brokers, first.len(), "").await;
+    let (summary, outputs) = run_until(&brokers, first.len(), config(&brokers, "")).await;
     assert!(summary.drained, "{summary:?}");
     assert_eq!(summary.consumed, first.len() as u64);
     assert_eq!(outputs.len(), first.len());
@@ -176,7 +176,7 @@ async fn every_record_lands_offsets_are_committed_and_a_restart_resumes() {
     // A restart with the same group resumes after what was committed: only new input.
     let second = records(2, 200);
     produce(&brokers, &second);
-    let (summary, outputs) = run_until(&brokers, first.len() + second.len(), "").await;
+    let (summary, outputs) = run_until(&brokers, first.len() + second.len(), config(&brokers, "")).await;
     assert!(summary.drained, "{summary:?}");
     assert_eq!(summary.consumed, second.len() as u64, "nothing consumed twice after a clean stop");
     let all: Vec<SynthRecord> = first.iter().chain(&second).cloned().collect();
@@ -184,6 +184,37 @@ async fn every_record_lands_offsets_are_committed_and_a_restart_resumes() {
     for (partition, (offset, high)) in committed(&brokers) {
         assert_eq!(offset, Some(high), "partition {partition}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_continue_after_a_restart_from_their_changelog() {
+    let (_cluster, brokers) = cluster();
+    let inputs = records(11, 400);
+    let (first, second) = inputs.split_at(200);
+    produce(&brokers, first);
+    let (before, _) = run_until(&brokers, first.len(), config(&brokers, "")).await;
+    assert!(before.drained && before.changelog_records > 0, "{before:?}");
+    assert_eq!(before.restored_records, 0, "nothing to restore at the first start: {before:?}");
+
+    // A new processor (nothing in memory) restores the sessions before processing the rest.
+    produce(&brokers, second);
+    let (after, outputs) = run_until(&brokers, inputs.len(), config(&brokers, "")).await;
+    assert!(after.drained, "{after:?}");
+    assert!(after.restored_records > 0 && after.restored_entries > 0 && after.restore_errors == 0, "{after:?}");
+
+    // Every event's session view is the one a processor that never stopped gives it:
+    // statuses continue, sequence and counters neither restart nor count twice.
+    let expected = reference_sessions(&inputs, now_ms());
+    let actual = sessions_of(&outputs, "acs");
+    assert_eq!(actual.keys().collect::<Vec<_>>(), expected.keys().collect::<Vec<_>>());
+    let mut spanning = 0;
+    for (id, views) in &actual {
+        let views: Vec<_> = views.iter().map(|(_, session)| *session).collect();
+        assert_eq!(&views, &expected[id], "session {id}");
+        let first_offsets = first.iter().filter(|r| r.key == id.as_bytes() && !r.malformed).count();
+        spanning += usize::from(first_offsets > 0 && first_offsets < views.len());
+    }
+    assert!(spanning >= 5, "sessions with events on both sides of the restart: {spanning}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -202,7 +233,11 @@ async fn an_output_the_broker_refuses_is_dead_lettered_as_produce_failed() {
     // flight, librdkafka must bump the producer epoch, which the mock cluster may refuse
     // with a fatal error: the service then stops, and the input is processed again).
     let producer = "\"max.in.flight.requests.per.connection\" = 1";
-    let (summary, outputs) = run_until(&brokers, inputs.len(), producer).await;
+    // Without the session changelog: the refused batch must hold outputs (a changelog
+    // record refused for good stops its partition instead).
+    let mut config = config(&brokers, producer);
+    config.sessions.changelog_topic = String::new();
+    let (summary, outputs) = run_until(&brokers, inputs.len(), config).await;
     assert!(summary.drained, "{summary:?}");
     assert_eq!(outputs.len(), inputs.len(), "every record ends in exactly one output");
     let code = |o: &OutputRecord| o.headers.get("acs.error.code").cloned();
@@ -240,6 +275,7 @@ async fn a_second_processor_takes_over_partitions_without_loss_or_duplicates() {
     let brokers = cluster.bootstrap_servers();
     let input = "acs.raw.rebalance";
     cluster.create_topic(input, PARTITIONS, 1).unwrap();
+    cluster.create_topic("acs-rebalance.sessions.changelog", PARTITIONS, 1).unwrap();
     for topic in OUTPUTS {
         cluster.create_topic(topic, 2, 1).unwrap();
     }
@@ -281,6 +317,7 @@ async fn a_regex_subscription_picks_up_matching_topics_even_new_ones() {
         cluster.create_topic(topic, 2, 1).unwrap();
     }
     cluster.create_topic("acs.raw.a", 2, 1).unwrap();
+    cluster.create_topic("acs-regex.sessions.changelog", 2, 1).unwrap();
     // Not matched: must not be consumed.
     cluster.create_topic("other.raw", 2, 1).unwrap();
     produce_to(&brokers, "other.raw", &records(9, 50));

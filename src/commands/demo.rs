@@ -168,7 +168,13 @@ pub async fn run(options: &DemoOptions) -> Result<(), DemoError> {
     let pipeline = Pipeline::new(&config, ReasonCatalog::builtin())?;
     // The mock cluster does not support CreateTopics: topics are made through its own API.
     // Sized for the traffic (sessions are spread evenly over the tenants).
-    cluster.create_topic(INPUT_TOPIC, partitions_for(options.events, INPUT_PARTITIONS), 1)?;
+    let input_partitions = partitions_for(options.events, INPUT_PARTITIONS);
+    cluster.create_topic(INPUT_TOPIC, input_partitions, 1)?;
+    // The session changelog: one partition per input partition (records of about the size
+    // of the input's).
+    if let Some(changelog) = config.changelog_topic() {
+        cluster.create_topic(&changelog, input_partitions, 1)?;
+    }
     let output_partitions = partitions_for(options.events.div_ceil(tenants.len()), OUTPUT_PARTITIONS);
     let mut outputs: Vec<String> = tenants.iter().map(|t| format!("acs.{t}.events")).collect();
     outputs.push(pipeline.dead_letter_topic().to_owned());

@@ -33,6 +33,28 @@ pub fn consumer(config: &Config) -> ClientConfig {
     client
 }
 
+/// The consumer that reads changelog partitions back on assignment: no group (partitions
+/// are assigned by hand, nothing is committed), end of partition reported. The passthrough
+/// map comes first, for security and networking settings; what the read depends on wins.
+pub fn restore_consumer(config: &Config) -> ClientConfig {
+    let kafka = &config.kafka;
+    let mut client = ClientConfig::new();
+    for (key, value) in &kafka.consumer {
+        client.set(key, value);
+    }
+    client
+        .set("bootstrap.servers", &kafka.brokers)
+        .set("group.id", format!("{}.restore", kafka.group_id))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", "read_committed")
+        .set("auto.offset.reset", "earliest")
+        // The read is over at each partition's end: do not wait long for more there.
+        .set("fetch.wait.max.ms", "50");
+    client
+}
+
 /// The producer: idempotent, acknowledged by all in-sync replicas, retrying retriable
 /// errors without end (`message.timeout.ms = 0`) with exponential backoff: a retriable error
 /// is backpressure, never loss.
@@ -76,6 +98,10 @@ mod tests {
         assert_eq!(consumer.get("fetch.queue.backoff.ms"), Some("20"));
         assert_eq!(consumer.get("fetch.min.bytes"), Some("1"));
         assert_eq!(consumer.get("auto.offset.reset"), Some("latest"), "the user's choice wins where allowed");
+        let restore = restore_consumer(&config);
+        assert_eq!(restore.get("fetch.min.bytes"), Some("1"), "the passthrough applies");
+        assert_eq!(restore.get("enable.partition.eof"), Some("true"));
+        assert_eq!(restore.get("auto.offset.reset"), Some("earliest"), "what the read depends on wins");
         let producer = producer(&config);
         assert_eq!(producer.get("enable.idempotence"), Some("true"));
         assert_eq!(producer.get("acks"), Some("all"));

@@ -5,8 +5,10 @@
 //!   the broker has acknowledged every output derived from the input records before it.
 //!   Pure and synchronous (no rdkafka, no async runtime, no clock).
 //! - [`client`]: librdkafka settings, one builder per client, correctness settings fixed.
+//! - [`restore`]: reading changelog partitions back (the state of newly assigned partitions).
 //! - [`runtime`]: the service loop: consume → core → produce, commits, rebalances, shutdown.
 
 pub mod client;
 pub mod offsets;
+pub mod restore;
 pub mod runtime;

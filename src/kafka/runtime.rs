@@ -14,8 +14,15 @@
 //! (backpressure, never loss). The consumer pauses while `kafka.max_in_flight` records or
 //! `kafka.max_in_flight_bytes` bytes are unacknowledged, and its prefetch queue is bounded
 //! (`kafka.max_prefetch_kbytes`).
+//!
+//! Partition state (the sessions) is durable when the processor names a changelog topic:
+//! after each record, the changes it made are produced to the changelog partition of the
+//! input partition's number, as more outputs of that record (so its offset is committed only
+//! once they are acknowledged too). A newly assigned partition stays paused while its state
+//! is read back from the changelog on a blocking thread; records fetched before the pause
+//! took hold are not processed, and the partition is rewound to the first of them.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -32,11 +39,13 @@ use tracing::{debug, error, info, warn};
 
 use super::client;
 use super::offsets::{OffsetTracker, Ticket, TopicPartition};
+use super::restore::{self, ChangelogRecord, RestoreFailure};
 use crate::config::Config;
 use crate::decode::{ErrorCode, Rejection};
 use crate::encode::{DeadLetter, Headers as OutputHeaders, Output};
 use crate::model::Source;
-use crate::pipeline::{Outcome, Processor, Record};
+use crate::pipeline::{Outcome, PartitionState, Processor, Record};
+use rdkafka::config::ClientConfig;
 
 /// Why the service stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +56,8 @@ pub enum RuntimeError {
     Subscribe { topics: Vec<String>, source: KafkaError },
     #[error("fatal Kafka {client} error: {reason}")]
     Fatal { client: &'static str, reason: String },
+    #[error("cannot restore the partition state: {0}")]
+    Restore(#[from] RestoreFailure),
 }
 
 /// What one run did.
@@ -64,6 +75,14 @@ pub struct RunSummary {
     /// Most bytes held for records in flight at once (bounded by
     /// `kafka.max_in_flight_bytes`, plus the one record that crossed it).
     pub peak_in_flight_bytes: usize,
+    /// Changelog records produced (state changes and tombstones).
+    pub changelog_records: u64,
+    /// Changelog records read back while restoring assigned partitions.
+    pub restored_records: u64,
+    /// Entries (sessions) held by the partitions restored, once restored.
+    pub restored_entries: u64,
+    /// Changelog records that could not be applied while restoring (logged, skipped).
+    pub restore_errors: u64,
 }
 
 /// The original record, kept until its outputs are acknowledged: a produce failure
@@ -133,6 +152,10 @@ struct Shared {
     deliveries: Mutex<Receiver<Delivery>>,
     producer: OnceLock<SharedProducer>,
     dead_letter_topic: String,
+    /// The changelog topic of the partition state, if durable.
+    changelog_topic: Option<String>,
+    /// Set when the service stops: a restore still retrying gives up.
+    stopping: std::sync::atomic::AtomicBool,
     /// How long a revoke may wait for the revoked partitions' outputs (at most
     /// `REVOKE_DRAIN_MAX`: the whole group waits for this member meanwhile).
     revoke_timeout: Duration,
@@ -158,9 +181,23 @@ struct State {
     /// Partitions revoked since the consuming loop last looked: their processor state is
     /// dropped (another member may process them meanwhile).
     revoked: Vec<TopicPartition>,
+    /// Assigned partitions whose state is not restored yet (paused meanwhile), with the
+    /// number of their assignment: a restore finished for an earlier assignment is dropped.
+    restoring: HashMap<TopicPartition, u64>,
+    /// Assignments made so far (numbers the entries of `restoring`).
+    assignments: u64,
 }
 
 impl State {
+    /// Assigned partitions that may be fetched: not stopped, state restored.
+    fn runnable(&self) -> HashSet<TopicPartition> {
+        self.assigned
+            .iter()
+            .filter(|tp| !self.poisoned.contains(*tp) && !self.restoring.contains_key(*tp))
+            .cloned()
+            .collect()
+    }
+
     /// Records in flight on partitions that can still complete.
     fn live_in_flight(&self) -> usize {
         let stuck: usize = self.poisoned.iter().map(|tp| self.tracker.in_flight_partition(tp)).sum();
@@ -222,8 +259,19 @@ impl Shared {
     /// Sends one output of an input record; a refusal before it leaves is handled like a
     /// refused delivery.
     fn dispatch(&self, state: &mut State, output: &Output<'_>, pending: Box<Pending>, deadline: Instant) {
+        let raw = Raw {
+            topic: &output.topic,
+            key: output.key.as_deref(),
+            value: Some(&output.value),
+            headers: (!output.headers.is_empty()).then(|| headers(&output.headers)),
+            partition: None,
+        };
+        self.dispatch_raw(state, raw, pending, deadline);
+    }
+
+    fn dispatch_raw(&self, state: &mut State, raw: Raw<'_>, pending: Box<Pending>, deadline: Instant) {
         let bytes = pending.bytes;
-        match send(self.producer(), output, pending, deadline) {
+        match send(self.producer(), raw, pending, deadline) {
             Ok(()) => state.in_flight_bytes += bytes,
             // The local queue stayed full until the deadline: not a refusal, but the record
             // must never be skipped: stop its partition.
@@ -332,6 +380,7 @@ impl ConsumerContext for ConsumerCtx {
                 let _ = state.tracker.revoke(&all);
                 state.revoked.extend(all);
                 state.poisoned.clear();
+                state.restoring.clear();
                 self.publish(&state);
                 return;
             }
@@ -354,6 +403,7 @@ impl ConsumerContext for ConsumerCtx {
         for tp in &revoked {
             state.assigned.remove(tp);
             state.poisoned.remove(tp);
+            state.restoring.remove(tp);
         }
         state.revoked.extend(revoked.iter().cloned());
         info!(partitions = revoked.len(), committed = positions.len(), "Partitions revoked.");
@@ -361,15 +411,29 @@ impl ConsumerContext for ConsumerCtx {
         self.publish(&state);
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(list) = rebalance {
             let mut state = self.shared.lock();
+            let durable = self.shared.changelog_topic.is_some();
             for element in list.elements() {
                 let tp = TopicPartition::new(element.topic(), element.partition());
                 state.tracker.reset_partition(&tp);
+                if durable {
+                    state.assignments += 1;
+                    let number = state.assignments;
+                    state.restoring.insert(tp.clone(), number);
+                }
                 state.assigned.insert(tp);
             }
-            info!(partitions = list.count(), "Partitions assigned.");
+            // Nothing of a partition is processed before its state is back: paused until then.
+            if durable && list.count() > 0 {
+                match consumer.pause(list) {
+                    Ok(()) => debug!(partitions = list.count(), "Paused until restored."),
+                    // Records fetched meanwhile are skipped and fetched again after the restore.
+                    Err(error) => warn!(partitions = list.count(), %error, "Cannot pause partitions to restore."),
+                }
+            }
+            info!(partitions = list.count(), restoring = state.restoring.len(), "Partitions assigned.");
             self.publish(&state);
         }
     }
@@ -385,13 +449,55 @@ struct Topics {
 }
 
 impl Topics {
-    async fn ensure(&mut self, topic: &str) {
-        let Some(admin) = &self.admin else { return };
-        if self.known.contains(topic) {
+    /// Creates the compacted changelog topic when absent, with as many partitions as the
+    /// input topic with the most (at least `topics.partitions`): input partition N writes to
+    /// changelog partition N.
+    async fn ensure_changelog(&mut self, topic: &str, consumer: &StreamConsumer<ConsumerCtx>, input_topics: &[String]) {
+        if self.admin.is_none() {
             return;
         }
-        let mut new_topic = NewTopic::new(topic, self.partitions, TopicReplication::Fixed(self.replication_factor));
-        for (key, value) in &self.configs {
+        let metadata = tokio::task::block_in_place(|| consumer.fetch_metadata(None, Duration::from_secs(10)));
+        let input_partitions = match metadata {
+            Ok(metadata) => {
+                let patterns: Vec<regex::Regex> = input_topics
+                    .iter()
+                    .filter(|t| t.starts_with('^'))
+                    .filter_map(|t| regex::Regex::new(t).ok())
+                    .collect();
+                metadata
+                    .topics()
+                    .iter()
+                    .filter(|t| {
+                        input_topics.iter().any(|n| n == t.name()) || patterns.iter().any(|r| r.is_match(t.name()))
+                    })
+                    .map(|t| t.partitions().len() as i32)
+                    .max()
+                    .unwrap_or(0)
+            }
+            Err(error) => {
+                warn!(%error, "Cannot read the input topics' partition counts; sizing the changelog by topics.partitions.");
+                0
+            }
+        };
+        let partitions = input_partitions.max(self.partitions).max(1);
+        self.create(topic, partitions, &[("cleanup.policy".to_owned(), "compact".to_owned())]).await;
+        self.known.insert(topic.to_owned());
+    }
+
+    async fn ensure(&mut self, topic: &str) {
+        if self.admin.is_none() || self.known.contains(topic) {
+            return;
+        }
+        self.create(topic, self.partitions, &self.configs).await;
+        // Remembered either way: a topic that cannot be created is not asked for again on
+        // every record (producing to it then fails into the dead-letter topic).
+        self.known.insert(topic.to_owned());
+    }
+
+    async fn create(&self, topic: &str, partitions: i32, configs: &[(String, String)]) {
+        let Some(admin) = &self.admin else { return };
+        let mut new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(self.replication_factor));
+        for (key, value) in configs {
             new_topic = new_topic.set(key, value);
         }
         match admin.create_topics([&new_topic], &AdminOptions::new()).await {
@@ -403,9 +509,51 @@ impl Topics {
             },
             Err(error) => warn!(topic, %error, "Cannot create topic; producing anyway."),
         }
-        // Remembered either way: a topic that cannot be created is not asked for again on
-        // every record (producing to it then fails into the dead-letter topic).
-        self.known.insert(topic.to_owned());
+    }
+}
+
+/// The changelog read of the partitions waiting for their state, running on a blocking thread.
+struct RestoreTask {
+    /// The input partitions it restores, with the number of their assignment.
+    batch: Vec<(TopicPartition, u64)>,
+    handle: tokio::task::JoinHandle<Result<BTreeMap<i32, Vec<ChangelogRecord>>, RestoreFailure>>,
+}
+
+/// Starts reading the changelog for every partition waiting for its state, if any.
+fn start_restore(shared: &Arc<Shared>, client: &ClientConfig) -> Option<RestoreTask> {
+    let topic = shared.changelog_topic.as_ref()?;
+    let batch: Vec<(TopicPartition, u64)> = {
+        let state = shared.lock();
+        state.restoring.iter().map(|(tp, number)| (tp.clone(), *number)).collect()
+    };
+    if batch.is_empty() {
+        return None;
+    }
+    let topic = topic.clone();
+    let partitions: BTreeSet<i32> = batch.iter().map(|(tp, _)| tp.partition).collect();
+    info!(topic, partitions = partitions.len(), "Restoring partition state from the changelog.");
+    let (shared, client, waiting) = (shared.clone(), client.clone(), batch.clone());
+    let handle = tokio::task::spawn_blocking(move || {
+        restore::read(&client, &topic, &partitions, || {
+            // Nobody waits for it any more: every partition revoked (or assigned again,
+            // which starts another restore), or the service stopping.
+            let state = shared.lock();
+            shared.stopping.load(std::sync::atomic::Ordering::Relaxed)
+                || waiting.iter().all(|(tp, number)| state.restoring.get(tp) != Some(number))
+        })
+    });
+    Some(RestoreTask { batch, handle })
+}
+
+/// Drops the state of the partitions revoked since the last call.
+fn forget_revoked<S>(
+    state: &mut State,
+    partition_states: &mut HashMap<TopicPartition, S>,
+    rewind: &mut HashMap<TopicPartition, i64>,
+) {
+    for revoked in state.revoked.drain(..) {
+        partition_states.remove(&revoked);
+        rewind.remove(&revoked);
     }
 }
 
@@ -438,16 +586,34 @@ fn headers(list: &OutputHeaders) -> OwnedHeaders {
 }
 
 /// Sends one output; a full local queue is waited out (backpressure) until `deadline`.
+/// A record as the producer takes it: an output, or a changelog record (explicit partition;
+/// no value for a tombstone).
+struct Raw<'a> {
+    topic: &'a str,
+    key: Option<&'a [u8]>,
+    value: Option<&'a [u8]>,
+    headers: Option<OwnedHeaders>,
+    partition: Option<i32>,
+}
+
 fn send(
     producer: &SharedProducer,
-    output: &Output<'_>,
+    raw: Raw<'_>,
     pending: Box<Pending>,
     deadline: Instant,
 ) -> Result<(), (KafkaError, Box<Pending>)> {
-    let mut record =
-        BaseRecord::with_opaque_to(&output.topic, pending).payload(&*output.value).headers(headers(&output.headers));
-    if let Some(key) = &output.key {
-        record = record.key(&**key);
+    let mut record = BaseRecord::with_opaque_to(raw.topic, pending);
+    if let Some(value) = raw.value {
+        record = record.payload(value);
+    }
+    if let Some(headers) = raw.headers {
+        record = record.headers(headers);
+    }
+    if let Some(key) = raw.key {
+        record = record.key(key);
+    }
+    if let Some(partition) = raw.partition {
+        record = record.partition(partition);
     }
     loop {
         match producer.send(record) {
@@ -490,9 +656,9 @@ pub async fn run(
 }
 
 /// [`run`], publishing the partitions it owns to `assignment` on every rebalance.
-pub async fn run_observed(
+pub async fn run_observed<P: Processor>(
     config: &Config,
-    pipeline: &impl Processor,
+    pipeline: &P,
     shutdown: impl Future<Output = ()>,
     assignment: tokio::sync::watch::Sender<Assignment>,
 ) -> Result<RunSummary, RuntimeError> {
@@ -503,6 +669,8 @@ pub async fn run_observed(
         deliveries: Mutex::new(receiver),
         producer: OnceLock::new(),
         dead_letter_topic: pipeline.dead_letter_topic().to_owned(),
+        changelog_topic: pipeline.changelog_topic().map(str::to_owned),
+        stopping: std::sync::atomic::AtomicBool::new(false),
         revoke_timeout: config.shutdown.grace.min(REVOKE_DRAIN_MAX),
     });
     let producer: SharedProducer = client::producer(config)
@@ -529,6 +697,9 @@ pub async fn run_observed(
         configs: config.topics.configs.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
     };
     topics_cache.ensure(pipeline.dead_letter_topic()).await;
+    if let Some(changelog) = pipeline.changelog_topic() {
+        topics_cache.ensure_changelog(changelog, &consumer, &config.kafka.input_topics).await;
+    }
     info!(brokers = %config.kafka.brokers, group = %config.kafka.group_id, topics = ?config.kafka.input_topics, "Consuming.");
 
     let mut source_topics: HashMap<String, Arc<str>> = HashMap::new();
@@ -543,8 +714,17 @@ pub async fn run_observed(
     let low_water = max_in_flight / 2;
     let mut paused_for_backpressure = false;
     let mut paused_poisoned: HashSet<TopicPartition> = HashSet::new();
+    // The restore running now (one at a time: it covers every partition waiting when it
+    // starts), and the first offset of each restoring partition fetched before its pause.
+    let mut restore_task: Option<RestoreTask> = None;
+    let mut rewind: HashMap<TopicPartition, i64> = HashMap::new();
+    let restore_client = client::restore_consumer(config);
+    let changelog = pipeline.changelog_topic();
     tokio::pin!(shutdown);
     loop {
+        if restore_task.is_none() {
+            restore_task = start_restore(&shared, &restore_client);
+        }
         // Backpressure by pausing, not by ceasing to poll: rebalance callbacks run inside
         // `recv()`, so the consumer keeps polling while its partitions are paused.
         {
@@ -554,7 +734,7 @@ pub async fn run_observed(
             if !paused_for_backpressure && (live >= max_in_flight || bytes >= max_in_flight_bytes) {
                 paused_for_backpressure = set_paused(&consumer, &state.assigned, true);
             } else if paused_for_backpressure && live <= low_water && bytes <= max_in_flight_bytes / 2 {
-                let runnable: HashSet<TopicPartition> = state.assigned.difference(&state.poisoned).cloned().collect();
+                let runnable = state.runnable();
                 paused_for_backpressure = !set_paused(&consumer, &runnable, false);
             }
             let newly_poisoned: HashSet<TopicPartition> =
@@ -580,6 +760,49 @@ pub async fn run_observed(
                 shared.settle_ready(&mut state);
                 shared.commit(&mut state, &consumer, CommitMode::Async);
             }
+            restored = async { (&mut restore_task.as_mut().expect("guarded").handle).await }, if restore_task.is_some() => {
+                let batch = restore_task.take().expect("guarded").batch;
+                let records = match restored {
+                    Ok(Ok(records)) => records,
+                    Ok(Err(RestoreFailure::Kafka { .. })) => {
+                        // Given up: every partition of the batch was revoked meanwhile.
+                        continue;
+                    }
+                    Ok(Err(failure)) => return Err(failure.into()),
+                    Err(panic) => std::panic::resume_unwind(panic.into_panic()),
+                };
+                let mut state = shared.lock();
+                forget_revoked(&mut state, &mut partition_states, &mut rewind);
+                for (tp, number) in batch {
+                    // Revoked, or assigned again since (a newer restore follows).
+                    if state.restoring.get(&tp) != Some(&number) {
+                        continue;
+                    }
+                    let mut partition_state = pipeline.state();
+                    let read = records.get(&tp.partition).map_or(&[][..], Vec::as_slice);
+                    for (key, value) in read {
+                        if let Err(error) = partition_state.restore(&tp.topic, tp.partition, key, value.as_deref()) {
+                            warn!(topic = %tp.topic, partition = tp.partition, %error, "Skipped a changelog record that cannot be restored.");
+                            state.summary.restore_errors += 1;
+                        }
+                    }
+                    state.summary.restored_records += read.len() as u64;
+                    state.summary.restored_entries += partition_state.entries() as u64;
+                    info!(topic = %tp.topic, partition = tp.partition, records = read.len(), entries = partition_state.entries(), "Partition state restored.");
+                    partition_states.insert(tp.clone(), partition_state);
+                    state.restoring.remove(&tp);
+                    if let Some(offset) = rewind.remove(&tp) {
+                        let seek = consumer.seek(&tp.topic, tp.partition, Offset::Offset(offset), Duration::from_secs(10));
+                        if let Err(error) = seek {
+                            // Not processed from the right place: better stopped than skipping.
+                            return Err(RuntimeError::Fatal { client: "consumer", reason: format!("cannot rewind {tp} to {offset} after its restore: {error}") });
+                        }
+                    }
+                    if !paused_for_backpressure && !state.poisoned.contains(&tp) {
+                        set_paused(&consumer, &HashSet::from([tp]), false);
+                    }
+                }
+            }
             message = consumer.recv() => {
                 let message = match message {
                     Ok(message) => message,
@@ -598,20 +821,28 @@ pub async fn run_observed(
                 let tp = TopicPartition { topic: topic.clone(), partition: message.partition() };
                 {
                     let mut state = shared.lock();
-                    for revoked in state.revoked.drain(..) {
-                        partition_states.remove(&revoked);
-                    }
+                    forget_revoked(&mut state, &mut partition_states, &mut rewind);
                     // A stale fetch of a partition no longer ours, or a stopped partition:
                     // not processed, so nothing can be committed for it here.
                     if !state.assigned.contains(&tp) || state.poisoned.contains(&tp) {
                         debug!(topic = %tp.topic, partition = tp.partition, offset = message.offset(), "Skipped a record of a partition not processed now.");
                         continue;
                     }
+                    // Fetched before the pause of a partition being restored: fetched again
+                    // from there once the state is back.
+                    if state.restoring.contains_key(&tp) {
+                        let first = rewind.entry(tp).or_insert(message.offset());
+                        *first = (*first).min(message.offset());
+                        continue;
+                    }
                 }
                 let source = Source { topic, partition: message.partition(), offset: message.offset() };
                 let record = Record { key: message.key(), value: message.payload().unwrap_or_default(), source };
                 let partition_state = partition_states.entry(tp.clone()).or_insert_with(|| pipeline.state());
-                let outcome = pipeline.process(&record, partition_state, now_ms());
+                let now = now_ms();
+                let outcome = pipeline.process(&record, partition_state, now);
+                // Also expires entries, so it runs without a changelog too (then giving none).
+                let changes = partition_state.changes(&tp.topic, tp.partition, now);
                 let (output, fallback) = match outcome {
                     Outcome::Event(output) => {
                         topics_cache.ensure(&output.topic).await;
@@ -643,9 +874,27 @@ pub async fn run_observed(
                 } else {
                     state.summary.dead_letters += 1;
                 }
-                let ticket = state.tracker.begin(&tp, record.source.offset, 1);
+                let ticket = state.tracker.begin(&tp, record.source.offset, 1 + changes.len());
+                let deadline = Instant::now() + config.shutdown.grace;
+                if let (Some(changelog), false) = (changelog, changes.is_empty()) {
+                    state.summary.changelog_records += changes.len() as u64;
+                    for (key, value) in &changes {
+                        let bytes = key.len() + value.as_ref().map_or(0, Vec::len);
+                        let change = Raw {
+                            topic: changelog,
+                            key: Some(key.as_bytes()),
+                            value: value.as_deref(),
+                            headers: None,
+                            partition: Some(record.source.partition),
+                        };
+                        // Never rerouted: a lost state change stops the partition (not
+                        // committed past, processed again after a restart).
+                        let pending = Box::new(Pending { ticket, tp: tp.clone(), bytes, fallback: Fallback::Nothing });
+                        shared.dispatch_raw(&mut state, change, pending, deadline);
+                    }
+                }
                 let pending = Box::new(Pending { ticket, tp, bytes, fallback });
-                shared.dispatch(&mut state, &output, pending, Instant::now() + config.shutdown.grace);
+                shared.dispatch(&mut state, &output, pending, deadline);
                 state.summary.peak_in_flight = state.summary.peak_in_flight.max(state.live_in_flight());
                 state.summary.peak_in_flight_bytes = state.summary.peak_in_flight_bytes.max(state.in_flight_bytes);
             }
@@ -653,6 +902,7 @@ pub async fn run_observed(
     }
 
     // Shutdown: stop fetching, drain what is in flight, commit.
+    shared.stopping.store(true, std::sync::atomic::Ordering::Relaxed);
     let deadline = Instant::now() + config.shutdown.grace;
     let drained = tokio::task::block_in_place(|| {
         let mut state = shared.lock();

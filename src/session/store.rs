@@ -107,7 +107,16 @@ pub struct Sessions {
     dirty: Vec<String>,
     /// Sessions expired since the last [`Sessions::drain_changes`].
     expired: Vec<String>,
+    /// Processing time of the next expiry run of [`Sessions::expire_due`].
+    next_expiry: i64,
+    /// Whether changes are recorded for [`Sessions::drain_changes`] (not when nothing
+    /// drains them: the state is not written anywhere).
+    track_changes: bool,
 }
+
+/// How often [`Sessions::expire_due`] looks for sessions to expire: a scan of every session,
+/// so not on every event; a minute is nothing next to TTLs of hours.
+pub const EXPIRY_INTERVAL_MS: i64 = 60_000;
 
 /// One change of the session state, as a changelog record: the session's new state, or
 /// `None` (a tombstone) when it expired.
@@ -115,7 +124,14 @@ pub type Change = (String, Option<Vec<u8>>);
 
 impl Sessions {
     pub fn new(limits: SessionLimits) -> Sessions {
-        Sessions { sessions: HashMap::new(), limits, dirty: Vec::new(), expired: Vec::new() }
+        Sessions {
+            sessions: HashMap::new(),
+            limits,
+            dirty: Vec::new(),
+            expired: Vec::new(),
+            next_expiry: i64::MIN,
+            track_changes: true,
+        }
     }
 
     /// Applies `event` (processed at `now`, epoch milliseconds) to its session: records the
@@ -140,7 +156,7 @@ impl Sessions {
             return state.view(state.status, true, false);
         }
         state.applied_offset = event.source.offset;
-        if !state.dirty {
+        if !state.dirty && self.track_changes {
             state.dirty = true;
             self.dirty.push(id.to_owned());
         }
@@ -243,8 +259,29 @@ impl Sessions {
             !(finished || idle)
         });
         expired.sort_unstable();
-        self.expired.extend(expired.iter().cloned());
+        if self.track_changes {
+            self.expired.extend(expired.iter().cloned());
+        }
         expired
+    }
+
+    /// The same sessions without change tracking: [`Sessions::drain_changes`] then gives
+    /// nothing (for state that is not written anywhere).
+    pub fn untracked(mut self) -> Sessions {
+        self.track_changes = false;
+        self.dirty.clear();
+        self.expired.clear();
+        self
+    }
+
+    /// [`Sessions::expire`], when at least [`EXPIRY_INTERVAL_MS`] passed since the last run
+    /// (the first call always runs: restored sessions may be long expired).
+    pub fn expire_due(&mut self, now: i64) -> Vec<String> {
+        if now < self.next_expiry {
+            return Vec::new();
+        }
+        self.next_expiry = now.saturating_add(EXPIRY_INTERVAL_MS);
+        self.expire(now)
     }
 
     /// The changes since the last call, as changelog records of the input partition

@@ -75,3 +75,54 @@ pub fn committed_for(brokers: &str, group: &str, topic: &str, partitions: i32) -
         })
         .collect()
 }
+
+/// Session views by delivery execution id, each with where its event was read from (input
+/// partition and offset).
+pub type SessionViews = BTreeMap<String, Vec<((i32, i64), pb::Session)>>;
+
+/// Session views of the events of `outputs`, by delivery execution id, in input order
+/// (source partition, then offset).
+pub fn sessions_of(outputs: &[OutputRecord], prefix: &str) -> SessionViews {
+    let mut sessions = SessionViews::new();
+    for output in outputs.iter().filter(|o| o.topic != format!("{prefix}.dlq")) {
+        let event = pb::EnrichedEvent::decode(output.value.as_slice()).expect("protobuf event");
+        let source = event.source.as_ref().expect("source");
+        let position = (source.partition, source.offset);
+        let session = event.session.expect("every event carries its session");
+        sessions.entry(event.delivery_execution_id).or_default().push((position, session));
+    }
+    for views in sessions.values_mut() {
+        views.sort_by_key(|(position, _)| *position);
+    }
+    sessions
+}
+
+/// The session views one processor gives the valid `inputs` when it sees them all, in order,
+/// without a restart, at processing time `now_ms`: what a restarted processor must continue.
+pub fn reference_sessions(inputs: &[SynthRecord], now_ms: i64) -> BTreeMap<String, Vec<pb::Session>> {
+    use std::sync::Arc;
+
+    use acs_stream::config::Config;
+    use acs_stream::model::{ReasonCatalog, Source};
+    use acs_stream::pipeline::{Outcome, Pipeline, Record};
+
+    let pipeline = Pipeline::new(&Config::defaults(), ReasonCatalog::builtin()).unwrap();
+    let mut state = pipeline.sessions();
+    let mut sessions: BTreeMap<String, Vec<pb::Session>> = BTreeMap::new();
+    for (offset, input) in inputs.iter().enumerate() {
+        let source = Source { topic: Arc::from("reference"), partition: 0, offset: offset as i64 };
+        let record = Record { key: Some(&input.key), value: &input.value, source };
+        if let Outcome::Event(output) = pipeline.process(&record, &mut state, now_ms) {
+            let event = pb::EnrichedEvent::decode(&*output.value).unwrap();
+            sessions.entry(event.delivery_execution_id).or_default().push(event.session.unwrap());
+        }
+    }
+    sessions
+}
+
+/// What must carry over a restart: status, position and counters (not `status_before` and
+/// `transition_valid`, which describe one event).
+pub fn counters(session: &pb::Session) -> (i32, u64, u32, u32, u64) {
+    let extra = (session.extra_time_minutes * 1000.0).round() as u64;
+    (session.status_after, session.sequence, session.pause_count, session.security_flag_count, extra)
+}

@@ -1,0 +1,154 @@
+//! Reading changelog partitions back, each from its beginning to the end it had when the
+//! read started: the records a processor rebuilds its input partitions' state from.
+//!
+//! Blocking (librdkafka's own calls): the runtime runs it on a blocking thread while the
+//! input partitions being restored stay paused.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use rdkafka::client::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use tracing::{error, warn};
+
+/// One changelog record: key, and value (`None`: a tombstone).
+pub type ChangelogRecord = (Vec<u8>, Option<Vec<u8>>);
+
+/// Why changelog partitions cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreFailure {
+    /// A partition does not exist: the changelog has fewer partitions than the input (or
+    /// there is no such topic). Retrying cannot help.
+    #[error(
+        "changelog {topic}[{partition}] does not exist: the changelog topic needs at least as many partitions as \
+         the input topics (create it with more, or let the service create it: topics.create)"
+    )]
+    Missing { topic: String, partition: i32 },
+    #[error("cannot read changelog {topic}: {source}")]
+    Kafka { topic: String, source: KafkaError },
+}
+
+/// Pause between two attempts of a read that failed for a passing reason (broker away).
+const RETRY_PAUSE: Duration = Duration::from_secs(1);
+/// How long one metadata or offsets request may take, and how long a read may go without
+/// any progress before it starts over.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Reads the partitions `partitions` of `topic`, each from its beginning to its end offset at
+/// the start. Passing failures (a broker away) are retried until `give_up` says stop (it is
+/// asked between attempts, e.g. whether the input partitions were revoked meanwhile); a
+/// missing partition is final.
+pub fn read(
+    client: &ClientConfig,
+    topic: &str,
+    partitions: &BTreeSet<i32>,
+    mut give_up: impl FnMut() -> bool,
+) -> Result<BTreeMap<i32, Vec<ChangelogRecord>>, RestoreFailure> {
+    loop {
+        match read_once(client, topic, partitions) {
+            Ok(records) => return Ok(records),
+            Err(Failure::Missing(partition)) => {
+                return Err(RestoreFailure::Missing { topic: topic.to_owned(), partition });
+            }
+            Err(Failure::Kafka(source)) if give_up() => {
+                return Err(RestoreFailure::Kafka { topic: topic.to_owned(), source });
+            }
+            Err(Failure::Kafka(error)) => {
+                warn!(topic, %error, "Cannot read the changelog yet; retrying.");
+                std::thread::sleep(RETRY_PAUSE);
+            }
+        }
+    }
+}
+
+enum Failure {
+    Missing(i32),
+    Kafka(KafkaError),
+}
+
+impl From<KafkaError> for Failure {
+    fn from(error: KafkaError) -> Self {
+        Failure::Kafka(error)
+    }
+}
+
+/// The restore consumer's context: the end of a partition is how a read ends, not an error
+/// to log (librdkafka also reports it as a client error).
+struct RestoreContext;
+
+impl ClientContext for RestoreContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        let end = matches!(error, KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF));
+        if !end {
+            error!(%error, reason, "Changelog restore consumer error.");
+        }
+    }
+}
+
+impl ConsumerContext for RestoreContext {}
+
+fn read_once(
+    client: &ClientConfig,
+    topic: &str,
+    partitions: &BTreeSet<i32>,
+) -> Result<BTreeMap<i32, Vec<ChangelogRecord>>, Failure> {
+    let consumer: BaseConsumer<RestoreContext> = client.create_with_context(RestoreContext)?;
+    let metadata = consumer.fetch_metadata(Some(topic), REQUEST_TIMEOUT)?;
+    let existing: BTreeSet<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic && t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    if let Some(missing) = partitions.iter().find(|p| !existing.contains(p)) {
+        return Err(Failure::Missing(*missing));
+    }
+    let mut records: BTreeMap<i32, Vec<ChangelogRecord>> = partitions.iter().map(|p| (*p, Vec::new())).collect();
+    // The end of each partition now: what was written before the read started (by this
+    // partition's previous owner, which drained its outputs before letting it go).
+    let mut ends = BTreeMap::new();
+    let mut list = TopicPartitionList::new();
+    for &partition in partitions {
+        let (low, high) = consumer.fetch_watermarks(topic, partition, REQUEST_TIMEOUT)?;
+        if high > low {
+            ends.insert(partition, high);
+            list.add_partition_offset(topic, partition, Offset::Beginning)?;
+        }
+    }
+    if ends.is_empty() {
+        return Ok(records);
+    }
+    consumer.assign(&list)?;
+    let mut last_progress = Instant::now();
+    while !ends.is_empty() {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(message)) => {
+                last_progress = Instant::now();
+                let partition = message.partition();
+                let Some(&end) = ends.get(&partition) else { continue };
+                if let Some(list) = records.get_mut(&partition) {
+                    list.push((message.key().unwrap_or_default().to_vec(), message.payload().map(<[u8]>::to_vec)));
+                }
+                if message.offset() >= end - 1 {
+                    ends.remove(&partition);
+                }
+            }
+            // The end of a partition (the client is built with enable.partition.eof): reached
+            // even when its last offsets hold no record a consumer sees (compacted away).
+            Some(Err(KafkaError::PartitionEOF(partition))) => {
+                ends.remove(&partition);
+            }
+            Some(Err(error)) => return Err(error.into()),
+            // Nothing for a long while although an end is not reached: start over.
+            None if last_progress.elapsed() > REQUEST_TIMEOUT => {
+                return Err(KafkaError::MessageConsumption(RDKafkaErrorCode::OperationTimedOut).into());
+            }
+            None => {}
+        }
+    }
+    Ok(records)
+}
