@@ -401,6 +401,10 @@ impl Bench {
         };
         let mut created = outputs.clone();
         created.push(dead_letter_topic.clone());
+        // The run writes its session changelog too (the mock cluster cannot create topics).
+        if let (Variant::Run, Some(changelog)) = (variant, config.changelog_topic()) {
+            created.push(changelog);
+        }
         self.create_topics(&created)?;
 
         let pipeline = match variant {

@@ -310,6 +310,52 @@ async fn a_second_processor_takes_over_partitions_without_loss_or_duplicates() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_survivor_of_a_rebalance_restores_the_moved_sessions_and_continues_them() {
+    const PARTITIONS: i32 = 4;
+    let cluster = MockCluster::new(1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let input = "acs.raw.moved";
+    cluster.create_topic(input, PARTITIONS, 1).unwrap();
+    cluster.create_topic("acs-moved.sessions.changelog", PARTITIONS, 1).unwrap();
+    for topic in OUTPUTS {
+        cluster.create_topic(topic, 2, 1).unwrap();
+    }
+    let config = || config_for(&brokers, "acs-moved", &format!("\"{input}\""), "");
+    let mut survivor = Service::start(config());
+    survivor.owns(|owned| owned.len() == PARTITIONS as usize).await;
+    let mut leaving = Service::start(config());
+    let moved = leaving.owns(|owned| !owned.is_empty()).await;
+    survivor.owns(|owned| owned.len() < PARTITIONS as usize).await;
+
+    let inputs = records(12, 400);
+    let (before, after) = inputs.split_at(200);
+    produce_to(&brokers, input, before);
+    read_outputs_blocking(&brokers, before.len()).await;
+    // One member leaves: its partitions move to the survivor, which restores their sessions.
+    let left = leaving.stop().await;
+    assert!(left.drained && left.consumed > 0 && left.changelog_records > 0, "{left:?}");
+    survivor.owns(|owned| owned.len() == PARTITIONS as usize).await;
+    produce_to(&brokers, input, after);
+    let outputs = read_outputs_blocking(&brokers, inputs.len()).await;
+    let survived = survivor.stop().await;
+    assert!(survived.drained && survived.restored_entries > 0, "the moved sessions were restored: {survived:?}");
+
+    let expected = reference_sessions(&inputs, now_ms());
+    let actual = sessions_of(&outputs, "acs");
+    assert_eq!(actual.len(), expected.len(), "sessions");
+    let mut continued = 0;
+    for (id, views) in &actual {
+        let partitions: std::collections::BTreeSet<i32> = views.iter().map(|((partition, _), _)| *partition).collect();
+        let views: Vec<_> = views.iter().map(|(_, session)| *session).collect();
+        assert_eq!(&views, &expected[id], "session {id}");
+        let on_moved = partitions.iter().any(|p| moved.iter().any(|tp| tp.partition == *p));
+        let spans = before.iter().any(|r| r.key == id.as_bytes()) && after.iter().any(|r| r.key == id.as_bytes());
+        continued += usize::from(on_moved && spans);
+    }
+    assert!(continued >= 3, "sessions of moved partitions with events on both sides: {continued}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_regex_subscription_picks_up_matching_topics_even_new_ones() {
     let cluster = MockCluster::new(1).unwrap();
     let brokers = cluster.bootstrap_servers();

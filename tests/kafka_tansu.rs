@@ -55,7 +55,8 @@ fn produce(brokers: &str, topic: &str, records: &[SynthRecord]) {
 }
 
 /// Writes a service configuration for this test's topics and group.
-fn config_file(dir: &std::path::Path, brokers: &str, input: &str, prefix: &str) -> std::path::PathBuf {
+/// `consumer`: more `[kafka.consumer]` lines.
+fn config_file(dir: &std::path::Path, brokers: &str, input: &str, prefix: &str, consumer: &str) -> std::path::PathBuf {
     let path = dir.join("acs-stream.toml");
     let mut file = std::fs::File::create(&path).unwrap();
     write!(
@@ -63,7 +64,7 @@ fn config_file(dir: &std::path::Path, brokers: &str, input: &str, prefix: &str) 
         "[output]\nevents_topic = \"{prefix}.{{tenant}}.events\"\nalerts_topic = \"{prefix}.{{tenant}}.alerts\"\n\
          dead_letter_topic = \"{prefix}.dlq\"\n\
          [kafka]\nbrokers = \"{brokers}\"\ngroup_id = \"{prefix}\"\ninput_topics = [\"{input}\"]\ncommit_interval = \"200ms\"\n\
-         [kafka.consumer]\n\"session.timeout.ms\" = 6000\n[topics]\ncreate = true\npartitions = 2\nreplication_factor = 1\n[shutdown]\ngrace = \"20s\"\n"
+         [kafka.consumer]\n\"session.timeout.ms\" = 6000\n{consumer}\n[topics]\ncreate = true\npartitions = 2\nreplication_factor = 1\n[shutdown]\ngrace = \"20s\"\n"
     )
     .unwrap();
     path
@@ -84,7 +85,7 @@ fn start(config: &std::path::Path) -> Processor {
         Command::new(env!("CARGO_BIN_EXE_acs-stream"))
             .args(["run", "--config"])
             .arg(config)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", std::env::var("ACS_TEST_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -162,7 +163,7 @@ async fn every_record_lands_in_topics_the_service_creates_and_a_restart_resumes(
     let first = Generator::new(options(11)).take_records(1_000);
     produce(&brokers, &input, &first);
     let dir = tempfile::tempdir().unwrap();
-    let config = config_file(dir.path(), &brokers, &input, &prefix);
+    let config = config_file(dir.path(), &brokers, &input, &prefix, "");
     let processor = start(&config);
     wait_committed(&brokers, &prefix, &input, 3);
     terminate(processor);
@@ -222,7 +223,7 @@ async fn sigkill_mid_stream_loses_nothing() {
         })
     };
     let dir = tempfile::tempdir().unwrap();
-    let config = config_file(dir.path(), &brokers, &input, &prefix);
+    let config = config_file(dir.path(), &brokers, &input, &prefix, "");
     let mut first = start(&config);
     let _ = outputs(&brokers, &prefix, 2, 500);
     first.0.kill().expect("SIGKILL");
