@@ -287,6 +287,16 @@ impl Config {
     /// Cross-field checks.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key: &'static str, message: String| ConfigError::Invalid { key, message };
+        let horizon = self.sessions.duplicate_horizon;
+        if horizon < Duration::from_secs(60) || horizon > Duration::from_secs(30 * 86_400) {
+            return Err(invalid(
+                "sessions.duplicate_horizon",
+                format!(
+                    "is {}; expected 1m to 30d (message ids are remembered to the minute)",
+                    humantime_serde::re::humantime::format_duration(horizon)
+                ),
+            ));
+        }
         if self.sessions.remembered_ids == 0 {
             return Err(invalid("sessions.remembered_ids", "must be at least 1 (duplicates are found with it)".into()));
         }
@@ -720,6 +730,8 @@ mod tests {
             ("[kafka]\nmax_in_flight = -1\n", "kafka.max_in_flight"),
             ("[kafka]\nmax_in_flight_bytes = 0\n", "kafka.max_in_flight_bytes"),
             ("[sessions]\nremembered_ids = 0\n", "sessions.remembered_ids"),
+            ("[sessions]\nduplicate_horizon = \"30s\"\n", "sessions.duplicate_horizon"),
+            ("[sessions]\nduplicate_horizon = \"60d\"\n", "sessions.duplicate_horizon"),
             ("[sessions]\nfinished_ttl = \"0s\"\n", "sessions.finished_ttl"),
             ("[sessions]\nidle_ttl = \"0s\"\n", "sessions.idle_ttl"),
             ("[sessions]\nidle_ttl = \"soon\"\n", "idle_ttl"),

@@ -37,7 +37,7 @@ pub enum Outcome<'a> {
 /// are measured on the same consume/produce/commit code.
 pub trait Processor: Send + Sync {
     /// What the processor keeps per input partition (the sessions of its records).
-    type State: PartitionState;
+    type State: PartitionState + 'static;
     /// The state of a partition seen for the first time.
     fn state(&self) -> Self::State;
     /// Processes one record of the partition whose state is `state`, at processing time

@@ -55,8 +55,9 @@ fn produce(brokers: &str, topic: &str, records: &[SynthRecord]) {
 }
 
 /// Writes a service configuration for this test's topics and group.
-/// `consumer`: more `[kafka.consumer]` lines.
+/// `consumer`: the `[kafka.consumer]` lines (a short session by default).
 fn config_file(dir: &std::path::Path, brokers: &str, input: &str, prefix: &str, consumer: &str) -> std::path::PathBuf {
+    let consumer = if consumer.is_empty() { "\"session.timeout.ms\" = 6000" } else { consumer };
     let path = dir.join("acs-stream.toml");
     let mut file = std::fs::File::create(&path).unwrap();
     write!(
@@ -64,7 +65,7 @@ fn config_file(dir: &std::path::Path, brokers: &str, input: &str, prefix: &str, 
         "[output]\nevents_topic = \"{prefix}.{{tenant}}.events\"\nalerts_topic = \"{prefix}.{{tenant}}.alerts\"\n\
          dead_letter_topic = \"{prefix}.dlq\"\n\
          [kafka]\nbrokers = \"{brokers}\"\ngroup_id = \"{prefix}\"\ninput_topics = [\"{input}\"]\ncommit_interval = \"200ms\"\n\
-         [kafka.consumer]\n\"session.timeout.ms\" = 6000\n{consumer}\n[topics]\ncreate = true\npartitions = 2\nreplication_factor = 1\n[shutdown]\ngrace = \"20s\"\n"
+         [kafka.consumer]\n{consumer}\n[topics]\ncreate = true\npartitions = 2\nreplication_factor = 1\n[shutdown]\ngrace = \"20s\"\n"
     )
     .unwrap();
     path
@@ -223,7 +224,14 @@ async fn sigkill_mid_stream_loses_nothing() {
         })
     };
     let dir = tempfile::tempdir().unwrap();
-    let config = config_file(dir.path(), &brokers, &input, &prefix, "");
+    // Static membership, as a StatefulSet gives: the restarted processor takes the killed
+    // one's place and partitions. With dynamic membership, tansu (0.6.0) evicts a dead member
+    // only when a later request notices its session expired, and a new member that joins
+    // before that may end with no partition for good (a real Kafka rebalances at eviction).
+    // tansu pauses group requests for 3 s without counting them as heartbeats, so the session
+    // must be long enough not to expire during them.
+    let static_member = format!("\"group.instance.id\" = \"{prefix}-0\"\n\"session.timeout.ms\" = 20000");
+    let config = config_file(dir.path(), &brokers, &input, &prefix, &static_member);
     let mut first = start(&config);
     let _ = outputs(&brokers, &prefix, 2, 500);
     first.0.kill().expect("SIGKILL");

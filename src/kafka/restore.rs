@@ -15,9 +15,6 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::{error, warn};
 
-/// One changelog record: key, and value (`None`: a tombstone).
-pub type ChangelogRecord = (Vec<u8>, Option<Vec<u8>>);
-
 /// Why changelog partitions cannot be read.
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreFailure {
@@ -39,17 +36,21 @@ const RETRY_PAUSE: Duration = Duration::from_secs(1);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Reads the partitions `partitions` of `topic`, each from its beginning to its end offset at
-/// the start. Passing failures (a broker away) are retried until `give_up` says stop (it is
-/// asked between attempts, e.g. whether the input partitions were revoked meanwhile); a
-/// missing partition is final.
+/// the start, handing each record to `apply` as it arrives (partition, key, value; no value
+/// for a tombstone), in offset order per partition; returns the records read per partition.
+/// Passing failures (a broker away) are retried from the beginning (applying the records
+/// again in order gives the same state) until `give_up` says stop (it is asked between
+/// attempts, e.g. whether the input partitions were revoked meanwhile); a missing partition
+/// is final.
 pub fn read(
     client: &ClientConfig,
     topic: &str,
     partitions: &BTreeSet<i32>,
     mut give_up: impl FnMut() -> bool,
-) -> Result<BTreeMap<i32, Vec<ChangelogRecord>>, RestoreFailure> {
+    mut apply: impl FnMut(i32, &[u8], Option<&[u8]>),
+) -> Result<BTreeMap<i32, u64>, RestoreFailure> {
     loop {
-        match read_once(client, topic, partitions) {
+        match read_once(client, topic, partitions, &mut apply) {
             Ok(records) => return Ok(records),
             Err(Failure::Missing(partition)) => {
                 return Err(RestoreFailure::Missing { topic: topic.to_owned(), partition });
@@ -95,7 +96,8 @@ fn read_once(
     client: &ClientConfig,
     topic: &str,
     partitions: &BTreeSet<i32>,
-) -> Result<BTreeMap<i32, Vec<ChangelogRecord>>, Failure> {
+    apply: &mut impl FnMut(i32, &[u8], Option<&[u8]>),
+) -> Result<BTreeMap<i32, u64>, Failure> {
     let consumer: BaseConsumer<RestoreContext> = client.create_with_context(RestoreContext)?;
     let metadata = consumer.fetch_metadata(Some(topic), REQUEST_TIMEOUT)?;
     let existing: BTreeSet<i32> = metadata
@@ -107,7 +109,7 @@ fn read_once(
     if let Some(missing) = partitions.iter().find(|p| !existing.contains(p)) {
         return Err(Failure::Missing(*missing));
     }
-    let mut records: BTreeMap<i32, Vec<ChangelogRecord>> = partitions.iter().map(|p| (*p, Vec::new())).collect();
+    let mut records: BTreeMap<i32, u64> = partitions.iter().map(|p| (*p, 0)).collect();
     // The end of each partition now: what was written before the read started (by this
     // partition's previous owner, which drained its outputs before letting it go).
     let mut ends = BTreeMap::new();
@@ -130,8 +132,9 @@ fn read_once(
                 last_progress = Instant::now();
                 let partition = message.partition();
                 let Some(&end) = ends.get(&partition) else { continue };
-                if let Some(list) = records.get_mut(&partition) {
-                    list.push((message.key().unwrap_or_default().to_vec(), message.payload().map(<[u8]>::to_vec)));
+                if let Some(count) = records.get_mut(&partition) {
+                    *count += 1;
+                    apply(partition, message.key().unwrap_or_default(), message.payload());
                 }
                 if message.offset() >= end - 1 {
                     ends.remove(&partition);

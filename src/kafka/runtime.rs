@@ -22,7 +22,7 @@
 //! is read back from the changelog on a blocking thread; records fetched before the pause
 //! took hold are not processed, and the partition is rewound to the first of them.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -39,7 +39,7 @@ use tracing::{debug, error, info, warn};
 
 use super::client;
 use super::offsets::{OffsetTracker, Ticket, TopicPartition};
-use super::restore::{self, ChangelogRecord, RestoreFailure};
+use super::restore::{self, RestoreFailure};
 use crate::config::Config;
 use crate::decode::{ErrorCode, Rejection};
 use crate::encode::{DeadLetter, Headers as OutputHeaders, Output};
@@ -512,15 +512,28 @@ impl Topics {
     }
 }
 
-/// The changelog read of the partitions waiting for their state, running on a blocking thread.
-struct RestoreTask {
-    /// The input partitions it restores, with the number of their assignment.
-    batch: Vec<(TopicPartition, u64)>,
-    handle: tokio::task::JoinHandle<Result<BTreeMap<i32, Vec<ChangelogRecord>>, RestoreFailure>>,
+/// One input partition being restored: its assignment's number, and its state as rebuilt.
+struct Restoring<S> {
+    tp: TopicPartition,
+    number: u64,
+    state: S,
+    /// Changelog records read, and those that could not be applied.
+    records: u64,
+    errors: u64,
+}
+
+/// The changelog read of the partitions waiting for their state, running on a blocking
+/// thread, each record applied as it arrives.
+struct RestoreTask<S> {
+    handle: tokio::task::JoinHandle<Result<Vec<Restoring<S>>, RestoreFailure>>,
 }
 
 /// Starts reading the changelog for every partition waiting for its state, if any.
-fn start_restore(shared: &Arc<Shared>, client: &ClientConfig) -> Option<RestoreTask> {
+fn start_restore<P: Processor>(
+    shared: &Arc<Shared>,
+    client: &ClientConfig,
+    processor: &P,
+) -> Option<RestoreTask<P::State>> {
     let topic = shared.changelog_topic.as_ref()?;
     let batch: Vec<(TopicPartition, u64)> = {
         let state = shared.lock();
@@ -532,17 +545,35 @@ fn start_restore(shared: &Arc<Shared>, client: &ClientConfig) -> Option<RestoreT
     let topic = topic.clone();
     let partitions: BTreeSet<i32> = batch.iter().map(|(tp, _)| tp.partition).collect();
     info!(topic, partitions = partitions.len(), "Restoring partition state from the changelog.");
-    let (shared, client, waiting) = (shared.clone(), client.clone(), batch.clone());
+    let waiting = batch.clone();
+    let mut restoring: Vec<Restoring<P::State>> = batch
+        .into_iter()
+        .map(|(tp, number)| Restoring { tp, number, state: processor.state(), records: 0, errors: 0 })
+        .collect();
+    let (shared, client) = (shared.clone(), client.clone());
     let handle = tokio::task::spawn_blocking(move || {
-        restore::read(&client, &topic, &partitions, || {
+        let give_up = || {
             // Nobody waits for it any more: every partition revoked (or assigned again,
             // which starts another restore), or the service stopping.
             let state = shared.lock();
             shared.stopping.load(std::sync::atomic::Ordering::Relaxed)
                 || waiting.iter().all(|(tp, number)| state.restoring.get(tp) != Some(number))
-        })
+        };
+        // Several input topics may share a partition number, hence a changelog partition:
+        // each state keeps only its own records.
+        let apply = |partition: i32, key: &[u8], value: Option<&[u8]>| {
+            for entry in restoring.iter_mut().filter(|r| r.tp.partition == partition) {
+                entry.records += 1;
+                if let Err(error) = entry.state.restore(&entry.tp.topic, partition, key, value) {
+                    warn!(topic = %entry.tp.topic, partition, %error, "Skipped a changelog record that cannot be restored.");
+                    entry.errors += 1;
+                }
+            }
+        };
+        restore::read(&client, &topic, &partitions, give_up, apply)?;
+        Ok(restoring)
     });
-    Some(RestoreTask { batch, handle })
+    Some(RestoreTask { handle })
 }
 
 /// Drops the state of the partitions revoked since the last call.
@@ -716,14 +747,14 @@ pub async fn run_observed<P: Processor>(
     let mut paused_poisoned: HashSet<TopicPartition> = HashSet::new();
     // The restore running now (one at a time: it covers every partition waiting when it
     // starts), and the first offset of each restoring partition fetched before its pause.
-    let mut restore_task: Option<RestoreTask> = None;
+    let mut restore_task: Option<RestoreTask<P::State>> = None;
     let mut rewind: HashMap<TopicPartition, i64> = HashMap::new();
     let restore_client = client::restore_consumer(config);
     let changelog = pipeline.changelog_topic();
     tokio::pin!(shutdown);
     loop {
         if restore_task.is_none() {
-            restore_task = start_restore(&shared, &restore_client);
+            restore_task = start_restore(&shared, &restore_client, pipeline);
         }
         // Backpressure by pausing, not by ceasing to poll: rebalance callbacks run inside
         // `recv()`, so the consumer keeps polling while its partitions are paused.
@@ -761,9 +792,9 @@ pub async fn run_observed<P: Processor>(
                 shared.commit(&mut state, &consumer, CommitMode::Async);
             }
             restored = async { (&mut restore_task.as_mut().expect("guarded").handle).await }, if restore_task.is_some() => {
-                let batch = restore_task.take().expect("guarded").batch;
-                let records = match restored {
-                    Ok(Ok(records)) => records,
+                restore_task = None;
+                let restored = match restored {
+                    Ok(Ok(restored)) => restored,
                     Ok(Err(RestoreFailure::Kafka { .. })) => {
                         // Given up: every partition of the batch was revoked meanwhile.
                         continue;
@@ -773,22 +804,15 @@ pub async fn run_observed<P: Processor>(
                 };
                 let mut state = shared.lock();
                 forget_revoked(&mut state, &mut partition_states, &mut rewind);
-                for (tp, number) in batch {
+                for Restoring { tp, number, state: partition_state, records, errors } in restored {
                     // Revoked, or assigned again since (a newer restore follows).
                     if state.restoring.get(&tp) != Some(&number) {
                         continue;
                     }
-                    let mut partition_state = pipeline.state();
-                    let read = records.get(&tp.partition).map_or(&[][..], Vec::as_slice);
-                    for (key, value) in read {
-                        if let Err(error) = partition_state.restore(&tp.topic, tp.partition, key, value.as_deref()) {
-                            warn!(topic = %tp.topic, partition = tp.partition, %error, "Skipped a changelog record that cannot be restored.");
-                            state.summary.restore_errors += 1;
-                        }
-                    }
-                    state.summary.restored_records += read.len() as u64;
+                    state.summary.restore_errors += errors;
+                    state.summary.restored_records += records;
                     state.summary.restored_entries += partition_state.entries() as u64;
-                    info!(topic = %tp.topic, partition = tp.partition, records = read.len(), entries = partition_state.entries(), "Partition state restored.");
+                    info!(topic = %tp.topic, partition = tp.partition, records, entries = partition_state.entries(), "Partition state restored.");
                     partition_states.insert(tp.clone(), partition_state);
                     state.restoring.remove(&tp);
                     if let Some(offset) = rewind.remove(&tp) {

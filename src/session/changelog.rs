@@ -4,6 +4,7 @@
 use prost::Message;
 
 use super::SessionState;
+use super::store::RecentIds;
 use crate::encode::proto::pb;
 use crate::model::Status;
 
@@ -12,8 +13,6 @@ use crate::model::Status;
 pub enum ChangelogError {
     #[error("not an acs.v1.SessionState: {0}")]
     Decode(#[from] prost::DecodeError),
-    #[error("recent message ids: {hashes} hashes but {times} times")]
-    RecentIds { hashes: usize, times: usize },
 }
 
 /// The input partition a session's events are read from.
@@ -25,11 +24,10 @@ pub struct InputPartition {
 
 /// The changelog value of one session.
 pub fn encode(state: &SessionState, input: &InputPartition) -> Vec<u8> {
-    let (hashes, times) = state.recent_ids.iter().copied().unzip();
     pb::SessionState {
         input_topic: input.topic.clone(),
         input_partition: input.partition,
-        tenant_id: state.tenant_id.clone(),
+        tenant_id: state.tenant_id.to_string(),
         status: state.status.map_or("", Status::as_str).to_owned(),
         sequence: state.sequence,
         pause_count: state.pause_count,
@@ -40,8 +38,7 @@ pub fn encode(state: &SessionState, input: &InputPartition) -> Vec<u8> {
         touched_at: state.touched_at,
         finished_at: state.finished_at,
         applied_offset: state.applied_offset,
-        recent_id_hashes: hashes,
-        recent_id_seen_at: times,
+        recent_ids: state.recent_ids.as_raw().to_vec(),
     }
     .encode_to_vec()
 }
@@ -49,18 +46,12 @@ pub fn encode(state: &SessionState, input: &InputPartition) -> Vec<u8> {
 /// A session's state, and the input partition it belongs to, from its changelog value.
 pub fn decode(value: &[u8]) -> Result<(SessionState, InputPartition), ChangelogError> {
     let message = pb::SessionState::decode(value)?;
-    if message.recent_id_hashes.len() != message.recent_id_seen_at.len() {
-        return Err(ChangelogError::RecentIds {
-            hashes: message.recent_id_hashes.len(),
-            times: message.recent_id_seen_at.len(),
-        });
-    }
     let status = match message.status.as_str() {
         "" => None,
         spelled => Some(Status::parse(spelled).value),
     };
     let state = SessionState {
-        tenant_id: message.tenant_id,
+        tenant_id: message.tenant_id.into(),
         status,
         sequence: message.sequence,
         pause_count: message.pause_count,
@@ -71,7 +62,7 @@ pub fn decode(value: &[u8]) -> Result<(SessionState, InputPartition), ChangelogE
         touched_at: message.touched_at,
         finished_at: message.finished_at,
         applied_offset: message.applied_offset,
-        recent_ids: message.recent_id_hashes.into_iter().zip(message.recent_id_seen_at).collect(),
+        recent_ids: RecentIds::from_raw(message.recent_ids),
         dirty: false,
     };
     Ok((state, InputPartition { topic: message.input_topic, partition: message.input_partition }))
@@ -94,7 +85,7 @@ mod tests {
             touched_at: 1_767_261_400_000,
             finished_at: None,
             applied_offset: 41,
-            recent_ids: [(u64::MAX, 1_767_261_400_000), (3, 1_767_261_399_000)].into_iter().collect(),
+            recent_ids: RecentIds::from_raw(vec![u64::MAX, 3 << 16 | 7]),
             dirty: false,
         }
     }
@@ -112,8 +103,5 @@ mod tests {
     #[test]
     fn unreadable_values_are_refused() {
         assert!(matches!(decode(b"\xff\xff\xff"), Err(ChangelogError::Decode(_))));
-        let uneven =
-            pb::SessionState { recent_id_hashes: vec![1, 2], recent_id_seen_at: vec![1], ..Default::default() };
-        assert!(matches!(decode(&uneven.encode_to_vec()), Err(ChangelogError::RecentIds { hashes: 2, times: 1 })));
     }
 }

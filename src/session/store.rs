@@ -2,7 +2,8 @@
 //! yields the event's [`SessionView`] and its session anomalies. Synchronous and pure: the
 //! processing time is passed in.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use xxhash_rust::xxh3::xxh3_64;
@@ -24,6 +25,28 @@ pub struct SessionLimits {
     pub idle_ttl: Duration,
 }
 
+impl SessionLimits {
+    fn horizon_minutes(&self) -> u16 {
+        horizon_minutes(self.duplicate_horizon)
+    }
+}
+
+/// A duplicate horizon in whole minutes (at least 1), as recent ids keep their time.
+fn horizon_minutes(horizon: Duration) -> u16 {
+    let minutes = horizon.as_secs().div_ceil(60).max(1);
+    u16::try_from(minutes).unwrap_or(u16::MAX)
+}
+
+/// The shared copy of `tenant`.
+fn intern(tenants: &mut HashSet<Arc<str>>, tenant: &str) -> Arc<str> {
+    if let Some(shared) = tenants.get(tenant) {
+        return shared.clone();
+    }
+    let shared: Arc<str> = Arc::from(tenant);
+    tenants.insert(shared.clone());
+    shared
+}
+
 impl Default for SessionLimits {
     fn default() -> Self {
         SessionLimits {
@@ -35,10 +58,78 @@ impl Default for SessionLimits {
     }
 }
 
+/// Recent message ids of a session, oldest first, in 8 bytes each: the upper 48 bits of the
+/// id's XXH3-64 and the minute of processing time it was seen (modulo 2^16, about 45
+/// days). Two ids are taken for the same with a chance of 2^-48 per pair compared; the
+/// duplicate horizon holds to the minute.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RecentIds(Vec<u64>);
+
+const MINUTE_MS: i64 = 60_000;
+
+impl RecentIds {
+    fn minute(now_ms: i64) -> u16 {
+        // Modulo 2^16 by design: only differences of recent minutes are ever compared.
+        (now_ms.div_euclid(MINUTE_MS) & 0xFFFF) as u16
+    }
+
+    fn hash_bits(hash: u64) -> u64 {
+        hash & !0xFFFF
+    }
+
+    /// Forgets the ids seen `horizon` ago or earlier (to the minute).
+    pub fn forget_older_than(&mut self, now_ms: i64, horizon: Duration) {
+        self.forget_older(now_ms, horizon_minutes(horizon));
+    }
+
+    /// Forgets the ids seen `horizon_minutes` minutes ago or earlier.
+    fn forget_older(&mut self, now_ms: i64, horizon_minutes: u16) {
+        let now = Self::minute(now_ms);
+        let kept = self.0.iter().position(|entry| now.wrapping_sub(*entry as u16) < horizon_minutes);
+        self.0.drain(..kept.unwrap_or(self.0.len()));
+    }
+
+    pub fn contains(&self, hash: u64) -> bool {
+        let bits = Self::hash_bits(hash);
+        self.0.iter().any(|entry| Self::hash_bits(*entry) == bits)
+    }
+
+    /// Remembers `hash`, seen at `now_ms`, forgetting the oldest beyond `max`.
+    pub fn push(&mut self, hash: u64, now_ms: i64, max: usize) {
+        if self.0.len() >= max {
+            self.0.drain(..=self.0.len() - max);
+        }
+        self.0.push(Self::hash_bits(hash) | u64::from(Self::minute(now_ms)));
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Bytes held on the heap.
+    pub fn heap_bytes(&self) -> usize {
+        self.0.capacity() * size_of::<u64>()
+    }
+
+    /// The entries as the changelog stores them.
+    pub fn as_raw(&self) -> &[u64] {
+        &self.0
+    }
+
+    pub fn from_raw(entries: Vec<u64>) -> RecentIds {
+        RecentIds(entries)
+    }
+}
+
 /// The state of one session (delivery execution).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SessionState {
-    pub tenant_id: String,
+    /// Shared by the sessions of a tenant in one [`Sessions`].
+    pub tenant_id: Arc<str>,
     /// Tracked status; `None` until an event determines one.
     pub status: Option<Status>,
     pub sequence: u64,
@@ -55,17 +146,16 @@ pub struct SessionState {
     /// Input offset of the last event applied: an event at or below it (input processed again
     /// after a crash, with the state restored from the changelog) is not applied twice.
     pub applied_offset: i64,
-    /// Recent message ids (XXH3-64 of the id) with the processing time they were seen,
-    /// oldest first.
-    pub recent_ids: VecDeque<(u64, i64)>,
+    /// Recent message ids, to mark upstream's retries as duplicates.
+    pub recent_ids: RecentIds,
     /// Changed since the last [`Sessions::drain_changes`] (then listed in `Sessions::dirty`).
     pub(super) dirty: bool,
 }
 
 impl SessionState {
-    fn new(tenant_id: &str, incident_time: i64, now: i64) -> SessionState {
+    fn new(tenant_id: Arc<str>, incident_time: i64, now: i64) -> SessionState {
         SessionState {
-            tenant_id: tenant_id.to_owned(),
+            tenant_id,
             status: None,
             sequence: 0,
             pause_count: 0,
@@ -76,7 +166,7 @@ impl SessionState {
             touched_at: now,
             finished_at: None,
             applied_offset: -1,
-            recent_ids: VecDeque::new(),
+            recent_ids: RecentIds::default(),
             dirty: false,
         }
     }
@@ -98,9 +188,14 @@ impl SessionState {
 }
 
 /// The sessions of one input partition, by delivery execution id.
+///
+/// Memory: a boxed state behind a boxed id keeps the table's slots small (16 + 8 bytes),
+/// so that its load factor costs little; see BENCHMARKS.md for the bytes per session.
 #[derive(Debug, Clone, Default)]
 pub struct Sessions {
-    sessions: HashMap<String, SessionState>,
+    sessions: HashMap<Box<str>, Box<SessionState>>,
+    /// Tenant ids, shared by the sessions.
+    tenants: HashSet<Arc<str>>,
     limits: SessionLimits,
     /// Sessions changed since the last [`Sessions::drain_changes`] (each once: a session's
     /// own flag says whether it is listed), so that the hot path hashes the id only once.
@@ -126,6 +221,7 @@ impl Sessions {
     pub fn new(limits: SessionLimits) -> Sessions {
         Sessions {
             sessions: HashMap::new(),
+            tenants: HashSet::new(),
             limits,
             dirty: Vec::new(),
             expired: Vec::new(),
@@ -144,10 +240,11 @@ impl Sessions {
         let id = &*event.delivery_execution_id;
         let state = match self.sessions.get_mut(id) {
             Some(state) => state,
-            None => self
-                .sessions
-                .entry(id.to_owned())
-                .or_insert_with(|| SessionState::new(&event.tenant_id, event.incident_time, now)),
+            None => {
+                let tenant = intern(&mut self.tenants, &event.tenant_id);
+                let state = Box::new(SessionState::new(tenant, event.incident_time, now));
+                self.sessions.entry(Box::from(id)).or_insert(state)
+            }
         };
         let limits = &self.limits;
 
@@ -162,12 +259,9 @@ impl Sessions {
         }
 
         // Duplicates: an id seen within the horizon is marked and counts nothing.
-        let horizon = i64::try_from(limits.duplicate_horizon.as_millis()).unwrap_or(i64::MAX);
-        while state.recent_ids.front().is_some_and(|(_, seen)| now.saturating_sub(*seen) > horizon) {
-            state.recent_ids.pop_front();
-        }
+        state.recent_ids.forget_older(now, limits.horizon_minutes());
         let id_hash = xxh3_64(event.message_id.as_bytes());
-        if state.recent_ids.iter().any(|(hash, _)| *hash == id_hash) {
+        if state.recent_ids.contains(id_hash) {
             event.flag(Anomaly::Duplicate);
             state.touched_at = now;
             return state.view(state.status, true, true);
@@ -223,16 +317,13 @@ impl Sessions {
             Some(status) if machine::is_final(status) => Some(state.finished_at.unwrap_or(now)),
             _ => None,
         };
-        state.recent_ids.push_back((id_hash, now));
-        if state.recent_ids.len() > limits.remembered_ids {
-            state.recent_ids.pop_front();
-        }
+        state.recent_ids.push(id_hash, now, limits.remembered_ids);
         state.view(before, judgement.allowed && !judgement.after_final, false)
     }
 
     /// The state of one session, if this partition holds it.
     pub fn get(&self, delivery_execution_id: &str) -> Option<&SessionState> {
-        self.sessions.get(delivery_execution_id)
+        self.sessions.get(delivery_execution_id).map(|state| &**state)
     }
 
     /// Sessions held.
@@ -254,10 +345,12 @@ impl Sessions {
             let finished = state.finished_at.is_some_and(|at| now.saturating_sub(at) >= finished_ttl);
             let idle = now.saturating_sub(state.touched_at) >= idle_ttl;
             if finished || idle {
-                expired.push(id.clone());
+                expired.push(id.to_string());
             }
             !(finished || idle)
         });
+        // Tenants without a session left.
+        self.tenants.retain(|tenant| Arc::strong_count(tenant) > 1);
         expired.sort_unstable();
         if self.track_changes {
             self.expired.extend(expired.iter().cloned());
@@ -297,7 +390,7 @@ impl Sessions {
         dirty.dedup();
         changes.extend(dirty.into_iter().filter_map(|id| {
             // Expired since it changed (and not back): its tombstone is above.
-            let state = self.sessions.get_mut(&id)?;
+            let state = self.sessions.get_mut(id.as_str())?;
             state.dirty = false;
             let value = changelog::encode(state, &input);
             Some((id, Some(value)))
@@ -320,9 +413,10 @@ impl Sessions {
                 self.sessions.remove(key);
             }
             Some(value) => {
-                let (state, input) = changelog::decode(value)?;
+                let (mut state, input) = changelog::decode(value)?;
                 if input.topic == topic && input.partition == partition {
-                    self.sessions.insert(key.to_owned(), state);
+                    state.tenant_id = intern(&mut self.tenants, &state.tenant_id);
+                    self.sessions.insert(Box::from(key), Box::new(state));
                 }
             }
         }

@@ -250,3 +250,38 @@ fn a_session_that_expires_and_comes_back_before_a_drain_is_restored() {
     assert_eq!(restored.get(DE), run.sessions.get(DE));
     assert_eq!(restored.get(DE).unwrap().pause_count, 1);
 }
+
+#[test]
+fn recent_ids_keep_the_newest_within_the_horizon_in_bounded_memory() {
+    use super::store::RecentIds;
+    let limits = SessionLimits::default();
+    let mut run = Run::new();
+    for n in 0..100 {
+        run.apply(&flat("flag", "succeeded", "", n, &format!("id-{n}")));
+    }
+    let state = run.sessions.get(DE).unwrap();
+    assert_eq!(state.recent_ids.len(), limits.remembered_ids);
+    assert!(state.recent_ids.heap_bytes() <= limits.remembered_ids * 8, "{}", state.recent_ids.heap_bytes());
+    // The newest are remembered, the oldest forgotten.
+    let (view, _) = run.apply(&flat("flag", "succeeded", "", 100, "id-99"));
+    assert!(view.duplicate);
+    let (view, _) = run.apply(&flat("flag", "succeeded", "", 101, "id-0"));
+    assert!(!view.duplicate);
+
+    // Minutes wrap around modulo 2^16 without forgetting a recent id or keeping an old one.
+    let mut ids = RecentIds::default();
+    let wrap = 65_536 * 60_000;
+    let before_wrap = wrap - 30_000;
+    ids.push(7 << 16, before_wrap, 32);
+    assert!(ids.contains(7 << 16) && !ids.contains(8 << 16));
+    let _ = ids.as_raw();
+    let mut kept = ids.clone();
+    kept_forget(&mut kept, before_wrap + 59 * 60_000);
+    assert_eq!(kept.len(), 1, "59 minutes later, across the wrap: still within 1 h");
+    kept_forget(&mut kept, before_wrap + 61 * 60_000);
+    assert!(kept.is_empty(), "61 minutes later: forgotten");
+}
+
+fn kept_forget(ids: &mut super::store::RecentIds, now: i64) {
+    ids.forget_older_than(now, Duration::from_secs(3600));
+}
