@@ -218,6 +218,10 @@ impl<P: Processor> Processor for Timed<'_, P> {
     fn dead_letter_topic(&self) -> &str {
         self.inner.dead_letter_topic()
     }
+
+    fn changelog_topic(&self) -> Option<&str> {
+        self.inner.changelog_topic()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -865,8 +865,12 @@ pub async fn run_observed<P: Processor>(
                 let partition_state = partition_states.entry(tp.clone()).or_insert_with(|| pipeline.state());
                 let now = now_ms();
                 let outcome = pipeline.process(&record, partition_state, now);
-                // Also expires entries, so it runs without a changelog too (then giving none).
-                let changes = partition_state.changes(&tp.topic, tp.partition, now);
+                // Also expires entries, so it runs without a changelog too (whose changes, if
+                // the state recorded any, have nowhere to go).
+                let mut changes = partition_state.changes(&tp.topic, tp.partition, now);
+                if changelog.is_none() {
+                    changes.clear();
+                }
                 let (output, fallback) = match outcome {
                     Outcome::Event(output) => {
                         topics_cache.ensure(&output.topic).await;
@@ -900,7 +904,7 @@ pub async fn run_observed<P: Processor>(
                 }
                 let ticket = state.tracker.begin(&tp, record.source.offset, 1 + changes.len());
                 let deadline = Instant::now() + config.shutdown.grace;
-                if let (Some(changelog), false) = (changelog, changes.is_empty()) {
+                if let Some(changelog) = changelog {
                     state.summary.changelog_records += changes.len() as u64;
                     for (key, value) in &changes {
                         let bytes = key.len() + value.as_ref().map_or(0, Vec::len);
