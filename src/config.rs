@@ -48,6 +48,23 @@ pub struct Config {
     pub topics: TopicsConfig,
     pub sessions: SessionsConfig,
     pub shutdown: ShutdownConfig,
+    pub admin: AdminConfig,
+}
+
+/// `[admin]`: the HTTP port for probes and introspection.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// `host:port` the admin HTTP server listens on; empty: no server.
+    pub listen: String,
+}
+
+impl AdminConfig {
+    /// The address to listen on, `None` when disabled.
+    pub fn address(&self) -> Option<Result<std::net::SocketAddr, std::net::AddrParseError>> {
+        let listen = self.listen.trim();
+        (!listen.is_empty()).then(|| listen.parse())
+    }
 }
 
 /// `[sessions]`: bounds of the per-delivery-execution state.
@@ -363,6 +380,9 @@ impl Config {
         }
         if self.shutdown.grace.is_zero() {
             return Err(invalid("shutdown.grace", "must be longer than 0 (e.g. \"30s\")".into()));
+        }
+        if let Some(Err(error)) = self.admin.address() {
+            return Err(invalid("admin.listen", format!("{:?}: {error}; expected host:port", self.admin.listen)));
         }
         Ok(())
     }
@@ -730,6 +750,7 @@ mod tests {
             ("[kafka]\nmax_in_flight = -1\n", "kafka.max_in_flight"),
             ("[kafka]\nmax_in_flight_bytes = 0\n", "kafka.max_in_flight_bytes"),
             ("[sessions]\nremembered_ids = 0\n", "sessions.remembered_ids"),
+            ("[admin]\nlisten = \"localhost\"\n", "admin.listen"),
             ("[sessions]\nduplicate_horizon = \"30s\"\n", "sessions.duplicate_horizon"),
             ("[sessions]\nduplicate_horizon = \"60d\"\n", "sessions.duplicate_horizon"),
             ("[sessions]\nfinished_ttl = \"0s\"\n", "sessions.finished_ttl"),

@@ -23,6 +23,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod commands;
 pub mod config;
 pub mod decode;

@@ -413,14 +413,54 @@ fn run(path: Option<&std::path::Path>) -> ExitCode {
         Ok(runtime) => runtime,
         Err(code) => return code,
     };
-    match runtime.block_on(acs_stream::kafka::runtime::run(&config, &pipeline, shutdown_signal())) {
+    match runtime.block_on(serve(&config, &pipeline)) {
         Ok(summary) if summary.drained => ExitCode::SUCCESS,
         Ok(_) => ExitCode::FAILURE,
         Err(error) => {
-            eprintln!("acs-stream: {error}");
+            eprintln!("acs-stream: {error:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// The service, with its admin HTTP server when `admin.listen` is set.
+async fn serve(
+    config: &acs_stream::config::Config,
+    pipeline: &acs_stream::pipeline::Pipeline,
+) -> anyhow::Result<acs_stream::kafka::runtime::RunSummary> {
+    use acs_stream::kafka::runtime::{self, Observers, Readiness};
+    use anyhow::Context as _;
+
+    let (readiness, watched) = tokio::sync::watch::channel(Readiness::default());
+    let (queries, asked) = tokio::sync::mpsc::channel(16);
+    let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let admin = match config.admin.address() {
+        Some(address) => {
+            let address = address.context("admin.listen")?;
+            let admin = acs_stream::admin::Admin { readiness: watched, queries };
+            let stopped = async {
+                let _ = admin_stopped.await;
+            };
+            let (bound, serving) = acs_stream::admin::bind(address, admin, stopped)
+                .await
+                .with_context(|| format!("cannot listen on {address} (admin.listen)"))?;
+            tracing::info!(address = %bound, "Admin HTTP server listening.");
+            Some(tokio::spawn(serving))
+        }
+        // No server: the loop sees the query channel closed and stops looking at it.
+        None => None,
+    };
+    let observers = Observers { readiness, queries: Some(asked), ..Observers::default() };
+    let summary = runtime::run_with(config, pipeline, shutdown_signal(), observers).await;
+    let _ = stop_admin.send(());
+    if let Some(admin) = admin {
+        match admin.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "Admin HTTP server failed."),
+            Err(error) => tracing::warn!(%error, "Admin HTTP server task failed."),
+        }
+    }
+    Ok(summary?)
 }
 
 /// Completes on SIGTERM or SIGINT.

@@ -65,6 +65,10 @@ pub trait PartitionState: Send {
     fn restore(&mut self, topic: &str, partition: i32, key: &[u8], value: Option<&[u8]>) -> Result<(), String>;
     /// Entries held (sessions).
     fn entries(&self) -> usize;
+    /// The live state of the entry `key` (a session), as JSON, if held.
+    fn describe(&self, _key: &str) -> Option<serde_json::Value> {
+        None
+    }
 }
 
 /// No state (a stateless processor).
@@ -95,6 +99,10 @@ impl PartitionState for Sessions {
 
     fn entries(&self) -> usize {
         self.len()
+    }
+
+    fn describe(&self, key: &str) -> Option<serde_json::Value> {
+        self.get(key).map(crate::session::SessionState::to_json)
     }
 }
 

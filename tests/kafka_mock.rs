@@ -217,6 +217,85 @@ async fn sessions_continue_after_a_restart_from_their_changelog() {
     assert!(spanning >= 5, "sessions with events on both sides of the restart: {spanning}");
 }
 
+/// `GET path` on the admin server at `address`: status code and JSON body.
+async fn http_get(address: std::net::SocketAddr, path: &str) -> (u16, serde_json::Value) {
+    use std::io::{Read, Write};
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(address).unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let status = response.split(' ').nth(1).unwrap().parse().unwrap();
+        let body = response.split_once("\r\n\r\n").unwrap().1;
+        (status, serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_port_serves_readiness_and_live_sessions() {
+    use acs_stream::admin::{self, Admin};
+    use acs_stream::kafka::runtime::{Observers, Readiness};
+
+    let (_cluster, brokers) = cluster();
+    let inputs = records(13, 200);
+    produce(&brokers, &inputs);
+    let config = config(&brokers, "");
+    let (readiness, watched) = tokio::sync::watch::channel(Readiness::default());
+    let (queries, asked) = tokio::sync::mpsc::channel(4);
+    let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut ready = watched.clone();
+    let (address, serving) =
+        admin::bind("127.0.0.1:0".parse().unwrap(), Admin { readiness: watched, queries }, async {
+            let _ = admin_stopped.await;
+        })
+        .await
+        .unwrap();
+    let serving = tokio::spawn(serving);
+    assert_eq!(http_get(address, "/readyz").await.0, 503, "not in the group yet");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let service = tokio::spawn(async move {
+        let pipeline = Pipeline::new(&config, ReasonCatalog::builtin()).unwrap();
+        let observers = Observers { readiness, queries: Some(asked), ..Observers::default() };
+        let shutdown = async {
+            let _ = stopped.await;
+        };
+        runtime::run_with(&config, &pipeline, shutdown, observers).await.unwrap()
+    });
+    let outputs = read_outputs_blocking(&brokers, inputs.len()).await;
+    // Ready once restored; the outputs above came after the restore.
+    tokio::time::timeout(PATIENCE, ready.wait_for(|r| r.joined && r.restoring == 0)).await.unwrap().unwrap();
+    let (status, body) = http_get(address, "/readyz").await;
+    assert_eq!((status, &body["assignedPartitions"]), (200, &serde_json::json!(INPUT_PARTITIONS)), "{body}");
+
+    // Every session's live state is its last event's.
+    let expected = reference_sessions(&inputs, now_ms());
+    let views = sessions_of(&outputs, "acs");
+    assert!(!views.is_empty());
+    for (id, views) in &views {
+        let ((partition, _), last) = views.last().unwrap();
+        let path = format!("/sessions/{}", id.replace('#', "%23"));
+        let (status, body) = http_get(address, &path).await;
+        assert_eq!(status, 200, "{id}: {body}");
+        assert_eq!(body["input"], serde_json::json!({"topic": INPUT, "partition": partition}));
+        let session = &body["session"];
+        assert_eq!(session["sequence"], serde_json::json!(last.sequence), "{id}: {body}");
+        assert_eq!(session["pauseCount"], serde_json::json!(last.pause_count));
+        assert_eq!(session["securityFlagCount"], serde_json::json!(last.security_flag_count));
+        assert_eq!(expected[id].last().unwrap().sequence, last.sequence);
+    }
+    assert_eq!(http_get(address, "/sessions/nobody%23d%23h%23acme").await.0, 404);
+
+    let _ = stop.send(());
+    let summary = service.await.unwrap();
+    assert!(summary.drained, "{summary:?}");
+    let _ = stop_admin.send(());
+    serving.await.unwrap().unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_output_the_broker_refuses_is_dead_lettered_as_produce_failed() {
     use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};

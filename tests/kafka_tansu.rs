@@ -65,7 +65,8 @@ fn config_file(dir: &std::path::Path, brokers: &str, input: &str, prefix: &str, 
         "[output]\nevents_topic = \"{prefix}.{{tenant}}.events\"\nalerts_topic = \"{prefix}.{{tenant}}.alerts\"\n\
          dead_letter_topic = \"{prefix}.dlq\"\n\
          [kafka]\nbrokers = \"{brokers}\"\ngroup_id = \"{prefix}\"\ninput_topics = [\"{input}\"]\ncommit_interval = \"200ms\"\n\
-         [kafka.consumer]\n{consumer}\n[topics]\ncreate = true\npartitions = 2\nreplication_factor = 1\n[shutdown]\ngrace = \"20s\"\n"
+         [kafka.consumer]\n{consumer}\n[topics]\ncreate = true\npartitions = 2\nreplication_factor = 1\n[shutdown]\ngrace = \"20s\"\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\n"
     )
     .unwrap();
     path

@@ -353,16 +353,67 @@ fn commit_positions<C: ConsumerContext>(
 struct ConsumerCtx {
     shared: Arc<Shared>,
     assignment: tokio::sync::watch::Sender<Assignment>,
+    readiness: tokio::sync::watch::Sender<Readiness>,
 }
 
 impl ConsumerCtx {
     fn publish(&self, state: &State) {
         self.assignment.send_replace(state.assigned.iter().cloned().collect());
+        self.publish_readiness(state);
+    }
+
+    fn publish_readiness(&self, state: &State) {
+        self.readiness.send_replace(Readiness {
+            joined: true,
+            assigned: state.assigned.len(),
+            restoring: state.restoring.len(),
+        });
     }
 }
 
 /// The input partitions this processor owns now, published on every rebalance.
 pub type Assignment = BTreeSet<TopicPartition>;
+
+/// Whether the service can do its work, published on every change (for `/readyz`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Readiness {
+    /// The consumer has had its first assignment (possibly empty).
+    pub joined: bool,
+    /// Input partitions assigned.
+    pub assigned: usize,
+    /// Assigned partitions whose state is being restored (paused meanwhile).
+    pub restoring: usize,
+}
+
+impl Readiness {
+    /// Why the service is not ready, if it is not.
+    pub fn reasons(&self) -> Vec<String> {
+        let mut reasons = Vec::new();
+        if !self.joined {
+            reasons.push("not in the consumer group yet".to_owned());
+        }
+        if self.restoring > 0 {
+            reasons.push(format!("restoring the state of {} of {} partitions", self.restoring, self.assigned));
+        }
+        reasons
+    }
+}
+
+/// A request for the live state of one session (`GET /sessions/{id}`): answered with the
+/// state and its input partition, or `None` when no partition of this instance holds it.
+#[derive(Debug)]
+pub struct SessionQuery {
+    pub id: String,
+    pub reply: tokio::sync::oneshot::Sender<Option<serde_json::Value>>,
+}
+
+/// What the service publishes while it runs, and the queries it answers.
+#[derive(Debug, Default)]
+pub struct Observers {
+    pub assignment: tokio::sync::watch::Sender<Assignment>,
+    pub readiness: tokio::sync::watch::Sender<Readiness>,
+    pub queries: Option<tokio::sync::mpsc::Receiver<SessionQuery>>,
+}
 
 impl ClientContext for ConsumerCtx {}
 
@@ -693,6 +744,17 @@ pub async fn run_observed<P: Processor>(
     shutdown: impl Future<Output = ()>,
     assignment: tokio::sync::watch::Sender<Assignment>,
 ) -> Result<RunSummary, RuntimeError> {
+    run_with(config, pipeline, shutdown, Observers { assignment, ..Observers::default() }).await
+}
+
+/// [`run`], publishing to `observers` and answering their queries.
+pub async fn run_with<P: Processor>(
+    config: &Config,
+    pipeline: &P,
+    shutdown: impl Future<Output = ()>,
+    observers: Observers,
+) -> Result<RunSummary, RuntimeError> {
+    let Observers { assignment, readiness, mut queries } = observers;
     let (sender, receiver) = std::sync::mpsc::channel();
     let wake = Arc::new(tokio::sync::Notify::new());
     let shared = Arc::new(Shared {
@@ -709,7 +771,7 @@ pub async fn run_observed<P: Processor>(
         .map_err(|source| RuntimeError::Client { client: "producer", source })?;
     let _ = shared.producer.set(producer);
     let consumer: StreamConsumer<ConsumerCtx> = client::consumer(config)
-        .create_with_context(ConsumerCtx { shared: shared.clone(), assignment })
+        .create_with_context(ConsumerCtx { shared: shared.clone(), assignment, readiness })
         .map_err(|source| RuntimeError::Client { client: "consumer", source })?;
     let topics: Vec<&str> = config.kafka.input_topics.iter().map(String::as_str).collect();
     consumer
@@ -736,7 +798,7 @@ pub async fn run_observed<P: Processor>(
     let mut source_topics: HashMap<String, Arc<str>> = HashMap::new();
     // The processor's state of each partition (its sessions), made on the partition's first
     // record, dropped when it is revoked.
-    let mut partition_states = HashMap::new();
+    let mut partition_states: HashMap<TopicPartition, P::State> = HashMap::new();
     let mut commit_timer = tokio::time::interval(config.kafka.commit_interval);
     commit_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let max_in_flight = config.kafka.max_in_flight;
@@ -791,6 +853,21 @@ pub async fn run_observed<P: Processor>(
                 shared.settle_ready(&mut state);
                 shared.commit(&mut state, &consumer, CommitMode::Async);
             }
+            query = async { queries.as_mut().expect("guarded").recv().await }, if queries.is_some() => {
+                let Some(query) = query else {
+                    queries = None;
+                    continue;
+                };
+                forget_revoked(&mut shared.lock(), &mut partition_states, &mut rewind);
+                let found = partition_states.iter().find_map(|(tp, partition_state)| {
+                    let session = partition_state.describe(&query.id)?;
+                    Some(serde_json::json!({
+                        "input": {"topic": &*tp.topic, "partition": tp.partition},
+                        "session": session,
+                    }))
+                });
+                let _ = query.reply.send(found);
+            }
             restored = async { (&mut restore_task.as_mut().expect("guarded").handle).await }, if restore_task.is_some() => {
                 restore_task = None;
                 let restored = match restored {
@@ -826,6 +903,7 @@ pub async fn run_observed<P: Processor>(
                         set_paused(&consumer, &HashSet::from([tp]), false);
                     }
                 }
+                consumer.context().publish_readiness(&state);
             }
             message = consumer.recv() => {
                 let message = match message {

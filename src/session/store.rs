@@ -171,6 +171,25 @@ impl SessionState {
         }
     }
 
+    /// The state as the admin endpoint shows it (camelCase, the spec's status spellings,
+    /// epoch milliseconds).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "tenantId": &*self.tenant_id,
+            "status": self.status.map(Status::as_str),
+            "sequence": self.sequence,
+            "pauseCount": self.pause_count,
+            "securityFlagCount": self.security_flag_count,
+            "extraTimeMinutes": self.extra_time_minutes,
+            "firstSeen": self.first_seen,
+            "lastSeen": self.last_seen,
+            "touchedAt": self.touched_at,
+            "finishedAt": self.finished_at,
+            "appliedOffset": self.applied_offset,
+            "recentMessageIds": self.recent_ids.len(),
+        })
+    }
+
     fn view(&self, status_before: Option<Status>, transition_valid: bool, duplicate: bool) -> SessionView {
         SessionView {
             status_before,

@@ -1,0 +1,137 @@
+//! The admin HTTP edge of `run` (DESIGN.md §9): probes and introspection.
+//!
+//! - `GET /healthz`: 200 while the process runs.
+//! - `GET /readyz`: 200 once the consumer has joined its group and every assigned
+//!   partition's session state is restored; 503 with the reasons otherwise.
+//! - `GET /sessions/{deliveryExecutionId}`: the live state of a session owned by this
+//!   instance (asked of the service loop, which holds it), with its input partition; 404
+//!   when no partition of this instance holds it.
+//!
+//! Nothing here logs a session id: a delivery execution id holds the test taker's user id.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::kafka::runtime::{Readiness, SessionQuery};
+
+/// How long a session query may wait for the service loop.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the endpoints read: the service's readiness, and the way to ask it for a session.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    pub readiness: watch::Receiver<Readiness>,
+    pub queries: mpsc::Sender<SessionQuery>,
+}
+
+/// The routes.
+pub fn router(admin: Admin) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/sessions/{id}", get(session))
+        .with_state(admin)
+}
+
+/// Binds `address`; the returned future serves until `shutdown` completes. Gives the bound
+/// address (port 0 picks a free one).
+pub async fn bind(
+    address: SocketAddr,
+    admin: Admin,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<(SocketAddr, impl Future<Output = std::io::Result<()>>)> {
+    let listener = tokio::net::TcpListener::bind(address).await?;
+    let bound = listener.local_addr()?;
+    let serve = axum::serve(listener, router(admin)).with_graceful_shutdown(shutdown);
+    Ok((bound, async move { serve.await }))
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(admin): State<Admin>) -> (StatusCode, Json<Value>) {
+    let readiness = *admin.readiness.borrow();
+    let reasons = readiness.reasons();
+    if reasons.is_empty() {
+        (StatusCode::OK, Json(json!({"ready": true, "assignedPartitions": readiness.assigned})))
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"ready": false, "reasons": reasons})))
+    }
+}
+
+async fn session(State(admin): State<Admin>, Path(id): Path<String>) -> (StatusCode, Json<Value>) {
+    let (reply, answer) = oneshot::channel();
+    if admin.queries.send(SessionQuery { id, reply }).await.is_err() {
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": "the service is not running"})));
+    }
+    match tokio::time::timeout(QUERY_TIMEOUT, answer).await {
+        Ok(Ok(Some(state))) => (StatusCode::OK, Json(state)),
+        Ok(Ok(None)) => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": "no session with this id in the partitions this instance owns"})),
+        ),
+        Ok(Err(_)) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": "the service stopped"}))),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": "the service did not answer in time"}))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn get(admin: &Admin, path: &str) -> (StatusCode, Value) {
+        use tower::ServiceExt;
+        let request = axum::http::Request::get(path).body(axum::body::Body::empty()).unwrap();
+        let response = router(admin.clone()).oneshot(request).await.unwrap();
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    }
+
+    #[tokio::test]
+    async fn readiness_names_what_is_missing() {
+        let (readiness, watched) = watch::channel(Readiness::default());
+        let (queries, _answered) = mpsc::channel(1);
+        let admin = Admin { readiness: watched, queries };
+        let (status, body) = get(&admin, "/readyz").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["reasons"], json!(["not in the consumer group yet"]));
+        readiness.send_replace(Readiness { joined: true, assigned: 3, restoring: 2 });
+        let (status, body) = get(&admin, "/readyz").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["reasons"], json!(["restoring the state of 2 of 3 partitions"]));
+        readiness.send_replace(Readiness { joined: true, assigned: 3, restoring: 0 });
+        assert_eq!(get(&admin, "/readyz").await, (StatusCode::OK, json!({"ready": true, "assignedPartitions": 3})));
+        assert_eq!(get(&admin, "/healthz").await.0, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn a_session_is_asked_of_the_service() {
+        let (_readiness, watched) = watch::channel(Readiness::default());
+        let (queries, mut asked) = mpsc::channel::<SessionQuery>(1);
+        let admin = Admin { readiness: watched, queries };
+        let service = tokio::spawn(async move {
+            while let Some(query) = asked.recv().await {
+                let found = (query.id == "u#d#h#acme").then(|| json!({"session": {"sequence": 4}}));
+                let _ = query.reply.send(found);
+            }
+        });
+        assert_eq!(
+            get(&admin, "/sessions/u%23d%23h%23acme").await,
+            (StatusCode::OK, json!({"session": {"sequence": 4}}))
+        );
+        assert_eq!(get(&admin, "/sessions/other").await.0, StatusCode::NOT_FOUND);
+        service.abort();
+        let _ = service.await;
+        assert_eq!(get(&admin, "/sessions/other").await.0, StatusCode::SERVICE_UNAVAILABLE, "no service");
+    }
+}
