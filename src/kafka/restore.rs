@@ -29,6 +29,9 @@ pub enum RestoreFailure {
     Kafka { topic: String, source: KafkaError },
 }
 
+/// Records read between two questions to `give_up`.
+const GIVE_UP_EVERY: u64 = 10_000;
+
 /// Pause between two attempts of a read that failed for a passing reason (broker away).
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
 /// How long one metadata or offsets request may take, and how long a read may go without
@@ -50,7 +53,7 @@ pub fn read(
     mut apply: impl FnMut(i32, &[u8], Option<&[u8]>),
 ) -> Result<BTreeMap<i32, u64>, RestoreFailure> {
     loop {
-        match read_once(client, topic, partitions, &mut apply) {
+        match read_once(client, topic, partitions, &mut give_up, &mut apply) {
             Ok(records) => return Ok(records),
             Err(Failure::Missing(partition)) => {
                 return Err(RestoreFailure::Missing { topic: topic.to_owned(), partition });
@@ -96,16 +99,21 @@ fn read_once(
     client: &ClientConfig,
     topic: &str,
     partitions: &BTreeSet<i32>,
+    give_up: &mut impl FnMut() -> bool,
     apply: &mut impl FnMut(i32, &[u8], Option<&[u8]>),
 ) -> Result<BTreeMap<i32, u64>, Failure> {
     let consumer: BaseConsumer<RestoreContext> = client.create_with_context(RestoreContext)?;
     let metadata = consumer.fetch_metadata(Some(topic), REQUEST_TIMEOUT)?;
-    let existing: BTreeSet<i32> = metadata
-        .topics()
-        .iter()
-        .filter(|t| t.name() == topic && t.error().is_none())
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
+    let Some(described) = metadata.topics().iter().find(|t| t.name() == topic) else {
+        return Err(KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownTopic).into());
+    };
+    // The topic not there yet (just created, or not created: then the retries say so in the
+    // log every second), its leader moving, no authorization: all retried.
+    if let Some(error) = described.error() {
+        return Err(KafkaError::MetadataFetch(error.into()).into());
+    }
+    let existing: BTreeSet<i32> = described.partitions().iter().map(|p| p.id()).collect();
+    // The topic is there but has too few partitions: retrying cannot help.
     if let Some(missing) = partitions.iter().find(|p| !existing.contains(p)) {
         return Err(Failure::Missing(*missing));
     }
@@ -126,7 +134,14 @@ fn read_once(
     }
     consumer.assign(&list)?;
     let mut last_progress = Instant::now();
+    let mut read = 0_u64;
     while !ends.is_empty() {
+        // Nobody waits for the result any more: stop early (asked now and then, not for
+        // every record).
+        if read % GIVE_UP_EVERY == 0 && give_up() {
+            return Err(KafkaError::MessageConsumption(RDKafkaErrorCode::OperationTimedOut).into());
+        }
+        read += 1;
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(message)) => {
                 last_progress = Instant::now();

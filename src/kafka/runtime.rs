@@ -154,6 +154,8 @@ struct Shared {
     dead_letter_topic: String,
     /// The changelog topic of the partition state, if durable.
     changelog_topic: Option<String>,
+    /// Wakes the consuming loop (deliveries, assignments to restore).
+    wake: Arc<tokio::sync::Notify>,
     /// Set when the service stops: a restore still retrying gives up.
     stopping: std::sync::atomic::AtomicBool,
     /// How long a revoke may wait for the revoked partitions' outputs (at most
@@ -486,6 +488,11 @@ impl ConsumerContext for ConsumerCtx {
             }
             info!(partitions = list.count(), restoring = state.restoring.len(), "Partitions assigned.");
             self.publish(&state);
+            // The loop starts their restore now, not at its next wake-up: with every partition
+            // paused, `recv()` would not return before the next commit tick.
+            if durable {
+                self.shared.wake.notify_one();
+            }
         }
     }
 }
@@ -763,6 +770,7 @@ pub async fn run_with<P: Processor>(
         producer: OnceLock::new(),
         dead_letter_topic: pipeline.dead_letter_topic().to_owned(),
         changelog_topic: pipeline.changelog_topic().map(str::to_owned),
+        wake: wake.clone(),
         stopping: std::sync::atomic::AtomicBool::new(false),
         revoke_timeout: config.shutdown.grace.min(REVOKE_DRAIN_MAX),
     });

@@ -77,15 +77,22 @@ impl RecentIds {
         hash & !0xFFFF
     }
 
-    /// Forgets the ids seen `horizon` ago or earlier (to the minute).
+    /// Forgets the ids seen more than `horizon` ago (to the minute, never earlier).
     pub fn forget_older_than(&mut self, now_ms: i64, horizon: Duration) {
         self.forget_older(now_ms, horizon_minutes(horizon));
     }
 
-    /// Forgets the ids seen `horizon_minutes` minutes ago or earlier.
+    /// Forgets the ids seen more than `horizon_minutes` minutes ago (counted in whole
+    /// minutes, so an id is remembered between the horizon and a minute longer: never
+    /// shorter). A minute ahead of now (another member's clock, after a handover) counts as
+    /// now.
     fn forget_older(&mut self, now_ms: i64, horizon_minutes: u16) {
         let now = Self::minute(now_ms);
-        let kept = self.0.iter().position(|entry| now.wrapping_sub(*entry as u16) < horizon_minutes);
+        let age = |entry: &u64| {
+            let age = now.wrapping_sub(*entry as u16);
+            if age >= 0x8000 { 0 } else { age }
+        };
+        let kept = self.0.iter().position(|entry| age(entry) <= horizon_minutes);
         self.0.drain(..kept.unwrap_or(self.0.len()));
     }
 

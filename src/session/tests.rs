@@ -86,7 +86,7 @@ fn duplicates_are_marked_and_count_nothing() {
     assert_eq!((again.sequence, again.pause_count), (first.sequence, first.pause_count));
     assert_eq!((again.status_before, again.status_after), (Some(Status::Suspended), Some(Status::Suspended)));
     // Past the horizon, the same id counts again.
-    run.now += Duration::from_secs(3601).as_millis() as i64;
+    run.now += Duration::from_secs(3661).as_millis() as i64;
     let (later, anomalies) = run.apply(&flat("resume", "succeeded", "", 6, "m2"));
     assert!(!later.duplicate && anomalies.is_empty(), "{anomalies:?}");
 }
@@ -278,8 +278,15 @@ fn recent_ids_keep_the_newest_within_the_horizon_in_bounded_memory() {
     let mut kept = ids.clone();
     kept_forget(&mut kept, before_wrap + 59 * 60_000);
     assert_eq!(kept.len(), 1, "59 minutes later, across the wrap: still within 1 h");
-    kept_forget(&mut kept, before_wrap + 61 * 60_000);
-    assert!(kept.is_empty(), "61 minutes later: forgotten");
+    kept_forget(&mut kept, before_wrap + 60 * 60_000 - 100);
+    assert_eq!(kept.len(), 1, "just under 1 h later, whatever the minute boundaries: remembered");
+    kept_forget(&mut kept, before_wrap + 62 * 60_000);
+    assert!(kept.is_empty(), "62 minutes later: forgotten");
+    // Seen a minute ahead (another member's clock): remembered, not taken for 45 days old.
+    let mut ahead = RecentIds::default();
+    ahead.push(9 << 16, before_wrap + 60_000, 32);
+    kept_forget(&mut ahead, before_wrap);
+    assert!(ahead.contains(9 << 16));
 }
 
 fn kept_forget(ids: &mut super::store::RecentIds, now: i64) {
