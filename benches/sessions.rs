@@ -520,7 +520,7 @@ fn restore_bench(n: usize) -> anyhow::Result<Restore> {
         &client,
         topic,
         &all,
-        || true,
+        || false,
         |partition, key, value| {
             let sessions = streamed.entry(partition).or_insert_with(|| pipeline.sessions());
             let key = std::str::from_utf8(key).unwrap_or_default();
@@ -545,7 +545,7 @@ fn restore_bench(n: usize) -> anyhow::Result<Restore> {
         &client,
         topic,
         &all,
-        || true,
+        || false,
         |partition, key, value| {
             read.entry(partition).or_default().push((key.to_vec(), value.map(<[u8]>::to_vec)));
         },

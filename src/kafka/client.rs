@@ -39,7 +39,8 @@ pub fn consumer(config: &Config) -> ClientConfig {
 pub fn restore_consumer(config: &Config) -> ClientConfig {
     let kafka = &config.kafka;
     let mut client = ClientConfig::new();
-    for (key, value) in &kafka.consumer {
+    // Not a group member: a static member id (the service's) would be wrong here.
+    for (key, value) in kafka.consumer.iter().filter(|(key, _)| key.as_str() != "group.instance.id") {
         client.set(key, value);
     }
     client
