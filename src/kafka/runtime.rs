@@ -188,6 +188,11 @@ struct State {
     restoring: HashMap<TopicPartition, u64>,
     /// Assignments made so far (numbers the entries of `restoring`).
     assignments: u64,
+    /// Positions of revoked partitions whose commit failed (a broker may refuse commits
+    /// while the group rebalances), kept for the partitions assigned back to this member in
+    /// that rebalance: they resume there and commit it, instead of processing again from the
+    /// older committed offset.
+    unsaved: HashMap<TopicPartition, i64>,
 }
 
 impl State {
@@ -209,7 +214,10 @@ impl State {
     /// The current position of every assigned partition (committing an unchanged one again
     /// is harmless, and retries a commit that failed).
     fn positions(&self) -> Vec<(TopicPartition, i64)> {
-        self.assigned.iter().filter_map(|tp| Some((tp.clone(), self.tracker.position(tp)?))).collect()
+        self.assigned
+            .iter()
+            .filter_map(|tp| Some((tp.clone(), self.tracker.position(tp).or_else(|| self.unsaved.get(tp).copied())?)))
+            .collect()
     }
 }
 
@@ -327,17 +335,22 @@ impl Shared {
         // Positions come from `positions()` (every assigned partition, so a failed commit is
         // retried); draining only empties the tracker's list of partitions that advanced.
         let _ = state.tracker.drain_committable();
-        commit_positions(consumer, state.positions(), mode);
+        let positions = state.positions();
+        if commit_positions(consumer, positions, mode) && matches!(mode, CommitMode::Sync) {
+            state.unsaved.clear();
+        }
     }
 }
 
+/// Commits `positions`; false when the commit failed (an asynchronous one can only fail
+/// to be sent here).
 fn commit_positions<C: ConsumerContext>(
     consumer: &impl Consumer<C>,
     positions: Vec<(TopicPartition, i64)>,
     mode: CommitMode,
-) {
+) -> bool {
     if positions.is_empty() {
-        return;
+        return true;
     }
     let mut list = TopicPartitionList::new();
     for (tp, offset) in &positions {
@@ -346,8 +359,14 @@ fn commit_positions<C: ConsumerContext>(
         }
     }
     match consumer.commit(&list, mode) {
-        Ok(()) => debug!(partitions = positions.len(), "Committed offsets."),
-        Err(error) => warn!(partitions = positions.len(), %error, "Offset commit failed; retried at the next commit."),
+        Ok(()) => {
+            debug!(partitions = positions.len(), "Committed offsets.");
+            true
+        }
+        Err(error) => {
+            warn!(partitions = positions.len(), %error, "Offset commit failed; retried at the next commit.");
+            false
+        }
     }
 }
 
@@ -460,7 +479,9 @@ impl ConsumerContext for ConsumerCtx {
         }
         state.revoked.extend(revoked.iter().cloned());
         info!(partitions = revoked.len(), committed = positions.len(), "Partitions revoked.");
-        commit_positions(consumer, positions, CommitMode::Sync);
+        if !commit_positions(consumer, positions.clone(), CommitMode::Sync) {
+            state.unsaved.extend(positions);
+        }
         self.publish(&state);
     }
 
@@ -468,6 +489,11 @@ impl ConsumerContext for ConsumerCtx {
         if let Rebalance::Assign(list) = rebalance {
             let mut state = self.shared.lock();
             let durable = self.shared.changelog_topic.is_some();
+            // Unsaved positions of partitions that went to another member are dropped: that
+            // member starts from the committed offset (at-least-once).
+            let assigned: HashSet<TopicPartition> =
+                list.elements().iter().map(|e| TopicPartition::new(e.topic(), e.partition())).collect();
+            state.unsaved.retain(|tp, _| assigned.contains(tp));
             for element in list.elements() {
                 let tp = TopicPartition::new(element.topic(), element.partition());
                 state.tracker.reset_partition(&tp);
@@ -632,6 +658,25 @@ fn start_restore<P: Processor>(
         Ok(restoring)
     });
     Some(RestoreTask { handle })
+}
+
+/// Where the group resumes `tp`: its committed offset, or where `auto.offset.reset` says
+/// (earliest unless the consumer map says otherwise) when it has none.
+fn committed_or_reset(
+    consumer: &StreamConsumer<ConsumerCtx>,
+    tp: &TopicPartition,
+    config: &Config,
+) -> Result<Offset, KafkaError> {
+    let mut list = TopicPartitionList::new();
+    list.add_partition(&tp.topic, tp.partition);
+    let committed = consumer.committed_offsets(list, Duration::from_secs(10))?;
+    match committed.find_partition(&tp.topic, tp.partition).map(|e| e.offset()) {
+        Some(Offset::Offset(offset)) => Ok(Offset::Offset(offset)),
+        _ => Ok(match config.kafka.consumer.get("auto.offset.reset").map(String::as_str) {
+            Some("latest" | "largest" | "end") => Offset::End,
+            _ => Offset::Beginning,
+        }),
+    }
 }
 
 /// Drops the state of the partitions revoked since the last call.
@@ -900,11 +945,22 @@ pub async fn run_with<P: Processor>(
                     info!(topic = %tp.topic, partition = tp.partition, records, entries = partition_state.entries(), "Partition state restored.");
                     partition_states.insert(tp.clone(), partition_state);
                     state.restoring.remove(&tp);
-                    if let Some(offset) = rewind.remove(&tp) {
-                        let seek = consumer.seek(&tp.topic, tp.partition, Offset::Offset(offset), Duration::from_secs(10));
+                    if let Some(&position) = state.unsaved.get(&tp) {
+                        // Assigned back after a revoke whose commit failed: where it was.
+                        rewind.remove(&tp);
+                        let seek = consumer.seek(&tp.topic, tp.partition, Offset::Offset(position), Duration::from_secs(10));
+                        if let Err(error) = seek {
+                            return Err(RuntimeError::Fatal { client: "consumer", reason: format!("cannot resume {tp} at {position} after its restore: {error}") });
+                        }
+                    } else if rewind.remove(&tp).is_some() {
+                        // Records were taken (and skipped) while it restored: start again where
+                        // the group committed. Not from the lowest offset skipped: a record
+                        // left from an earlier assignment of the partition may be older.
+                        let start = tokio::task::block_in_place(|| committed_or_reset(&consumer, &tp, config));
+                        let seek = start.and_then(|offset| consumer.seek(&tp.topic, tp.partition, offset, Duration::from_secs(10)));
                         if let Err(error) = seek {
                             // Not processed from the right place: better stopped than skipping.
-                            return Err(RuntimeError::Fatal { client: "consumer", reason: format!("cannot rewind {tp} to {offset} after its restore: {error}") });
+                            return Err(RuntimeError::Fatal { client: "consumer", reason: format!("cannot rewind {tp} after its restore: {error}") });
                         }
                     }
                     if !paused_for_backpressure && !state.poisoned.contains(&tp) {
@@ -938,11 +994,10 @@ pub async fn run_with<P: Processor>(
                         debug!(topic = %tp.topic, partition = tp.partition, offset = message.offset(), "Skipped a record of a partition not processed now.");
                         continue;
                     }
-                    // Fetched before the pause of a partition being restored: fetched again
-                    // from there once the state is back.
+                    // Fetched before the pause of a partition being restored took hold (or left
+                    // from an earlier assignment): fetched again once the state is back.
                     if state.restoring.contains_key(&tp) {
-                        let first = rewind.entry(tp).or_insert(message.offset());
-                        *first = (*first).min(message.offset());
+                        rewind.insert(tp, message.offset());
                         continue;
                     }
                 }
