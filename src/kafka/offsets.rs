@@ -319,14 +319,15 @@ impl OffsetTracker {
     /// commit) until [`reset_partition`](Self::reset_partition) (or a revoke or rewind). The record
     /// stays in flight for good.
     ///
-    /// A stale ticket (forgotten partition) is ignored. A ticket whose record was already completed
-    /// and passed (more reports than outputs, a caller bug) is counted as ignored and, to stay on the
-    /// safe side, freezes the partition at its current position.
-    pub fn fail(&mut self, ticket: Ticket) {
+    /// A stale ticket (forgotten partition) is ignored: returns false then (the partition's
+    /// current assignment is not concerned). A ticket whose record was already completed and
+    /// passed (more reports than outputs, a caller bug) is counted as ignored and, to stay on
+    /// the safe side, freezes the partition at its current position.
+    pub fn fail(&mut self, ticket: Ticket) -> bool {
         let Self { slots, in_flight, stats, .. } = self;
         let Some(p) = live(slots, ticket) else {
             stats.ignored_reports += 1;
-            return;
+            return false;
         };
         match p.index(ticket.seq) {
             Some(idx) => {
@@ -351,6 +352,7 @@ impl OffsetTracker {
                 }
             }
         }
+        true
     }
 
     /// The next offset to commit for `tp` (last fully-completed contiguous record's offset + 1: all
@@ -815,7 +817,9 @@ mod tests {
                         tickets.insert(label, t.begin(&tp(p), offset, outputs));
                     }
                     Ack(label) => t.ack(tickets[label]),
-                    Fail(label) => t.fail(tickets[label]),
+                    Fail(label) => {
+                        t.fail(tickets[label]);
+                    }
                     Committable(p, want) => assert_eq!(t.committable(&tp(p)), want, "{at}"),
                     Drain(want) => {
                         let mut got: Vec<(i32, i64)> =
@@ -863,6 +867,22 @@ mod tests {
         assert_eq!(t.slots.len(), 1, "freed slots are reused");
         assert!(t.dirty.is_empty());
         assert_eq!(t.partitions(), 1);
+    }
+
+    #[test]
+    fn a_failure_of_an_earlier_assignment_leaves_the_current_one_alone() {
+        let mut t = OffsetTracker::new();
+        let p = tp(0);
+        let old = t.begin(&p, 10, 2);
+        // Revoked and assigned again: the old ticket is stale.
+        let _ = t.revoke(std::slice::from_ref(&p));
+        let current = t.begin(&p, 10, 1);
+        assert!(!t.fail(old), "stale: not applied");
+        t.ack(current);
+        assert_eq!(t.committable(&p), Some(11), "the current assignment commits on");
+        let next = t.begin(&p, 11, 1);
+        assert!(t.fail(next), "live: applied");
+        assert_eq!(t.poisoned_at(&p), Some(11));
     }
 
     #[test]

@@ -324,9 +324,15 @@ impl Shared {
     }
 
     fn lose(&self, state: &mut State, ticket: Ticket, tp: &TopicPartition, error: &KafkaError) {
+        // An output of an earlier assignment of the partition (revoked since): nothing of the
+        // current one is concerned, and the record is processed again by whoever owns it.
+        if !state.tracker.fail(ticket) {
+            warn!(topic = %tp.topic, partition = tp.partition, %error,
+                  "Output of an earlier assignment lost; its record is processed again from the committed offset.");
+            return;
+        }
         error!(topic = %tp.topic, partition = tp.partition, %error, dead_letter_topic = %self.dead_letter_topic,
                "Output lost; the partition is paused and not committed past it until restart.");
-        state.tracker.fail(ticket);
         state.poisoned.insert(tp.clone());
     }
 
