@@ -151,10 +151,20 @@ impl Service {
 /// A one-broker cluster with the input and output topics (the mock cluster does not
 /// support CreateTopics, so they are made through its own API).
 fn cluster() -> (MockCluster<'static, rdkafka::producer::DefaultProducerContext>, String) {
+    cluster_for(INPUT, INPUT_PARTITIONS, "acs-test")
+}
+
+/// The same, with the input `input` of `partitions` partitions and the session changelog of
+/// consumer group `group`.
+fn cluster_for(
+    input: &str,
+    partitions: i32,
+    group: &str,
+) -> (MockCluster<'static, rdkafka::producer::DefaultProducerContext>, String) {
     let cluster = MockCluster::new(1).unwrap();
     let brokers = cluster.bootstrap_servers();
-    cluster.create_topic(INPUT, INPUT_PARTITIONS, 1).unwrap();
-    cluster.create_topic("acs-test.sessions.changelog", INPUT_PARTITIONS, 1).unwrap();
+    cluster.create_topic(input, partitions, 1).unwrap();
+    cluster.create_topic(&format!("{group}.sessions.changelog"), partitions, 1).unwrap();
     for topic in OUTPUTS {
         cluster.create_topic(topic, 2, 1).unwrap();
     }
@@ -358,14 +368,8 @@ async fn an_output_the_broker_refuses_is_dead_lettered_as_produce_failed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_processor_takes_over_partitions_without_loss_or_duplicates() {
     const PARTITIONS: i32 = 4;
-    let cluster = MockCluster::new(1).unwrap();
-    let brokers = cluster.bootstrap_servers();
     let input = "acs.raw.rebalance";
-    cluster.create_topic(input, PARTITIONS, 1).unwrap();
-    cluster.create_topic("acs-rebalance.sessions.changelog", PARTITIONS, 1).unwrap();
-    for topic in OUTPUTS {
-        cluster.create_topic(topic, 2, 1).unwrap();
-    }
+    let (_cluster, brokers) = cluster_for(input, PARTITIONS, "acs-rebalance");
     let config = || config_for(&brokers, "acs-rebalance", &format!("\"{input}\""), "");
 
     let mut first = Service::start(config());
@@ -425,14 +429,8 @@ async fn a_second_processor_takes_over_partitions_without_loss_or_duplicates() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_survivor_of_a_rebalance_restores_the_moved_sessions_and_continues_them() {
     const PARTITIONS: i32 = 4;
-    let cluster = MockCluster::new(1).unwrap();
-    let brokers = cluster.bootstrap_servers();
     let input = "acs.raw.moved";
-    cluster.create_topic(input, PARTITIONS, 1).unwrap();
-    cluster.create_topic("acs-moved.sessions.changelog", PARTITIONS, 1).unwrap();
-    for topic in OUTPUTS {
-        cluster.create_topic(topic, 2, 1).unwrap();
-    }
+    let (_cluster, brokers) = cluster_for(input, PARTITIONS, "acs-moved");
     let config = || config_for(&brokers, "acs-moved", &format!("\"{input}\""), "");
     let mut survivor = Service::start(config());
     survivor.owns(|owned| owned.len() == PARTITIONS as usize).await;

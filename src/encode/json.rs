@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use super::proto::{self, pb};
-use crate::model::{Event, ReasonCode};
+use crate::model::{Event, ReasonCode, SessionView};
 
 /// A borrowed view of an event in the JSON contract's field order. `R`, `S` and `A` are
 /// how the reason, the signal and the anomalies are written: the model's own types for an
@@ -64,44 +64,11 @@ struct EventJson<'a, R, S, A> {
     #[serde(skip_serializing_if = "Option::is_none")]
     incident_severity: Option<f64>,
     anomalies: &'a [A],
+    /// Absent only for an event that did not go through the session state.
     #[serde(skip_serializing_if = "Option::is_none")]
-    session: Option<SessionJson>,
+    session: Option<&'a SessionView>,
     source: SourceJson<'a>,
     processor: ProcessorJson<'a>,
-}
-
-/// What the session state says of the event ([`crate::model::SessionView`]); absent only
-/// for an event that did not go through the session state.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct SessionJson {
-    status_before: Option<&'static str>,
-    status_after: Option<&'static str>,
-    transition_valid: bool,
-    sequence: u64,
-    pause_count: u32,
-    security_flag_count: u32,
-    extra_time_minutes: f64,
-    first_seen: i64,
-    last_seen: i64,
-    duplicate: bool,
-}
-
-impl From<&crate::model::SessionView> for SessionJson {
-    fn from(session: &crate::model::SessionView) -> Self {
-        SessionJson {
-            status_before: session.status_before.map(|s| s.as_str()),
-            status_after: session.status_after.map(|s| s.as_str()),
-            transition_valid: session.transition_valid,
-            sequence: session.sequence,
-            pause_count: session.pause_count,
-            security_flag_count: session.security_flag_count,
-            extra_time_minutes: session.extra_time_minutes,
-            first_seen: session.first_seen,
-            last_seen: session.last_seen,
-            duplicate: session.duplicate,
-        }
-    }
 }
 
 #[derive(Serialize)]
@@ -159,7 +126,7 @@ pub fn to_vec(event: &Event) -> Vec<u8> {
         attempt_number: event.attempt_number,
         incident_severity: event.incident_severity,
         anomalies: &event.anomalies,
-        session: event.session.as_ref().map(SessionJson::from),
+        session: event.session.as_ref(),
         source: SourceJson {
             topic: &event.source.topic,
             partition: event.source.partition,
@@ -213,12 +180,12 @@ struct SignalJson<'a> {
 
 /// An enum field: its spelling, `None` for `UNSPECIFIED`, an error for a number this build
 /// does not know.
-fn spelled<P: TryFrom<i32>, M>(
+fn spelled<P: TryFrom<i32>, M, T>(
     field: &'static str,
     value: i32,
     model: impl Fn(P) -> Option<M>,
-    spell: impl Fn(M) -> &'static str,
-) -> Result<Option<&'static str>, FromProtoError> {
+    spell: impl Fn(M) -> T,
+) -> Result<Option<T>, FromProtoError> {
     let known = P::try_from(value).map_err(|_| FromProtoError::Enum { field, value })?;
     Ok(model(known).map(spell))
 }
@@ -282,11 +249,9 @@ pub fn from_proto(event: &pb::EnrichedEvent) -> Result<Vec<u8>, FromProtoError> 
     };
     let session = match &event.session {
         None => None,
-        Some(session) => Some(SessionJson {
-            status_before: spelled("session.status_before", session.status_before, proto::model_status, |s| {
-                s.as_str()
-            })?,
-            status_after: spelled("session.status_after", session.status_after, proto::model_status, |s| s.as_str())?,
+        Some(session) => Some(SessionView {
+            status_before: spelled("session.status_before", session.status_before, proto::model_status, |s| s)?,
+            status_after: spelled("session.status_after", session.status_after, proto::model_status, |s| s)?,
             transition_valid: session.transition_valid,
             sequence: session.sequence,
             pause_count: session.pause_count,
@@ -334,7 +299,7 @@ pub fn from_proto(event: &pb::EnrichedEvent) -> Result<Vec<u8>, FromProtoError> 
         attempt_number: event.attempt_number,
         incident_severity: event.incident_severity,
         anomalies: &event.anomalies,
-        session,
+        session: session.as_ref(),
         source: SourceJson {
             topic: source.map_or("", |s| &s.topic),
             partition: source.map_or(0, |s| s.partition),

@@ -408,19 +408,23 @@ impl Sessions {
     /// then the state of every session changed (sorted by id). In that order a session that
     /// expired and came back before the call is restored, not forgotten.
     pub fn drain_changes(&mut self, topic: &str, partition: i32) -> Vec<Change> {
+        // Called after every record: nothing to allocate when nothing changed.
+        if self.expired.is_empty() && self.dirty.is_empty() {
+            return Vec::new();
+        }
         let input = InputPartition { topic: topic.to_owned(), partition };
         let mut changes: Vec<Change> = self.expired.drain(..).map(|id| (id, None)).collect();
-        let mut dirty = std::mem::take(&mut self.dirty);
-        dirty.sort_unstable();
+        self.dirty.sort_unstable();
         // An id is listed once per time it was dirtied: twice when it expired in between.
-        dirty.dedup();
-        changes.extend(dirty.into_iter().filter_map(|id| {
+        self.dirty.dedup();
+        // Drained in place: the list keeps its capacity for the next records.
+        for id in self.dirty.drain(..) {
             // Expired since it changed (and not back): its tombstone is above.
-            let state = self.sessions.get_mut(id.as_str())?;
+            let Some(state) = self.sessions.get_mut(id.as_str()) else { continue };
             state.dirty = false;
             let value = changelog::encode(state, &input);
-            Some((id, Some(value)))
-        }));
+            changes.push((id, Some(value)));
+        }
         changes
     }
 
