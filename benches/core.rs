@@ -36,7 +36,7 @@ fn run(pipeline: &Pipeline, corpus: &[Vec<u8>], topic: &Arc<str>, now: i64) -> u
     let mut sessions = pipeline.sessions();
     for (offset, value) in corpus.iter().enumerate() {
         let source = Source { topic: topic.clone(), partition: 0, offset: offset as i64 };
-        let record = Record { key: None, value, source };
+        let record = Record::new(None, value, source);
         bytes += match pipeline.process(&record, &mut sessions, now) {
             Outcome::Event(output) => output.value.len(),
             Outcome::DeadLetter(dead) => dead.rejection.detail.len(),

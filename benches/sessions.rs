@@ -321,7 +321,7 @@ fn synthetic(n: usize) -> anyhow::Result<Measured> {
             let record = generator.next_record();
             let source = Source { topic: topic.clone(), partition: 0, offset };
             offset += 1;
-            let record = Record { key: Some(&record.key), value: &record.value, source };
+            let record = Record::new(Some(&record.key), &record.value, source);
             if let Outcome::Event(_) = pipeline.process(&record, &mut sessions, now) {
                 events += 1;
             }
@@ -397,7 +397,7 @@ fn worst_case(n: usize, one_more: bool) -> anyhow::Result<Measured> {
             let json = format!(r#"{{"deliveryExecutionId":"{id}","incidentTime":{},"action":"pause"}}"#, NOW / 1000);
             event.extend_from_slice(json.as_bytes());
             let source = Source { topic: topic.clone(), partition: 0, offset: 40 * i as i64 + 1 };
-            let record = Record { key: Some(id.as_bytes()), value: &event, source };
+            let record = Record::new(Some(id.as_bytes()), &event, source);
             match pipeline.process(&record, &mut sessions, NOW) {
                 Outcome::Event(_) => {}
                 Outcome::DeadLetter(dead) => bail!("the event of {id} was refused: {:?}", dead.rejection),

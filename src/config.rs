@@ -31,7 +31,7 @@ pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 pub const ENV_PREFIX: &str = "ACS_STREAM__";
 
 /// Largest accepted `input.max_event_bytes` (Kafka's own ceiling for a record is lower).
-/// Stands for the consumer group in `sessions.changelog_topic`.
+/// Stands for the consumer group in `sessions.changelog_topic` and `input.repartition_topic`.
 pub const GROUP_PLACEHOLDER: &str = "{group}";
 
 const MAX_EVENT_BYTES_CEILING: usize = 64 * 1024 * 1024;
@@ -93,6 +93,21 @@ pub struct SessionsConfig {
 pub struct InputConfig {
     /// Records larger than this are dead-lettered with `too_large`.
     pub max_event_bytes: usize,
+    /// What upstream keys input records by.
+    pub keyed_by: InputKey,
+    /// The internal topic input not keyed by session is re-keyed through (`{group}`: the
+    /// consumer group).
+    pub repartition_topic: String,
+}
+
+/// What upstream keys input records by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InputKey {
+    /// By session: processed where consumed.
+    DeliveryExecutionId,
+    /// By anything else: re-keyed through the repartition topic first.
+    Other,
 }
 
 /// `[tenants]`
@@ -301,6 +316,12 @@ impl Config {
         (!template.is_empty()).then(|| template.replace(GROUP_PLACEHOLDER, &self.kafka.group_id))
     }
 
+    /// The topic input is re-keyed through, `None` when input is keyed by session.
+    pub fn repartition_topic(&self) -> Option<String> {
+        (self.input.keyed_by == InputKey::Other)
+            .then(|| self.input.repartition_topic.trim().replace(GROUP_PLACEHOLDER, &self.kafka.group_id))
+    }
+
     /// Cross-field checks.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key: &'static str, message: String| ConfigError::Invalid { key, message };
@@ -359,24 +380,31 @@ impl Config {
         }
         self.validate_kafka()?;
         self.validate_topics()?;
-        if let Some(changelog) = self.changelog_topic() {
-            let key = "sessions.changelog_topic";
-            check_topic_name(&changelog).map_err(|e| invalid(key, format!("{changelog:?}: {e}")))?;
-            let outputs = [&self.output.dead_letter_topic];
-            if outputs.contains(&&changelog) || events.can_render(&changelog) || alerts.can_render(&changelog) {
+        let changelog = self.changelog_topic();
+        let repartition = self.repartition_topic();
+        for (key, internal) in [("sessions.changelog_topic", &changelog), ("input.repartition_topic", &repartition)] {
+            let Some(topic) = internal else { continue };
+            check_topic_name(topic).map_err(|e| invalid(key, format!("{topic:?}: {e}")))?;
+            if *topic == self.output.dead_letter_topic || events.can_render(topic) || alerts.can_render(topic) {
                 return Err(invalid(
                     key,
-                    format!("{changelog:?} is also an output topic: the changelog needs a topic of its own"),
+                    format!("{topic:?} is also an output topic: an internal topic needs a topic of its own"),
                 ));
             }
-            let consumed = self.kafka.input_topics.iter().any(|topic| match topic.strip_prefix('^') {
+            let consumed = self.kafka.input_topics.iter().any(|input| match input.strip_prefix('^') {
                 // Checked by validate_kafka above.
-                Some(_) => regex::Regex::new(topic).is_ok_and(|regex| regex.is_match(&changelog)),
-                None => *topic == changelog,
+                Some(_) => regex::Regex::new(input).is_ok_and(|regex| regex.is_match(topic)),
+                None => input == topic,
             });
             if consumed {
-                return Err(invalid(key, format!("{changelog:?} is also an input topic (kafka.input_topics)")));
+                return Err(invalid(key, format!("{topic:?} is also an input topic (kafka.input_topics)")));
             }
+        }
+        if changelog.is_some() && changelog == repartition {
+            return Err(invalid(
+                "input.repartition_topic",
+                "is also sessions.changelog_topic: the two internal topics need names of their own".into(),
+            ));
         }
         if self.shutdown.grace.is_zero() {
             return Err(invalid("shutdown.grace", "must be longer than 0 (e.g. \"30s\")".into()));
@@ -665,6 +693,10 @@ mod tests {
         assert_eq!(config.topics.replication_factor, -1);
         assert!(config.topics.configs.is_empty());
         assert_eq!(config.shutdown.grace, Duration::from_secs(30));
+        assert_eq!(config.input.keyed_by, InputKey::DeliveryExecutionId);
+        assert_eq!(config.repartition_topic(), None, "input keyed by session is processed where consumed");
+        let rekeyed = Config::layered(Some(("f", "[input]\nkeyed_by = \"other\"\n")), []).unwrap();
+        assert_eq!(rekeyed.repartition_topic().as_deref(), Some("acs-stream.repartition"));
     }
 
     #[test]
@@ -761,6 +793,14 @@ mod tests {
             ("[sessions]\nchangelog_topic = \"acs.{group}.events\"\n", "sessions.changelog_topic"),
             ("[sessions]\nchangelog_topic = \"acs.raw\"\n", "sessions.changelog_topic"),
             ("[kafka]\ninput_topics = [\"^acs-.*\"]\n", "sessions.changelog_topic"),
+            ("[input]\nkeyed_by = \"tenant\"\n", "keyed_by"),
+            ("[input]\nkeyed_by = \"other\"\nrepartition_topic = \"\"\n", "input.repartition_topic"),
+            ("[input]\nkeyed_by = \"other\"\nrepartition_topic = \"acs.raw\"\n", "input.repartition_topic"),
+            ("[input]\nkeyed_by = \"other\"\nrepartition_topic = \"acs.x.events\"\n", "input.repartition_topic"),
+            (
+                "[input]\nkeyed_by = \"other\"\nrepartition_topic = \"r\"\n[sessions]\nchangelog_topic = \"r\"\n",
+                "input.repartition_topic",
+            ),
             ("[kafka]\nconsumer = 3\n", "kafka.consumer"),
             ("[kafka]\nmax_prefetch_kbytes = 0\n", "kafka.max_prefetch_kbytes"),
             ("[kafka]\nmax_prefetch_kbytes = 2097152\n", "kafka.max_prefetch_kbytes"),

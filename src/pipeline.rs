@@ -15,9 +15,23 @@ use crate::session::{SessionLimits, Sessions};
 /// One input record.
 #[derive(Debug, Clone)]
 pub struct Record<'a> {
+    /// The key upstream gave it.
     pub key: Option<&'a [u8]>,
     pub value: &'a [u8],
+    /// Where upstream published it (the lineage written on its outputs and dead letters).
     pub source: Source,
+    /// Its offset in the partition it is processed from: `source.offset`, except for input
+    /// re-keyed through the repartition topic, where it is the repartition record's offset.
+    /// Sessions remember it to skip input processed again.
+    pub position: i64,
+}
+
+impl<'a> Record<'a> {
+    /// A record processed where upstream published it.
+    pub fn new(key: Option<&'a [u8]>, value: &'a [u8], source: Source) -> Record<'a> {
+        let position = source.offset;
+        Record { key, value, source, position }
+    }
 }
 
 /// What became of a record: exactly one of an event or a dead letter.
@@ -49,6 +63,17 @@ pub trait Processor: Send + Sync {
     /// they live in memory only.
     fn changelog_topic(&self) -> Option<&str> {
         None
+    }
+    /// The topic input is re-keyed through before it is processed, when upstream does not
+    /// key it by session; `None`: input is processed where it is consumed.
+    fn repartition_topic(&self) -> Option<&str> {
+        None
+    }
+    /// The key `record` takes on its way through the repartition topic (its session, so that
+    /// one owner processes a session's records in order), or the dead letter it becomes when
+    /// it cannot be read.
+    fn rekey(&self, record: &Record<'_>, _now_ms: i64) -> Result<Vec<u8>, DeadLetter> {
+        Ok(record.key.map(<[u8]>::to_vec).unwrap_or_default())
     }
 }
 
@@ -125,6 +150,14 @@ impl Processor for Pipeline {
     fn changelog_topic(&self) -> Option<&str> {
         self.changelog_topic.as_deref()
     }
+
+    fn repartition_topic(&self) -> Option<&str> {
+        self.repartition_topic.as_deref()
+    }
+
+    fn rekey(&self, record: &Record<'_>, now_ms: i64) -> Result<Vec<u8>, DeadLetter> {
+        Pipeline::rekey(self, record, now_ms)
+    }
 }
 
 /// The configured core.
@@ -137,6 +170,7 @@ pub struct Pipeline {
     format: Format,
     session_limits: SessionLimits,
     changelog_topic: Option<String>,
+    repartition_topic: Option<String>,
 }
 
 impl Pipeline {
@@ -153,6 +187,7 @@ impl Pipeline {
             format: config.output.format,
             session_limits: config.session_limits(),
             changelog_topic: config.changelog_topic(),
+            repartition_topic: config.repartition_topic(),
         })
     }
 
@@ -178,6 +213,16 @@ impl Pipeline {
         }
     }
 
+    /// The session (delivery execution id) of `record`, which re-keys it when input is not
+    /// keyed by session; a record that cannot be decoded is dead-lettered here, where it was
+    /// published.
+    pub fn rekey(&self, record: &Record<'_>, now_ms: i64) -> Result<Vec<u8>, DeadLetter> {
+        match self.decoder.decode(record.value, &record.source, now_ms) {
+            Ok(event) => Ok(event.delivery_execution_id.as_bytes().to_vec()),
+            Err(rejection) => Err(DeadLetter { rejection, source: record.source.clone(), processed_at: now_ms }),
+        }
+    }
+
     /// Empty session state for one input partition, with the configured bounds.
     pub fn sessions(&self) -> Sessions {
         let sessions = Sessions::new(self.session_limits);
@@ -190,7 +235,7 @@ impl Pipeline {
     pub fn process<'a>(&self, record: &Record<'a>, sessions: &mut Sessions, now_ms: i64) -> Outcome<'a> {
         match self.enrich(record.value, &record.source, now_ms) {
             Ok(mut event) => {
-                event.session = Some(sessions.apply(&mut event, now_ms));
+                event.session = Some(sessions.apply(&mut event, record.position, now_ms));
                 Outcome::Event(encode::event_record(&event, &self.events, self.format, record.value.len()))
             }
             Err(dead) => Outcome::DeadLetter(dead),
@@ -205,11 +250,7 @@ mod tests {
     const NOW: i64 = 1_767_261_400_000;
 
     fn record(value: &[u8]) -> Record<'_> {
-        Record {
-            key: Some(b"k"),
-            value,
-            source: Source { topic: std::sync::Arc::from("raw"), partition: 1, offset: 5 },
-        }
+        Record::new(Some(b"k"), value, Source { topic: std::sync::Arc::from("raw"), partition: 1, offset: 5 })
     }
 
     #[test]
@@ -230,6 +271,45 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn records_are_rekeyed_by_session_or_dead_lettered_where_published() {
+        let pipeline = Pipeline::new(&Config::defaults(), ReasonCatalog::builtin()).unwrap();
+        let good = br#"{"deliveryExecutionId":"u#d#h#acme","incidentTime":1767261300}"#;
+        assert_eq!(pipeline.rekey(&record(good), NOW).unwrap(), b"u#d#h#acme");
+        let bad = br#"{"deliveryExecutionId":"u#d#h#acme","incidentTime":"soon"}"#;
+        let dead = pipeline.rekey(&record(bad), NOW).unwrap_err();
+        assert_eq!(dead.rejection.code, crate::decode::ErrorCode::InvalidTime);
+        assert_eq!((dead.source.partition, dead.source.offset), (1, 5));
+    }
+
+    #[test]
+    fn sessions_skip_positions_already_applied_not_upstream_offsets() {
+        // Re-keyed input: upstream offsets of different partitions interleave in a session;
+        // only the position in the processed partition says what was applied.
+        let pipeline = Pipeline::new(&Config::defaults(), ReasonCatalog::builtin()).unwrap();
+        let mut sessions = pipeline.sessions();
+        let value = |id: &str| {
+            format!(r#"{{"deliveryExecutionId":"u#d#h#acme","incidentTime":1767261300,"messageId":"{id}"}}"#)
+        };
+        let (a, b) = (value("a"), value("b"));
+        let mut first = record(a.as_bytes());
+        first.source.offset = 90;
+        first.position = 1;
+        let mut second = record(b.as_bytes());
+        second.source.offset = 7;
+        second.position = 2;
+        let sequence = |outcome: Outcome<'_>| match outcome {
+            Outcome::Event(output) => {
+                use prost::Message as _;
+                crate::encode::proto::pb::EnrichedEvent::decode(&*output.value).unwrap().session.unwrap().sequence
+            }
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(sequence(pipeline.process(&first, &mut sessions, NOW)), 1);
+        assert_eq!(sequence(pipeline.process(&second, &mut sessions, NOW)), 2, "applied: a lower upstream offset");
+        assert_eq!(sequence(pipeline.process(&second, &mut sessions, NOW)), 2, "processed again: not applied");
     }
 
     #[test]

@@ -60,6 +60,11 @@ fn config(brokers: &str, producer: &str) -> Config {
 
 /// `inputs`: the TOML array items of `kafka.input_topics`.
 fn config_for(brokers: &str, group: &str, inputs: &str, producer: &str) -> Config {
+    config_with(brokers, group, inputs, producer, "")
+}
+
+/// [`config_for`], with more TOML (sections other than those it writes).
+fn config_with(brokers: &str, group: &str, inputs: &str, producer: &str, more: &str) -> Config {
     // A short session: the mock cluster keeps a stopped member in the group until its
     // session times out (45 s by default), which the restart below would wait out. Short
     // fetch waits: after a backpressure pause, the mock cluster answers the next fetch only
@@ -68,7 +73,7 @@ fn config_for(brokers: &str, group: &str, inputs: &str, producer: &str) -> Confi
     let file = format!(
         "[kafka]\nbrokers = \"{brokers}\"\ngroup_id = \"{group}\"\ninput_topics = [{inputs}]\ncommit_interval = \"200ms\"\n\
          max_in_flight = {MAX_IN_FLIGHT}\nmax_in_flight_bytes = {MAX_IN_FLIGHT_BYTES}\n\
-         [kafka.consumer]\n\"session.timeout.ms\" = 6000\n\"fetch.wait.max.ms\" = 10\n\"topic.metadata.refresh.interval.ms\" = 500\n[kafka.producer]\n{producer}\n[topics]\ncreate = false\n[shutdown]\ngrace = \"20s\"\n"
+         [kafka.consumer]\n\"session.timeout.ms\" = 6000\n\"fetch.wait.max.ms\" = 10\n\"topic.metadata.refresh.interval.ms\" = 500\n[kafka.producer]\n{producer}\n[topics]\ncreate = false\n[shutdown]\ngrace = \"20s\"\n{more}"
     );
     Config::layered(Some(("test", &file)), []).unwrap()
 }
@@ -501,6 +506,126 @@ async fn a_regex_subscription_picks_up_matching_topics_even_new_ones() {
     for topic in ["acs.raw.a", "acs.raw.b"] {
         for (partition, (offset, high)) in committed_for(&brokers, "acs-regex", topic, 2) {
             assert_eq!(offset, Some(high), "{topic}[{partition}]");
+        }
+    }
+}
+
+/// A record as read back: partition, key and headers.
+type ReadBack = (i32, Vec<u8>, Vec<(String, Vec<u8>)>);
+
+/// Every record of `topic` (`partitions` partitions, `count` records in all).
+fn read_topic(brokers: &str, topic: &str, partitions: i32, count: usize) -> Vec<ReadBack> {
+    use rdkafka::message::{Headers, Message};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "acs-test-topic-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut list = rdkafka::TopicPartitionList::new();
+    for partition in 0..partitions {
+        list.add_partition_offset(topic, partition, rdkafka::Offset::Beginning).unwrap();
+    }
+    consumer.assign(&list).unwrap();
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let mut records = Vec::new();
+    while records.len() < count {
+        assert!(std::time::Instant::now() < deadline, "{} of {count} records of {topic}", records.len());
+        let Some(message) = consumer.poll(Duration::from_millis(100)) else { continue };
+        let message = message.unwrap();
+        let headers = message
+            .headers()
+            .map(|h| h.iter().map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec())).collect())
+            .unwrap_or_default();
+        records.push((message.partition(), message.key().unwrap_or_default().to_vec(), headers));
+    }
+    records
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn input_keyed_otherwise_is_rekeyed_by_session_and_keeps_its_lineage() {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    const PARTITIONS: i32 = 4;
+    let (input, group) = ("acs.raw.unkeyed", "acs-rekey");
+    let repartition = format!("{group}.repartition");
+    let (_cluster, brokers) = cluster_for(input, PARTITIONS, group);
+    _cluster.create_topic(&repartition, PARTITIONS, 1).unwrap();
+    let config = || config_with(&brokers, group, &format!("\"{input}\""), "", "[input]\nkeyed_by = \"other\"\n");
+
+    // Upstream keys by something else (here: a "device" shared by many sessions) and places
+    // each session's records in one partition of its own choosing, not the one of its id.
+    let inputs = records(13, 400);
+    let mut sessions: Vec<Vec<u8>> = Vec::new();
+    let upstream_key = |record: &SynthRecord| format!("device-{}", record.key.len() % 3).into_bytes();
+    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
+    let mut produce = |records: &[SynthRecord]| {
+        for record in records {
+            let rank = sessions.iter().position(|id| *id == record.key).unwrap_or_else(|| {
+                sessions.push(record.key.clone());
+                sessions.len() - 1
+            });
+            let key = upstream_key(record);
+            let partition = rank as i32 % PARTITIONS;
+            producer.send(BaseRecord::to(input).key(&key).payload(&record.value).partition(partition)).unwrap();
+        }
+        producer.flush(Duration::from_secs(30)).unwrap();
+    };
+
+    // Processed in two runs: the second restores the sessions of the repartition partitions.
+    let (first, second) = inputs.split_at(200);
+    produce(first);
+    let (before, _) = run_until(&brokers, first.len(), config()).await;
+    produce(second);
+    let (after, outputs) = run_until(&brokers, inputs.len(), config()).await;
+    let valid = inputs.iter().filter(|r| !r.malformed).count() as u64;
+    for summary in [&before, &after] {
+        assert!(summary.drained && summary.repartitioned > 0, "{summary:?}");
+    }
+    assert_eq!(before.repartitioned + after.repartitioned, valid, "every valid record re-keyed once");
+    assert_eq!(before.consumed + after.consumed, inputs.len() as u64 + valid, "read from the input, then re-keyed");
+    assert!(after.restored_entries > 0, "the second run restored sessions: {after:?}");
+    assert!(second.iter().any(|r| !r.malformed), "input left for the second run");
+    check_outputs(&inputs, &outputs, "acs", input);
+
+    // Sessions continue as one processor that saw everything in order would have them.
+    let expected = reference_sessions(&inputs, now_ms());
+    let actual = sessions_of(&outputs, "acs");
+    assert_eq!(actual.keys().collect::<Vec<_>>(), expected.keys().collect::<Vec<_>>());
+    for (id, views) in &actual {
+        let views: Vec<_> = views.iter().map(|(_, session)| *session).collect();
+        assert_eq!(&views, &expected[id], "session {id}");
+    }
+    // Events name the upstream record (topic, partition, offset), not the repartition one.
+    for output in outputs.iter().filter(|o| o.topic != "acs.dlq") {
+        use prost::Message as _;
+        let event = acs_stream::encode::proto::pb::EnrichedEvent::decode(output.value.as_slice()).unwrap();
+        let source = event.source.expect("lineage");
+        let rank = sessions.iter().position(|id| *id == event.delivery_execution_id.as_bytes()).unwrap();
+        assert_eq!((source.topic.as_str(), source.partition), (input, rank as i32 % PARTITIONS));
+    }
+    // Dead letters keep the upstream key and name the upstream record.
+    for output in outputs.iter().filter(|o| o.topic == "acs.dlq") {
+        let record = inputs.iter().find(|r| r.value == output.value).expect("a malformed input");
+        assert_eq!(output.key.as_deref(), Some(upstream_key(record).as_slice()), "upstream key");
+        assert_eq!(output.headers["acs.source.topic"], input);
+    }
+
+    // In the repartition topic: keyed by session, each session in one partition, with the
+    // upstream key and position in headers.
+    let rekeyed = read_topic(&brokers, &repartition, PARTITIONS, valid as usize);
+    let mut partitions: std::collections::BTreeMap<&[u8], std::collections::BTreeSet<i32>> = Default::default();
+    for (partition, key, headers) in &rekeyed {
+        partitions.entry(key).or_default().insert(*partition);
+        let header = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_slice());
+        assert_eq!(header("acs.source.topic"), Some(input.as_bytes()));
+        assert!(header("acs.source.key").is_some_and(|k| k.starts_with(b"device-")), "{headers:?}");
+    }
+    assert!(partitions.values().all(|p| p.len() == 1), "one partition per session");
+    let used: std::collections::BTreeSet<i32> = partitions.values().flatten().copied().collect();
+    assert!(used.len() > 1, "sessions spread over the repartition partitions: {used:?}");
+    for topic in [input, repartition.as_str()] {
+        for (partition, (offset, high)) in committed_for(&brokers, group, topic, PARTITIONS) {
+            assert_eq!(offset, Some(high), "{topic}[{partition}] committed to its end");
         }
     }
 }

@@ -28,7 +28,7 @@ fn process_one<'a>(pipeline: &Pipeline, record: &Record<'a>) -> Outcome<'a> {
 
 /// Checks the one-outcome invariant and that each output is well formed.
 fn check(pipeline: &Pipeline, value: &[u8], format: Format) {
-    let record = Record { key: Some(b"key"), value, source: source() };
+    let record = Record::new(Some(b"key"), value, source());
     match process_one(pipeline, &record) {
         Outcome::Event(output) => {
             assert!(output.topic.starts_with("acs.") && output.topic.ends_with(".events"), "{}", output.topic);
@@ -246,7 +246,7 @@ proptest! {
         let de = format!("u#d#h#{tenant}");
         let value = serde_json::json!({"deliveryExecutionId": de, "incidentTime": 1_767_261_300, "tenantId": tenant});
         let record_bytes = serde_json::to_vec(&value).unwrap();
-        let record = Record { key: None, value: &record_bytes, source: source() };
+        let record = Record::new(None, &record_bytes, source());
         match process_one(&pipeline(Format::Json), &record) {
             Outcome::Event(output) => prop_assert_eq!(output.topic, format!("acs.{tenant}.events")),
             Outcome::DeadLetter(dead) => prop_assert!(false, "{:?}", dead.rejection),
@@ -255,7 +255,7 @@ proptest! {
         prop_assume!(other != tenant);
         let spoofed = serde_json::json!({"deliveryExecutionId": de, "incidentTime": 1_767_261_300, "tenantId": other});
         let spoofed_bytes = serde_json::to_vec(&spoofed).unwrap();
-        let record = Record { key: None, value: &spoofed_bytes, source: source() };
+        let record = Record::new(None, &spoofed_bytes, source());
         let outcome = process_one(&pipeline(Format::Json), &record);
         prop_assert!(matches!(outcome, Outcome::DeadLetter(ref d) if d.rejection.code.as_str() == "tenant_mismatch"), "{:?}", outcome);
     }
@@ -278,7 +278,7 @@ proptest! {
             value["tenantId"] = serde_json::json!(tenant);
         }
         let bytes = serde_json::to_vec(&value).unwrap();
-        let record = Record { key: None, value: &bytes, source: source() };
+        let record = Record::new(None, &bytes, source());
         if let Outcome::Event(output) = process_one(&pipeline(Format::Json), &record) {
             let routed = output.topic.strip_prefix("acs.").and_then(|t| t.strip_suffix(".events")).unwrap().to_owned();
             if segments.len() >= 4 {
@@ -301,7 +301,7 @@ fn generated_records_cover_both_outcomes() {
     for _ in 0..2_000 {
         let value = near_valid_record().new_tree(&mut runner).unwrap().current();
         let bytes = serde_json::to_vec(&value).unwrap();
-        match pipeline.process(&Record { key: None, value: &bytes, source: source() }, &mut pipeline.sessions(), NOW) {
+        match pipeline.process(&Record::new(None, &bytes, source()), &mut pipeline.sessions(), NOW) {
             Outcome::Event(_) => events += 1,
             Outcome::DeadLetter(_) => dead += 1,
         }

@@ -124,7 +124,7 @@ fn apply(pipeline: &Pipeline, steps: &[Step]) -> Vec<(SessionView, Vec<Anomaly>)
             let bytes = record(step);
             let source = Source { topic: Arc::from("raw"), partition: 0, offset: offset as i64 };
             let mut event = pipeline.enrich(&bytes, &source, NOW).expect("generated records are valid");
-            let view = sessions.apply(&mut event, NOW);
+            let view = sessions.apply(&mut event, offset as i64, NOW);
             (view, event.anomalies)
         })
         .collect()

@@ -219,8 +219,7 @@ fn core_outputs() -> CoreOutputs {
     let mut outputs = CoreOutputs { records: Vec::new(), events: BTreeMap::new(), dead: BTreeMap::new() };
     for (offset, (key, value)) in inputs.iter().enumerate() {
         let offset = offset as i64;
-        let record =
-            Record { key: key.as_deref(), value, source: Source { topic: Arc::from("acs.raw"), partition: 0, offset } };
+        let record = Record::new(key.as_deref(), value, Source { topic: Arc::from("acs.raw"), partition: 0, offset });
         match (
             protobuf.process(&record, &mut proto_sessions, NOW_MS),
             json.process(&record, &mut json_sessions, NOW_MS),

@@ -96,7 +96,7 @@ pub fn run(pipeline: &Pipeline, options: &ProcessOptions) -> Result<Summary, Pro
         }
         let value = strip_line_ending(&line);
         let source = Source { topic: topic.clone(), partition: 0, offset };
-        let record = Record { key: None, value, source };
+        let record = Record::new(None, value, source);
         let (topic_name, bytes) = match pipeline.process(&record, &mut sessions, options.now_ms) {
             Outcome::Event(output) => {
                 summary.events += 1;

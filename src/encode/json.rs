@@ -411,7 +411,7 @@ mod tests {
             let Ok(mut event) = pipeline.enrich(value, &source, now) else { continue };
             // Every other event without its session view: both forms are part of the contract.
             if offset % 2 == 0 {
-                event.session = Some(sessions.apply(&mut event, now));
+                event.session = Some(sessions.apply(&mut event, offset as i64, now));
                 session_firsts += usize::from(event.session.as_ref().unwrap().status_before.is_none());
             }
             let json = super::to_vec(&event);

@@ -522,7 +522,7 @@ mod tests {
             let Ok(mut event) = pipeline.enrich(&record.value, &source, now) else {
                 continue;
             };
-            event.session = Some(sessions.apply(&mut event, now));
+            event.session = Some(sessions.apply(&mut event, offset as i64, now));
             let expected = to_message(&event);
             let bytes = to_vec(&event, 0);
             assert_eq!(bytes.len(), encoded_len(&event));

@@ -6,9 +6,11 @@
 //!   Pure and synchronous (no rdkafka, no async runtime, no clock).
 //! - [`client`]: librdkafka settings, one builder per client, correctness settings fixed.
 //! - [`restore`]: reading changelog partitions back (the state of newly assigned partitions).
+//! - [`repartition`]: input not keyed by session, re-keyed through an internal topic.
 //! - [`runtime`]: the service loop: consume → core → produce, commits, rebalances, shutdown.
 
 pub mod client;
 pub mod offsets;
+pub mod repartition;
 pub mod restore;
 pub mod runtime;

@@ -21,7 +21,13 @@
 //! once they are acknowledged too). A newly assigned partition stays paused while its state
 //! is read back from the changelog on a blocking thread; records fetched before the pause
 //! took hold are not processed, and the partition is rewound to the first of them.
+//!
+//! Input not keyed by session is re-keyed first ([`super::repartition`]): records of the
+//! input topics are only produced to the repartition topic keyed by their session (one
+//! output each, same offset discipline), and the records of the repartition topic, consumed
+//! in the same group, are the ones processed, with state and changelog.
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::sync::mpsc::{Receiver, Sender};
@@ -39,6 +45,7 @@ use tracing::{debug, error, info, warn};
 
 use super::client;
 use super::offsets::{OffsetTracker, Ticket, TopicPartition};
+use super::repartition;
 use super::restore::{self, RestoreFailure};
 use crate::config::Config;
 use crate::decode::{ErrorCode, Rejection};
@@ -75,6 +82,9 @@ pub struct RunSummary {
     /// Most bytes held for records in flight at once (bounded by
     /// `kafka.max_in_flight_bytes`, plus the one record that crossed it).
     pub peak_in_flight_bytes: usize,
+    /// Input records re-keyed into the repartition topic (processed from there: counted
+    /// again in `consumed`, and as an event or dead letter).
+    pub repartitioned: u64,
     /// Changelog records produced (state changes and tombstones).
     pub changelog_records: u64,
     /// Changelog records read back while restoring assigned partitions.
@@ -154,6 +164,8 @@ struct Shared {
     dead_letter_topic: String,
     /// The changelog topic of the partition state, if durable.
     changelog_topic: Option<String>,
+    /// The topic input is re-keyed through, if it is: only its partitions have state.
+    repartition_topic: Option<String>,
     /// Wakes the consuming loop (deliveries, assignments to restore).
     wake: Arc<tokio::sync::Notify>,
     /// Set when the service stops: a restore still retrying gives up.
@@ -336,6 +348,12 @@ impl Shared {
         state.poisoned.insert(tp.clone());
     }
 
+    /// Whether the partitions of `topic` have a durable state, restored on assignment: with a
+    /// changelog, those processed (not the input topics' when input is re-keyed).
+    fn durable(&self, topic: &str) -> bool {
+        self.changelog_topic.is_some() && self.repartition_topic.as_deref().is_none_or(|r| r == topic)
+    }
+
     /// Commits the position of every assigned partition.
     fn commit(&self, state: &mut State, consumer: &impl Consumer<ConsumerCtx>, mode: CommitMode) {
         // Positions come from `positions()` (every assigned partition, so a failed commit is
@@ -494,35 +512,36 @@ impl ConsumerContext for ConsumerCtx {
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(list) = rebalance {
             let mut state = self.shared.lock();
-            let durable = self.shared.changelog_topic.is_some();
             // Unsaved positions of partitions that went to another member are dropped: that
             // member starts from the committed offset (at-least-once).
             let assigned: HashSet<TopicPartition> =
                 list.elements().iter().map(|e| TopicPartition::new(e.topic(), e.partition())).collect();
             state.unsaved.retain(|tp, _| assigned.contains(tp));
+            let mut to_restore = TopicPartitionList::new();
             for element in list.elements() {
                 let tp = TopicPartition::new(element.topic(), element.partition());
                 state.tracker.reset_partition(&tp);
-                if durable {
+                if self.shared.durable(&tp.topic) {
                     state.assignments += 1;
                     let number = state.assignments;
                     state.restoring.insert(tp.clone(), number);
+                    to_restore.add_partition(&tp.topic, tp.partition);
                 }
                 state.assigned.insert(tp);
             }
             // Nothing of a partition is processed before its state is back: paused until then.
-            if durable && list.count() > 0 {
-                match consumer.pause(list) {
-                    Ok(()) => debug!(partitions = list.count(), "Paused until restored."),
+            if to_restore.count() > 0 {
+                match consumer.pause(&to_restore) {
+                    Ok(()) => debug!(partitions = to_restore.count(), "Paused until restored."),
                     // Records fetched meanwhile are skipped and fetched again after the restore.
-                    Err(error) => warn!(partitions = list.count(), %error, "Cannot pause partitions to restore."),
+                    Err(error) => warn!(partitions = to_restore.count(), %error, "Cannot pause partitions to restore."),
                 }
             }
             info!(partitions = list.count(), restoring = state.restoring.len(), "Partitions assigned.");
             self.publish(&state);
             // The loop starts their restore now, not at its next wake-up: with every partition
             // paused, `recv()` would not return before the next commit tick.
-            if durable {
+            if to_restore.count() > 0 {
                 self.shared.wake.notify_one();
             }
         }
@@ -539,39 +558,55 @@ struct Topics {
 }
 
 impl Topics {
-    /// Creates the compacted changelog topic when absent, with as many partitions as the
-    /// input topic with the most (at least `topics.partitions`): input partition N writes to
-    /// changelog partition N.
-    async fn ensure_changelog(&mut self, topic: &str, consumer: &StreamConsumer<ConsumerCtx>, input_topics: &[String]) {
-        if self.admin.is_none() {
+    /// Creates the internal topics when absent: the repartition topic (if input is re-keyed)
+    /// with as many partitions as the input topic with the most (at least
+    /// `topics.partitions`), and the compacted changelog with as many as the partitions
+    /// processed (the repartition topic's, or the input topics'): processed partition N
+    /// writes to changelog partition N.
+    async fn ensure_internal(
+        &mut self,
+        consumer: &StreamConsumer<ConsumerCtx>,
+        input_topics: &[String],
+        repartition: Option<&str>,
+        changelog: Option<&str>,
+    ) {
+        if self.admin.is_none() || (repartition.is_none() && changelog.is_none()) {
             return;
         }
+        let mut processed = self.partitions_of(consumer, input_topics).max(self.partitions).max(1);
+        if let Some(topic) = repartition {
+            self.create(topic, processed, &[("cleanup.policy".to_owned(), "delete".to_owned())]).await;
+            self.known.insert(topic.to_owned());
+            // It may exist already, with more partitions.
+            processed = processed.max(self.partitions_of(consumer, &[topic.to_owned()]));
+        }
+        if let Some(topic) = changelog {
+            self.create(topic, processed, &[("cleanup.policy".to_owned(), "compact".to_owned())]).await;
+            self.known.insert(topic.to_owned());
+        }
+    }
+
+    /// The most partitions of a topic named (or matched, `^regex`) by `topics`; 0 when none
+    /// is known or the metadata cannot be read.
+    fn partitions_of(&self, consumer: &StreamConsumer<ConsumerCtx>, topics: &[String]) -> i32 {
         let metadata = tokio::task::block_in_place(|| consumer.fetch_metadata(None, Duration::from_secs(10)));
-        let input_partitions = match metadata {
+        match metadata {
             Ok(metadata) => {
-                let patterns: Vec<regex::Regex> = input_topics
-                    .iter()
-                    .filter(|t| t.starts_with('^'))
-                    .filter_map(|t| regex::Regex::new(t).ok())
-                    .collect();
+                let patterns: Vec<regex::Regex> =
+                    topics.iter().filter(|t| t.starts_with('^')).filter_map(|t| regex::Regex::new(t).ok()).collect();
                 metadata
                     .topics()
                     .iter()
-                    .filter(|t| {
-                        input_topics.iter().any(|n| n == t.name()) || patterns.iter().any(|r| r.is_match(t.name()))
-                    })
+                    .filter(|t| topics.iter().any(|n| n == t.name()) || patterns.iter().any(|r| r.is_match(t.name())))
                     .map(|t| t.partitions().len() as i32)
                     .max()
                     .unwrap_or(0)
             }
             Err(error) => {
-                warn!(%error, "Cannot read the input topics' partition counts; sizing the changelog by topics.partitions.");
+                warn!(%error, "Cannot read partition counts; sizing internal topics by topics.partitions.");
                 0
             }
-        };
-        let partitions = input_partitions.max(self.partitions).max(1);
-        self.create(topic, partitions, &[("cleanup.policy".to_owned(), "compact".to_owned())]).await;
-        self.known.insert(topic.to_owned());
+        }
     }
 
     async fn ensure(&mut self, topic: &str) {
@@ -779,6 +814,26 @@ fn is_size_error(error: &KafkaError) -> bool {
     )
 }
 
+/// What the core made of one consumed record.
+// One per record, consumed at once (as `Outcome`).
+#[allow(clippy::large_enum_variant)]
+enum Step<'a, 't> {
+    /// An enriched event.
+    Event(Output<'a>),
+    /// Input to re-key: produced to the repartition topic `topic` with key `key`.
+    Rekeyed { topic: &'t str, key: Vec<u8> },
+    /// A refused record.
+    Dead(DeadLetter),
+}
+
+/// The shared name of a topic (one allocation per topic, not per record).
+fn intern(topics: &mut HashMap<String, Arc<str>>, name: &str) -> Arc<str> {
+    match topics.get(name) {
+        Some(topic) => topic.clone(),
+        None => topics.entry(name.to_owned()).or_insert_with(|| Arc::from(name)).clone(),
+    }
+}
+
 fn now_ms() -> i64 {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
@@ -821,6 +876,7 @@ pub async fn run_with<P: Processor>(
         producer: OnceLock::new(),
         dead_letter_topic: pipeline.dead_letter_topic().to_owned(),
         changelog_topic: pipeline.changelog_topic().map(str::to_owned),
+        repartition_topic: pipeline.repartition_topic().map(str::to_owned),
         wake: wake.clone(),
         stopping: std::sync::atomic::AtomicBool::new(false),
         revoke_timeout: config.shutdown.grace.min(REVOKE_DRAIN_MAX),
@@ -832,10 +888,13 @@ pub async fn run_with<P: Processor>(
     let consumer: StreamConsumer<ConsumerCtx> = client::consumer(config)
         .create_with_context(ConsumerCtx { shared: shared.clone(), assignment, readiness })
         .map_err(|source| RuntimeError::Client { client: "consumer", source })?;
-    let topics: Vec<&str> = config.kafka.input_topics.iter().map(String::as_str).collect();
+    // Re-keyed input is consumed twice in the group: from the input topics (to re-key it)
+    // and from the repartition topic (to process it).
+    let mut topics: Vec<&str> = config.kafka.input_topics.iter().map(String::as_str).collect();
+    topics.extend(pipeline.repartition_topic());
     consumer
         .subscribe(&topics)
-        .map_err(|source| RuntimeError::Subscribe { topics: config.kafka.input_topics.clone(), source })?;
+        .map_err(|source| RuntimeError::Subscribe { topics: topics.iter().map(|t| t.to_string()).collect(), source })?;
     let admin = if config.topics.create {
         Some(client::admin(config).create().map_err(|source| RuntimeError::Client { client: "admin client", source })?)
     } else {
@@ -849,9 +908,14 @@ pub async fn run_with<P: Processor>(
         configs: config.topics.configs.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
     };
     topics_cache.ensure(pipeline.dead_letter_topic()).await;
-    if let Some(changelog) = pipeline.changelog_topic() {
-        topics_cache.ensure_changelog(changelog, &consumer, &config.kafka.input_topics).await;
-    }
+    topics_cache
+        .ensure_internal(
+            &consumer,
+            &config.kafka.input_topics,
+            pipeline.repartition_topic(),
+            pipeline.changelog_topic(),
+        )
+        .await;
     info!(brokers = %config.kafka.brokers, group = %config.kafka.group_id, topics = ?config.kafka.input_topics, "Consuming.");
 
     let mut source_topics: HashMap<String, Arc<str>> = HashMap::new();
@@ -872,6 +936,7 @@ pub async fn run_with<P: Processor>(
     let mut rewind: HashMap<TopicPartition, i64> = HashMap::new();
     let restore_client = client::restore_consumer(config);
     let changelog = pipeline.changelog_topic();
+    let repartition = pipeline.repartition_topic();
     tokio::pin!(shutdown);
     loop {
         if restore_task.is_none() {
@@ -986,10 +1051,7 @@ pub async fn run_with<P: Processor>(
                         continue;
                     }
                 };
-                let topic = source_topics
-                    .entry(message.topic().to_owned())
-                    .or_insert_with(|| Arc::from(message.topic()))
-                    .clone();
+                let topic = intern(&mut source_topics, message.topic());
                 let tp = TopicPartition { topic: topic.clone(), partition: message.partition() };
                 {
                     let mut state = shared.lock();
@@ -1007,30 +1069,63 @@ pub async fn run_with<P: Processor>(
                         continue;
                     }
                 }
-                let source = Source { topic, partition: message.partition(), offset: message.offset() };
-                let record = Record { key: message.key(), value: message.payload().unwrap_or_default(), source };
-                let partition_state = partition_states.entry(tp.clone()).or_insert_with(|| pipeline.state());
-                let now = now_ms();
-                let outcome = pipeline.process(&record, partition_state, now);
-                // Also expires entries, so it runs without a changelog too (whose changes, if
-                // the state recorded any, have nowhere to go).
-                let mut changes = partition_state.changes(&tp.topic, tp.partition, now);
-                if changelog.is_none() {
-                    changes.clear();
-                }
-                let (output, fallback) = match outcome {
-                    Outcome::Event(output) => {
-                        topics_cache.ensure(&output.topic).await;
-                        let input = Input {
-                            key: record.key.map(<[u8]>::to_vec),
-                            value: record.value.to_vec(),
-                            source: record.source.clone(),
-                        };
-                        (output, Fallback::Event(Arc::new(input)))
+                let offset = message.offset();
+                let source = Source { topic, partition: message.partition(), offset };
+                let mut record = Record::new(message.key(), message.payload().unwrap_or_default(), source);
+                // Input re-keyed through the repartition topic: from an input topic, only
+                // re-keyed; from the repartition topic, processed as the upstream record it
+                // carries (lineage and key), at its position in the repartition partition.
+                let rekey_into = repartition.filter(|topic| *tp.topic != **topic);
+                if repartition.is_some() && rekey_into.is_none() {
+                    if let Some(upstream) = repartition::upstream(message.headers()) {
+                        record.key = upstream.key;
+                        record.source = upstream.source(|name| intern(&mut source_topics, name));
                     }
-                    Outcome::DeadLetter(dead) => {
+                }
+                let now = now_ms();
+                let mut changes = Vec::new();
+                let step = match rekey_into {
+                    Some(topic) => match pipeline.rekey(&record, now) {
+                        Ok(key) => Step::Rekeyed { topic, key },
+                        Err(dead) => Step::Dead(dead),
+                    },
+                    None => {
+                        let partition_state = partition_states.entry(tp.clone()).or_insert_with(|| pipeline.state());
+                        let outcome = pipeline.process(&record, partition_state, now);
+                        // Also expires entries, so it runs without a changelog too (whose
+                        // changes, if the state recorded any, have nowhere to go).
+                        changes = partition_state.changes(&tp.topic, tp.partition, now);
+                        if changelog.is_none() {
+                            changes.clear();
+                        }
+                        match outcome {
+                            Outcome::Event(output) => Step::Event(output),
+                            Outcome::DeadLetter(dead) => Step::Dead(dead),
+                        }
+                    }
+                };
+                let input = || {
+                    let key = record.key.map(<[u8]>::to_vec);
+                    Arc::new(Input { key, value: record.value.to_vec(), source: record.source.clone() })
+                };
+                let (output, fallback, upstream_headers) = match step {
+                    Step::Event(output) => {
+                        topics_cache.ensure(&output.topic).await;
+                        (output, Fallback::Event(input()), None)
+                    }
+                    Step::Rekeyed { topic, key } => {
+                        let output = Output {
+                            topic: topic.to_owned(),
+                            key: Some(Cow::Owned(key)),
+                            value: Cow::Borrowed(record.value),
+                            headers: OutputHeaders::new(),
+                        };
+                        let headers = repartition::headers(&record.source, record.key);
+                        (output, Fallback::Event(input()), Some(headers))
+                    }
+                    Step::Dead(dead) => {
                         let output = dead.to_record(pipeline.dead_letter_topic(), record.key, record.value);
-                        (output, Fallback::DeadLetter { dead: Box::new(dead), key: record.key.map(Box::from) })
+                        (output, Fallback::DeadLetter { dead: Box::new(dead), key: record.key.map(Box::from) }, None)
                     }
                 };
                 // Held until acknowledged: librdkafka's copy of the output, and the input
@@ -1044,12 +1139,12 @@ pub async fn run_with<P: Processor>(
                     };
                 let mut state = shared.lock();
                 state.summary.consumed += 1;
-                if matches!(fallback, Fallback::Event(_)) {
-                    state.summary.events += 1;
-                } else {
-                    state.summary.dead_letters += 1;
+                match (&fallback, &upstream_headers) {
+                    (Fallback::Event(_), Some(_)) => state.summary.repartitioned += 1,
+                    (Fallback::Event(_), None) => state.summary.events += 1,
+                    _ => state.summary.dead_letters += 1,
                 }
-                let ticket = state.tracker.begin(&tp, record.source.offset, 1 + changes.len());
+                let ticket = state.tracker.begin(&tp, offset, 1 + changes.len());
                 let deadline = Instant::now() + config.shutdown.grace;
                 if let Some(changelog) = changelog {
                     state.summary.changelog_records += changes.len() as u64;
@@ -1060,7 +1155,7 @@ pub async fn run_with<P: Processor>(
                             key: Some(key.as_bytes()),
                             value: value.as_deref(),
                             headers: None,
-                            partition: Some(record.source.partition),
+                            partition: Some(tp.partition),
                         };
                         // Never rerouted: a lost state change stops the partition (not
                         // committed past, processed again after a restart).
@@ -1069,7 +1164,19 @@ pub async fn run_with<P: Processor>(
                     }
                 }
                 let pending = Box::new(Pending { ticket, tp, bytes, fallback });
-                shared.dispatch(&mut state, &output, pending, deadline);
+                match upstream_headers {
+                    Some(headers) => {
+                        let raw = Raw {
+                            topic: &output.topic,
+                            key: output.key.as_deref(),
+                            value: Some(&output.value),
+                            headers: Some(headers),
+                            partition: None,
+                        };
+                        shared.dispatch_raw(&mut state, raw, pending, deadline);
+                    }
+                    None => shared.dispatch(&mut state, &output, pending, deadline),
+                }
                 state.summary.peak_in_flight = state.summary.peak_in_flight.max(state.live_in_flight());
                 state.summary.peak_in_flight_bytes = state.summary.peak_in_flight_bytes.max(state.in_flight_bytes);
             }

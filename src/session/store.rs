@@ -259,10 +259,12 @@ impl Sessions {
     /// Applies `event` (processed at `now`, epoch milliseconds) to its session: records the
     /// session anomalies on the event and returns what the event says of its session.
     ///
-    /// Events of one partition arrive in offset order; an event whose offset the session has
-    /// already applied is input processed again (after a crash, over a state restored from
-    /// the changelog): it changes nothing, and its view is the session as it stands.
-    pub fn apply(&mut self, event: &mut Event<'_>, now: i64) -> SessionView {
+    /// `position` is the event's offset in the partition it is processed from (see
+    /// [`crate::pipeline::Record::position`]). Events of one partition arrive in offset order;
+    /// an event whose position the session has already applied is input processed again
+    /// (after a crash, over a state restored from the changelog): it changes nothing, and its
+    /// view is the session as it stands.
+    pub fn apply(&mut self, event: &mut Event<'_>, position: i64, now: i64) -> SessionView {
         let id = &*event.delivery_execution_id;
         let state = match self.sessions.get_mut(id) {
             Some(state) => state,
@@ -275,10 +277,10 @@ impl Sessions {
         let limits = &self.limits;
 
         // Already applied (input replayed after a restart): the state stays as it is.
-        if event.source.offset <= state.applied_offset {
+        if position <= state.applied_offset {
             return state.view(state.status, true, false);
         }
-        state.applied_offset = event.source.offset;
+        state.applied_offset = position;
         if !state.dirty && self.track_changes {
             state.dirty = true;
             self.dirty.push(id.to_owned());

@@ -47,7 +47,7 @@ impl Run {
     fn apply(&mut self, json: &str) -> (SessionView, Vec<Anomaly>) {
         self.offset += 1;
         let mut event = event(&self.pipeline, json, self.offset);
-        let view = self.sessions.apply(&mut event, self.now);
+        let view = self.sessions.apply(&mut event, self.offset, self.now);
         (view, event.anomalies)
     }
 }
@@ -159,9 +159,9 @@ fn ended_and_idle_sessions_expire() {
     let pipeline = Pipeline::new(&Config::defaults(), ReasonCatalog::builtin()).unwrap();
     let mut sessions = Sessions::new(limits);
     let mut ended = event(&pipeline, &flat("terminate", "succeeded", "", 0, "m1"), 1);
-    sessions.apply(&mut ended, NOW);
+    sessions.apply(&mut ended, 1, NOW);
     let other = flat("pause", "succeeded", "", 0, "m2").replace(DE, "u#d1#h2#acme");
-    sessions.apply(&mut event(&pipeline, &other, 2), NOW);
+    sessions.apply(&mut event(&pipeline, &other, 2), 2, NOW);
     assert_eq!(sessions.len(), 2);
     assert!(sessions.expire(NOW + 59_999).is_empty());
     assert_eq!(sessions.expire(NOW + 60_000), [DE.to_owned()]);
@@ -178,7 +178,7 @@ fn input_processed_again_is_not_applied_twice() {
     // The same offsets again (a restart replays from the last commit): nothing changes, and
     // nothing is marked, whatever the message ids say.
     let mut replayed = event(&run.pipeline, &flat("pause", "succeeded", "", 5, "other-id"), 2);
-    let again = run.sessions.apply(&mut replayed, NOW);
+    let again = run.sessions.apply(&mut replayed, 2, NOW);
     assert_eq!((again.sequence, again.pause_count, again.status_after), (2, 1, Some(Status::Suspended)));
     assert!(replayed.anomalies.is_empty() && !again.duplicate);
     // Newer input goes on from there.
@@ -212,12 +212,12 @@ fn a_store_rebuilt_from_its_changes_goes_on_identically() {
     let next = flat("resume", "succeeded", "", 7, "m2-retry");
     let mut a = event(&run.pipeline, &next, 10);
     let mut b = event(&run.pipeline, &next, 10);
-    assert_eq!(run.sessions.apply(&mut a, NOW), restored.apply(&mut b, NOW));
+    assert_eq!(run.sessions.apply(&mut a, 10, NOW), restored.apply(&mut b, 10, NOW));
     // A replayed input and a retried message id are recognized after the restore too.
     let mut replay = event(&run.pipeline, &flat("pause", "succeeded", "", 5, "m2"), 2);
-    assert_eq!(restored.apply(&mut replay, NOW).sequence, 3, "not applied twice");
+    assert_eq!(restored.apply(&mut replay, 2, NOW).sequence, 3, "not applied twice");
     let mut retry = event(&run.pipeline, &flat("pause", "succeeded", "", 5, "m2"), 11);
-    assert!(restored.apply(&mut retry, NOW).duplicate);
+    assert!(restored.apply(&mut retry, 11, NOW).duplicate);
 
     // Expiry writes a tombstone, which forgets the session on restore.
     let expired = run.sessions.expire(NOW + 25 * 3_600_000);

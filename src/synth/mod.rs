@@ -426,8 +426,7 @@ mod tests {
         let mut sessions = pipeline.sessions();
         for (offset, record) in records.iter().enumerate() {
             let source = Source { topic: Arc::from("raw"), partition: 0, offset: offset as i64 };
-            let outcome =
-                pipeline.process(&Record { key: Some(&record.key), value: &record.value, source }, &mut sessions, now);
+            let outcome = pipeline.process(&Record::new(Some(&record.key), &record.value, source), &mut sessions, now);
             match outcome {
                 Outcome::Event(output) => {
                     assert!(!record.malformed, "{}", String::from_utf8_lossy(&record.value));
