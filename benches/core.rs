@@ -38,7 +38,7 @@ fn run(pipeline: &Pipeline, corpus: &[Vec<u8>], topic: &Arc<str>, now: i64) -> u
         let source = Source { topic: topic.clone(), partition: 0, offset: offset as i64 };
         let record = Record::new(None, value, source);
         bytes += match pipeline.process(&record, &mut sessions, now) {
-            Outcome::Event(output) => output.value.len(),
+            Outcome::Event { output, .. } => output.value.len(),
             Outcome::DeadLetter(dead) => dead.rejection.detail.len(),
         };
     }

@@ -57,7 +57,7 @@ use acs_stream::config::Config;
 use acs_stream::encode::{Headers, Output};
 use acs_stream::kafka::runtime::{self, RunSummary};
 use acs_stream::model::ReasonCatalog;
-use acs_stream::pipeline::{Outcome, Pipeline, Processor, Record};
+use acs_stream::pipeline::{Facts, Outcome, Pipeline, Processor, Record};
 use acs_stream::synth::{Generator, SynthOptions};
 use anyhow::{Context, bail, ensure};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -103,12 +103,13 @@ impl Processor for PassThrough {
                 &many[(hash % many.len() as u64) as usize]
             }
         };
-        Outcome::Event(Output {
+        let output = Output {
             topic: topic.clone(),
             key: record.key.map(Cow::Borrowed),
             value: Cow::Borrowed(record.value),
             headers: self.headers.clone(),
-        })
+        };
+        Outcome::Event { output, facts: Facts::default() }
     }
 
     fn dead_letter_topic(&self) -> &str {

@@ -322,7 +322,7 @@ fn synthetic(n: usize) -> anyhow::Result<Measured> {
             let source = Source { topic: topic.clone(), partition: 0, offset };
             offset += 1;
             let record = Record::new(Some(&record.key), &record.value, source);
-            if let Outcome::Event(_) = pipeline.process(&record, &mut sessions, now) {
+            if let Outcome::Event { .. } = pipeline.process(&record, &mut sessions, now) {
                 events += 1;
             }
         }
@@ -399,7 +399,7 @@ fn worst_case(n: usize, one_more: bool) -> anyhow::Result<Measured> {
             let source = Source { topic: topic.clone(), partition: 0, offset: 40 * i as i64 + 1 };
             let record = Record::new(Some(id.as_bytes()), &event, source);
             match pipeline.process(&record, &mut sessions, NOW) {
-                Outcome::Event(_) => {}
+                Outcome::Event { .. } => {}
                 Outcome::DeadLetter(dead) => bail!("the event of {id} was refused: {:?}", dead.rejection),
             }
         }

@@ -1,8 +1,10 @@
 //! The admin HTTP edge of `run` (DESIGN.md §9): probes and introspection.
 //!
 //! - `GET /healthz`: 200 while the process runs.
-//! - `GET /readyz`: 200 once the consumer has joined its group and every assigned
-//!   partition's session state is restored; 503 with the reasons otherwise.
+//! - `GET /readyz`: 200 once the consumer has joined its group, every assigned partition's
+//!   session state is restored, a broker is reachable and no partition is stuck; 503 naming
+//!   each reason otherwise.
+//! - `GET /metrics`: the Prometheus scrape page ([`crate::telemetry`]).
 //! - `GET /sessions/{deliveryExecutionId}`: the live state of a session owned by this
 //!   instance (asked of the service loop, which holds it), with its input partition; 404
 //!   when no partition of this instance holds it.
@@ -14,9 +16,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::routing::get;
 use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -30,6 +33,8 @@ const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Admin {
     pub readiness: watch::Receiver<Readiness>,
     pub queries: mpsc::Sender<SessionQuery>,
+    /// The Prometheus recorder's handle (`None`: `/metrics` answers 404).
+    pub metrics: Option<PrometheusHandle>,
 }
 
 /// The routes.
@@ -37,6 +42,7 @@ pub fn router(admin: Admin) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(prometheus))
         .route("/sessions/{id}", get(session))
         .with_state(admin)
 }
@@ -59,7 +65,7 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(admin): State<Admin>) -> (StatusCode, Json<Value>) {
-    let readiness = *admin.readiness.borrow();
+    let readiness = admin.readiness.borrow().clone();
     let reasons = readiness.reasons();
     if reasons.is_empty() {
         (StatusCode::OK, Json(json!({"ready": true, "assignedPartitions": readiness.assigned})))
@@ -67,6 +73,16 @@ async fn readyz(State(admin): State<Admin>) -> (StatusCode, Json<Value>) {
         (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"ready": false, "reasons": reasons})))
     }
 }
+
+async fn prometheus(State(admin): State<Admin>) -> (StatusCode, [(header::HeaderName, &'static str); 1], String) {
+    match &admin.metrics {
+        Some(handle) => (StatusCode::OK, [(header::CONTENT_TYPE, PROMETHEUS_TEXT)], handle.render()),
+        None => (StatusCode::NOT_FOUND, [(header::CONTENT_TYPE, "text/plain")], "no metrics recorder\n".to_owned()),
+    }
+}
+
+/// The Prometheus text exposition format.
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 async fn session(State(admin): State<Admin>, Path(id): Path<String>) -> (StatusCode, Json<Value>) {
     let (reply, answer) = oneshot::channel();
@@ -101,24 +117,58 @@ mod tests {
     async fn readiness_names_what_is_missing() {
         let (readiness, watched) = watch::channel(Readiness::default());
         let (queries, _answered) = mpsc::channel(1);
-        let admin = Admin { readiness: watched, queries };
+        let admin = Admin { readiness: watched, queries, metrics: None };
         let (status, body) = get(&admin, "/readyz").await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(body["reasons"], json!(["not in the consumer group yet"]));
-        readiness.send_replace(Readiness { joined: true, assigned: 3, restoring: 2 });
+        let joined = Readiness { joined: true, assigned: 3, ..Readiness::default() };
+        readiness.send_replace(Readiness { restoring: 2, ..joined.clone() });
         let (status, body) = get(&admin, "/readyz").await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(body["reasons"], json!(["restoring the state of 2 of 3 partitions"]));
-        readiness.send_replace(Readiness { joined: true, assigned: 3, restoring: 0 });
+        let stuck = vec![crate::kafka::offsets::TopicPartition::new("acs.raw", 2)];
+        readiness.send_replace(Readiness { brokers_down: true, stuck, ..joined.clone() });
+        let (status, body) = get(&admin, "/readyz").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            body["reasons"],
+            json!(["no Kafka broker reachable", "partition acs.raw[2] stuck: records left and no progress"])
+        );
+        readiness.send_replace(joined);
         assert_eq!(get(&admin, "/readyz").await, (StatusCode::OK, json!({"ready": true, "assignedPartitions": 3})));
         assert_eq!(get(&admin, "/healthz").await.0, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn metrics_are_served_when_a_recorder_is_there() {
+        let (_readiness, watched) = watch::channel(Readiness::default());
+        let (queries, _answered) = mpsc::channel(1);
+        let mut admin = Admin { readiness: watched, queries, metrics: None };
+        assert_eq!(get(&admin, "/metrics").await.0, StatusCode::NOT_FOUND);
+        // A recorder of this test's own (the global one belongs to the binary).
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        admin.metrics = Some(recorder.handle());
+        metrics::with_local_recorder(&recorder, || {
+            crate::telemetry::describe();
+            metrics::counter!(crate::telemetry::COMMITS, "result" => "sent").increment(2);
+        });
+        use tower::ServiceExt;
+        let request = axum::http::Request::get("/metrics").body(axum::body::Body::empty()).unwrap();
+        let response = router(admin).oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], PROMETHEUS_TEXT);
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        let text = String::from_utf8(body.to_vec()).unwrap();
+        assert!(text.contains("acs_stream_commits_total{result=\"sent\"} 2"), "{text}");
+        assert!(text.contains("# HELP acs_stream_commits_total"), "{text}");
+        assert!(text.contains("acs_stream_build_info{version="), "{text}");
     }
 
     #[tokio::test]
     async fn a_session_is_asked_of_the_service() {
         let (_readiness, watched) = watch::channel(Readiness::default());
         let (queries, mut asked) = mpsc::channel::<SessionQuery>(1);
-        let admin = Admin { readiness: watched, queries };
+        let admin = Admin { readiness: watched, queries, metrics: None };
         let service = tokio::spawn(async move {
             while let Some(query) = asked.recv().await {
                 let found = (query.id == "u#d#h#acme").then(|| json!({"session": {"sequence": 4}}));

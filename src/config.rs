@@ -57,6 +57,11 @@ pub struct Config {
 pub struct AdminConfig {
     /// `host:port` the admin HTTP server listens on; empty: no server.
     pub listen: String,
+    /// An assigned partition lagging without progress for this long is stuck.
+    #[serde(with = "humantime_serde")]
+    pub stuck_after: Duration,
+    /// Tenants with a metric label of their own.
+    pub tenant_label_limit: usize,
 }
 
 impl AdminConfig {
@@ -408,6 +413,9 @@ impl Config {
         }
         if self.shutdown.grace.is_zero() {
             return Err(invalid("shutdown.grace", "must be longer than 0 (e.g. \"30s\")".into()));
+        }
+        if self.admin.stuck_after.is_zero() {
+            return Err(invalid("admin.stuck_after", "must be longer than 0 (e.g. \"2m\")".into()));
         }
         if let Some(Err(error)) = self.admin.address() {
             return Err(invalid("admin.listen", format!("{:?}: {error}; expected host:port", self.admin.listen)));
@@ -783,6 +791,7 @@ mod tests {
             ("[kafka]\nmax_in_flight_bytes = 0\n", "kafka.max_in_flight_bytes"),
             ("[sessions]\nremembered_ids = 0\n", "sessions.remembered_ids"),
             ("[admin]\nlisten = \"localhost\"\n", "admin.listen"),
+            ("[admin]\nstuck_after = \"0s\"\n", "admin.stuck_after"),
             ("[sessions]\nduplicate_horizon = \"30s\"\n", "sessions.duplicate_horizon"),
             ("[sessions]\nduplicate_horizon = \"60d\"\n", "sessions.duplicate_horizon"),
             ("[sessions]\nfinished_ttl = \"0s\"\n", "sessions.finished_ttl"),

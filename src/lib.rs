@@ -12,6 +12,8 @@
 //! - [`encode`]: output records: topic routing, protobuf or JSON values, dead letters.
 //! - [`pipeline`]: `Pipeline::process(record, now)`: the pure core wiring the above.
 //! - [`kafka`]: the Kafka edge: offset bookkeeping, client settings, the service loop.
+//! - [`telemetry`]: metric names and handles (written by the Kafka edge), Prometheus recorder.
+//! - [`admin`]: the HTTP edge: probes, `/metrics`, live sessions.
 //! - [`config`]: typed configuration; defaults from `config/default.toml`; validation.
 //! - [`commands`]: the drivers: `process` (files), `generate` (synthetic traffic, to a file
 //!   or a cluster), `tail` (output topics as JSON lines), `check-config`, `demo` (the
@@ -34,6 +36,7 @@ pub mod model;
 pub mod pipeline;
 pub mod session;
 pub mod synth;
+pub mod telemetry;
 
 /// The processor's version, as published in lineage fields and headers.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

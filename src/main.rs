@@ -437,7 +437,17 @@ async fn serve(
     let admin = match config.admin.address() {
         Some(address) => {
             let address = address.context("admin.listen")?;
-            let admin = acs_stream::admin::Admin { readiness: watched, queries };
+            let metrics = acs_stream::telemetry::install_prometheus().context("installing the metrics recorder")?;
+            // Drains histogram samples into their buckets between scrapes (bounded memory).
+            let upkeep = metrics.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+                loop {
+                    tick.tick().await;
+                    upkeep.run_upkeep();
+                }
+            });
+            let admin = acs_stream::admin::Admin { readiness: watched, queries, metrics: Some(metrics) };
             let stopped = async {
                 let _ = admin_stopped.await;
             };

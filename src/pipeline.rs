@@ -40,10 +40,19 @@ impl<'a> Record<'a> {
 // allocation per event to save a few hundred bytes of stack.
 #[allow(clippy::large_enum_variant)]
 pub enum Outcome<'a> {
-    /// The enriched event's output record.
-    Event(Output<'a>),
+    /// The enriched event's output record, and what the edge measures of it.
+    Event { output: Output<'a>, facts: Facts<'a> },
     /// The record was refused; the driver renders it (Kafka record or JSON line).
     DeadLetter(DeadLetter),
+}
+
+/// What the Kafka edge measures of an event (its metrics): the core only says it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Facts<'a> {
+    pub tenant: std::borrow::Cow<'a, str>,
+    /// Epoch milliseconds.
+    pub incident_time: i64,
+    pub anomalies: Vec<crate::model::Anomaly>,
 }
 
 /// What the Kafka runtime runs on each record: the core ([`Pipeline`]), or, in the
@@ -236,7 +245,10 @@ impl Pipeline {
         match self.enrich(record.value, &record.source, now_ms) {
             Ok(mut event) => {
                 event.session = Some(sessions.apply(&mut event, record.position, now_ms));
-                Outcome::Event(encode::event_record(&event, &self.events, self.format, record.value.len()))
+                let output = encode::event_record(&event, &self.events, self.format, record.value.len());
+                let facts =
+                    Facts { tenant: event.tenant_id, incident_time: event.incident_time, anomalies: event.anomalies };
+                Outcome::Event { output, facts }
             }
             Err(dead) => Outcome::DeadLetter(dead),
         }
@@ -258,7 +270,7 @@ mod tests {
         let pipeline = Pipeline::new(&Config::defaults(), ReasonCatalog::builtin()).unwrap();
         let good = br#"{"deliveryExecutionId":"u#d#h#acme","incidentTime":1767261300}"#;
         match pipeline.process(&record(good), &mut pipeline.sessions(), NOW) {
-            Outcome::Event(output) => assert_eq!(output.topic, "acs.acme.events"),
+            Outcome::Event { output, .. } => assert_eq!(output.topic, "acs.acme.events"),
             other => panic!("{other:?}"),
         }
         let bad = br#"{"deliveryExecutionId":"u#d#h#acme","incidentTime":"soon"}"#;
@@ -301,7 +313,7 @@ mod tests {
         second.source.offset = 7;
         second.position = 2;
         let sequence = |outcome: Outcome<'_>| match outcome {
-            Outcome::Event(output) => {
+            Outcome::Event { output, .. } => {
                 use prost::Message as _;
                 crate::encode::proto::pb::EnrichedEvent::decode(&*output.value).unwrap().session.unwrap().sequence
             }
@@ -318,7 +330,7 @@ mod tests {
             Config::layered(Some(("t", "[output]\nformat = \"json\"\nevents_topic = \"x.{tenant}\"\n")), []).unwrap();
         let pipeline = Pipeline::new(&config, ReasonCatalog::builtin()).unwrap();
         let good = br#"{"deliveryExecutionId":"u#d#h#acme","incidentTime":1767261300}"#;
-        let Outcome::Event(output) = pipeline.process(&record(good), &mut pipeline.sessions(), NOW) else {
+        let Outcome::Event { output, .. } = pipeline.process(&record(good), &mut pipeline.sessions(), NOW) else {
             panic!("an event")
         };
         assert_eq!(output.topic, "x.acme");

@@ -242,6 +242,12 @@ async fn sessions_continue_after_a_restart_from_their_changelog() {
 
 /// `GET path` on the admin server at `address`: status code and JSON body.
 async fn http_get(address: std::net::SocketAddr, path: &str) -> (u16, serde_json::Value) {
+    let (status, body) = http_get_text(address, path).await;
+    (status, serde_json::from_str(&body).unwrap_or(serde_json::Value::Null))
+}
+
+/// `GET path` on the admin server at `address`: status code and body.
+async fn http_get_text(address: std::net::SocketAddr, path: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let path = path.to_owned();
     tokio::task::spawn_blocking(move || {
@@ -252,7 +258,7 @@ async fn http_get(address: std::net::SocketAddr, path: &str) -> (u16, serde_json
         stream.read_to_string(&mut response).unwrap();
         let status = response.split(' ').nth(1).unwrap().parse().unwrap();
         let body = response.split_once("\r\n\r\n").unwrap().1;
-        (status, serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
+        (status, body.to_owned())
     })
     .await
     .unwrap()
@@ -272,7 +278,7 @@ async fn the_admin_port_serves_readiness_and_live_sessions() {
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     let mut ready = watched.clone();
     let (address, serving) =
-        admin::bind("127.0.0.1:0".parse().unwrap(), Admin { readiness: watched, queries }, async {
+        admin::bind("127.0.0.1:0".parse().unwrap(), Admin { readiness: watched, queries, metrics: None }, async {
             let _ = admin_stopped.await;
         })
         .await
@@ -311,6 +317,91 @@ async fn the_admin_port_serves_readiness_and_live_sessions() {
         assert_eq!(expected[id].last().unwrap().sequence, last.sequence);
     }
     assert_eq!(http_get(address, "/sessions/nobody%23d%23h%23acme").await.0, 404);
+
+    let _ = stop.send(());
+    let summary = service.await.unwrap();
+    assert!(summary.drained, "{summary:?}");
+    let _ = stop_admin.send(());
+    serving.await.unwrap().unwrap();
+}
+
+/// The Prometheus recorder of this test binary (one per process), installed on first use.
+fn prometheus() -> metrics_exporter_prometheus::PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> = std::sync::OnceLock::new();
+    HANDLE.get_or_init(|| acs_stream::telemetry::install_prometheus().unwrap()).clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_lag_and_readiness_follow_the_processing_and_the_brokers() {
+    use acs_stream::admin::{self, Admin};
+    use acs_stream::kafka::runtime::{Observers, Readiness};
+    use acs_stream::telemetry;
+
+    let input = "acs.raw.observed";
+    let (cluster, brokers) = cluster_for(input, INPUT_PARTITIONS, "acs-observed");
+    let inputs = records(14, 300);
+    produce_to(&brokers, input, &inputs);
+    let mut config = config_for(&brokers, "acs-observed", &format!("\"{input}\""), "");
+    // Statistics (lag, broker states) often, so that the test does not wait for them.
+    config.kafka.consumer.insert("statistics.interval.ms".into(), "100".into());
+    let (readiness, watched) = tokio::sync::watch::channel(Readiness::default());
+    let (queries, asked) = tokio::sync::mpsc::channel(4);
+    let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut ready = watched.clone();
+    let admin = Admin { readiness: watched, queries, metrics: Some(prometheus()) };
+    let (address, serving) = admin::bind("127.0.0.1:0".parse().unwrap(), admin, async {
+        let _ = admin_stopped.await;
+    })
+    .await
+    .unwrap();
+    let serving = tokio::spawn(serving);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let service = tokio::spawn(async move {
+        let pipeline = Pipeline::new(&config, ReasonCatalog::builtin()).unwrap();
+        let observers = Observers { readiness, queries: Some(asked), ..Observers::default() };
+        let shutdown = async {
+            let _ = stopped.await;
+        };
+        runtime::run_with(&config, &pipeline, shutdown, observers).await.unwrap()
+    });
+    read_outputs_blocking(&brokers, inputs.len()).await;
+
+    // The lag of each partition, from the statistics after each change of readiness (every
+    // statistics round publishes it): never negative, and 0 once everything is processed.
+    let lag_prefix = format!("{}{{", telemetry::CONSUMER_LAG);
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let text = loop {
+        let (status, text) = http_get_text(address, "/metrics").await;
+        assert_eq!(status, 200);
+        let lags: Vec<f64> = text
+            .lines()
+            .filter(|line| line.starts_with(&lag_prefix) && line.contains(&format!("topic=\"{input}\"")))
+            .map(|line| line.rsplit(' ').next().unwrap().parse().unwrap())
+            .collect();
+        assert!(lags.iter().all(|lag| *lag >= 0.0), "{text}");
+        if lags.len() == INPUT_PARTITIONS as usize && lags.iter().all(|lag| *lag == 0.0) {
+            break text;
+        }
+        assert!(std::time::Instant::now() < deadline, "lags {lags:?}:\n{text}");
+        tokio::time::timeout(PATIENCE, ready.changed()).await.unwrap().unwrap();
+    };
+    // Every metric the code exports is served (alerts come with rules).
+    for &(name, ..) in telemetry::METRICS {
+        if name != telemetry::ALERTS {
+            assert!(text.contains(&format!("# TYPE {name} ")), "{name} missing:\n{text}");
+        }
+    }
+    assert_eq!(http_get(address, "/readyz").await.0, 200);
+
+    // The broker goes away: not ready, saying why; back: ready again.
+    cluster.broker_down(1).unwrap();
+    tokio::time::timeout(PATIENCE, ready.wait_for(|r| r.brokers_down)).await.unwrap().unwrap();
+    let (status, body) = http_get(address, "/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body["reasons"].as_array().unwrap().contains(&serde_json::json!("no Kafka broker reachable")), "{body}");
+    cluster.broker_up(1).unwrap();
+    tokio::time::timeout(PATIENCE, ready.wait_for(|r| !r.brokers_down)).await.unwrap().unwrap();
+    assert_eq!(http_get(address, "/readyz").await.0, 200);
 
     let _ = stop.send(());
     let summary = service.await.unwrap();

@@ -30,7 +30,7 @@ fn process_one<'a>(pipeline: &Pipeline, record: &Record<'a>) -> Outcome<'a> {
 fn check(pipeline: &Pipeline, value: &[u8], format: Format) {
     let record = Record::new(Some(b"key"), value, source());
     match process_one(pipeline, &record) {
-        Outcome::Event(output) => {
+        Outcome::Event { output, .. } => {
             assert!(output.topic.starts_with("acs.") && output.topic.ends_with(".events"), "{}", output.topic);
             match format {
                 Format::Json => {
@@ -248,7 +248,7 @@ proptest! {
         let record_bytes = serde_json::to_vec(&value).unwrap();
         let record = Record::new(None, &record_bytes, source());
         match process_one(&pipeline(Format::Json), &record) {
-            Outcome::Event(output) => prop_assert_eq!(output.topic, format!("acs.{tenant}.events")),
+            Outcome::Event { output, .. } => prop_assert_eq!(output.topic, format!("acs.{tenant}.events")),
             Outcome::DeadLetter(dead) => prop_assert!(false, "{:?}", dead.rejection),
         }
         // Another tenant in `tenantId` can never steer the record.
@@ -279,7 +279,7 @@ proptest! {
         }
         let bytes = serde_json::to_vec(&value).unwrap();
         let record = Record::new(None, &bytes, source());
-        if let Outcome::Event(output) = process_one(&pipeline(Format::Json), &record) {
+        if let Outcome::Event { output, .. } = process_one(&pipeline(Format::Json), &record) {
             let routed = output.topic.strip_prefix("acs.").and_then(|t| t.strip_suffix(".events")).unwrap().to_owned();
             if segments.len() >= 4 {
                 // TAO form: the id's last segment decides, and `tenantId` must agree.
@@ -302,7 +302,7 @@ fn generated_records_cover_both_outcomes() {
         let value = near_valid_record().new_tree(&mut runner).unwrap().current();
         let bytes = serde_json::to_vec(&value).unwrap();
         match pipeline.process(&Record::new(None, &bytes, source()), &mut pipeline.sessions(), NOW) {
-            Outcome::Event(_) => events += 1,
+            Outcome::Event { .. } => events += 1,
             Outcome::DeadLetter(_) => dead += 1,
         }
     }

@@ -224,7 +224,7 @@ fn core_outputs() -> CoreOutputs {
             protobuf.process(&record, &mut proto_sessions, NOW_MS),
             json.process(&record, &mut json_sessions, NOW_MS),
         ) {
-            (Outcome::Event(output), Outcome::Event(contract)) => {
+            (Outcome::Event { output, .. }, Outcome::Event { output: contract, .. }) => {
                 let headers = output.headers.iter().map(|(name, value)| (*name, value.to_string())).collect();
                 let key = output.key.map(|k| k.to_vec());
                 outputs.records.push(Out { topic: output.topic, key, value: output.value.to_vec(), headers });

@@ -98,7 +98,7 @@ pub fn run(pipeline: &Pipeline, options: &ProcessOptions) -> Result<Summary, Pro
         let source = Source { topic: topic.clone(), partition: 0, offset };
         let record = Record::new(None, value, source);
         let (topic_name, bytes) = match pipeline.process(&record, &mut sessions, options.now_ms) {
-            Outcome::Event(output) => {
+            Outcome::Event { output, .. } => {
                 summary.events += 1;
                 (output.topic, output.value)
             }

@@ -585,9 +585,12 @@ mod tests {
     fn event_outputs(value: &[u8]) -> (Vec<(&'static str, String)>, Vec<u8>, Vec<u8>) {
         let pipeline = Pipeline::new(&Config::defaults(), ReasonCatalog::builtin()).unwrap();
         let input = Record::new(None, value, Source { topic: Arc::from("acs.raw"), partition: 0, offset: 3 });
-        let Outcome::Event(proto) = pipeline.process(&input, &mut pipeline.sessions(), NOW) else { panic!("an event") };
+        let Outcome::Event { output: proto, .. } = pipeline.process(&input, &mut pipeline.sessions(), NOW) else {
+            panic!("an event")
+        };
         let json_pipeline = pipeline.clone().with_format(crate::encode::Format::Json);
-        let Outcome::Event(json) = json_pipeline.process(&input, &mut json_pipeline.sessions(), NOW) else {
+        let Outcome::Event { output: json, .. } = json_pipeline.process(&input, &mut json_pipeline.sessions(), NOW)
+        else {
             panic!("an event")
         };
         let headers = proto.headers.iter().map(|(name, value)| (*name, value.to_string())).collect();

@@ -26,7 +26,9 @@ pub fn consumer(config: &Config) -> ClientConfig {
         // negligible cost in fetch requests. The passthrough map may change it.
         .set("fetch.queue.backoff.ms", "20")
         // A new group starts from the beginning: nothing upstream wrote is skipped.
-        .set("auto.offset.reset", "earliest");
+        .set("auto.offset.reset", "earliest")
+        // Lag per partition and broker states, for the metrics and /readyz.
+        .set("statistics.interval.ms", "5000");
     for (key, value) in &kafka.consumer {
         client.set(key, value);
     }

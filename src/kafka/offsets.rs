@@ -491,8 +491,31 @@ fn live(slots: &mut [Option<Partition>], ticket: Ticket) -> Option<&mut Partitio
     slots.get_mut(ticket.slot as usize)?.as_mut().filter(|p| p.epoch == ticket.epoch)
 }
 
+/// The lag of a partition: records between the consumer's position and the high watermark,
+/// never negative. `position` (the next offset handed to the service) and `committed` (the
+/// group's offset) are librdkafka's, negative when unknown (`-1001` right after an
+/// assignment, the cause of the negative lags of vector#21649): the position is taken when
+/// known, else the committed offset; with neither, or no high watermark yet, there is no lag
+/// to report (`None`) rather than a wrong one. A position past a high watermark not refreshed
+/// yet is lag 0.
+pub fn consumer_lag(high_watermark: i64, position: i64, committed: i64) -> Option<i64> {
+    let position = [position, committed].into_iter().find(|offset| *offset >= 0)?;
+    (high_watermark >= 0).then(|| (high_watermark - position).max(0))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn lag_is_never_negative_nor_guessed() {
+        use super::consumer_lag;
+        assert_eq!(consumer_lag(100, 40, 30), Some(60), "from the position");
+        assert_eq!(consumer_lag(100, -1001, 30), Some(70), "right after an assignment: the committed offset");
+        assert_eq!(consumer_lag(100, -1001, -1001), None, "nothing known: nothing reported");
+        assert_eq!(consumer_lag(-1, 40, 30), None, "no high watermark yet");
+        assert_eq!(consumer_lag(100, 120, 30), Some(0), "a stale high watermark");
+        assert_eq!(consumer_lag(0, -1001, 0), Some(0), "an empty partition");
+    }
+
     use super::*;
     use proptest::prelude::*;
 

@@ -52,6 +52,7 @@ use crate::decode::{ErrorCode, Rejection};
 use crate::encode::{DeadLetter, Headers as OutputHeaders, Output};
 use crate::model::Source;
 use crate::pipeline::{Outcome, PartitionState, Processor, Record};
+use crate::telemetry::{self, DeliveryMeters, Meters, Published};
 use rdkafka::config::ClientConfig;
 
 /// Why the service stopped with an error.
@@ -125,6 +126,11 @@ struct Pending {
     /// Bytes held for this record (input copy and output), released with its report.
     bytes: usize,
     fallback: Fallback,
+    /// What it is (the metrics' kind).
+    kind: Published,
+    /// When its input record was consumed: set on the record's own output (event, dead
+    /// letter, re-keyed record), not on its changelog records.
+    consumed_at: Option<Instant>,
 }
 
 /// A delivery report, moved from librdkafka's thread to the runtime.
@@ -140,7 +146,14 @@ struct ProducerCtx {
     wake: Arc<tokio::sync::Notify>,
 }
 
-impl ClientContext for ProducerCtx {}
+impl ClientContext for ProducerCtx {
+    /// A client-level error (a broker unreachable, a request timed out): librdkafka retries
+    /// the records concerned without end, so it is counted as retriable.
+    fn error(&self, error: KafkaError, reason: &str) {
+        metrics::counter!(telemetry::PRODUCE_ERRORS, "retriable" => "true").increment(1);
+        warn!(%error, reason, "Producer error; retrying.");
+    }
+}
 
 impl ProducerContext for ProducerCtx {
     type DeliveryOpaque = Box<Pending>;
@@ -173,6 +186,10 @@ struct Shared {
     /// How long a revoke may wait for the revoked partitions' outputs (at most
     /// `REVOKE_DRAIN_MAX`: the whole group waits for this member meanwhile).
     revoke_timeout: Duration,
+    /// Records published, processing latency.
+    meters: DeliveryMeters,
+    /// An assigned partition lagging without progress for this long is stuck.
+    stuck_after: Duration,
 }
 
 /// Longest wait of a revoke for the revoked partitions' outputs.
@@ -200,11 +217,24 @@ struct State {
     restoring: HashMap<TopicPartition, u64>,
     /// Assignments made so far (numbers the entries of `restoring`).
     assignments: u64,
+    /// What the consumer's statistics say: brokers reachable, partitions progressing.
+    health: Health,
     /// Positions of revoked partitions whose commit failed (a broker may refuse commits
     /// while the group rebalances), kept for the partitions assigned back to this member in
     /// that rebalance: they resume there and commit it, instead of processing again from the
     /// older committed offset.
     unsaved: HashMap<TopicPartition, i64>,
+}
+
+/// The service's health, from the consumer's statistics.
+#[derive(Default)]
+struct Health {
+    /// No broker was reachable at the last statistics.
+    brokers_down: bool,
+    /// Per assigned partition: the position last seen, and since when it has not moved.
+    progress: HashMap<TopicPartition, (i64, Instant)>,
+    /// Assigned partitions with a lag and no progress for `stuck_after`.
+    stuck: BTreeSet<TopicPartition>,
 }
 
 impl State {
@@ -273,7 +303,10 @@ impl Shared {
         let Delivery { pending, error } = delivery;
         state.in_flight_bytes = state.in_flight_bytes.saturating_sub(pending.bytes);
         match error {
-            None => state.tracker.ack(pending.ticket),
+            None => {
+                self.meters.published(pending.kind, pending.consumed_at);
+                state.tracker.ack(pending.ticket);
+            }
             Some(error) => self.refused(state, *pending, error),
         }
     }
@@ -306,13 +339,15 @@ impl Shared {
 
     /// The brokers (or the client) refused an output for good: fall back, or stop.
     fn refused(&self, state: &mut State, pending: Pending, error: KafkaError) {
-        let Pending { ticket, tp, bytes, fallback } = pending;
+        let Pending { ticket, tp, bytes, fallback, consumed_at, .. } = pending;
         let deadline = Instant::now() + self.revoke_timeout;
+        metrics::counter!(telemetry::PRODUCE_ERRORS, "retriable" => "false").increment(1);
         match fallback {
             Fallback::Event(input) => {
                 warn!(topic = %input.source.topic, partition = input.source.partition, offset = input.source.offset,
                       %error, "Output refused; dead-lettering the record.");
                 state.summary.produce_failed += 1;
+                Meters::dead_letter(ErrorCode::ProduceFailed);
                 let dead = DeadLetter {
                     rejection: Rejection::new(ErrorCode::ProduceFailed, error.to_string()),
                     source: input.source.clone(),
@@ -321,14 +356,16 @@ impl Shared {
                 let record = dead.to_record(&self.dead_letter_topic, input.key.as_deref(), &input.value);
                 let key = input.key.as_deref().map(Box::from);
                 let fallback = Fallback::DeadLetter { dead: Box::new(dead), key };
-                self.dispatch(state, &record, Box::new(Pending { ticket, tp, bytes, fallback }), deadline);
+                let pending = Pending { ticket, tp, bytes, fallback, kind: Published::DeadLetter, consumed_at };
+                self.dispatch(state, &record, Box::new(pending), deadline);
             }
             Fallback::DeadLetter { dead, key } if is_size_error(&error) => {
                 warn!(topic = %dead.source.topic, partition = dead.source.partition, offset = dead.source.offset,
                       code = dead.rejection.code.as_str(), %error,
                       "Dead letter refused; sending it without the original value.");
                 let record = dead.to_record_without_value(&self.dead_letter_topic, key.as_deref(), &error.to_string());
-                let pending = Box::new(Pending { ticket, tp, bytes, fallback: Fallback::Nothing });
+                let kind = Published::DeadLetter;
+                let pending = Box::new(Pending { ticket, tp, bytes, fallback: Fallback::Nothing, kind, consumed_at });
                 self.dispatch(state, &record, pending, deadline);
             }
             Fallback::DeadLetter { .. } | Fallback::Nothing => self.lose(state, ticket, &tp, &error),
@@ -384,10 +421,16 @@ fn commit_positions<C: ConsumerContext>(
     }
     match consumer.commit(&list, mode) {
         Ok(()) => {
-            debug!(partitions = positions.len(), "Committed offsets.");
+            // The outcome of an asynchronous commit is reported to no one (rust-rdkafka's
+            // event API leaves librdkafka without a commit callback for manual commits): it
+            // is counted as sent; a failed one is retried by the next commit.
+            let result = if matches!(mode, CommitMode::Sync) { "committed" } else { "sent" };
+            metrics::counter!(telemetry::COMMITS, "result" => result).increment(1);
+            debug!(partitions = positions.len(), result, "Committed offsets.");
             true
         }
         Err(error) => {
+            metrics::counter!(telemetry::COMMITS, "result" => "failed").increment(1);
             warn!(partitions = positions.len(), %error, "Offset commit failed; retried at the next commit.");
             false
         }
@@ -408,11 +451,15 @@ impl ConsumerCtx {
     }
 
     fn publish_readiness(&self, state: &State) {
-        self.readiness.send_replace(Readiness {
+        let readiness = Readiness {
             joined: true,
             assigned: state.assigned.len(),
             restoring: state.restoring.len(),
-        });
+            brokers_down: state.health.brokers_down,
+            stuck: state.health.stuck.iter().cloned().collect(),
+        };
+        metrics::gauge!(telemetry::READY).set(if readiness.reasons().is_empty() { 1.0 } else { 0.0 });
+        self.readiness.send_replace(readiness);
     }
 }
 
@@ -420,7 +467,7 @@ impl ConsumerCtx {
 pub type Assignment = BTreeSet<TopicPartition>;
 
 /// Whether the service can do its work, published on every change (for `/readyz`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Readiness {
     /// The consumer has had its first assignment (possibly empty).
     pub joined: bool,
@@ -428,6 +475,10 @@ pub struct Readiness {
     pub assigned: usize,
     /// Assigned partitions whose state is being restored (paused meanwhile).
     pub restoring: usize,
+    /// No broker was reachable at the consumer's last statistics.
+    pub brokers_down: bool,
+    /// Assigned partitions with records left and no progress for `admin.stuck_after`.
+    pub stuck: Vec<TopicPartition>,
 }
 
 impl Readiness {
@@ -439,6 +490,12 @@ impl Readiness {
         }
         if self.restoring > 0 {
             reasons.push(format!("restoring the state of {} of {} partitions", self.restoring, self.assigned));
+        }
+        if self.brokers_down {
+            reasons.push("no Kafka broker reachable".to_owned());
+        }
+        for tp in &self.stuck {
+            reasons.push(format!("partition {tp} stuck: records left and no progress"));
         }
         reasons
     }
@@ -460,7 +517,55 @@ pub struct Observers {
     pub queries: Option<tokio::sync::mpsc::Receiver<SessionQuery>>,
 }
 
-impl ClientContext for ConsumerCtx {}
+impl ClientContext for ConsumerCtx {
+    /// Broker reachability, and lag and progress per assigned partition, from librdkafka's
+    /// statistics (`statistics.interval.ms`).
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let now = Instant::now();
+        let mut state = self.shared.lock();
+        let brokers_down = !statistics.brokers.values().any(|broker| broker.state == "UP");
+        if brokers_down != state.health.brokers_down {
+            if brokers_down {
+                warn!(brokers = statistics.brokers.len(), "No broker reachable.");
+            } else {
+                info!("Brokers reachable again.");
+            }
+            state.health.brokers_down = brokers_down;
+        }
+        let assigned: Vec<TopicPartition> = state.assigned.iter().cloned().collect();
+        state.health.progress.retain(|tp, _| assigned.contains(tp));
+        let mut stuck = BTreeSet::new();
+        for tp in assigned {
+            let partition = statistics.topics.get(&*tp.topic).and_then(|topic| topic.partitions.get(&tp.partition));
+            let Some(partition) = partition else { continue };
+            let lag =
+                super::offsets::consumer_lag(partition.hi_offset, partition.app_offset, partition.committed_offset);
+            let Some(lag) = lag else { continue };
+            let position = partition.hi_offset - lag;
+            metrics::gauge!(telemetry::CONSUMER_LAG, "topic" => tp.topic.to_string(), "partition" => tp.partition.to_string())
+                .set(lag as f64);
+            let since = match state.health.progress.get(&tp) {
+                Some(&(seen, since)) if seen == position => since,
+                _ => now,
+            };
+            state.health.progress.insert(tp.clone(), (position, since));
+            let stalled = now.duration_since(since);
+            if lag > 0 && stalled >= self.shared.stuck_after && !state.restoring.contains_key(&tp) {
+                if !state.health.stuck.contains(&tp) {
+                    warn!(topic = %tp.topic, partition = tp.partition, lag, position, stalled_s = stalled.as_secs(),
+                          "Partition stuck: records left and no progress.");
+                }
+                stuck.insert(tp);
+            }
+        }
+        for tp in state.health.stuck.difference(&stuck) {
+            info!(topic = %tp.topic, partition = tp.partition, "Partition no longer stuck.");
+        }
+        metrics::gauge!(telemetry::STUCK_PARTITIONS).set(stuck.len() as f64);
+        state.health.stuck = stuck;
+        self.publish_readiness(&state);
+    }
+}
 
 impl ConsumerContext for ConsumerCtx {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -651,6 +756,7 @@ struct Restoring<S> {
 /// thread, each record applied as it arrives.
 struct RestoreTask<S> {
     handle: tokio::task::JoinHandle<Result<Vec<Restoring<S>>, RestoreFailure>>,
+    started: Instant,
 }
 
 /// Starts reading the changelog for every partition waiting for its state, if any.
@@ -698,7 +804,7 @@ fn start_restore<P: Processor>(
         restore::read(&client, &topic, &partitions, give_up, apply)?;
         Ok(restoring)
     });
-    Some(RestoreTask { handle })
+    Some(RestoreTask { handle, started: Instant::now() })
 }
 
 /// Where the group resumes `tp`: its committed offset, or where `auto.offset.reset` says
@@ -880,6 +986,8 @@ pub async fn run_with<P: Processor>(
         wake: wake.clone(),
         stopping: std::sync::atomic::AtomicBool::new(false),
         revoke_timeout: config.shutdown.grace.min(REVOKE_DRAIN_MAX),
+        meters: DeliveryMeters::new(),
+        stuck_after: config.admin.stuck_after,
     });
     let producer: SharedProducer = client::producer(config)
         .create_with_context(ProducerCtx { deliveries: sender, wake: wake.clone() })
@@ -919,6 +1027,7 @@ pub async fn run_with<P: Processor>(
     info!(brokers = %config.kafka.brokers, group = %config.kafka.group_id, topics = ?config.kafka.input_topics, "Consuming.");
 
     let mut source_topics: HashMap<String, Arc<str>> = HashMap::new();
+    let mut meters = Meters::new(config.admin.tenant_label_limit);
     // The processor's state of each partition (its sessions), made on the partition's first
     // record, dropped when it is revoked.
     let mut partition_states: HashMap<TopicPartition, P::State> = HashMap::new();
@@ -976,6 +1085,11 @@ pub async fn run_with<P: Processor>(
                 let mut state = shared.lock();
                 shared.settle_ready(&mut state);
                 shared.commit(&mut state, &consumer, CommitMode::Async);
+                forget_revoked(&mut state, &mut partition_states, &mut rewind);
+                metrics::gauge!(telemetry::ASSIGNED_PARTITIONS).set(state.assigned.len() as f64);
+                metrics::gauge!(telemetry::IN_FLIGHT).set(state.live_in_flight() as f64);
+                let sessions: usize = partition_states.values().map(PartitionState::entries).sum();
+                metrics::gauge!(telemetry::ACTIVE_SESSIONS).set(sessions as f64);
             }
             query = async { queries.as_mut().expect("guarded").recv().await }, if queries.is_some() => {
                 let Some(query) = query else {
@@ -993,7 +1107,7 @@ pub async fn run_with<P: Processor>(
                 let _ = query.reply.send(found);
             }
             restored = async { (&mut restore_task.as_mut().expect("guarded").handle).await }, if restore_task.is_some() => {
-                restore_task = None;
+                let started = restore_task.take().expect("guarded").started;
                 let restored = match restored {
                     Ok(Ok(restored)) => restored,
                     Ok(Err(RestoreFailure::Kafka { .. })) => {
@@ -1012,6 +1126,7 @@ pub async fn run_with<P: Processor>(
                     }
                     state.summary.restore_errors += errors;
                     state.summary.restored_records += records;
+                    metrics::counter!(telemetry::RESTORED_RECORDS).increment(records);
                     state.summary.restored_entries += partition_state.entries() as u64;
                     info!(topic = %tp.topic, partition = tp.partition, records, entries = partition_state.entries(), "Partition state restored.");
                     partition_states.insert(tp.clone(), partition_state);
@@ -1038,6 +1153,7 @@ pub async fn run_with<P: Processor>(
                         set_paused(&consumer, &HashSet::from([tp]), false);
                     }
                 }
+                metrics::histogram!(telemetry::RESTORE_SECONDS).record(started.elapsed().as_secs_f64());
                 consumer.context().publish_readiness(&state);
             }
             message = consumer.recv() => {
@@ -1069,6 +1185,8 @@ pub async fn run_with<P: Processor>(
                         continue;
                     }
                 }
+                let consumed_at = Instant::now();
+                meters.consumed(&topic);
                 let offset = message.offset();
                 let source = Source { topic, partition: message.partition(), offset };
                 let mut record = Record::new(message.key(), message.payload().unwrap_or_default(), source);
@@ -1099,7 +1217,10 @@ pub async fn run_with<P: Processor>(
                             changes.clear();
                         }
                         match outcome {
-                            Outcome::Event(output) => Step::Event(output),
+                            Outcome::Event { output, facts } => {
+                                meters.event(&facts, now);
+                                Step::Event(output)
+                            }
                             Outcome::DeadLetter(dead) => Step::Dead(dead),
                         }
                     }
@@ -1108,10 +1229,10 @@ pub async fn run_with<P: Processor>(
                     let key = record.key.map(<[u8]>::to_vec);
                     Arc::new(Input { key, value: record.value.to_vec(), source: record.source.clone() })
                 };
-                let (output, fallback, upstream_headers) = match step {
+                let (output, fallback, upstream_headers, kind) = match step {
                     Step::Event(output) => {
                         topics_cache.ensure(&output.topic).await;
-                        (output, Fallback::Event(input()), None)
+                        (output, Fallback::Event(input()), None, Published::Event)
                     }
                     Step::Rekeyed { topic, key } => {
                         let output = Output {
@@ -1121,11 +1242,13 @@ pub async fn run_with<P: Processor>(
                             headers: OutputHeaders::new(),
                         };
                         let headers = repartition::headers(&record.source, record.key);
-                        (output, Fallback::Event(input()), Some(headers))
+                        (output, Fallback::Event(input()), Some(headers), Published::Repartition)
                     }
                     Step::Dead(dead) => {
+                        Meters::dead_letter(dead.rejection.code);
                         let output = dead.to_record(pipeline.dead_letter_topic(), record.key, record.value);
-                        (output, Fallback::DeadLetter { dead: Box::new(dead), key: record.key.map(Box::from) }, None)
+                        let fallback = Fallback::DeadLetter { dead: Box::new(dead), key: record.key.map(Box::from) };
+                        (output, fallback, None, Published::DeadLetter)
                     }
                 };
                 // Held until acknowledged: librdkafka's copy of the output, and the input
@@ -1159,11 +1282,18 @@ pub async fn run_with<P: Processor>(
                         };
                         // Never rerouted: a lost state change stops the partition (not
                         // committed past, processed again after a restart).
-                        let pending = Box::new(Pending { ticket, tp: tp.clone(), bytes, fallback: Fallback::Nothing });
+                        let pending = Box::new(Pending {
+                            ticket,
+                            tp: tp.clone(),
+                            bytes,
+                            fallback: Fallback::Nothing,
+                            kind: Published::Changelog,
+                            consumed_at: None,
+                        });
                         shared.dispatch_raw(&mut state, change, pending, deadline);
                     }
                 }
-                let pending = Box::new(Pending { ticket, tp, bytes, fallback });
+                let pending = Box::new(Pending { ticket, tp, bytes, fallback, kind, consumed_at: Some(consumed_at) });
                 match upstream_headers {
                     Some(headers) => {
                         let raw = Raw {

@@ -242,6 +242,27 @@ pub enum Anomaly {
 }
 
 impl Anomaly {
+    /// Every kind (the metrics' label values).
+    pub const ALL: [Anomaly; 17] = [
+        Anomaly::UnknownActor,
+        Anomaly::UnknownAction,
+        Anomaly::UnknownActionStatus,
+        Anomaly::UnknownStatus,
+        Anomaly::UnknownAcsStatus,
+        Anomaly::MissingActor,
+        Anomaly::MissingAction,
+        Anomaly::FallbackReasonCode,
+        Anomaly::NonNumericReasonCode,
+        Anomaly::UnknownReasonCode,
+        Anomaly::UnknownMessageTag,
+        Anomaly::IdMismatch,
+        Anomaly::IllegalTransition,
+        Anomaly::EventAfterFinal,
+        Anomaly::StatusMismatch,
+        Anomaly::OutOfOrderTime,
+        Anomaly::Duplicate,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Anomaly::UnknownActor => "unknown_actor",

@@ -428,7 +428,7 @@ mod tests {
             let source = Source { topic: Arc::from("raw"), partition: 0, offset: offset as i64 };
             let outcome = pipeline.process(&Record::new(Some(&record.key), &record.value, source), &mut sessions, now);
             match outcome {
-                Outcome::Event(output) => {
+                Outcome::Event { output, .. } => {
                     assert!(!record.malformed, "{}", String::from_utf8_lossy(&record.value));
                     assert_eq!(output.key.as_deref(), Some(record.key.as_slice()));
                     let shape = output.headers.iter().find(|(n, _)| *n == "acs-action").map(|(_, v)| v.to_string());

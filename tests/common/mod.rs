@@ -112,7 +112,7 @@ pub fn reference_sessions(inputs: &[SynthRecord], now_ms: i64) -> BTreeMap<Strin
     for (offset, input) in inputs.iter().enumerate() {
         let source = Source { topic: Arc::from("reference"), partition: 0, offset: offset as i64 };
         let record = Record::new(Some(&input.key), &input.value, source);
-        if let Outcome::Event(output) = pipeline.process(&record, &mut state, now_ms) {
+        if let Outcome::Event { output, .. } = pipeline.process(&record, &mut state, now_ms) {
             let event = pb::EnrichedEvent::decode(&*output.value).unwrap();
             sessions.entry(event.delivery_execution_id).or_default().push(event.session.unwrap());
         }
