@@ -54,7 +54,7 @@ use acs_stream::encode::proto::pb;
 use acs_stream::kafka::{client, restore};
 use acs_stream::model::{ReasonCatalog, Source};
 use acs_stream::pipeline::{Outcome, Pipeline, Record};
-use acs_stream::session::{SessionState, Sessions};
+use acs_stream::session::{SessionState, Sessions, changelog};
 use acs_stream::synth::{Generator, SynthOptions};
 use anyhow::{Context, bail, ensure};
 use prost::Message as _;
@@ -285,11 +285,11 @@ fn pipeline() -> anyhow::Result<Pipeline> {
 fn drain(sessions: &mut Sessions, measured: &mut Measured) -> Vec<String> {
     let changes = sessions.drain_changes(INPUT_TOPIC, 0);
     let mut ids = Vec::with_capacity(changes.len());
-    for (id, value) in changes {
-        measured.key_bytes += id.len();
+    for (key, value) in changes {
+        measured.key_bytes += key.len();
         measured.value_bytes += value.map_or(0, |v| v.len());
         measured.records += 1;
-        ids.push(id);
+        ids.push(changelog::split_key(&key).expect("a key of drain_changes").1.to_owned());
     }
     ids
 }
@@ -382,12 +382,13 @@ fn worst_case(n: usize, one_more: bool) -> anyhow::Result<Measured> {
     let mut sessions = pipeline.sessions();
     for (i, id) in ids.iter().enumerate() {
         let value = worst_state(i, 0, &mut rng).encode_to_vec();
+        let key = changelog::key(INPUT_TOPIC, id);
         if !one_more {
-            measured.key_bytes += id.len();
+            measured.key_bytes += key.len();
             measured.value_bytes += value.len();
             measured.records += 1;
         }
-        sessions.restore_record(INPUT_TOPIC, 0, id, Some(&value))?;
+        sessions.restore_record(INPUT_TOPIC, 0, &key, Some(&value))?;
     }
     ensure!(sessions.len() == n, "{} sessions restored of {n}", sessions.len());
     if one_more {
@@ -454,7 +455,9 @@ fn apply(pipeline: &Pipeline, read: &Collected) -> anyhow::Result<Vec<Sessions>>
 fn restore_bench(n: usize) -> anyhow::Result<Restore> {
     let mut rng = fastrand::Rng::with_seed(11);
     // Partitions: about 2 MiB of records each (the first record gives the size).
-    let sample = worst_state(0, 0, &mut rng).encoded_len() + session_id(0, &mut rng).len() + RECORD_OVERHEAD;
+    let sample = worst_state(0, 0, &mut rng).encoded_len()
+        + changelog::key(INPUT_TOPIC, &session_id(0, &mut rng)).len()
+        + RECORD_OVERHEAD;
     let partitions = i32::try_from((n * sample).div_ceil(MOCK_BYTES_PER_PARTITION).max(4))?;
     let cluster = MockCluster::new(1)?;
     let brokers = cluster.bootstrap_servers();
@@ -471,11 +474,11 @@ fn restore_bench(n: usize) -> anyhow::Result<Restore> {
     let (mut bytes, mut key_bytes) = (0, 0);
     for i in 0..n {
         let partition = (i % partitions as usize) as i32;
-        let id = session_id(i, &mut rng);
+        let key = changelog::key(INPUT_TOPIC, &session_id(i, &mut rng));
         let value = worst_state(i, partition, &mut rng).encode_to_vec();
-        bytes += id.len() + value.len();
-        key_bytes += id.len();
-        let mut pending = BaseRecord::to(topic).partition(partition).key(&id).payload(&value);
+        bytes += key.len() + value.len();
+        key_bytes += key.len();
+        let mut pending = BaseRecord::to(topic).partition(partition).key(&key).payload(&value);
         loop {
             match producer.send(pending) {
                 Ok(()) => break,
@@ -581,7 +584,10 @@ fn restore_bench(n: usize) -> anyhow::Result<Restore> {
     let restored = apply(&pipeline, &read)?;
     memory.grown = Live::now().minus(before);
     for ((_, records), sessions) in read.iter().zip(&restored) {
-        let ids = records.iter().map(|(key, _)| std::str::from_utf8(key)).collect::<Result<Vec<_>, _>>()?;
+        let ids = records
+            .iter()
+            .map(|(key, _)| Ok(changelog::split_key(std::str::from_utf8(key)?)?.1))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         memory.parts.add(sessions, ids)?;
     }
     let held = Live::now();

@@ -1,5 +1,12 @@
 //! The session changelog's records: one session's state as `acs.v1.SessionState` protobuf
-//! (proto/acs/v1/session.proto), keyed by its delivery execution id, and back.
+//! (proto/acs/v1/session.proto), and back.
+//!
+//! The key is `{input topic}/{session id}` (the session id is the delivery execution id):
+//! changelog partition N holds the sessions of partition N of every input topic (a regex
+//! subscription reads several), so the same session id in two input topics must be two keys,
+//! or compaction would keep only one of them and a tombstone (which has no value to say
+//! whose it is) would forget both. A topic name cannot contain `/`: the key splits at its
+//! first one.
 
 use prost::Message;
 
@@ -8,11 +15,32 @@ use super::store::RecentIds;
 use crate::encode::proto::pb;
 use crate::model::Status;
 
-/// A changelog value that cannot be read back.
+/// A changelog record that cannot be read back.
 #[derive(Debug, thiserror::Error)]
 pub enum ChangelogError {
     #[error("not an acs.v1.SessionState: {0}")]
     Decode(#[from] prost::DecodeError),
+    /// The key does not name an input topic (the session id is not repeated here: it is
+    /// personal data).
+    #[error("a key without its input topic (expected `{{input topic}}/{{session id}}`)")]
+    Key,
+}
+
+/// The changelog key of the session `id` of the input topic `topic`.
+pub fn key(topic: &str, id: &str) -> String {
+    let mut key = String::with_capacity(topic.len() + 1 + id.len());
+    key.push_str(topic);
+    key.push('/');
+    key.push_str(id);
+    key
+}
+
+/// The input topic and the session id of a changelog key.
+pub fn split_key(key: &str) -> Result<(&str, &str), ChangelogError> {
+    match key.split_once('/') {
+        Some((topic, id)) if !topic.is_empty() => Ok((topic, id)),
+        _ => Err(ChangelogError::Key),
+    }
 }
 
 /// The input partition a session's events are read from.
@@ -97,6 +125,17 @@ mod tests {
             let (back, from) = decode(&encode(&state, &input)).unwrap();
             assert_eq!(back, state);
             assert_eq!(from, input);
+        }
+    }
+
+    #[test]
+    fn a_key_names_the_input_topic_then_the_session() {
+        let key = key("acs.raw", "dIresu#d1/x#h1#acme");
+        assert_eq!(key, "acs.raw/dIresu#d1/x#h1#acme");
+        // Split at the first '/': a topic name has none, a session id may.
+        assert_eq!(split_key(&key).unwrap(), ("acs.raw", "dIresu#d1/x#h1#acme"));
+        for bare in ["dIresu#d1#h1#acme", "/dIresu#d1#h1#acme", ""] {
+            assert!(matches!(split_key(bare), Err(ChangelogError::Key)), "{bare:?}");
         }
     }
 
