@@ -51,7 +51,8 @@ use std::time::{Duration, Instant};
 
 use acs_stream::config::Config;
 use acs_stream::encode::proto::pb;
-use acs_stream::kafka::{client, restore};
+use acs_stream::kafka::client;
+use acs_stream::kafka::restore::{self, Read};
 use acs_stream::model::{ReasonCatalog, Source};
 use acs_stream::pipeline::{Outcome, Pipeline, Record};
 use acs_stream::session::{SessionState, Sessions, changelog};
@@ -524,11 +525,17 @@ fn restore_bench(n: usize) -> anyhow::Result<Restore> {
         topic,
         &all,
         || false,
-        |partition, key, value| {
-            let sessions = streamed.entry(partition).or_insert_with(|| pipeline.sessions());
-            let key = std::str::from_utf8(key).unwrap_or_default();
-            if let Err(error) = sessions.restore_record(INPUT_TOPIC, partition, key, value) {
-                failed = Some(error);
+        |read| match read {
+            Read::Record { partition, key, value } => {
+                let sessions = streamed.entry(partition).or_insert_with(|| pipeline.sessions());
+                let key = std::str::from_utf8(key).unwrap_or_default();
+                if let Err(error) = sessions.restore_record(INPUT_TOPIC, partition, key, value) {
+                    failed = Some(error);
+                }
+            }
+            Read::Restart => {
+                streamed.clear();
+                failed = None;
             }
         },
     )
@@ -549,8 +556,11 @@ fn restore_bench(n: usize) -> anyhow::Result<Restore> {
         topic,
         &all,
         || false,
-        |partition, key, value| {
-            read.entry(partition).or_default().push((key.to_vec(), value.map(<[u8]>::to_vec)));
+        |step| match step {
+            Read::Record { partition, key, value } => {
+                read.entry(partition).or_default().push((key.to_vec(), value.map(<[u8]>::to_vec)));
+            }
+            Read::Restart => read.clear(),
         },
     )
     .context("reading the changelog")?;

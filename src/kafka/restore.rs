@@ -38,19 +38,31 @@ const RETRY_PAUSE: Duration = Duration::from_secs(1);
 /// any progress before it starts over.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// What [`read`] hands to its `apply`, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Read<'a> {
+    /// One record of the changelog partition `partition` (no value: a tombstone), in offset
+    /// order per partition.
+    Record { partition: i32, key: &'a [u8], value: Option<&'a [u8]> },
+    /// The read failed for a passing reason and starts over from the beginning of every
+    /// partition: whatever was built from the records handed over so far must start afresh.
+    /// (Applied again over it, the records would be counted twice, and a session whose
+    /// record and tombstone were both compacted away in between would stay.)
+    Restart,
+}
+
 /// Reads the partitions `partitions` of `topic`, each from its beginning to its end offset at
-/// the start, handing each record to `apply` as it arrives (partition, key, value; no value
-/// for a tombstone), in offset order per partition; returns the records read per partition.
-/// Passing failures (a broker away) are retried from the beginning (applying the records
-/// again in order gives the same state) until `give_up` says stop (it is asked between
-/// attempts, e.g. whether the input partitions were revoked meanwhile); a missing partition
-/// is final.
+/// the start, handing each record to `apply` as it arrives, in offset order per partition;
+/// returns the records read per partition (by the attempt that succeeded). Passing failures
+/// (a broker away) are retried from the beginning, after a [`Read::Restart`], until
+/// `give_up` says stop (it is asked between attempts and now and then while reading, e.g.
+/// whether the input partitions were revoked meanwhile); a missing partition is final.
 pub fn read(
     client: &ClientConfig,
     topic: &str,
     partitions: &BTreeSet<i32>,
     mut give_up: impl FnMut() -> bool,
-    mut apply: impl FnMut(i32, &[u8], Option<&[u8]>),
+    mut apply: impl FnMut(Read<'_>),
 ) -> Result<BTreeMap<i32, u64>, RestoreFailure> {
     loop {
         match read_once(client, topic, partitions, &mut give_up, &mut apply) {
@@ -62,8 +74,9 @@ pub fn read(
                 return Err(RestoreFailure::Kafka { topic: topic.to_owned(), source });
             }
             Err(Failure::Kafka(error)) => {
-                warn!(topic, %error, "Cannot read the changelog yet; retrying.");
+                warn!(topic, %error, "Cannot read the changelog yet; retrying from the beginning.");
                 std::thread::sleep(RETRY_PAUSE);
+                apply(Read::Restart);
             }
         }
     }
@@ -100,7 +113,7 @@ fn read_once(
     topic: &str,
     partitions: &BTreeSet<i32>,
     give_up: &mut impl FnMut() -> bool,
-    apply: &mut impl FnMut(i32, &[u8], Option<&[u8]>),
+    apply: &mut impl FnMut(Read<'_>),
 ) -> Result<BTreeMap<i32, u64>, Failure> {
     let consumer: BaseConsumer<RestoreContext> = client.create_with_context(RestoreContext)?;
     let metadata = consumer.fetch_metadata(Some(topic), REQUEST_TIMEOUT)?;
@@ -149,7 +162,7 @@ fn read_once(
                 let Some(&end) = ends.get(&partition) else { continue };
                 if let Some(count) = records.get_mut(&partition) {
                     *count += 1;
-                    apply(partition, message.key().unwrap_or_default(), message.payload());
+                    apply(Read::Record { partition, key: message.key().unwrap_or_default(), value: message.payload() });
                 }
                 if message.offset() >= end - 1 {
                     ends.remove(&partition);
@@ -169,4 +182,79 @@ fn read_once(
         }
     }
     Ok(records)
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+
+    use super::*;
+    use crate::config::Config;
+    use crate::kafka::client;
+
+    /// One step of a read, owned.
+    #[derive(Debug, PartialEq)]
+    enum Step {
+        Record(i32, Vec<u8>, Option<Vec<u8>>),
+        Restart,
+    }
+
+    #[test]
+    fn a_read_that_fails_midway_restarts_and_then_hands_every_record_once_in_order() {
+        let cluster = MockCluster::new(1).unwrap();
+        let brokers = cluster.bootstrap_servers();
+        let topic = "restore.test.changelog";
+        cluster.create_topic(topic, 1, 1).unwrap();
+        // Three batches (the mock cluster answers a fetch with one batch per partition), the
+        // last record a tombstone.
+        let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
+        let mut written = Vec::new();
+        for batch in 0..3 {
+            for n in 0..4 {
+                let key = format!("raw/s{batch}{n}").into_bytes();
+                let value = (batch, n) != (2, 3);
+                let record = BaseRecord::<[u8], [u8]>::to(topic).partition(0).key(&key[..]);
+                let record = if value { record.payload(&b"state"[..]) } else { record };
+                producer.send(record).map_err(|(error, _)| error).unwrap();
+                written.push(Step::Record(0, key, value.then(|| b"state".to_vec())));
+            }
+            producer.flush(Duration::from_secs(10)).unwrap();
+        }
+        // The first fetch passes, the second fails with an error librdkafka hands to the
+        // application; the later ones pass.
+        cluster.request_errors(
+            RDKafkaApiKey::Fetch,
+            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR, RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN],
+        );
+        let file = format!("[kafka]\nbrokers = \"{brokers}\"\ngroup_id = \"restore-test\"\n");
+        let config = Config::layered(Some(("restore test", &file)), []).unwrap();
+
+        let mut steps = Vec::new();
+        let records = read(
+            &client::restore_consumer(&config),
+            topic,
+            &BTreeSet::from([0]),
+            || false,
+            |step| {
+                steps.push(match step {
+                    Read::Record { partition, key, value } => {
+                        Step::Record(partition, key.to_vec(), value.map(<[u8]>::to_vec))
+                    }
+                    Read::Restart => Step::Restart,
+                });
+            },
+        )
+        .unwrap();
+
+        assert_eq!(records, BTreeMap::from([(0, 12)]), "the records of the attempt that succeeded");
+        let restarts: Vec<usize> =
+            steps.iter().enumerate().filter(|(_, s)| **s == Step::Restart).map(|(at, _)| at).collect();
+        assert_eq!(restarts.len(), 1, "{steps:?}");
+        let (before, after) = steps.split_at(restarts[0]);
+        assert!(!before.is_empty(), "records were handed over before the failure: {steps:?}");
+        assert_eq!(before, &written[..before.len()], "the first attempt, in order");
+        assert_eq!(&after[1..], &written[..], "after the restart: every record once, in order");
+    }
 }

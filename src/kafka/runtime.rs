@@ -46,7 +46,7 @@ use tracing::{debug, error, info, warn};
 use super::client;
 use super::offsets::{OffsetTracker, Ticket, TopicPartition};
 use super::repartition;
-use super::restore::{self, RestoreFailure};
+use super::restore::{self, Read, RestoreFailure};
 use crate::config::Config;
 use crate::decode::{ErrorCode, Rejection};
 use crate::encode::{DeadLetter, Headers as OutputHeaders, Output};
@@ -671,9 +671,10 @@ fn start_restore<P: Processor>(
     let partitions: BTreeSet<i32> = batch.iter().map(|(tp, _)| tp.partition).collect();
     info!(topic, partitions = partitions.len(), "Restoring partition state from the changelog.");
     let waiting = batch.clone();
+    let fresh = processor.state();
     let mut restoring: Vec<Restoring<P::State>> = batch
         .into_iter()
-        .map(|(tp, number)| Restoring { tp, number, state: processor.state(), records: 0, errors: 0 })
+        .map(|(tp, number)| Restoring { tp, number, state: fresh.clone(), records: 0, errors: 0 })
         .collect();
     let (shared, client) = (shared.clone(), client.clone());
     let handle = tokio::task::spawn_blocking(move || {
@@ -684,21 +685,38 @@ fn start_restore<P: Processor>(
             shared.stopping.load(std::sync::atomic::Ordering::Relaxed)
                 || waiting.iter().all(|(tp, number)| state.restoring.get(tp) != Some(number))
         };
-        // Several input topics may share a partition number, hence a changelog partition:
-        // each state keeps only its own records.
-        let apply = |partition: i32, key: &[u8], value: Option<&[u8]>| {
-            for entry in restoring.iter_mut().filter(|r| r.tp.partition == partition) {
-                entry.records += 1;
-                if let Err(error) = entry.state.restore(&entry.tp.topic, partition, key, value) {
-                    warn!(topic = %entry.tp.topic, partition, %error, "Skipped a changelog record that cannot be restored.");
-                    entry.errors += 1;
-                }
-            }
-        };
-        restore::read(&client, &topic, &partitions, give_up, apply)?;
+        restore::read(&client, &topic, &partitions, give_up, |read| rebuild(&mut restoring, &fresh, read))?;
         Ok(restoring)
     });
     Some(RestoreTask { handle })
+}
+
+/// Hands one step of a changelog read to the partitions being restored. Several input topics
+/// may share a partition number, hence a changelog partition: each record goes to the state
+/// of every partition of its number, which keeps only its own. On a restart of the read,
+/// every state starts afresh (`fresh` is the processor's state of a new partition).
+fn rebuild<S: PartitionState + Clone>(restoring: &mut [Restoring<S>], fresh: &S, read: Read<'_>) {
+    match read {
+        Read::Restart => {
+            for entry in restoring {
+                entry.state = fresh.clone();
+                entry.records = 0;
+                entry.errors = 0;
+            }
+        }
+        Read::Record { partition, key, value } => {
+            for entry in restoring.iter_mut().filter(|r| r.tp.partition == partition) {
+                entry.records += 1;
+                if let Err(error) = entry.state.restore(&entry.tp.topic, partition, key, value) {
+                    // The first only: the count is in the partition's "restored" line.
+                    if entry.errors == 0 {
+                        warn!(topic = %entry.tp.topic, partition, %error, "Skipped a changelog record that cannot be restored.");
+                    }
+                    entry.errors += 1;
+                }
+            }
+        }
+    }
 }
 
 /// Where the group resumes `tp`: its committed offset, or where `auto.offset.reset` says
@@ -1013,7 +1031,7 @@ pub async fn run_with<P: Processor>(
                     state.summary.restore_errors += errors;
                     state.summary.restored_records += records;
                     state.summary.restored_entries += partition_state.entries() as u64;
-                    info!(topic = %tp.topic, partition = tp.partition, records, entries = partition_state.entries(), "Partition state restored.");
+                    info!(topic = %tp.topic, partition = tp.partition, records, skipped = errors, entries = partition_state.entries(), "Partition state restored.");
                     partition_states.insert(tp.clone(), partition_state);
                     state.restoring.remove(&tp);
                     if let Some(&position) = state.unsaved.get(&tp) {
@@ -1217,4 +1235,64 @@ pub async fn run_with<P: Processor>(
     }
     consumer.unsubscribe();
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message as _;
+
+    use super::*;
+    use crate::encode::proto::pb;
+    use crate::session::{SessionLimits, Sessions};
+
+    /// A changelog value of a session of `raw`/`partition` at `sequence`.
+    fn value(partition: i32, sequence: u64) -> Vec<u8> {
+        let state = pb::SessionState {
+            input_topic: "raw".to_owned(),
+            input_partition: partition,
+            tenant_id: "acme".to_owned(),
+            status: "interacting".to_owned(),
+            sequence,
+            ..pb::SessionState::default()
+        };
+        state.encode_to_vec()
+    }
+
+    #[test]
+    fn a_restarted_read_rebuilds_every_partition_from_a_fresh_state() {
+        let fresh = Sessions::new(SessionLimits::default());
+        let entry = |partition| Restoring {
+            tp: TopicPartition::new("raw", partition),
+            number: 1,
+            state: fresh.clone(),
+            records: 0,
+            errors: 0,
+        };
+        let mut restoring = vec![entry(0), entry(1)];
+        let (a, b, c) = (value(0, 3), value(0, 5), value(1, 1));
+        fn record<'a>(partition: i32, key: &'a str, value: &'a [u8]) -> Read<'a> {
+            Read::Record { partition, key: key.as_bytes(), value: Some(value) }
+        }
+
+        // The first attempt reads a, b and c (and a key that cannot be restored), then fails
+        // before a's tombstone.
+        rebuild(&mut restoring, &fresh, record(0, "raw/a#d#h#acme", &a));
+        rebuild(&mut restoring, &fresh, record(0, "raw/b#d#h#acme", &b));
+        rebuild(&mut restoring, &fresh, record(1, "raw/c#d#h#acme", &c));
+        rebuild(&mut restoring, &fresh, record(0, "no topic", &b));
+        assert_eq!((restoring[0].state.len(), restoring[0].records, restoring[0].errors), (2, 3, 1));
+        assert_eq!((restoring[1].state.len(), restoring[1].records), (1, 1));
+
+        // Compaction removed a's record and its tombstone meanwhile: the second attempt reads
+        // b and c only. Nothing of the first attempt is left, nothing counts twice.
+        rebuild(&mut restoring, &fresh, Read::Restart);
+        assert!(restoring.iter().all(|r| r.state.is_empty() && r.records == 0 && r.errors == 0));
+        rebuild(&mut restoring, &fresh, record(0, "raw/b#d#h#acme", &b));
+        rebuild(&mut restoring, &fresh, record(1, "raw/c#d#h#acme", &c));
+        assert_eq!((restoring[0].records, restoring[0].errors), (1, 0));
+        assert!(restoring[0].state.get("a#d#h#acme").is_none(), "a removed session does not come back");
+        assert_eq!(restoring[0].state.get("b#d#h#acme").map(|s| s.sequence), Some(5));
+        assert_eq!((restoring[1].records, restoring[1].state.len()), (1, 1));
+        assert_eq!(restoring[1].state.get("c#d#h#acme").map(|s| s.sequence), Some(1));
+    }
 }
