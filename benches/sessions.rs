@@ -26,14 +26,16 @@
 //! 2. **Restore.** N changelog records of the worst-case shape (distinct session ids, 32
 //!    recent ids each) are produced to a changelog topic on librdkafka's mock cluster, with
 //!    enough partitions for about 2 MiB each (it keeps only 5 MiB per partition), checked
-//!    (low watermark 0, N records in all). Then, timed: `kafka::restore::read` of every
-//!    partition with the service's restore consumer (`kafka::client::restore_consumer`), and
-//!    `Sessions::restore_record` of every record into one `Sessions` per partition (as the
-//!    runtime does). Reported: sessions/s of the read alone and of read + apply, wall times;
-//!    checked: N records read, N sessions restored, no record refused. For analysis, the
-//!    apply is timed again into the memory just freed (mostly still mapped: few page faults,
-//!    so about the cost of decoding and inserting alone). The restored state's memory is measured too, by applying the
-//!    records a third time (untimed) while counting.
+//!    (low watermark 0, N records in all). Then, timed, as the runtime does it:
+//!    `kafka::restore::read` of every partition with the service's restore consumer
+//!    (`kafka::client::restore_consumer`), each record applied as it is read by
+//!    `kafka::restore::Rebuild` (`Sessions::restore_record` into one `Sessions` per
+//!    partition). For analysis, the two steps apart: the read alone (records copied out),
+//!    then `Sessions::restore_record` of every record. Reported: sessions/s and wall times;
+//!    checked: N records read, N sessions restored, no record refused. The apply is also
+//!    timed again into the memory just freed (mostly still mapped: few page faults, so about
+//!    the cost of decoding and inserting alone). The restored state's memory is measured
+//!    too, by applying the records a third time (untimed) while counting.
 //!
 //! Run: `cargo bench --bench sessions`. `ACS_BENCH_SESSIONS`: N (default 1,000,000). Run
 //! without `--bench` (as `cargo test --all-targets` does), it is a smoke test of a few
@@ -52,7 +54,8 @@ use std::time::{Duration, Instant};
 use acs_stream::config::Config;
 use acs_stream::encode::proto::pb;
 use acs_stream::kafka::client;
-use acs_stream::kafka::restore::{self, Read};
+use acs_stream::kafka::offsets::TopicPartition;
+use acs_stream::kafka::restore::{self, Read, Rebuild};
 use acs_stream::model::{ReasonCatalog, Source};
 use acs_stream::pipeline::{Outcome, Pipeline, Record};
 use acs_stream::session::{SessionState, Sessions, changelog};
@@ -518,33 +521,14 @@ fn restore_bench(n: usize) -> anyhow::Result<Restore> {
 
     // As the runtime does it: each record applied to its partition's sessions as it is read.
     let started = Instant::now();
-    let mut streamed: BTreeMap<i32, Sessions> = BTreeMap::new();
-    let mut failed = None;
-    restore::read(
-        &client,
-        topic,
-        &all,
-        || false,
-        |read| match read {
-            Read::Record { partition, key, value } => {
-                let sessions = streamed.entry(partition).or_insert_with(|| pipeline.sessions());
-                let key = std::str::from_utf8(key).unwrap_or_default();
-                if let Err(error) = sessions.restore_record(INPUT_TOPIC, partition, key, value) {
-                    failed = Some(error);
-                }
-            }
-            Read::Restart => {
-                streamed.clear();
-                failed = None;
-            }
-        },
-    )
-    .context("reading the changelog")?;
+    let inputs = (0..partitions).map(|partition| TopicPartition::new(INPUT_TOPIC, partition));
+    let mut rebuild = Rebuild::new(pipeline.sessions(), inputs);
+    restore::read(&client, topic, &all, || false, |read| rebuild.apply(read)).context("reading the changelog")?;
     let streamed_time = started.elapsed();
-    if let Some(error) = failed {
-        return Err(error.into());
-    }
-    let held: usize = streamed.values().map(Sessions::len).sum();
+    let streamed = rebuild.into_partitions();
+    let errors: u64 = streamed.iter().map(|rebuilt| rebuilt.errors).sum();
+    ensure!(errors == 0, "{errors} changelog records could not be restored");
+    let held: usize = streamed.iter().map(|rebuilt| rebuilt.state.len()).sum();
     ensure!(held == n, "{held} sessions restored (streamed) of {n}");
     drop(streamed);
 

@@ -46,7 +46,7 @@ use tracing::{debug, error, info, warn};
 use super::client;
 use super::offsets::{OffsetTracker, Ticket, TopicPartition};
 use super::repartition;
-use super::restore::{self, Read, RestoreFailure};
+use super::restore::{self, Rebuild, Rebuilt, RestoreFailure};
 use crate::config::Config;
 use crate::decode::{ErrorCode, Rejection};
 use crate::encode::{DeadLetter, Headers as OutputHeaders, Output};
@@ -637,21 +637,14 @@ impl Topics {
     }
 }
 
-/// One input partition being restored: its assignment's number, and its state as rebuilt.
-struct Restoring<S> {
-    tp: TopicPartition,
-    number: u64,
-    state: S,
-    /// Changelog records read, and those that could not be applied.
-    records: u64,
-    errors: u64,
-}
-
 /// The changelog read of the partitions waiting for their state, running on a blocking
 /// thread, each record applied as it arrives.
 struct RestoreTask<S> {
-    handle: tokio::task::JoinHandle<Result<Vec<Restoring<S>>, RestoreFailure>>,
+    handle: tokio::task::JoinHandle<Result<Restored<S>, RestoreFailure>>,
 }
+
+/// Each partition's state restored, with the number of the assignment it was restored for.
+type Restored<S> = Vec<(u64, Rebuilt<S>)>;
 
 /// Starts reading the changelog for every partition waiting for its state, if any.
 fn start_restore<P: Processor>(
@@ -660,22 +653,14 @@ fn start_restore<P: Processor>(
     processor: &P,
 ) -> Option<RestoreTask<P::State>> {
     let topic = shared.changelog_topic.as_ref()?;
-    let batch: Vec<(TopicPartition, u64)> = {
-        let state = shared.lock();
-        state.restoring.iter().map(|(tp, number)| (tp.clone(), *number)).collect()
-    };
-    if batch.is_empty() {
+    let waiting: HashMap<TopicPartition, u64> = shared.lock().restoring.clone();
+    if waiting.is_empty() {
         return None;
     }
     let topic = topic.clone();
-    let partitions: BTreeSet<i32> = batch.iter().map(|(tp, _)| tp.partition).collect();
+    let partitions: BTreeSet<i32> = waiting.keys().map(|tp| tp.partition).collect();
     info!(topic, partitions = partitions.len(), "Restoring partition state from the changelog.");
-    let waiting = batch.clone();
-    let fresh = processor.state();
-    let mut restoring: Vec<Restoring<P::State>> = batch
-        .into_iter()
-        .map(|(tp, number)| Restoring { tp, number, state: fresh.clone(), records: 0, errors: 0 })
-        .collect();
+    let mut rebuild = Rebuild::new(processor.state(), waiting.keys().cloned());
     let (shared, client) = (shared.clone(), client.clone());
     let handle = tokio::task::spawn_blocking(move || {
         let give_up = || {
@@ -685,38 +670,11 @@ fn start_restore<P: Processor>(
             shared.stopping.load(std::sync::atomic::Ordering::Relaxed)
                 || waiting.iter().all(|(tp, number)| state.restoring.get(tp) != Some(number))
         };
-        restore::read(&client, &topic, &partitions, give_up, |read| rebuild(&mut restoring, &fresh, read))?;
-        Ok(restoring)
+        restore::read(&client, &topic, &partitions, give_up, |read| rebuild.apply(read))?;
+        // Every partition rebuilt is one of `waiting`'s.
+        Ok(rebuild.into_partitions().into_iter().map(|rebuilt| (waiting[&rebuilt.tp], rebuilt)).collect())
     });
     Some(RestoreTask { handle })
-}
-
-/// Hands one step of a changelog read to the partitions being restored. Several input topics
-/// may share a partition number, hence a changelog partition: each record goes to the state
-/// of every partition of its number, which keeps only its own. On a restart of the read,
-/// every state starts afresh (`fresh` is the processor's state of a new partition).
-fn rebuild<S: PartitionState + Clone>(restoring: &mut [Restoring<S>], fresh: &S, read: Read<'_>) {
-    match read {
-        Read::Restart => {
-            for entry in restoring {
-                entry.state = fresh.clone();
-                entry.records = 0;
-                entry.errors = 0;
-            }
-        }
-        Read::Record { partition, key, value } => {
-            for entry in restoring.iter_mut().filter(|r| r.tp.partition == partition) {
-                entry.records += 1;
-                if let Err(error) = entry.state.restore(&entry.tp.topic, partition, key, value) {
-                    // The first only: the count is in the partition's "restored" line.
-                    if entry.errors == 0 {
-                        warn!(topic = %entry.tp.topic, partition, %error, "Skipped a changelog record that cannot be restored.");
-                    }
-                    entry.errors += 1;
-                }
-            }
-        }
-    }
 }
 
 /// Where the group resumes `tp`: its committed offset, or where `auto.offset.reset` says
@@ -1023,7 +981,7 @@ pub async fn run_with<P: Processor>(
                 };
                 let mut state = shared.lock();
                 forget_revoked(&mut state, &mut partition_states, &mut rewind);
-                for Restoring { tp, number, state: partition_state, records, errors } in restored {
+                for (number, Rebuilt { tp, state: partition_state, records, errors }) in restored {
                     // Revoked, or assigned again since (a newer restore follows).
                     if state.restoring.get(&tp) != Some(&number) {
                         continue;
@@ -1235,64 +1193,4 @@ pub async fn run_with<P: Processor>(
     }
     consumer.unsubscribe();
     Ok(summary)
-}
-
-#[cfg(test)]
-mod tests {
-    use prost::Message as _;
-
-    use super::*;
-    use crate::encode::proto::pb;
-    use crate::session::{SessionLimits, Sessions};
-
-    /// A changelog value of a session of `raw`/`partition` at `sequence`.
-    fn value(partition: i32, sequence: u64) -> Vec<u8> {
-        let state = pb::SessionState {
-            input_topic: "raw".to_owned(),
-            input_partition: partition,
-            tenant_id: "acme".to_owned(),
-            status: "interacting".to_owned(),
-            sequence,
-            ..pb::SessionState::default()
-        };
-        state.encode_to_vec()
-    }
-
-    #[test]
-    fn a_restarted_read_rebuilds_every_partition_from_a_fresh_state() {
-        let fresh = Sessions::new(SessionLimits::default());
-        let entry = |partition| Restoring {
-            tp: TopicPartition::new("raw", partition),
-            number: 1,
-            state: fresh.clone(),
-            records: 0,
-            errors: 0,
-        };
-        let mut restoring = vec![entry(0), entry(1)];
-        let (a, b, c) = (value(0, 3), value(0, 5), value(1, 1));
-        fn record<'a>(partition: i32, key: &'a str, value: &'a [u8]) -> Read<'a> {
-            Read::Record { partition, key: key.as_bytes(), value: Some(value) }
-        }
-
-        // The first attempt reads a, b and c (and a key that cannot be restored), then fails
-        // before a's tombstone.
-        rebuild(&mut restoring, &fresh, record(0, "raw/a#d#h#acme", &a));
-        rebuild(&mut restoring, &fresh, record(0, "raw/b#d#h#acme", &b));
-        rebuild(&mut restoring, &fresh, record(1, "raw/c#d#h#acme", &c));
-        rebuild(&mut restoring, &fresh, record(0, "no topic", &b));
-        assert_eq!((restoring[0].state.len(), restoring[0].records, restoring[0].errors), (2, 3, 1));
-        assert_eq!((restoring[1].state.len(), restoring[1].records), (1, 1));
-
-        // Compaction removed a's record and its tombstone meanwhile: the second attempt reads
-        // b and c only. Nothing of the first attempt is left, nothing counts twice.
-        rebuild(&mut restoring, &fresh, Read::Restart);
-        assert!(restoring.iter().all(|r| r.state.is_empty() && r.records == 0 && r.errors == 0));
-        rebuild(&mut restoring, &fresh, record(0, "raw/b#d#h#acme", &b));
-        rebuild(&mut restoring, &fresh, record(1, "raw/c#d#h#acme", &c));
-        assert_eq!((restoring[0].records, restoring[0].errors), (1, 0));
-        assert!(restoring[0].state.get("a#d#h#acme").is_none(), "a removed session does not come back");
-        assert_eq!(restoring[0].state.get("b#d#h#acme").map(|s| s.sequence), Some(5));
-        assert_eq!((restoring[1].records, restoring[1].state.len()), (1, 1));
-        assert_eq!(restoring[1].state.get("c#d#h#acme").map(|s| s.sequence), Some(1));
-    }
 }

@@ -101,10 +101,15 @@ impl RecentIds {
         self.0.iter().any(|entry| Self::hash_bits(*entry) == bits)
     }
 
-    /// Remembers `hash`, seen at `now_ms`, forgetting the oldest beyond `max`.
+    /// Remembers `hash`, seen at `now_ms`, forgetting the oldest beyond `max`. The buffer
+    /// doubles as it fills, but never past `max` (a restored buffer is exactly as long as
+    /// its ids).
     pub fn push(&mut self, hash: u64, now_ms: i64, max: usize) {
-        if self.0.len() >= max {
-            self.0.drain(..=self.0.len() - max);
+        let len = self.0.len();
+        if len >= max {
+            self.0.drain(..=len - max);
+        } else if len == self.0.capacity() {
+            self.0.reserve_exact((len * 2).max(4).min(max) - len);
         }
         self.0.push(Self::hash_bits(hash) | u64::from(Self::minute(now_ms)));
     }
@@ -233,6 +238,8 @@ pub struct Sessions {
     /// Whether changes are recorded for [`Sessions::drain_changes`] (not when nothing
     /// drains them: the state is not written anywhere).
     track_changes: bool,
+    /// The buffers [`Sessions::restore_record`] decodes into, reused.
+    decoder: changelog::Decoder,
 }
 
 /// How often [`Sessions::expire_due`] looks for sessions to expire: a scan of every session,
@@ -254,6 +261,7 @@ impl Sessions {
             expired: Vec::new(),
             next_expiry: i64::MIN,
             track_changes: true,
+            decoder: changelog::Decoder::default(),
         }
     }
 
@@ -453,9 +461,8 @@ impl Sessions {
                 self.sessions.remove(id);
             }
             Some(value) => {
-                let (mut state, input) = changelog::decode(value)?;
-                if input.topic == topic && input.partition == partition {
-                    state.tenant_id = intern(&mut self.tenants, &state.tenant_id);
+                let tenants = &mut self.tenants;
+                if let Some(state) = self.decoder.decode(value, topic, partition, |tenant| intern(tenants, tenant))? {
                     self.sessions.insert(Box::from(id), Box::new(state));
                 }
             }

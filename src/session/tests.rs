@@ -321,6 +321,14 @@ fn recent_ids_keep_the_newest_within_the_horizon_in_bounded_memory() {
     let (view, _) = run.apply(&flat("flag", "succeeded", "", 101, "id-0"));
     assert!(!view.duplicate);
 
+    // A restored buffer holds exactly its ids; more ids grow it up to the bound, not past.
+    let mut restored = RecentIds::from_raw(vec![1 << 16; 20]);
+    assert_eq!(restored.heap_bytes(), 20 * 8);
+    for n in 0..40 {
+        restored.push(n << 16, NOW, limits.remembered_ids);
+    }
+    assert_eq!((restored.len(), restored.heap_bytes()), (32, 32 * 8));
+
     // Minutes wrap around modulo 2^16 without forgetting a recent id or keeping an old one.
     let mut ids = RecentIds::default();
     let wrap = 65_536 * 60_000;
