@@ -26,14 +26,16 @@
 //! 2. **Restore.** N changelog records of the worst-case shape (distinct session ids, 32
 //!    recent ids each) are produced to a changelog topic on librdkafka's mock cluster, with
 //!    enough partitions for about 2 MiB each (it keeps only 5 MiB per partition), checked
-//!    (low watermark 0, N records in all). Then, timed: `kafka::restore::read` of every
-//!    partition with the service's restore consumer (`kafka::client::restore_consumer`), and
-//!    `Sessions::restore_record` of every record into one `Sessions` per partition (as the
-//!    runtime does). Reported: sessions/s of the read alone and of read + apply, wall times;
-//!    checked: N records read, N sessions restored, no record refused. For analysis, the
-//!    apply is timed again into the memory just freed (mostly still mapped: few page faults,
-//!    so about the cost of decoding and inserting alone). The restored state's memory is measured too, by applying the
-//!    records a third time (untimed) while counting.
+//!    (low watermark 0, N records in all). Then, timed, as the runtime does it:
+//!    `kafka::restore::read` of every partition with the service's restore consumer
+//!    (`kafka::client::restore_consumer`), each record applied as it is read by
+//!    `kafka::restore::Rebuild` (`Sessions::restore_record` into one `Sessions` per
+//!    partition). For analysis, the two steps apart: the read alone (records copied out),
+//!    then `Sessions::restore_record` of every record. Reported: sessions/s and wall times;
+//!    checked: N records read, N sessions restored, no record refused. The apply is also
+//!    timed again into the memory just freed (mostly still mapped: few page faults, so about
+//!    the cost of decoding and inserting alone). The restored state's memory is measured
+//!    too, by applying the records a third time (untimed) while counting.
 //!
 //! Run: `cargo bench --bench sessions`. `ACS_BENCH_SESSIONS`: N (default 1,000,000). Run
 //! without `--bench` (as `cargo test --all-targets` does), it is a smoke test of a few
@@ -51,10 +53,12 @@ use std::time::{Duration, Instant};
 
 use acs_stream::config::Config;
 use acs_stream::encode::proto::pb;
-use acs_stream::kafka::{client, restore};
+use acs_stream::kafka::client;
+use acs_stream::kafka::offsets::TopicPartition;
+use acs_stream::kafka::restore::{self, Read, Rebuild};
 use acs_stream::model::{ReasonCatalog, Source};
 use acs_stream::pipeline::{Outcome, Pipeline, Record};
-use acs_stream::session::{SessionState, Sessions};
+use acs_stream::session::{SessionState, Sessions, changelog};
 use acs_stream::synth::{Generator, SynthOptions};
 use anyhow::{Context, bail, ensure};
 use prost::Message as _;
@@ -285,11 +289,11 @@ fn pipeline() -> anyhow::Result<Pipeline> {
 fn drain(sessions: &mut Sessions, measured: &mut Measured) -> Vec<String> {
     let changes = sessions.drain_changes(INPUT_TOPIC, 0);
     let mut ids = Vec::with_capacity(changes.len());
-    for (id, value) in changes {
-        measured.key_bytes += id.len();
+    for (key, value) in changes {
+        measured.key_bytes += key.len();
         measured.value_bytes += value.map_or(0, |v| v.len());
         measured.records += 1;
-        ids.push(id);
+        ids.push(changelog::split_key(&key).expect("a key of drain_changes").1.to_owned());
     }
     ids
 }
@@ -382,12 +386,13 @@ fn worst_case(n: usize, one_more: bool) -> anyhow::Result<Measured> {
     let mut sessions = pipeline.sessions();
     for (i, id) in ids.iter().enumerate() {
         let value = worst_state(i, 0, &mut rng).encode_to_vec();
+        let key = changelog::key(INPUT_TOPIC, id);
         if !one_more {
-            measured.key_bytes += id.len();
+            measured.key_bytes += key.len();
             measured.value_bytes += value.len();
             measured.records += 1;
         }
-        sessions.restore_record(INPUT_TOPIC, 0, id, Some(&value))?;
+        sessions.restore_record(INPUT_TOPIC, 0, &key, Some(&value))?;
     }
     ensure!(sessions.len() == n, "{} sessions restored of {n}", sessions.len());
     if one_more {
@@ -454,7 +459,9 @@ fn apply(pipeline: &Pipeline, read: &Collected) -> anyhow::Result<Vec<Sessions>>
 fn restore_bench(n: usize) -> anyhow::Result<Restore> {
     let mut rng = fastrand::Rng::with_seed(11);
     // Partitions: about 2 MiB of records each (the first record gives the size).
-    let sample = worst_state(0, 0, &mut rng).encoded_len() + session_id(0, &mut rng).len() + RECORD_OVERHEAD;
+    let sample = worst_state(0, 0, &mut rng).encoded_len()
+        + changelog::key(INPUT_TOPIC, &session_id(0, &mut rng)).len()
+        + RECORD_OVERHEAD;
     let partitions = i32::try_from((n * sample).div_ceil(MOCK_BYTES_PER_PARTITION).max(4))?;
     let cluster = MockCluster::new(1)?;
     let brokers = cluster.bootstrap_servers();
@@ -471,11 +478,11 @@ fn restore_bench(n: usize) -> anyhow::Result<Restore> {
     let (mut bytes, mut key_bytes) = (0, 0);
     for i in 0..n {
         let partition = (i % partitions as usize) as i32;
-        let id = session_id(i, &mut rng);
+        let key = changelog::key(INPUT_TOPIC, &session_id(i, &mut rng));
         let value = worst_state(i, partition, &mut rng).encode_to_vec();
-        bytes += id.len() + value.len();
-        key_bytes += id.len();
-        let mut pending = BaseRecord::to(topic).partition(partition).key(&id).payload(&value);
+        bytes += key.len() + value.len();
+        key_bytes += key.len();
+        let mut pending = BaseRecord::to(topic).partition(partition).key(&key).payload(&value);
         loop {
             match producer.send(pending) {
                 Ok(()) => break,
@@ -514,27 +521,14 @@ fn restore_bench(n: usize) -> anyhow::Result<Restore> {
 
     // As the runtime does it: each record applied to its partition's sessions as it is read.
     let started = Instant::now();
-    let mut streamed: BTreeMap<i32, Sessions> = BTreeMap::new();
-    let mut failed = None;
-    restore::read(
-        &client,
-        topic,
-        &all,
-        || false,
-        |partition, key, value| {
-            let sessions = streamed.entry(partition).or_insert_with(|| pipeline.sessions());
-            let key = std::str::from_utf8(key).unwrap_or_default();
-            if let Err(error) = sessions.restore_record(INPUT_TOPIC, partition, key, value) {
-                failed = Some(error);
-            }
-        },
-    )
-    .context("reading the changelog")?;
+    let inputs = (0..partitions).map(|partition| TopicPartition::new(INPUT_TOPIC, partition));
+    let mut rebuild = Rebuild::new(pipeline.sessions(), inputs);
+    restore::read(&client, topic, &all, || false, |read| rebuild.apply(read)).context("reading the changelog")?;
     let streamed_time = started.elapsed();
-    if let Some(error) = failed {
-        return Err(error.into());
-    }
-    let held: usize = streamed.values().map(Sessions::len).sum();
+    let streamed = rebuild.into_partitions();
+    let errors: u64 = streamed.iter().map(|rebuilt| rebuilt.errors).sum();
+    ensure!(errors == 0, "{errors} changelog records could not be restored");
+    let held: usize = streamed.iter().map(|rebuilt| rebuilt.state.len()).sum();
     ensure!(held == n, "{held} sessions restored (streamed) of {n}");
     drop(streamed);
 
@@ -546,8 +540,11 @@ fn restore_bench(n: usize) -> anyhow::Result<Restore> {
         topic,
         &all,
         || false,
-        |partition, key, value| {
-            read.entry(partition).or_default().push((key.to_vec(), value.map(<[u8]>::to_vec)));
+        |step| match step {
+            Read::Record { partition, key, value } => {
+                read.entry(partition).or_default().push((key.to_vec(), value.map(<[u8]>::to_vec)));
+            }
+            Read::Restart => read.clear(),
         },
     )
     .context("reading the changelog")?;
@@ -581,7 +578,10 @@ fn restore_bench(n: usize) -> anyhow::Result<Restore> {
     let restored = apply(&pipeline, &read)?;
     memory.grown = Live::now().minus(before);
     for ((_, records), sessions) in read.iter().zip(&restored) {
-        let ids = records.iter().map(|(key, _)| std::str::from_utf8(key)).collect::<Result<Vec<_>, _>>()?;
+        let ids = records
+            .iter()
+            .map(|(key, _)| Ok(changelog::split_key(std::str::from_utf8(key)?)?.1))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         memory.parts.add(sessions, ids)?;
     }
     let held = Live::now();

@@ -59,8 +59,9 @@ pub struct Facts<'a> {
 /// end-to-end benchmark, a pass-through that republishes the bytes unchanged, so that both
 /// are measured on the same consume/produce/commit code.
 pub trait Processor: Send + Sync {
-    /// What the processor keeps per input partition (the sessions of its records).
-    type State: PartitionState + 'static;
+    /// What the processor keeps per input partition (the sessions of its records). Cloned
+    /// from [`Processor::state`]'s when a restore starts over.
+    type State: PartitionState + Clone + 'static;
     /// The state of a partition seen for the first time.
     fn state(&self) -> Self::State;
     /// Processes one record of the partition whose state is `state`, at processing time

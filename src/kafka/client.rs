@@ -41,6 +41,10 @@ pub fn consumer(config: &Config) -> ClientConfig {
 pub fn restore_consumer(config: &Config) -> ClientConfig {
     let kafka = &config.kafka;
     let mut client = ClientConfig::new();
+    // As for the consumer (the passthrough map may change it): a full prefetch queue (records
+    // are applied more slowly than they are fetched) must not postpone the next fetch by a
+    // second (librdkafka #2879): measured on the sessions bench (BENCHMARKS.md).
+    client.set("fetch.queue.backoff.ms", "20");
     // Not a group member: a static member id (the service's) would be wrong here.
     for (key, value) in kafka.consumer.iter().filter(|(key, _)| key.as_str() != "group.instance.id") {
         client.set(key, value);
@@ -105,6 +109,7 @@ mod tests {
         assert_eq!(restore.get("fetch.min.bytes"), Some("1"), "the passthrough applies");
         assert_eq!(restore.get("enable.partition.eof"), Some("true"));
         assert_eq!(restore.get("auto.offset.reset"), Some("earliest"), "what the read depends on wins");
+        assert_eq!(restore.get("fetch.queue.backoff.ms"), Some("20"));
         let producer = producer(&config);
         assert_eq!(producer.get("enable.idempotence"), Some("true"));
         assert_eq!(producer.get("acks"), Some("all"));

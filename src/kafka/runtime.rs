@@ -46,7 +46,7 @@ use tracing::{debug, error, info, warn};
 use super::client;
 use super::offsets::{OffsetTracker, Ticket, TopicPartition};
 use super::repartition;
-use super::restore::{self, RestoreFailure};
+use super::restore::{self, Rebuild, Rebuilt, RestoreFailure};
 use crate::config::Config;
 use crate::decode::{ErrorCode, Rejection};
 use crate::encode::{DeadLetter, Headers as OutputHeaders, Output};
@@ -742,22 +742,15 @@ impl Topics {
     }
 }
 
-/// One input partition being restored: its assignment's number, and its state as rebuilt.
-struct Restoring<S> {
-    tp: TopicPartition,
-    number: u64,
-    state: S,
-    /// Changelog records read, and those that could not be applied.
-    records: u64,
-    errors: u64,
-}
-
 /// The changelog read of the partitions waiting for their state, running on a blocking
 /// thread, each record applied as it arrives.
 struct RestoreTask<S> {
-    handle: tokio::task::JoinHandle<Result<Vec<Restoring<S>>, RestoreFailure>>,
+    handle: tokio::task::JoinHandle<Result<Restored<S>, RestoreFailure>>,
     started: Instant,
 }
+
+/// Each partition's state restored, with the number of the assignment it was restored for.
+type Restored<S> = Vec<(u64, Rebuilt<S>)>;
 
 /// Starts reading the changelog for every partition waiting for its state, if any.
 fn start_restore<P: Processor>(
@@ -766,21 +759,14 @@ fn start_restore<P: Processor>(
     processor: &P,
 ) -> Option<RestoreTask<P::State>> {
     let topic = shared.changelog_topic.as_ref()?;
-    let batch: Vec<(TopicPartition, u64)> = {
-        let state = shared.lock();
-        state.restoring.iter().map(|(tp, number)| (tp.clone(), *number)).collect()
-    };
-    if batch.is_empty() {
+    let waiting: HashMap<TopicPartition, u64> = shared.lock().restoring.clone();
+    if waiting.is_empty() {
         return None;
     }
     let topic = topic.clone();
-    let partitions: BTreeSet<i32> = batch.iter().map(|(tp, _)| tp.partition).collect();
+    let partitions: BTreeSet<i32> = waiting.keys().map(|tp| tp.partition).collect();
     info!(topic, partitions = partitions.len(), "Restoring partition state from the changelog.");
-    let waiting = batch.clone();
-    let mut restoring: Vec<Restoring<P::State>> = batch
-        .into_iter()
-        .map(|(tp, number)| Restoring { tp, number, state: processor.state(), records: 0, errors: 0 })
-        .collect();
+    let mut rebuild = Rebuild::new(processor.state(), waiting.keys().cloned());
     let (shared, client) = (shared.clone(), client.clone());
     let handle = tokio::task::spawn_blocking(move || {
         let give_up = || {
@@ -790,19 +776,9 @@ fn start_restore<P: Processor>(
             shared.stopping.load(std::sync::atomic::Ordering::Relaxed)
                 || waiting.iter().all(|(tp, number)| state.restoring.get(tp) != Some(number))
         };
-        // Several input topics may share a partition number, hence a changelog partition:
-        // each state keeps only its own records.
-        let apply = |partition: i32, key: &[u8], value: Option<&[u8]>| {
-            for entry in restoring.iter_mut().filter(|r| r.tp.partition == partition) {
-                entry.records += 1;
-                if let Err(error) = entry.state.restore(&entry.tp.topic, partition, key, value) {
-                    warn!(topic = %entry.tp.topic, partition, %error, "Skipped a changelog record that cannot be restored.");
-                    entry.errors += 1;
-                }
-            }
-        };
-        restore::read(&client, &topic, &partitions, give_up, apply)?;
-        Ok(restoring)
+        restore::read(&client, &topic, &partitions, give_up, |read| rebuild.apply(read))?;
+        // Every partition rebuilt is one of `waiting`'s.
+        Ok(rebuild.into_partitions().into_iter().map(|rebuilt| (waiting[&rebuilt.tp], rebuilt)).collect())
     });
     Some(RestoreTask { handle, started: Instant::now() })
 }
@@ -1119,7 +1095,7 @@ pub async fn run_with<P: Processor>(
                 };
                 let mut state = shared.lock();
                 forget_revoked(&mut state, &mut partition_states, &mut rewind);
-                for Restoring { tp, number, state: partition_state, records, errors } in restored {
+                for (number, Rebuilt { tp, state: partition_state, records, errors }) in restored {
                     // Revoked, or assigned again since (a newer restore follows).
                     if state.restoring.get(&tp) != Some(&number) {
                         continue;
@@ -1128,7 +1104,7 @@ pub async fn run_with<P: Processor>(
                     state.summary.restored_records += records;
                     metrics::counter!(telemetry::RESTORED_RECORDS).increment(records);
                     state.summary.restored_entries += partition_state.entries() as u64;
-                    info!(topic = %tp.topic, partition = tp.partition, records, entries = partition_state.entries(), "Partition state restored.");
+                    info!(topic = %tp.topic, partition = tp.partition, records, skipped = errors, entries = partition_state.entries(), "Partition state restored.");
                     partition_states.insert(tp.clone(), partition_state);
                     state.restoring.remove(&tp);
                     if let Some(&position) = state.unsaved.get(&tp) {

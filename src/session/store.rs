@@ -101,10 +101,15 @@ impl RecentIds {
         self.0.iter().any(|entry| Self::hash_bits(*entry) == bits)
     }
 
-    /// Remembers `hash`, seen at `now_ms`, forgetting the oldest beyond `max`.
+    /// Remembers `hash`, seen at `now_ms`, forgetting the oldest beyond `max`. The buffer
+    /// doubles as it fills, but never past `max` (a restored buffer is exactly as long as
+    /// its ids).
     pub fn push(&mut self, hash: u64, now_ms: i64, max: usize) {
-        if self.0.len() >= max {
-            self.0.drain(..=self.0.len() - max);
+        let len = self.0.len();
+        if len >= max {
+            self.0.drain(..=len - max);
+        } else if len == self.0.capacity() {
+            self.0.reserve_exact((len * 2).max(4).min(max) - len);
         }
         self.0.push(Self::hash_bits(hash) | u64::from(Self::minute(now_ms)));
     }
@@ -233,14 +238,17 @@ pub struct Sessions {
     /// Whether changes are recorded for [`Sessions::drain_changes`] (not when nothing
     /// drains them: the state is not written anywhere).
     track_changes: bool,
+    /// The buffers [`Sessions::restore_record`] decodes into, reused.
+    decoder: changelog::Decoder,
 }
 
 /// How often [`Sessions::expire_due`] looks for sessions to expire: a scan of every session,
 /// so not on every event; a minute is nothing next to TTLs of hours.
 pub const EXPIRY_INTERVAL_MS: i64 = 60_000;
 
-/// One change of the session state, as a changelog record: the session's new state, or
-/// `None` (a tombstone) when it expired.
+/// One change of the session state, as a changelog record: its key
+/// (`{input topic}/{session id}`, see [`changelog`]) and the session's new state, or `None`
+/// (a tombstone) when it expired.
 pub type Change = (String, Option<Vec<u8>>);
 
 impl Sessions {
@@ -253,6 +261,7 @@ impl Sessions {
             expired: Vec::new(),
             next_expiry: i64::MIN,
             track_changes: true,
+            decoder: changelog::Decoder::default(),
         }
     }
 
@@ -406,16 +415,17 @@ impl Sessions {
     }
 
     /// The changes since the last call, as changelog records of the input partition
-    /// `topic`/`partition`, and forgets them: the tombstones of the sessions expired first,
-    /// then the state of every session changed (sorted by id). In that order a session that
-    /// expired and came back before the call is restored, not forgotten.
+    /// `topic`/`partition` (keyed `{topic}/{session id}`), and forgets them: the tombstones
+    /// of the sessions expired first, then the state of every session changed (sorted by id).
+    /// In that order a session that expired and came back before the call is restored, not
+    /// forgotten.
     pub fn drain_changes(&mut self, topic: &str, partition: i32) -> Vec<Change> {
         // Called after every record: nothing to allocate when nothing changed.
         if self.expired.is_empty() && self.dirty.is_empty() {
             return Vec::new();
         }
         let input = InputPartition { topic: topic.to_owned(), partition };
-        let mut changes: Vec<Change> = self.expired.drain(..).map(|id| (id, None)).collect();
+        let mut changes: Vec<Change> = self.expired.drain(..).map(|id| (changelog::key(topic, &id), None)).collect();
         self.dirty.sort_unstable();
         // An id is listed once per time it was dirtied: twice when it expired in between.
         self.dirty.dedup();
@@ -425,14 +435,16 @@ impl Sessions {
             let Some(state) = self.sessions.get_mut(id.as_str()) else { continue };
             state.dirty = false;
             let value = changelog::encode(state, &input);
-            changes.push((id, Some(value)));
+            changes.push((changelog::key(topic, &id), Some(value)));
         }
         changes
     }
 
     /// Applies one changelog record read back while restoring the input partition
-    /// `topic`/`partition`: a session of that partition is put back, a tombstone forgets one,
-    /// a record of another input partition (sharing the changelog partition) is ignored.
+    /// `topic`/`partition` (from the changelog partition of the same number): a session of
+    /// that partition is put back, a tombstone forgets one; a record of another input topic
+    /// sharing the changelog partition (its key names that topic) is ignored, tombstones
+    /// included. A value must also say it belongs to this input partition.
     pub fn restore_record(
         &mut self,
         topic: &str,
@@ -440,15 +452,18 @@ impl Sessions {
         key: &str,
         value: Option<&[u8]>,
     ) -> Result<(), ChangelogError> {
+        let (input_topic, id) = changelog::split_key(key)?;
+        if input_topic != topic {
+            return Ok(());
+        }
         match value {
             None => {
-                self.sessions.remove(key);
+                self.sessions.remove(id);
             }
             Some(value) => {
-                let (mut state, input) = changelog::decode(value)?;
-                if input.topic == topic && input.partition == partition {
-                    state.tenant_id = intern(&mut self.tenants, &state.tenant_id);
-                    self.sessions.insert(Box::from(key), Box::new(state));
+                let tenants = &mut self.tenants;
+                if let Some(state) = self.decoder.decode(value, topic, partition, |tenant| intern(tenants, tenant))? {
+                    self.sessions.insert(Box::from(id), Box::new(state));
                 }
             }
         }

@@ -3,6 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::changelog::ChangelogError;
+use super::store::Change;
 use super::*;
 use crate::config::Config;
 use crate::model::{Anomaly, Event, ReasonCatalog, SessionView, Source, Status};
@@ -241,14 +243,65 @@ fn a_session_that_expires_and_comes_back_before_a_drain_is_restored() {
 
     let changes = run.sessions.drain_changes("raw", 0);
     assert_eq!(changes.len(), 2, "{changes:?}");
-    assert_eq!((changes[0].0.as_str(), changes[0].1.is_none()), (DE, true), "the tombstone first");
-    assert_eq!((changes[1].0.as_str(), changes[1].1.is_some()), (DE, true), "then the new state");
+    let key = format!("raw/{DE}");
+    assert_eq!((changes[0].0.as_str(), changes[0].1.is_none()), (key.as_str(), true), "the tombstone first");
+    assert_eq!((changes[1].0.as_str(), changes[1].1.is_some()), (key.as_str(), true), "then the new state");
     let mut restored = Sessions::new(SessionLimits::default());
     for (key, value) in &changes {
         restored.restore_record("raw", 0, key, value.as_deref()).unwrap();
     }
     assert_eq!(restored.get(DE), run.sessions.get(DE));
     assert_eq!(restored.get(DE).unwrap().pause_count, 1);
+}
+
+/// What a compacted changelog partition keeps of `log`: the last record of each key, in
+/// the order of those records.
+fn compacted(log: &[Change]) -> Vec<Change> {
+    log.iter()
+        .enumerate()
+        .filter(|(at, (key, _))| !log[at + 1..].iter().any(|(later, _)| later == key))
+        .map(|(_, change)| change.clone())
+        .collect()
+}
+
+#[test]
+fn two_input_topics_sharing_a_changelog_partition_keep_their_sessions_apart() {
+    // Partition 0 of two input topics (a regex subscription) writes to changelog partition
+    // 0; the same session id is in both.
+    let (mut a, mut b) = (Run::new(), Run::new());
+    a.apply(&flat("start", "succeeded", "", 0, "m1"));
+    b.apply(&flat("start", "succeeded", "", 0, "m1"));
+    b.apply(&flat("pause", "succeeded", "", 5, "m2"));
+    let mut log = a.sessions.drain_changes("raw.a", 0);
+    log.extend(b.sessions.drain_changes("raw.b", 0));
+    assert_eq!(log.len(), 2, "{log:?}");
+    assert_ne!(log[0].0, log[1].0, "one key per input topic");
+    // Topic a's session expires: its tombstone comes last.
+    assert_eq!(a.sessions.expire(NOW + 25 * 3_600_000), vec![DE.to_owned()]);
+    log.extend(a.sessions.drain_changes("raw.a", 0));
+    assert_eq!(
+        log.last().map(|(key, value)| (key.as_str(), value.is_none())),
+        Some((format!("raw.a/{DE}").as_str(), true))
+    );
+
+    // Before and after compaction, topic b's session is restored; topic a's is forgotten.
+    for log in [log.clone(), compacted(&log)] {
+        let mut restored_b = Sessions::new(SessionLimits::default());
+        let mut restored_a = Sessions::new(SessionLimits::default());
+        for (key, value) in &log {
+            restored_b.restore_record("raw.b", 0, key, value.as_deref()).unwrap();
+            restored_a.restore_record("raw.a", 0, key, value.as_deref()).unwrap();
+        }
+        assert_eq!(restored_b.get(DE), b.sessions.get(DE), "{log:?}");
+        assert_eq!(restored_b.get(DE).map(|state| state.pause_count), Some(1));
+        assert!(restored_a.is_empty(), "{log:?}");
+    }
+    // A key that does not name its input topic is refused, not taken for anyone's.
+    let mut restored = Sessions::new(SessionLimits::default());
+    let value = log[1].1.as_deref();
+    assert!(matches!(restored.restore_record("raw.b", 0, DE, value), Err(ChangelogError::Key)));
+    assert!(matches!(restored.restore_record("raw.b", 0, DE, None), Err(ChangelogError::Key)));
+    assert!(restored.is_empty());
 }
 
 #[test]
@@ -267,6 +320,14 @@ fn recent_ids_keep_the_newest_within_the_horizon_in_bounded_memory() {
     assert!(view.duplicate);
     let (view, _) = run.apply(&flat("flag", "succeeded", "", 101, "id-0"));
     assert!(!view.duplicate);
+
+    // A restored buffer holds exactly its ids; more ids grow it up to the bound, not past.
+    let mut restored = RecentIds::from_raw(vec![1 << 16; 20]);
+    assert_eq!(restored.heap_bytes(), 20 * 8);
+    for n in 0..40 {
+        restored.push(n << 16, NOW, limits.remembered_ids);
+    }
+    assert_eq!((restored.len(), restored.heap_bytes()), (32, 32 * 8));
 
     // Minutes wrap around modulo 2^16 without forgetting a recent id or keeping an old one.
     let mut ids = RecentIds::default();
