@@ -32,7 +32,8 @@ pub const PROCESSING_SECONDS: &str = "acs_stream_processing_seconds";
 /// Processing time minus the event's incident time (never negative).
 pub const EVENT_TIME_LAG_SECONDS: &str = "acs_stream_event_time_lag_seconds";
 /// Records of an assigned partition not processed yet: high watermark minus position, never
-/// negative. Labels: `topic`, `partition` (assigned partitions only).
+/// negative. Labels: `topic`, `partition` (partitions assigned to this instance; set to 0
+/// when revoked).
 pub const CONSUMER_LAG: &str = "acs_stream_consumer_lag_records";
 /// Partitions assigned to this instance.
 pub const ASSIGNED_PARTITIONS: &str = "acs_stream_assigned_partitions";
@@ -53,7 +54,8 @@ pub const PRODUCE_ERRORS: &str = "acs_stream_produce_errors_total";
 pub const IN_FLIGHT: &str = "acs_stream_in_flight_records";
 /// Rules and catalog reloads (SIGHUP). Labels: `result` (`ok`, `failed`).
 pub const CONFIG_RELOADS: &str = "acs_stream_config_reloads_total";
-/// Assigned partitions with a lag and no progress for `admin.stuck_after`.
+/// Assigned partitions with records not committed and a committed position that has not
+/// moved for `admin.stuck_after`.
 pub const STUCK_PARTITIONS: &str = "acs_stream_stuck_partitions";
 /// 1 when `/readyz` says ready, else 0.
 pub const READY: &str = "acs_stream_ready";

@@ -450,6 +450,46 @@ async fn metrics_lag_and_readiness_follow_the_processing_and_the_brokers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_stopped_by_a_lost_state_change_is_reported_stuck() {
+    use acs_stream::kafka::runtime::{Observers, Readiness};
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+
+    logs();
+    let input = "acs.raw.stuck";
+    let (cluster, brokers) = cluster_for(input, INPUT_PARTITIONS, "acs-stuck");
+    produce_to(&brokers, input, &records(16, 150));
+    // The first produce requests are refused for good: events are dead-lettered, the dead
+    // letters sent again without their value, and what is refused after that (changelog
+    // records, dead letters) is lost, which stops its partition (never committed past):
+    // records left, no progress.
+    cluster.request_errors(RDKafkaApiKey::Produce, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE; 8]);
+    let mut config =
+        config_for(&brokers, "acs-stuck", &format!("\"{input}\""), "\"max.in.flight.requests.per.connection\" = 1");
+    config.kafka.consumer.insert("statistics.interval.ms".into(), "100".into());
+    config.admin.stuck_after = Duration::from_secs(1);
+    let (readiness, mut ready) = tokio::sync::watch::channel(Readiness::default());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let service = tokio::spawn(async move {
+        let pipeline = Pipeline::new(&config, ReasonCatalog::builtin()).unwrap();
+        let observers = Observers { readiness, ..Observers::default() };
+        let shutdown = async {
+            let _ = stopped.await;
+        };
+        runtime::run_with(&config, &pipeline, shutdown, observers).await.unwrap()
+    });
+    let stuck = tokio::time::timeout(PATIENCE, ready.wait_for(|r| !r.stuck.is_empty())).await.unwrap().unwrap().clone();
+    assert!(stuck.stuck.iter().all(|tp| &*tp.topic == input), "{stuck:?}");
+    assert!(
+        stuck.reasons().iter().any(|reason| reason.contains("stuck: records left and no progress")),
+        "{:?}",
+        stuck.reasons()
+    );
+    let _ = stop.send(());
+    let summary = service.await.unwrap();
+    assert!(!summary.drained, "a stopped partition is not drained: {summary:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_output_the_broker_refuses_is_dead_lettered_as_produce_failed() {
     use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 

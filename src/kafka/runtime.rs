@@ -237,6 +237,18 @@ struct Health {
     stuck: BTreeSet<TopicPartition>,
 }
 
+impl Health {
+    /// Records the position of `tp` seen at `now`; how long it has not moved.
+    fn observe(&mut self, tp: &TopicPartition, position: i64, now: Instant) -> Duration {
+        let since = match self.progress.get(tp) {
+            Some(&(seen, since)) if seen == position => since,
+            _ => now,
+        };
+        self.progress.insert(tp.clone(), (position, since));
+        now.duration_since(since)
+    }
+}
+
 impl State {
     /// Assigned partitions that may be fetched: not stopped, state restored.
     fn runnable(&self) -> HashSet<TopicPartition> {
@@ -541,19 +553,20 @@ impl ClientContext for ConsumerCtx {
             let lag =
                 super::offsets::consumer_lag(partition.hi_offset, partition.app_offset, partition.committed_offset);
             let Some(lag) = lag else { continue };
-            let position = partition.hi_offset - lag;
             metrics::gauge!(telemetry::CONSUMER_LAG, "topic" => tp.topic.to_string(), "partition" => tp.partition.to_string())
                 .set(lag as f64);
-            let since = match state.health.progress.get(&tp) {
-                Some(&(seen, since)) if seen == position => since,
-                _ => now,
-            };
-            state.health.progress.insert(tp.clone(), (position, since));
-            let stalled = now.duration_since(since);
-            if lag > 0 && stalled >= self.shared.stuck_after && !state.restoring.contains_key(&tp) {
+            // Stuck: records not committed and the committed position not moving (a partition
+            // stopped by a lost output is still fetched past, so its position moves on).
+            let uncommitted =
+                super::offsets::consumer_lag(partition.hi_offset, partition.committed_offset, partition.app_offset);
+            let Some(uncommitted) = uncommitted else { continue };
+            let position = partition.hi_offset - uncommitted;
+            let restoring = state.restoring.contains_key(&tp);
+            let stalled = state.health.observe(&tp, position, now);
+            if uncommitted > 0 && stalled >= self.shared.stuck_after && !restoring {
                 if !state.health.stuck.contains(&tp) {
-                    warn!(topic = %tp.topic, partition = tp.partition, lag, position, stalled_s = stalled.as_secs(),
-                          "Partition stuck: records left and no progress.");
+                    warn!(topic = %tp.topic, partition = tp.partition, lag, uncommitted, committed = position,
+                          stalled_s = stalled.as_secs(), "Partition stuck: records left and no progress.");
                 }
                 stuck.insert(tp);
             }
@@ -607,6 +620,11 @@ impl ConsumerContext for ConsumerCtx {
             state.restoring.remove(tp);
         }
         state.revoked.extend(revoked.iter().cloned());
+        for tp in &revoked {
+            // No longer ours: its lag is the new owner's to report.
+            metrics::gauge!(telemetry::CONSUMER_LAG, "topic" => tp.topic.to_string(), "partition" => tp.partition.to_string())
+                .set(0.0);
+        }
         info!(partitions = revoked.len(), committed = positions.len(), "Partitions revoked.");
         if !commit_positions(consumer, positions.clone(), CommitMode::Sync) {
             state.unsaved.extend(positions);
@@ -1323,4 +1341,39 @@ pub async fn run_with<P: Processor>(
     }
     consumer.unsubscribe();
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partition_stalls_while_its_position_does_not_move() {
+        let mut health = Health::default();
+        let tp = TopicPartition::new("acs.raw", 0);
+        let start = Instant::now();
+        let at = |seconds| start + Duration::from_secs(seconds);
+        assert_eq!(health.observe(&tp, 10, at(0)), Duration::ZERO);
+        assert_eq!(health.observe(&tp, 10, at(90)), Duration::from_secs(90), "no progress for 90 s");
+        assert_eq!(health.observe(&tp, 11, at(100)), Duration::ZERO, "progress resets the clock");
+        assert_eq!(health.observe(&tp, 11, at(130)), Duration::from_secs(30));
+        let other = TopicPartition::new("acs.raw", 1);
+        assert_eq!(health.observe(&other, 11, at(130)), Duration::ZERO, "partitions are apart");
+    }
+
+    #[test]
+    fn readiness_names_every_reason() {
+        let ready = Readiness { joined: true, assigned: 2, ..Readiness::default() };
+        assert!(ready.reasons().is_empty());
+        let stuck = vec![TopicPartition::new("acs.raw", 1)];
+        let not = Readiness { restoring: 1, brokers_down: true, stuck, ..ready };
+        assert_eq!(
+            not.reasons(),
+            [
+                "restoring the state of 1 of 2 partitions",
+                "no Kafka broker reachable",
+                "partition acs.raw[1] stuck: records left and no progress"
+            ]
+        );
+    }
 }
