@@ -10,3 +10,6 @@ pub mod engine;
 pub use alert::{Alert, Evidence, EvidenceCode};
 pub use config::{GroupBy, Rule, RuleSet, RulesError, Scope, Severity};
 pub use engine::{RuleState, evaluate};
+
+#[cfg(test)]
+mod tests;
