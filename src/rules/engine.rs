@@ -204,6 +204,11 @@ fn count(rule: &Rule, lateness: i64, event: &Event<'_>, state: &mut RuleState, s
         return None;
     }
     let group = group_of(rule, event);
+    let cooldown = millis(rule.cooldown);
+    if rule.count == 1 && cooldown == 0 {
+        // Nothing to remember.
+        return Some(alert(rule, event, scope_key, group, vec![Evidence::of(event)]));
+    }
     let index = match state.windows.iter().position(|w| w.rule == rule.id && w.group == group) {
         Some(index) => index,
         None => {
@@ -212,32 +217,29 @@ fn count(rule: &Rule, lateness: i64, event: &Event<'_>, state: &mut RuleState, s
         }
     };
     let window = &mut state.windows[index];
-    let cooldown = millis(rule.cooldown);
-    let evidence = Evidence::of(event);
     let fired = if rule.count == 1 {
         if cooling(window.last_fired, at, cooldown) {
             return None;
         }
-        vec![evidence]
+        vec![Evidence::of(event)]
     } else {
-        let at_index = window.matches.partition_point(|e| e.incident_time <= at);
-        window.matches.insert(at_index, evidence);
-        let cap = 2 * rule.count as usize;
-        let mut at_index = at_index;
-        while window.matches.len() > cap {
+        let mut at_index = window.matches.partition_point(|e| e.incident_time <= at);
+        window.matches.insert(at_index, Evidence::of(event));
+        while window.matches.len() > 2 * rule.count as usize {
             window.matches.pop_front();
-            at_index = at_index.saturating_sub(1);
+            // The event itself is the oldest held: it does not count.
+            at_index = at_index.checked_sub(1)?;
         }
         if cooling(window.last_fired, at, cooldown) {
             return None;
         }
         let span = rule.count as usize;
         let width = millis(rule.window);
-        let times: Vec<i64> = window.matches.iter().map(|e| e.incident_time).collect();
+        let time = |i: usize| window.matches[i].incident_time;
         let first = (at_index + 1).saturating_sub(span);
         let start = (first..=at_index)
-            .take_while(|start| start + span <= times.len())
-            .find(|start| times[start + span - 1] - times[*start] < width)?;
+            .take_while(|start| start + span <= window.matches.len())
+            .find(|start| time(start + span - 1) - time(*start) < width)?;
         window.matches.drain(start..start + span).collect()
     };
     window.last_fired = Some(window.last_fired.map_or(at, |last| last.max(at)));

@@ -453,3 +453,18 @@ fn synthetic_traffic_replays_identically_within_bounds() {
         assert!(fired.contains(rule), "{rule} never fired: {fired:?}");
     }
 }
+
+#[test]
+fn a_full_window_keeps_its_latest_matches() {
+    let text = "allowed_lateness = \"1h\"\n[[rule]]\nid = \"bursts\"\nseverity = \"low\"\ntitle = \"T\"\nsummary = \"S\"\n\
+                [rule.threshold]\ncount = 3\nwindow = \"1s\"\n[[rule.match]]\nsignals = [\"pause-on-blur\"]\n";
+    let mut run = Run::with(RuleSet::from_toml("rules", text).unwrap());
+    // Never 3 within a second: held, at most 2 × 3.
+    for i in 1..=8 {
+        assert!(run.feed(&said(&format!("b{i}"), i * 100, BLUR)).is_empty());
+    }
+    // Older than every match held in a full window: not counted.
+    assert!(run.feed(&said("late", 50, BLUR)).is_empty());
+    let held: Vec<&str> = run.by_session[DE].windows[0].matches.iter().map(|e| &*e.message_id).collect();
+    assert_eq!(held, ["b3", "b4", "b5", "b6", "b7", "b8"]);
+}
