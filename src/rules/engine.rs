@@ -72,11 +72,11 @@ pub struct Window {
 pub struct RuleState {
     /// The latest incident time evaluated in the scope, epoch milliseconds.
     pub watermark: Option<i64>,
-    /// Test-taker side IPs of the session.
+    /// Test-taker side IPs of the session (session scope only).
     pub ips: Distinct,
-    /// Test-taker side user agents of the session.
+    /// Test-taker side user agents of the session (session scope only).
     pub user_agents: Distinct,
-    /// The session's extra time after the previous event, minutes.
+    /// The session's extra time after the previous event, minutes (session scope only).
     pub extra_time_minutes: f64,
     pub windows: Vec<Window>,
 }
