@@ -9,6 +9,8 @@
 //!   with a dead-letter code; the checks run in a fixed, documented order.
 //! - [`enrich`]: reason code → category (catalog), reason message → security signal.
 //! - [`session`]: the session state machine per delivery execution, per input partition.
+//! - [`rules`]: flag-alert rules (configuration, default set) and their evaluation (not wired
+//!   into the pipeline yet).
 //! - [`encode`]: output records: topic routing, protobuf or JSON values, dead letters.
 //! - [`pipeline`]: `Pipeline::process(record, now)`: the pure core wiring the above.
 //! - [`kafka`]: the Kafka edge: offset bookkeeping, client settings, the service loop.
@@ -34,6 +36,7 @@ pub mod enrich;
 pub mod kafka;
 pub mod model;
 pub mod pipeline;
+pub mod rules;
 pub mod session;
 pub mod synth;
 pub mod telemetry;

@@ -74,12 +74,10 @@ fn every_file_shipped_in_config_checks() {
             continue;
         }
         let output = check_config(&path);
-        // Rules files are recognized but not supported yet (a later issue).
-        let pending_rules = stderr(&output).contains("rules files are not supported yet");
-        assert!(output.status.success() || pending_rules, "{}: {}", path.display(), stderr(&output));
+        assert!(output.status.success(), "{}: {}", path.display(), stderr(&output));
         checked += 1;
     }
-    assert!(checked >= 2, "config/ holds at least the defaults and the catalog example");
+    assert!(checked >= 3, "config/ holds at least the defaults, the catalog example and the rules");
 }
 
 #[test]
@@ -146,8 +144,20 @@ fn a_missing_file_is_refused_with_its_path() {
 }
 
 #[test]
-fn a_rules_file_is_recognized_but_not_supported_yet() {
+fn the_default_rules_are_a_valid_rules_file() {
+    let output = check_config(Path::new("config/rules.toml"));
+    assert!(output.status.success(), "stderr: {}", stderr(&output));
+    assert_eq!(stdout(&output), "config/rules.toml: valid rules file\n");
+}
+
+#[test]
+fn a_broken_rules_file_is_refused_with_the_rule_and_the_key() {
     let dir = tempfile::tempdir().unwrap();
+    let text = "[[rule]]\nid = \"many-pauses\"\nseverity = \"high\"\ntitle = \"T\"\nsummary = \"S\"\n\
+                [rule.threshold]\ncount = 3\nwindow = \"0s\"\n[[rule.match]]\nactions = [\"pause\"]\n";
+    let file = write_temp(&dir, "rules.toml", text);
+    let needles = ["rules.toml", "invalid rules file", "rule \"many-pauses\": threshold.window: must be longer than 0"];
+    assert_refused(&check_config(&file), &needles);
     let file = write_temp(&dir, "rules.toml", "[[rule]]\nname = \"many-pauses\"\n");
-    assert_refused(&check_config(&file), &["rules.toml", "rules file", "not supported yet"]);
+    assert_refused(&check_config(&file), &["rules.toml", "invalid rules file", "unknown field `name`"]);
 }

@@ -3,8 +3,8 @@
 //!
 //! - a reason catalog (`code` array of tables or `replace_builtin`): read as
 //!   [`ReasonCatalog::from_toml`] would;
-//! - a rules file (`rule` array of tables): not supported yet (rules arrive with a later
-//!   issue);
+//! - a rules file (`rule` array of tables): read and validated as [`RuleSet::from_toml`]
+//!   would (errors name the rule id and the key);
 //! - otherwise a service configuration: loaded exactly as `run` loads it — embedded
 //!   defaults → the file → the `ACS_STREAM__*` environment overrides — validated, and the
 //!   catalog file it names (relative to the current directory) read.
@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::model::ReasonCatalog;
 use crate::model::catalog::CatalogFile;
 use crate::pipeline::Pipeline;
+use crate::rules::RuleSet;
 
 /// What a configuration file is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,8 +48,6 @@ pub enum CheckError {
     NotToml { path: PathBuf, message: String },
     #[error("{path}: invalid {kind}: {message}")]
     Invalid { path: PathBuf, kind: Kind, message: String },
-    #[error("{path}: this is a {kind}; rules files are not supported yet (they arrive with a later issue)")]
-    Unsupported { path: PathBuf, kind: Kind },
 }
 
 /// The kind of a parsed file, from its top-level keys. A new kind is one arm here and one
@@ -74,7 +73,7 @@ pub fn check(path: &Path, env: impl IntoIterator<Item = (String, String)>) -> Re
     let checked = match kind {
         Kind::Service => check_service(path, &text, env),
         Kind::Catalog => check_catalog(&text),
-        Kind::Rules => return Err(CheckError::Unsupported { path: path.to_owned(), kind }),
+        Kind::Rules => check_rules(path, &text),
     };
     checked.map_err(|message| CheckError::Invalid { path: path.to_owned(), kind, message })?;
     Ok(kind)
@@ -86,6 +85,11 @@ fn check_service(path: &Path, text: &str, env: impl IntoIterator<Item = (String,
     let config = Config::layered(Some((&origin, text)), env).map_err(|e| e.to_string())?;
     let catalog = config.catalog().map_err(|e| e.to_string())?;
     Pipeline::new(&config, catalog).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+fn check_rules(path: &Path, text: &str) -> Result<(), String> {
+    RuleSet::from_toml(&path.display().to_string(), text).map_err(|e| e.to_string())?;
     Ok(())
 }
 

@@ -1,0 +1,558 @@
+//! Rules files: `[[rule]]` tables, read with serde (unknown keys refused, durations in
+//! humantime), then compiled into [`RuleSet`] by [`RuleSet::from_toml`], whose errors name
+//! the rule id and the key (`rule "tab-switch-repeated": threshold.window: must be longer
+//! than 0`).
+//!
+//! A rule matches an event when any of its `[[rule.match]]` alternatives does; an
+//! alternative matches when every condition it sets does (a list condition: any of its
+//! values). See `config/rules.toml` for the keys, documented.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Action, ActionStatus, Actor, Anomaly, Category, SignalKind};
+
+/// The built-in default rules.
+pub const DEFAULT_RULES_TOML: &str = include_str!("../../config/rules.toml");
+
+/// Most events a threshold may count (the window keeps about this many per rule and scope).
+pub const MAX_COUNT: u32 = 1000;
+
+/// Distinct IPs / user agents remembered per session: a `distinct_*_above` must be below it.
+pub const MAX_DISTINCT: usize = 16;
+
+/// Placeholders a title or summary may use.
+pub const PLACEHOLDERS: &[&str] =
+    &["rule", "severity", "count", "window", "tenantId", "deliveryExecutionId", "testTaker", "signal", "reasonCode"];
+
+/// Every signal kind, for parsing.
+const SIGNAL_KINDS: [SignalKind; 12] = [
+    SignalKind::PauseOnBlur,
+    SignalKind::FullScreen,
+    SignalKind::DisableRightClick,
+    SignalKind::DisableCommands,
+    SignalKind::PreventScreenshot,
+    SignalKind::LockdownBrowser,
+    SignalKind::SecurityPlugin,
+    SignalKind::IpChange,
+    SignalKind::DeliverFe,
+    SignalKind::Realtime,
+    SignalKind::ProctorComment,
+    SignalKind::StructuredData,
+];
+
+/// The file as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RulesFile {
+    /// How far behind a scope's latest event time an event may be and still count in a
+    /// threshold window.
+    #[serde(with = "humantime_serde", default = "default_lateness")]
+    pub allowed_lateness: Duration,
+    #[serde(default)]
+    pub rule: Vec<RuleConfig>,
+}
+
+fn default_lateness() -> Duration {
+    Duration::from_secs(300)
+}
+
+/// One `[[rule]]` as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    pub id: String,
+    pub severity: Severity,
+    #[serde(default)]
+    pub scope: Scope,
+    pub title: String,
+    pub summary: String,
+    /// After an alert, no other alert of the rule (and scope, and group) for this long
+    /// (event time).
+    #[serde(with = "humantime_serde", default)]
+    pub cooldown: Duration,
+    /// Counts and cools down separately per value of this (e.g. per signal).
+    #[serde(default)]
+    pub group_by: GroupBy,
+    #[serde(default)]
+    pub threshold: Option<ThresholdConfig>,
+    #[serde(rename = "match", default)]
+    pub matches: Vec<MatchConfig>,
+}
+
+/// `[rule.threshold]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThresholdConfig {
+    pub count: u32,
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+}
+
+/// One `[[rule.match]]` alternative as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchConfig {
+    #[serde(default)]
+    pub actions: Vec<String>,
+    #[serde(default)]
+    pub actors: Vec<String>,
+    #[serde(default)]
+    pub action_status: Vec<String>,
+    #[serde(default)]
+    pub reason_codes: Vec<CodeSpec>,
+    #[serde(default)]
+    pub reason_categories: Vec<String>,
+    #[serde(default)]
+    pub signals: Vec<String>,
+    /// disable-commands signals: the forbidden command (`copy`, `cut`, `paste`).
+    #[serde(default)]
+    pub commands: Vec<String>,
+    #[serde(default)]
+    pub anomalies: Vec<String>,
+    /// The session's extra time, in minutes, went above this with the event.
+    pub extra_time_above: Option<f64>,
+    /// The event brought the session's distinct IPs (test-taker side) above this.
+    pub distinct_ips_above: Option<usize>,
+    /// The event brought the session's distinct user agents (test-taker side) above this.
+    pub distinct_user_agents_above: Option<usize>,
+}
+
+/// A reason code (`20030`) or an inclusive range (`"40000-49999"`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum CodeSpec {
+    Code(i64),
+    Range(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// What a rule counts over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// One delivery execution.
+    #[default]
+    Session,
+    /// Every session of a tenant.
+    Tenant,
+}
+
+/// What a rule's counting and cooldown are split by, within its scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupBy {
+    #[default]
+    None,
+    /// The event's signal kind (`none` without a signal).
+    Signal,
+}
+
+/// A rules file that cannot be used. The message names the rule and the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum RulesError {
+    #[error("{origin}: {message}")]
+    Parse { origin: String, message: String },
+    #[error("rule \"{rule}\": {key}: {message}")]
+    Invalid { rule: String, key: String, message: String },
+    #[error("{key}: {message}")]
+    File { key: &'static str, message: String },
+}
+
+/// A signal condition: a kind, where `pause-on-blur` and `full-screen` also stand for a
+/// `[Security Plugin]` pause about leaving the tab/app or full screen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignalMatch(pub SignalKind);
+
+/// One compiled alternative: every set condition must hold.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Match {
+    pub actions: Vec<Action>,
+    pub actors: Vec<Actor>,
+    pub action_status: Vec<ActionStatus>,
+    /// Inclusive ranges; a single code is `(code, code)`.
+    pub reason_codes: Vec<(i64, i64)>,
+    pub reason_categories: Vec<Category>,
+    pub signals: Vec<SignalKind>,
+    pub commands: Vec<String>,
+    pub anomalies: Vec<Anomaly>,
+    pub extra_time_above: Option<f64>,
+    pub distinct_ips_above: Option<usize>,
+    pub distinct_user_agents_above: Option<usize>,
+}
+
+/// One compiled rule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    pub id: Arc<str>,
+    pub severity: Severity,
+    pub scope: Scope,
+    pub title: String,
+    pub summary: String,
+    pub cooldown: Duration,
+    pub group_by: GroupBy,
+    /// At least 1; 1 fires on every match.
+    pub count: u32,
+    /// Zero when `count` is 1 without a window.
+    pub window: Duration,
+    pub matches: Vec<Match>,
+}
+
+/// The compiled rules of one file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleSet {
+    pub allowed_lateness: Duration,
+    pub rules: Vec<Rule>,
+}
+
+impl RuleSet {
+    /// The built-in default rules (`config/rules.toml`).
+    pub fn defaults() -> RuleSet {
+        RuleSet::from_toml("embedded rules", DEFAULT_RULES_TOML).expect("the embedded rules are valid")
+    }
+
+    /// Reads and validates a rules file's text; `origin` names it in parse errors.
+    pub fn from_toml(origin: &str, text: &str) -> Result<RuleSet, RulesError> {
+        let file: RulesFile =
+            toml::from_str(text).map_err(|e| RulesError::Parse { origin: origin.into(), message: e.to_string() })?;
+        RuleSet::compile(file)
+    }
+
+    /// Validates a parsed file.
+    pub fn compile(file: RulesFile) -> Result<RuleSet, RulesError> {
+        if file.rule.is_empty() {
+            return Err(RulesError::File { key: "rule", message: "at least one [[rule]] is needed".into() });
+        }
+        if file.allowed_lateness > Duration::from_secs(7 * 86_400) {
+            return Err(RulesError::File { key: "allowed_lateness", message: "must be at most 7d".into() });
+        }
+        let mut rules: Vec<Rule> = Vec::with_capacity(file.rule.len());
+        for config in file.rule {
+            let rule = compile_rule(config)?;
+            if rules.iter().any(|r| r.id == rule.id) {
+                return Err(invalid(&rule.id, "id", "is used by another rule".into()));
+            }
+            rules.push(rule);
+        }
+        Ok(RuleSet { allowed_lateness: file.allowed_lateness, rules })
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Rule> {
+        self.rules.iter().find(|r| &*r.id == id)
+    }
+}
+
+fn invalid(rule: &str, key: impl Into<String>, message: String) -> RulesError {
+    RulesError::Invalid { rule: rule.to_owned(), key: key.into(), message }
+}
+
+fn compile_rule(config: RuleConfig) -> Result<Rule, RulesError> {
+    let id = config.id.trim();
+    let id_ok = !id.is_empty()
+        && id.len() <= 64
+        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if !id_ok {
+        return Err(invalid(&config.id, "id", "expected 1 to 64 of a-z, 0-9, `-`, `_`".into()));
+    }
+    let fail = |key: &str, message: String| invalid(id, key, message);
+    if config.title.trim().is_empty() {
+        return Err(fail("title", "must not be empty".into()));
+    }
+    check_template(&config.title).map_err(|m| fail("title", m))?;
+    check_template(&config.summary).map_err(|m| fail("summary", m))?;
+    let (count, window) = match &config.threshold {
+        None => (1, Duration::ZERO),
+        Some(threshold) => {
+            if threshold.count == 0 || threshold.count > MAX_COUNT {
+                return Err(fail("threshold.count", format!("is {}; expected 1 to {MAX_COUNT}", threshold.count)));
+            }
+            if threshold.window.is_zero() {
+                return Err(fail("threshold.window", "must be longer than 0".into()));
+            }
+            (threshold.count, threshold.window)
+        }
+    };
+    if config.matches.is_empty() {
+        return Err(fail("match", "at least one [[rule.match]] is needed".into()));
+    }
+    let matches = config
+        .matches
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            compile_match(m).map_err(|(key, message)| match key {
+                "" => fail(&format!("match[{i}]"), message),
+                key => fail(&format!("match[{i}].{key}"), message),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let session_conditions = matches.iter().any(|m| {
+        m.extra_time_above.is_some() || m.distinct_ips_above.is_some() || m.distinct_user_agents_above.is_some()
+    });
+    if session_conditions && config.scope == Scope::Tenant {
+        return Err(fail(
+            "scope",
+            "session conditions (extra time, distinct IPs or user agents) need scope \"session\"".into(),
+        ));
+    }
+    Ok(Rule {
+        id: Arc::from(id),
+        severity: config.severity,
+        scope: config.scope,
+        title: config.title,
+        summary: config.summary,
+        cooldown: config.cooldown,
+        group_by: config.group_by,
+        count,
+        window,
+        matches,
+    })
+}
+
+/// Every `{name}` must be a known placeholder.
+fn check_template(template: &str) -> Result<(), String> {
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open + 1..];
+        let Some(close) = after.find('}') else {
+            return Err("an unclosed `{`".into());
+        };
+        let name = &after[..close];
+        if !PLACEHOLDERS.contains(&name) {
+            return Err(format!("unknown placeholder `{{{name}}}`; expected one of {}", PLACEHOLDERS.join(", ")));
+        }
+        rest = &after[close + 1..];
+    }
+    Ok(())
+}
+
+type KeyError = (&'static str, String);
+
+fn parse_all<T>(
+    key: &'static str,
+    values: &[String],
+    parse: impl Fn(&str) -> Option<T>,
+    expected: impl Fn() -> String,
+) -> Result<Vec<T>, KeyError> {
+    values
+        .iter()
+        .map(|raw| parse(raw).ok_or_else(|| (key, format!("unknown value {raw:?}; expected one of {}", expected()))))
+        .collect()
+}
+
+fn names<T: Copy>(all: &[T], name: fn(T) -> &'static str) -> String {
+    all.iter().map(|v| name(*v)).collect::<Vec<_>>().join(", ")
+}
+
+fn compile_match(config: &MatchConfig) -> Result<Match, KeyError> {
+    let actions = parse_all(
+        "actions",
+        &config.actions,
+        |raw| Some(Action::parse(raw).value).filter(|a| *a != Action::Other),
+        || names(Action::ALL, Action::as_str),
+    )?;
+    let actors = parse_all(
+        "actors",
+        &config.actors,
+        |raw| Some(Actor::parse(raw).value).filter(|a| *a != Actor::Other),
+        || names(Actor::ALL, Actor::as_str),
+    )?;
+    let action_status = parse_all(
+        "action_status",
+        &config.action_status,
+        |raw| Some(ActionStatus::parse(raw).value).filter(|s| *s != ActionStatus::Other),
+        || "succeeded, failed, or a session status".into(),
+    )?;
+    let reason_categories = parse_all(
+        "reason_categories",
+        &config.reason_categories,
+        |raw| Category::ALL.into_iter().find(|c| c.as_str().eq_ignore_ascii_case(raw)),
+        || names(&Category::ALL, Category::as_str),
+    )?;
+    let signals = parse_all(
+        "signals",
+        &config.signals,
+        |raw| SIGNAL_KINDS.into_iter().find(|k| k.as_str().eq_ignore_ascii_case(raw)),
+        || names(&SIGNAL_KINDS, SignalKind::as_str),
+    )?;
+    let anomalies = parse_all(
+        "anomalies",
+        &config.anomalies,
+        |raw| Anomaly::ALL.into_iter().find(|a| a.as_str().eq_ignore_ascii_case(raw)),
+        || names(&Anomaly::ALL, Anomaly::as_str),
+    )?;
+    let mut reason_codes = Vec::with_capacity(config.reason_codes.len());
+    for spec in &config.reason_codes {
+        reason_codes.push(match spec {
+            CodeSpec::Code(code) => (*code, *code),
+            CodeSpec::Range(text) => parse_range(text).ok_or_else(|| {
+                ("reason_codes", format!("{text:?} is not a code range; expected \"LOW-HIGH\" with LOW <= HIGH"))
+            })?,
+        });
+    }
+    let commands: Vec<String> = config.commands.iter().map(|c| c.trim().to_ascii_lowercase()).collect();
+    if commands.iter().any(String::is_empty) {
+        return Err(("commands", "must not hold an empty command".into()));
+    }
+    if !commands.is_empty() && signals.iter().all(|s| *s != SignalKind::DisableCommands) {
+        return Err(("commands", "needs signals = [\"disable-commands\"] in the same match".into()));
+    }
+    if let Some(minutes) = config.extra_time_above.filter(|m| !(m.is_finite() && *m >= 0.0)) {
+        return Err(("extra_time_above", format!("is {minutes}; expected minutes, 0 or more")));
+    }
+    for (key, above) in [
+        ("distinct_ips_above", config.distinct_ips_above),
+        ("distinct_user_agents_above", config.distinct_user_agents_above),
+    ] {
+        if let Some(above) = above.filter(|a| *a == 0 || *a >= MAX_DISTINCT) {
+            return Err((key, format!("is {above}; expected 1 to {}", MAX_DISTINCT - 1)));
+        }
+    }
+    let compiled = Match {
+        actions,
+        actors,
+        action_status,
+        reason_codes,
+        reason_categories,
+        signals,
+        commands,
+        anomalies,
+        extra_time_above: config.extra_time_above,
+        distinct_ips_above: config.distinct_ips_above,
+        distinct_user_agents_above: config.distinct_user_agents_above,
+    };
+    if compiled == Match::default() {
+        return Err(("", "sets no condition".into()));
+    }
+    Ok(compiled)
+}
+
+fn parse_range(text: &str) -> Option<(i64, i64)> {
+    let (low, high) = text.split_once('-')?;
+    let (low, high) = (low.trim().parse::<i64>().ok()?, high.trim().parse::<i64>().ok()?);
+    (low <= high).then_some((low, high))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_rules_are_valid_and_complete() {
+        let rules = RuleSet::defaults();
+        let ids: Vec<&str> = rules.rules.iter().map(|r| &*r.id).collect();
+        assert_eq!(
+            ids,
+            [
+                "security-flag",
+                "tab-switch-repeated",
+                "fullscreen-exit-repeated",
+                "forbidden-command",
+                "screenshot-attempt",
+                "lockdown-breach",
+                "ip-change",
+                "user-agent-change",
+                "proctor-termination",
+                "repeated-pauses",
+                "excessive-extra-time",
+                "identity-authorization",
+                "illegal-transition",
+                "technical-burst",
+            ]
+        );
+        for rule in &rules.rules {
+            let tenant = rule.id.as_ref() == "technical-burst";
+            assert_eq!(rule.scope == Scope::Tenant, tenant, "{}", rule.id);
+        }
+        let tab = rules.get("tab-switch-repeated").unwrap();
+        assert_eq!((tab.count, tab.window, tab.severity), (3, Duration::from_secs(600), Severity::High));
+        let flag = rules.get("security-flag").unwrap();
+        assert_eq!((flag.cooldown, flag.group_by), (Duration::from_secs(60), GroupBy::Signal));
+    }
+
+    fn rule(body: &str) -> String {
+        format!("[[rule]]\nid = \"r-1\"\nseverity = \"high\"\ntitle = \"T\"\nsummary = \"S\"\n{body}")
+    }
+
+    #[test]
+    fn errors_name_the_rule_and_the_key() {
+        let matching = "[[rule.match]]\nactions = [\"flag\"]\n";
+        let cases = [
+            (
+                rule(&format!("[rule.threshold]\ncount = 3\nwindow = \"0s\"\n{matching}")),
+                "rule \"r-1\": threshold.window: must be longer than 0",
+            ),
+            (
+                rule(&format!("[rule.threshold]\ncount = 0\nwindow = \"1m\"\n{matching}")),
+                "rule \"r-1\": threshold.count",
+            ),
+            (rule("[[rule.match]]\nactions = [\"flg\"]\n"), "rule \"r-1\": match[0].actions: unknown value \"flg\""),
+            (rule("[[rule.match]]\nactors = [\"robot\"]\n"), "rule \"r-1\": match[0].actors"),
+            (rule("[[rule.match]]\naction_status = [\"ok\"]\n"), "rule \"r-1\": match[0].action_status"),
+            (rule("[[rule.match]]\nsignals = [\"webcam\"]\n"), "rule \"r-1\": match[0].signals"),
+            (rule("[[rule.match]]\nanomalies = [\"weird\"]\n"), "rule \"r-1\": match[0].anomalies"),
+            (rule("[[rule.match]]\nreason_categories = [\"CHEATING\"]\n"), "match[0].reason_categories"),
+            (rule("[[rule.match]]\nreason_codes = [\"49999-40000\"]\n"), "match[0].reason_codes"),
+            (rule("[[rule.match]]\ncommands = [\"copy\"]\n"), "match[0].commands"),
+            (rule("[[rule.match]]\ndistinct_ips_above = 0\n"), "match[0].distinct_ips_above"),
+            (rule("[[rule.match]]\ndistinct_user_agents_above = 99\n"), "match[0].distinct_user_agents_above"),
+            (rule("[[rule.match]]\nextra_time_above = -1.0\n"), "match[0].extra_time_above"),
+            (rule(&format!("{matching}[[rule.match]]\n")), "rule \"r-1\": match[1]: sets no condition"),
+            (rule(""), "rule \"r-1\": match: at least one"),
+            (rule("scope = \"tenant\"\n[[rule.match]]\ndistinct_ips_above = 1\n"), "rule \"r-1\": scope"),
+            (
+                rule(matching).replace("summary = \"S\"", "summary = \"{nope}\""),
+                "rule \"r-1\": summary: unknown placeholder `{nope}`",
+            ),
+            (rule(matching).replace("title = \"T\"", "title = \" \""), "rule \"r-1\": title"),
+            (rule(matching).replace("r-1", "R 1"), "rule \"R 1\": id"),
+            (format!("{}{}", rule(matching), rule(matching)), "rule \"r-1\": id: is used by another rule"),
+            (rule(&format!("colour = \"red\"\n{matching}")), "unknown field `colour`"),
+            (rule("[[rule.match]]\nactions = [\"flag\"]\ncolour = 1\n"), "unknown field `colour`"),
+            (rule(&format!("cooldown = \"soon\"\n{matching}")), "cooldown"),
+            (rule(matching).replace("\"high\"", "\"severe\""), "severity"),
+            (format!("allowed_lateness = \"30d\"\n{}", rule(matching)), "allowed_lateness"),
+            (String::new(), "at least one [[rule]]"),
+        ];
+        for (text, needle) in cases {
+            let error = RuleSet::from_toml("rules.toml", &text).expect_err(&text).to_string();
+            assert!(error.contains(needle), "{text}\n→ {error}\n(expected {needle:?})");
+        }
+    }
+
+    #[test]
+    fn a_minimal_rule_fires_on_every_match() {
+        let rules =
+            RuleSet::from_toml("f", &rule("[[rule.match]]\nreason_codes = [20030, \"40000-49999\"]\n")).unwrap();
+        let rule = &rules.rules[0];
+        assert_eq!(
+            (rule.count, rule.window, rule.cooldown, rule.scope),
+            (1, Duration::ZERO, Duration::ZERO, Scope::Session)
+        );
+        assert_eq!(rule.matches[0].reason_codes, [(20030, 20030), (40000, 49999)]);
+        assert_eq!(rules.allowed_lateness, Duration::from_secs(300));
+    }
+}

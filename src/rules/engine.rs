@@ -1,0 +1,333 @@
+//! Evaluation: one event against every rule, on event time (`incidentTime`).
+//!
+//! Pure and synchronous. The state is the caller's ([`RuleState`]: one per session, one per
+//! tenant for tenant-scoped rules), so that it can live beside the session state.
+//!
+//! - Duplicates (the session view says so) are skipped whole: they never count twice.
+//! - A threshold rule (count above 1) keeps its matches of the last `window` (plus the
+//!   allowed lateness) and fires when `count` of them lie less than `window` apart; the
+//!   events of an alert are not counted again. An event older than the scope's watermark
+//!   (its latest incident time) minus the allowed lateness does not count in a window.
+//! - A count-1 rule fires on every match, late or not.
+//! - Cooldown: no alert of the same rule, scope and group less than `cooldown` (event time)
+//!   from the previous one; matches during it still count in the window.
+//!
+//! Memory: a window keeps at most twice its count of matches; distinct IPs and user
+//! agents are kept as at most [`MAX_DISTINCT`] 64-bit hashes; a window with no matches
+//! and no cooldown running is dropped.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use xxhash_rust::xxh3::xxh3_64;
+
+use super::alert::{Alert, Evidence, alert_id};
+use super::config::{GroupBy, MAX_DISTINCT, Match, Rule, RuleSet, Scope};
+use crate::model::{Anomaly, Event, PauseAbout, ReasonCode, SessionView, Signal, SignalKind};
+
+/// Values seen, as 64-bit hashes, at most [`MAX_DISTINCT`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Distinct(Vec<u64>);
+
+impl Distinct {
+    /// Remembers `value`; true when it is new (and there was room for it).
+    pub fn insert(&mut self, value: &str) -> bool {
+        let hash = xxh3_64(value.as_bytes());
+        if self.0.contains(&hash) || self.0.len() >= MAX_DISTINCT {
+            return false;
+        }
+        self.0.push(hash);
+        true
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The hashes, as a changelog would store them.
+    pub fn as_raw(&self) -> &[u64] {
+        &self.0
+    }
+}
+
+/// The matches and cooldown of one rule (and group) in one scope.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Window {
+    pub rule: Arc<str>,
+    /// The group (the signal kind for `group_by = "signal"`); empty without one.
+    pub group: &'static str,
+    /// Matches not yet part of an alert, by incident time (count above 1 only).
+    pub matches: VecDeque<Evidence>,
+    /// Incident time of the event that fired the last alert.
+    pub last_fired: Option<i64>,
+}
+
+/// The rules' state of one scope: a session, or a tenant (for tenant-scoped rules).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RuleState {
+    /// The latest incident time evaluated in the scope, epoch milliseconds.
+    pub watermark: Option<i64>,
+    /// Test-taker side IPs of the session (session scope only).
+    pub ips: Distinct,
+    /// Test-taker side user agents of the session (session scope only).
+    pub user_agents: Distinct,
+    /// The session's extra time after the previous event, minutes (session scope only).
+    pub extra_time_minutes: f64,
+    pub windows: Vec<Window>,
+}
+
+impl RuleState {
+    /// Matches held in windows (a measure of its memory).
+    pub fn held(&self) -> usize {
+        self.windows.iter().map(|w| w.matches.len()).sum()
+    }
+}
+
+/// What the session state says, around the event, for session conditions.
+struct Facts {
+    new_ip: bool,
+    ips: usize,
+    new_user_agent: bool,
+    user_agents: usize,
+    extra_before: f64,
+    extra_after: f64,
+}
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Evaluates `event` (enriched, its session view `view` already applied) against `rules`.
+/// `session` is the state of the event's session, `tenant` that of its tenant. Returns the
+/// alerts fired, in rule order.
+pub fn evaluate(
+    rules: &RuleSet,
+    event: &Event<'_>,
+    view: &SessionView,
+    session: &mut RuleState,
+    tenant: &mut RuleState,
+) -> Vec<Alert> {
+    if view.duplicate || event.anomalies.contains(&Anomaly::Duplicate) {
+        return Vec::new();
+    }
+    let test_taker_side = event.actor.is_some_and(|actor| actor.is_test_taker_side());
+    let seen = |value: Option<&str>, distinct: &mut Distinct| {
+        test_taker_side && value.map(str::trim).filter(|v| !v.is_empty()).is_some_and(|v| distinct.insert(v))
+    };
+    let new_ip = seen(event.ip.as_deref(), &mut session.ips);
+    let new_user_agent = seen(event.user_agent.as_deref(), &mut session.user_agents);
+    let facts = Facts {
+        new_ip,
+        ips: session.ips.len(),
+        new_user_agent,
+        user_agents: session.user_agents.len(),
+        extra_before: session.extra_time_minutes,
+        extra_after: view.extra_time_minutes,
+    };
+    session.extra_time_minutes = view.extra_time_minutes;
+    let lateness = millis(rules.allowed_lateness);
+    let mut alerts = Vec::new();
+    for rule in &rules.rules {
+        if !rule.matches.iter().any(|m| matches(m, event, &facts)) {
+            continue;
+        }
+        let (state, scope_key) = match rule.scope {
+            Scope::Session => (&mut *session, &*event.delivery_execution_id),
+            Scope::Tenant => (&mut *tenant, &*event.tenant_id),
+        };
+        if let Some(alert) = count(rule, lateness, event, state, scope_key) {
+            alerts.push(alert);
+        }
+    }
+    for state in [session, tenant] {
+        state.watermark = Some(state.watermark.map_or(event.incident_time, |w| w.max(event.incident_time)));
+        prune(state, rules, lateness);
+    }
+    alerts
+}
+
+/// Whether `signal` is (or stands for) a signal of `kind`: a `[Security Plugin]` pause about
+/// leaving the tab/app is a pause-on-blur, one about full screen a full-screen exit.
+pub fn signal_is(kind: SignalKind, signal: &Signal) -> bool {
+    signal.kind == kind
+        || (signal.kind == SignalKind::SecurityPlugin
+            && match kind {
+                SignalKind::PauseOnBlur => signal.about == Some(PauseAbout::TabSwitch),
+                SignalKind::FullScreen => signal.about == Some(PauseAbout::FullScreen),
+                _ => false,
+            })
+}
+
+fn matches(m: &Match, event: &Event<'_>, facts: &Facts) -> bool {
+    fn any<T: PartialEq>(wanted: &[T], value: Option<T>) -> bool {
+        wanted.is_empty() || value.is_some_and(|v| wanted.contains(&v))
+    }
+    let signal = event.signal.as_ref();
+    any(&m.actions, event.action)
+        && any(&m.actors, event.actor)
+        && any(&m.action_status, event.action_status)
+        && any(&m.reason_categories, event.reason.as_ref().map(|r| r.category))
+        && (m.reason_codes.is_empty()
+            || event
+                .reason_code
+                .numeric()
+                .is_some_and(|c| m.reason_codes.iter().any(|(lo, hi)| (*lo..=*hi).contains(&c))))
+        && (m.signals.is_empty() || signal.is_some_and(|s| m.signals.iter().any(|k| signal_is(*k, s))))
+        && (m.commands.is_empty()
+            || signal.and_then(|s| s.command.as_deref()).is_some_and(|c| m.commands.iter().any(|w| w == c)))
+        && (m.anomalies.is_empty() || event.anomalies.iter().any(|a| m.anomalies.contains(a)))
+        && m.extra_time_above.is_none_or(|n| facts.extra_before <= n && facts.extra_after > n)
+        && m.distinct_ips_above.is_none_or(|n| facts.new_ip && facts.ips > n)
+        && m.distinct_user_agents_above.is_none_or(|n| facts.new_user_agent && facts.user_agents > n)
+}
+
+fn group_of(rule: &Rule, event: &Event<'_>) -> &'static str {
+    match rule.group_by {
+        GroupBy::None => "",
+        GroupBy::Signal => event.signal.as_ref().map_or("none", |s| s.kind.as_str()),
+    }
+}
+
+fn cooling(last_fired: Option<i64>, at: i64, cooldown: i64) -> bool {
+    cooldown > 0 && last_fired.is_some_and(|last| at.abs_diff(last) < cooldown.unsigned_abs())
+}
+
+/// Counts a match of `rule`; the alert when it fires.
+fn count(rule: &Rule, lateness: i64, event: &Event<'_>, state: &mut RuleState, scope_key: &str) -> Option<Alert> {
+    let at = event.incident_time;
+    if rule.count > 1 && state.watermark.is_some_and(|w| at < w.saturating_sub(lateness)) {
+        return None;
+    }
+    let group = group_of(rule, event);
+    let cooldown = millis(rule.cooldown);
+    if rule.count == 1 && cooldown == 0 {
+        // Nothing to remember.
+        return Some(alert(rule, event, scope_key, group, vec![Evidence::of(event)]));
+    }
+    let index = match state.windows.iter().position(|w| w.rule == rule.id && w.group == group) {
+        Some(index) => index,
+        None => {
+            state.windows.push(Window { rule: rule.id.clone(), group, matches: VecDeque::new(), last_fired: None });
+            state.windows.len() - 1
+        }
+    };
+    let window = &mut state.windows[index];
+    let fired = if rule.count == 1 {
+        if cooling(window.last_fired, at, cooldown) {
+            return None;
+        }
+        vec![Evidence::of(event)]
+    } else {
+        let mut at_index = window.matches.partition_point(|e| e.incident_time <= at);
+        window.matches.insert(at_index, Evidence::of(event));
+        while window.matches.len() > 2 * rule.count as usize {
+            window.matches.pop_front();
+            // The event itself is the oldest held: it does not count.
+            at_index = at_index.checked_sub(1)?;
+        }
+        if cooling(window.last_fired, at, cooldown) {
+            return None;
+        }
+        let span = rule.count as usize;
+        let width = millis(rule.window);
+        let time = |i: usize| window.matches[i].incident_time;
+        let first = (at_index + 1).saturating_sub(span);
+        let start = (first..=at_index)
+            .take_while(|start| start + span <= window.matches.len())
+            .find(|start| time(start + span - 1) - time(*start) < width)?;
+        window.matches.drain(start..start + span).collect()
+    };
+    window.last_fired = Some(window.last_fired.map_or(at, |last| last.max(at)));
+    Some(alert(rule, event, scope_key, group, fired))
+}
+
+fn alert(rule: &Rule, event: &Event<'_>, scope_key: &str, group: &str, evidence: Vec<Evidence>) -> Alert {
+    let session = rule.scope == Scope::Session;
+    let (window_start, window_end) = match (evidence.first(), evidence.last()) {
+        (Some(first), Some(last)) => (first.incident_time, last.incident_time),
+        _ => (event.incident_time, event.incident_time),
+    };
+    let alert_id = evidence.first().map(|first| alert_id(&rule.id, scope_key, group, first)).unwrap_or_default();
+    let count = u32::try_from(evidence.len()).unwrap_or(u32::MAX);
+    let render = |template: &str| render(template, rule, event, count);
+    Alert {
+        alert_id,
+        rule_id: rule.id.clone(),
+        severity: rule.severity,
+        tenant_id: event.tenant_id.to_string(),
+        delivery_execution_id: session.then(|| event.delivery_execution_id.to_string()),
+        test_taker: event.test_taker.as_deref().filter(|_| session).map(str::to_owned),
+        title: render(&rule.title),
+        summary: render(&rule.summary),
+        count,
+        window_start,
+        window_end,
+        fired_at: event.incident_time,
+        evidence,
+    }
+}
+
+/// Fills a title or summary's placeholders (checked when the rules were read).
+fn render(template: &str, rule: &Rule, event: &Event<'_>, count: u32) -> String {
+    let mut out = String::with_capacity(template.len() + 32);
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let Some(close) = after.find('}') else {
+            out.push_str(&rest[open..]);
+            return out;
+        };
+        let name = &after[..close];
+        match name {
+            "rule" => out.push_str(&rule.id),
+            "severity" => out.push_str(rule.severity.as_str()),
+            "count" => out.push_str(&count.to_string()),
+            "window" => out.push_str(&humantime_serde::re::humantime::format_duration(rule.window).to_string()),
+            "tenantId" => out.push_str(&event.tenant_id),
+            "deliveryExecutionId" => out.push_str(&event.delivery_execution_id),
+            "testTaker" => out.push_str(event.test_taker.as_deref().unwrap_or("unknown")),
+            "signal" => out.push_str(event.signal.as_ref().map_or("none", |s| s.kind.as_str())),
+            "reasonCode" => match &event.reason_code {
+                ReasonCode::None => out.push_str("none"),
+                ReasonCode::Numeric(code) => out.push_str(&code.to_string()),
+                ReasonCode::Raw(raw) => out.push_str(raw),
+            },
+            _ => {
+                out.push('{');
+                out.push_str(name);
+                out.push('}');
+            }
+        }
+        rest = &after[close + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Forgets matches that can no longer be part of an alert (older than the watermark minus
+/// the allowed lateness and the window) and windows with nothing left to remember.
+fn prune(state: &mut RuleState, rules: &RuleSet, lateness: i64) {
+    let Some(watermark) = state.watermark else {
+        return;
+    };
+    let oldest_counted = watermark.saturating_sub(lateness);
+    state.windows.retain_mut(|window| {
+        let Some(rule) = rules.get(&window.rule) else {
+            return false;
+        };
+        let horizon = oldest_counted.saturating_sub(millis(rule.window));
+        while window.matches.front().is_some_and(|e| e.incident_time <= horizon) {
+            window.matches.pop_front();
+        }
+        let cooldown = millis(rule.cooldown);
+        let cooling =
+            cooldown > 0 && window.last_fired.is_some_and(|last| last.saturating_add(cooldown) > oldest_counted);
+        !window.matches.is_empty() || cooling
+    });
+}
