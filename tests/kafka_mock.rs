@@ -285,15 +285,7 @@ async fn the_admin_port_serves_readiness_and_live_sessions() {
         .unwrap();
     let serving = tokio::spawn(serving);
     assert_eq!(http_get(address, "/readyz").await.0, 503, "not in the group yet");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let service = tokio::spawn(async move {
-        let pipeline = Pipeline::new(&config, ReasonCatalog::builtin()).unwrap();
-        let observers = Observers { readiness, queries: Some(asked), ..Observers::default() };
-        let shutdown = async {
-            let _ = stopped.await;
-        };
-        runtime::run_with(&config, &pipeline, shutdown, observers).await.unwrap()
-    });
+    let (stop, service) = spawn_service(config, Observers { readiness, queries: Some(asked), ..Observers::default() });
     let outputs = read_outputs_blocking(&brokers, inputs.len()).await;
     // Ready once restored; the outputs above came after the restore.
     tokio::time::timeout(PATIENCE, ready.wait_for(|r| r.joined && r.restoring == 0)).await.unwrap().unwrap();
@@ -323,6 +315,23 @@ async fn the_admin_port_serves_readiness_and_live_sessions() {
     assert!(summary.drained, "{summary:?}");
     let _ = stop_admin.send(());
     serving.await.unwrap().unwrap();
+}
+
+/// Runs the service in the background with `observers`; it stops when the sender is used
+/// (or dropped) and gives its summary.
+fn spawn_service(
+    config: Config,
+    observers: acs_stream::kafka::runtime::Observers,
+) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<RunSummary>) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let service = tokio::spawn(async move {
+        let pipeline = Pipeline::new(&config, ReasonCatalog::builtin()).unwrap();
+        let shutdown = async {
+            let _ = stopped.await;
+        };
+        runtime::run_with(&config, &pipeline, shutdown, observers).await.unwrap()
+    });
+    (stop, service)
 }
 
 /// The Prometheus recorder of this test binary (one per process), installed on first use.
@@ -355,15 +364,7 @@ async fn metrics_lag_and_readiness_follow_the_processing_and_the_brokers() {
     .await
     .unwrap();
     let serving = tokio::spawn(serving);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let service = tokio::spawn(async move {
-        let pipeline = Pipeline::new(&config, ReasonCatalog::builtin()).unwrap();
-        let observers = Observers { readiness, queries: Some(asked), ..Observers::default() };
-        let shutdown = async {
-            let _ = stopped.await;
-        };
-        runtime::run_with(&config, &pipeline, shutdown, observers).await.unwrap()
-    });
+    let (stop, service) = spawn_service(config, Observers { readiness, queries: Some(asked), ..Observers::default() });
     read_outputs_blocking(&brokers, inputs.len()).await;
 
     // The lag of each partition, from the statistics after each change of readiness (every
@@ -416,15 +417,7 @@ async fn metrics_lag_and_readiness_follow_the_processing_and_the_brokers() {
     let mut config = config_for(&brokers, "acs-observed", &format!("\"{input}\""), "");
     config.kafka.consumer.insert("statistics.interval.ms".into(), "100".into());
     let (readiness, mut ready) = tokio::sync::watch::channel(Readiness::default());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let service = tokio::spawn(async move {
-        let pipeline = Pipeline::new(&config, ReasonCatalog::builtin()).unwrap();
-        let observers = Observers { readiness, ..Observers::default() };
-        let shutdown = async {
-            let _ = stopped.await;
-        };
-        runtime::run_with(&config, &pipeline, shutdown, observers).await.unwrap()
-    });
+    let (stop, service) = spawn_service(config, Observers { readiness, ..Observers::default() });
     let deadline = std::time::Instant::now() + PATIENCE;
     let mut seen = 0;
     loop {
@@ -468,15 +461,7 @@ async fn a_partition_stopped_by_a_lost_state_change_is_reported_stuck() {
     config.kafka.consumer.insert("statistics.interval.ms".into(), "100".into());
     config.admin.stuck_after = Duration::from_secs(1);
     let (readiness, mut ready) = tokio::sync::watch::channel(Readiness::default());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let service = tokio::spawn(async move {
-        let pipeline = Pipeline::new(&config, ReasonCatalog::builtin()).unwrap();
-        let observers = Observers { readiness, ..Observers::default() };
-        let shutdown = async {
-            let _ = stopped.await;
-        };
-        runtime::run_with(&config, &pipeline, shutdown, observers).await.unwrap()
-    });
+    let (stop, service) = spawn_service(config, Observers { readiness, ..Observers::default() });
     let stuck = tokio::time::timeout(PATIENCE, ready.wait_for(|r| !r.stuck.is_empty())).await.unwrap().unwrap().clone();
     assert!(stuck.stuck.iter().all(|tp| &*tp.topic == input), "{stuck:?}");
     assert!(

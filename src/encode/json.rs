@@ -455,23 +455,7 @@ mod tests {
         ] {
             assert!(keys.contains(key), "{key} never seen in the corpus");
         }
-        let all_kinds: Vec<&str> = [
-            SignalKind::PauseOnBlur,
-            SignalKind::FullScreen,
-            SignalKind::DisableRightClick,
-            SignalKind::DisableCommands,
-            SignalKind::PreventScreenshot,
-            SignalKind::LockdownBrowser,
-            SignalKind::SecurityPlugin,
-            SignalKind::IpChange,
-            SignalKind::DeliverFe,
-            SignalKind::Realtime,
-            SignalKind::ProctorComment,
-            SignalKind::StructuredData,
-        ]
-        .iter()
-        .map(|kind| kind.as_str())
-        .collect();
+        let all_kinds: Vec<&str> = SignalKind::ALL.iter().map(|kind| kind.as_str()).collect();
         for kind in &all_kinds {
             assert!(kinds.contains(*kind), "signal {kind} never seen in the corpus");
         }

@@ -405,6 +405,24 @@ pub enum SignalKind {
     StructuredData,
 }
 
+impl SignalKind {
+    /// Every kind.
+    pub const ALL: [SignalKind; 12] = [
+        SignalKind::PauseOnBlur,
+        SignalKind::FullScreen,
+        SignalKind::DisableRightClick,
+        SignalKind::DisableCommands,
+        SignalKind::PreventScreenshot,
+        SignalKind::LockdownBrowser,
+        SignalKind::SecurityPlugin,
+        SignalKind::IpChange,
+        SignalKind::DeliverFe,
+        SignalKind::Realtime,
+        SignalKind::ProctorComment,
+        SignalKind::StructuredData,
+    ];
+}
+
 /// Format a structured payload was parsed from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -27,22 +27,6 @@ pub const MAX_DISTINCT: usize = 16;
 pub const PLACEHOLDERS: &[&str] =
     &["rule", "severity", "count", "window", "tenantId", "deliveryExecutionId", "testTaker", "signal", "reasonCode"];
 
-/// Every signal kind, for parsing.
-const SIGNAL_KINDS: [SignalKind; 12] = [
-    SignalKind::PauseOnBlur,
-    SignalKind::FullScreen,
-    SignalKind::DisableRightClick,
-    SignalKind::DisableCommands,
-    SignalKind::PreventScreenshot,
-    SignalKind::LockdownBrowser,
-    SignalKind::SecurityPlugin,
-    SignalKind::IpChange,
-    SignalKind::DeliverFe,
-    SignalKind::Realtime,
-    SignalKind::ProctorComment,
-    SignalKind::StructuredData,
-];
-
 /// The file as written.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -395,8 +379,8 @@ fn compile_match(config: &MatchConfig) -> Result<Match, KeyError> {
     let signals = parse_all(
         "signals",
         &config.signals,
-        |raw| SIGNAL_KINDS.into_iter().find(|k| k.as_str().eq_ignore_ascii_case(raw)),
-        || names(&SIGNAL_KINDS, SignalKind::as_str),
+        |raw| SignalKind::ALL.into_iter().find(|k| k.as_str().eq_ignore_ascii_case(raw)),
+        || names(&SignalKind::ALL, SignalKind::as_str),
     )?;
     let anomalies = parse_all(
         "anomalies",
