@@ -11,6 +11,7 @@ use acs_stream::synth::SynthRecord;
 use prost::Message as _;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::{Offset, TopicPartitionList};
 
 /// Every valid input became exactly one event in `<prefix>.<tenant>.events`, keyed by its
@@ -57,21 +58,32 @@ pub fn check_outputs(inputs: &[SynthRecord], outputs: &[OutputRecord], prefix: &
 /// Per partition of `topic`: the group's committed offset (None before any commit) and the
 /// end of the partition.
 pub fn committed_for(brokers: &str, group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, (Option<i64>, i64)> {
+    try_committed_for(brokers, group, topic, partitions).expect("committed offsets and watermarks")
+}
+
+/// [`committed_for`], with the broker's error (a loaded broker may time out a request: a
+/// caller that polls retries).
+pub fn try_committed_for(
+    brokers: &str,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> Result<BTreeMap<i32, (Option<i64>, i64)>, KafkaError> {
     let consumer: BaseConsumer =
-        ClientConfig::new().set("bootstrap.servers", brokers).set("group.id", group).create().unwrap();
+        ClientConfig::new().set("bootstrap.servers", brokers).set("group.id", group).create()?;
     let mut list = TopicPartitionList::new();
     for partition in 0..partitions {
         list.add_partition(topic, partition);
     }
-    let committed = consumer.committed_offsets(list, Duration::from_secs(10)).unwrap();
+    let committed = consumer.committed_offsets(list, Duration::from_secs(10))?;
     (0..partitions)
         .map(|partition| {
-            let offset = match committed.find_partition(topic, partition).unwrap().offset() {
-                Offset::Offset(offset) => Some(offset),
+            let offset = match committed.find_partition(topic, partition).map(|p| p.offset()) {
+                Some(Offset::Offset(offset)) => Some(offset),
                 _ => None,
             };
-            let (_, high) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)).unwrap();
-            (partition, (offset, high))
+            let (_, high) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10))?;
+            Ok((partition, (offset, high)))
         })
         .collect()
 }
