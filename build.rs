@@ -2,7 +2,12 @@
 //! `protoc-bin-vendored` crate, so a fresh machine needs no system protobuf compiler.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/acs/v1/event.proto", "proto/acs/v1/dead_letter.proto", "proto/acs/v1/session.proto"];
+    let protos = [
+        "proto/acs/v1/event.proto",
+        "proto/acs/v1/dead_letter.proto",
+        "proto/acs/v1/session.proto",
+        "proto/acs/v1/alert.proto",
+    ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }

@@ -32,7 +32,7 @@ fn actor(actor: model::Actor) -> pb::Actor {
     }
 }
 
-fn action(action: model::Action) -> pb::Action {
+pub(crate) fn action(action: model::Action) -> pb::Action {
     match action {
         model::Action::Start => pb::Action::Start,
         model::Action::Pause => pb::Action::Pause,

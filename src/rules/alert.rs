@@ -3,10 +3,12 @@
 
 use std::sync::Arc;
 
+use prost::Message as _;
 use serde::Serialize;
 use xxhash_rust::xxh3::xxh3_128;
 
 use super::config::Severity;
+use crate::encode::proto::pb;
 use crate::model::{Action, Event, ReasonCode};
 
 /// A reason code as evidence: a number, text kept raw, or `null`.
@@ -76,11 +78,106 @@ pub struct Alert {
     pub evidence: Vec<Evidence>,
 }
 
+/// The fully qualified message name, for the `acs-schema` header.
+pub const ALERT_SCHEMA: &str = "acs.v1.Alert";
+
 impl Alert {
     /// The alert contract's JSON document.
     pub fn to_json(&self) -> String {
         // Plain strings, numbers and enums: serializing cannot fail.
         serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// As `acs.v1.Alert` (proto/acs/v1/alert.proto).
+    pub fn to_proto(&self) -> pb::Alert {
+        pb::Alert {
+            alert_id: self.alert_id.clone(),
+            rule_id: self.rule_id.to_string(),
+            severity: severity(self.severity) as i32,
+            tenant_id: self.tenant_id.clone(),
+            delivery_execution_id: self.delivery_execution_id.clone(),
+            test_taker: self.test_taker.clone(),
+            title: self.title.clone(),
+            summary: self.summary.clone(),
+            count: self.count,
+            window_start: self.window_start,
+            window_end: self.window_end,
+            fired_at: self.fired_at,
+            evidence: self.evidence.iter().map(Evidence::to_proto).collect(),
+        }
+    }
+
+    /// From `acs.v1.Alert`; `None` when a value is outside the contract (an unknown
+    /// severity or action).
+    pub fn from_proto(message: pb::Alert) -> Option<Alert> {
+        let severity = Severity::ALL.iter().copied().find(|s| severity(*s) as i32 == message.severity)?;
+        let evidence = message.evidence.into_iter().map(Evidence::from_proto).collect::<Option<Vec<_>>>()?;
+        Some(Alert {
+            alert_id: message.alert_id,
+            rule_id: Arc::from(message.rule_id),
+            severity,
+            tenant_id: message.tenant_id,
+            delivery_execution_id: message.delivery_execution_id,
+            test_taker: message.test_taker,
+            title: message.title,
+            summary: message.summary,
+            count: message.count,
+            window_start: message.window_start,
+            window_end: message.window_end,
+            fired_at: message.fired_at,
+            evidence,
+        })
+    }
+
+    /// The `acs.v1.Alert` encoding.
+    pub fn to_proto_vec(&self) -> Vec<u8> {
+        self.to_proto().encode_to_vec()
+    }
+}
+
+fn severity(severity: Severity) -> pb::Severity {
+    match severity {
+        Severity::Info => pb::Severity::Info,
+        Severity::Low => pb::Severity::Low,
+        Severity::Medium => pb::Severity::Medium,
+        Severity::High => pb::Severity::High,
+        Severity::Critical => pb::Severity::Critical,
+    }
+}
+
+impl Evidence {
+    fn to_proto(&self) -> pb::Evidence {
+        pb::Evidence {
+            message_id: self.message_id.to_string(),
+            action: self.action.map_or(pb::Action::Unspecified, crate::encode::proto::action) as i32,
+            reason_code: self.reason_code.as_ref().map(|code| match code {
+                EvidenceCode::Numeric(code) => pb::evidence::ReasonCode::ReasonCodeNumeric(*code),
+                EvidenceCode::Raw(raw) => pb::evidence::ReasonCode::ReasonCodeRaw(raw.to_string()),
+            }),
+            incident_time: self.incident_time,
+            topic: self.topic.to_string(),
+            partition: self.partition,
+            offset: self.offset,
+        }
+    }
+
+    fn from_proto(message: pb::Evidence) -> Option<Evidence> {
+        let action = match message.action {
+            0 => None,
+            wanted => Some(Action::ALL.iter().copied().find(|a| crate::encode::proto::action(*a) as i32 == wanted)?),
+        };
+        Some(Evidence {
+            message_id: message.message_id.into_boxed_str(),
+            action,
+            reason_code: message.reason_code.map(|code| match code {
+                pb::evidence::ReasonCode::ReasonCodeNumeric(code) => EvidenceCode::Numeric(code),
+                pb::evidence::ReasonCode::ReasonCodeRaw(raw) => EvidenceCode::Raw(raw.into_boxed_str()),
+            }),
+            incident_time: message.incident_time,
+            topic: Arc::from(message.topic),
+            partition: message.partition,
+            offset: message.offset,
+        })
     }
 }
 
@@ -165,6 +262,42 @@ mod tests {
         let order = ["alertId", "ruleId", "severity", "tenantId", "deliveryExecutionId", "testTaker", "title"];
         let positions: Vec<usize> = order.iter().map(|k| text.find(&format!("\"{k}\"")).unwrap()).collect();
         assert!(positions.windows(2).all(|w| w[0] < w[1]), "{text}");
+    }
+
+    #[test]
+    fn the_protobuf_round_trips() {
+        let mut first = evidence("m1", 1_767_261_000_000, 41);
+        first.action = None;
+        let mut second = evidence("m2", 1_767_261_060_000, 42);
+        second.reason_code = Some(EvidenceCode::Raw(Box::from("N52")));
+        let mut third = evidence("m3", 1_767_261_070_000, 43);
+        third.reason_code = None;
+        third.action = Some(Action::Navigation);
+        for (severity, tenant_scope) in [(Severity::Info, false), (Severity::Critical, true)] {
+            let alert = Alert {
+                alert_id: alert_id("r", "s", "", &first),
+                rule_id: Arc::from("r"),
+                severity,
+                tenant_id: "acme".into(),
+                delivery_execution_id: (!tenant_scope).then(|| "u#d#h#acme".into()),
+                test_taker: (!tenant_scope).then(|| "student1".into()),
+                title: "t".into(),
+                summary: "s".into(),
+                count: 3,
+                window_start: 1,
+                window_end: 2,
+                fired_at: 3,
+                evidence: vec![first.clone(), second.clone(), third.clone()],
+            };
+            let bytes = alert.to_proto_vec();
+            let decoded = Alert::from_proto(pb::Alert::decode(bytes.as_slice()).unwrap()).unwrap();
+            assert_eq!(decoded, alert);
+        }
+        let mut bad = pb::Alert { severity: 9, ..Default::default() };
+        assert_eq!(Alert::from_proto(bad.clone()), None, "unknown severity");
+        bad.severity = pb::Severity::High as i32;
+        bad.evidence.push(pb::Evidence { action: 77, ..Default::default() });
+        assert_eq!(Alert::from_proto(bad), None, "unknown action");
     }
 
     #[test]

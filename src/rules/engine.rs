@@ -102,15 +102,27 @@ fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// Where the tenant-scoped rules of an evaluation are counted.
+#[derive(Debug)]
+pub enum Tenant<'s> {
+    /// Here, in this state: every event of the tenant passes through it (one process, or one
+    /// partition holding the whole tenant).
+    Inline(&'s mut RuleState),
+    /// Elsewhere: the ids of the tenant-scoped rules the event matches are pushed here, to be
+    /// counted by [`evaluate_tenant`] where all of the tenant's events meet (the Kafka
+    /// runtime re-keys them by tenant through an internal topic).
+    Forward(&'s mut Vec<Arc<str>>),
+}
+
 /// Evaluates `event` (enriched, its session view `view` already applied) against `rules`.
-/// `session` is the state of the event's session, `tenant` that of its tenant. Returns the
-/// alerts fired, in rule order.
+/// `session` is the state of the event's session; tenant-scoped rules are counted or
+/// forwarded as `tenant` says. Returns the alerts fired, in rule order.
 pub fn evaluate(
     rules: &RuleSet,
     event: &Event<'_>,
     view: &SessionView,
     session: &mut RuleState,
-    tenant: &mut RuleState,
+    mut tenant: Tenant<'_>,
 ) -> Vec<Alert> {
     if view.duplicate || event.anomalies.contains(&Anomaly::Duplicate) {
         return Vec::new();
@@ -136,19 +148,48 @@ pub fn evaluate(
         if !rule.matches.iter().any(|m| matches(m, event, &facts)) {
             continue;
         }
-        let (state, scope_key) = match rule.scope {
-            Scope::Session => (&mut *session, &*event.delivery_execution_id),
-            Scope::Tenant => (&mut *tenant, &*event.tenant_id),
+        let fired = match (rule.scope, &mut tenant) {
+            (Scope::Session, _) => count(rule, lateness, event, session, &event.delivery_execution_id),
+            (Scope::Tenant, Tenant::Inline(state)) => count(rule, lateness, event, state, &event.tenant_id),
+            (Scope::Tenant, Tenant::Forward(matched)) => {
+                matched.push(rule.id.clone());
+                None
+            }
         };
-        if let Some(alert) = count(rule, lateness, event, state, scope_key) {
-            alerts.push(alert);
-        }
+        alerts.extend(fired);
     }
-    for state in [session, tenant] {
-        state.watermark = Some(state.watermark.map_or(event.incident_time, |w| w.max(event.incident_time)));
-        prune(state, rules, lateness);
+    advance(session, rules, lateness, event.incident_time);
+    if let Tenant::Inline(state) = tenant {
+        advance(state, rules, lateness, event.incident_time);
     }
     alerts
+}
+
+/// Counts `event` for the tenant-scoped rules of `rules` named in `matched` (what
+/// [`evaluate`] forwarded for it), in `tenant`, the state of its tenant. Returns the alerts
+/// fired, in rule order.
+pub fn evaluate_tenant<S: AsRef<str>>(
+    rules: &RuleSet,
+    event: &Event<'_>,
+    matched: &[S],
+    tenant: &mut RuleState,
+) -> Vec<Alert> {
+    let lateness = millis(rules.allowed_lateness);
+    let alerts = rules
+        .rules
+        .iter()
+        .filter(|rule| rule.scope == Scope::Tenant && matched.iter().any(|id| id.as_ref() == &*rule.id))
+        .filter_map(|rule| count(rule, lateness, event, tenant, &event.tenant_id))
+        .collect();
+    advance(tenant, rules, lateness, event.incident_time);
+    alerts
+}
+
+/// Moves the scope's watermark to `incident_time` (if later) and forgets what can no longer
+/// count.
+fn advance(state: &mut RuleState, rules: &RuleSet, lateness: i64, incident_time: i64) {
+    state.watermark = Some(state.watermark.map_or(incident_time, |w| w.max(incident_time)));
+    prune(state, rules, lateness);
 }
 
 /// Whether `signal` is (or stands for) a signal of `kind`: a `[Security Plugin]` pause about

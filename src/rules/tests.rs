@@ -75,7 +75,7 @@ impl Run {
         let view = self.sessions.apply(&mut event, self.offset, NOW);
         let session = self.by_session.entry(event.delivery_execution_id.to_string()).or_default();
         let tenant = self.by_tenant.entry(event.tenant_id.to_string()).or_default();
-        evaluate(&self.rules, &event, &view, session, tenant)
+        evaluate(&self.rules, &event, &view, session, Tenant::Inline(tenant))
     }
 
     /// The alerts of `rule` that `records` fire, in order.

@@ -117,6 +117,7 @@ impl Decoder {
             applied_offset: message.applied_offset,
             // A copy of exactly the ids' length: the state's own buffer.
             recent_ids: RecentIds::from_raw(message.recent_ids.clone()),
+            rules: None,
             dirty: false,
         }))
     }
@@ -140,6 +141,7 @@ mod tests {
             finished_at: None,
             applied_offset: 41,
             recent_ids: RecentIds::from_raw(vec![u64::MAX, 3 << 16 | 7]),
+            rules: None,
             dirty: false,
         }
     }

@@ -11,6 +11,7 @@ use xxhash_rust::xxh3::xxh3_64;
 use super::changelog::{self, ChangelogError, InputPartition};
 use super::machine::{self, Outcome};
 use crate::model::{Action, ActionStatus, Anomaly, Event, SessionView, Status};
+use crate::rules::{self, Alert, Fired, RuleSet, RuleState, SessionRules};
 
 /// Bounds of the session state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,6 +161,8 @@ pub struct SessionState {
     pub applied_offset: i64,
     /// Recent message ids, to mark upstream's retries as duplicates.
     pub recent_ids: RecentIds,
+    /// The rules' state of the session (`None` until a rule needs one).
+    pub rules: Option<Box<SessionRules>>,
     /// Changed since the last [`Sessions::drain_changes`] (then listed in `Sessions::dirty`).
     pub(super) dirty: bool,
 }
@@ -179,6 +182,7 @@ impl SessionState {
             finished_at: None,
             applied_offset: -1,
             recent_ids: RecentIds::default(),
+            rules: None,
             dirty: false,
         }
     }
@@ -240,6 +244,11 @@ pub struct Sessions {
     track_changes: bool,
     /// The buffers [`Sessions::restore_record`] decodes into, reused.
     decoder: changelog::Decoder,
+    /// Tenant-scoped rules' state by tenant, when they are counted here
+    /// ([`Sessions::apply_evaluating`] without a forward list; not durable).
+    tenant_rules: HashMap<Arc<str>, RuleState>,
+    /// Input positions below this are committed: alerts they fired need not be kept.
+    committed: i64,
 }
 
 /// How often [`Sessions::expire_due`] looks for sessions to expire: a scan of every session,
@@ -262,7 +271,15 @@ impl Sessions {
             next_expiry: i64::MIN,
             track_changes: true,
             decoder: changelog::Decoder::default(),
+            tenant_rules: HashMap::new(),
+            committed: -1,
         }
+    }
+
+    /// Says that the input of this partition is committed up to `position` (exclusive):
+    /// alerts fired below it are no longer kept for a replay.
+    pub fn committed(&mut self, position: i64) {
+        self.committed = self.committed.max(position);
     }
 
     /// Applies `event` (processed at `now`, epoch milliseconds) to its session: records the
@@ -274,6 +291,23 @@ impl Sessions {
     /// (after a crash, over a state restored from the changelog): it changes nothing, and its
     /// view is the session as it stands.
     pub fn apply(&mut self, event: &mut Event<'_>, position: i64, now: i64) -> SessionView {
+        self.apply_evaluating(event, position, now, None).0
+    }
+
+    /// [`Sessions::apply`], then the rules on the event (`rules`: the rule set, and where
+    /// tenant-scoped rules go: counted here when `None`, forwarded to the list otherwise,
+    /// see [`rules::Tenant`]). Returns the session view and the alerts fired.
+    ///
+    /// An event processed again (its position already applied) counts nothing and fires
+    /// again the alerts it fired the first time, if they are still kept (changelog on,
+    /// position not committed).
+    pub fn apply_evaluating(
+        &mut self,
+        event: &mut Event<'_>,
+        position: i64,
+        now: i64,
+        rules: Option<(&RuleSet, Option<&mut Vec<Arc<str>>>)>,
+    ) -> (SessionView, Vec<Alert>) {
         let id = &*event.delivery_execution_id;
         let state = match self.sessions.get_mut(id) {
             Some(state) => state,
@@ -283,81 +317,160 @@ impl Sessions {
                 self.sessions.entry(Box::from(id)).or_insert(state)
             }
         };
-        let limits = &self.limits;
-
-        // Already applied (input replayed after a restart): the state stays as it is.
         if position <= state.applied_offset {
-            return state.view(state.status, true, false);
+            return (state.view(state.status, true, false), replayed(state, position));
+        }
+        if !state.dirty && self.track_changes {
+            state.dirty = true;
+            self.dirty.push(id.to_owned());
+        }
+        let view = apply_to(state, &self.limits, event, position, now);
+        let Some((rule_set, forward)) = rules else {
+            return (view, Vec::new());
+        };
+        let session = state.rules.get_or_insert_default();
+        let tenant = match forward {
+            Some(list) => rules::Tenant::Forward(list),
+            None => rules::Tenant::Inline(match self.tenant_rules.get_mut(&*state.tenant_id) {
+                Some(tenant) => tenant,
+                None => self.tenant_rules.entry(state.tenant_id.clone()).or_default(),
+            }),
+        };
+        let alerts = rules::evaluate(rule_set, event, &view, &mut session.state, tenant);
+        keep_fired(session, &alerts, position, self.committed, self.track_changes);
+        (view, alerts)
+    }
+
+    /// Counts `event` for the tenant-scoped rules named in `matched` (forwarded by
+    /// [`Sessions::apply_evaluating`] where the event's session is), in the state of its
+    /// tenant, held here as an entry keyed by the tenant id (same changelog, expiry and
+    /// replay handling as a session). Returns the alerts fired.
+    pub fn apply_tenant<S: AsRef<str>>(
+        &mut self,
+        event: &Event<'_>,
+        matched: &[S],
+        position: i64,
+        now: i64,
+        rule_set: &RuleSet,
+    ) -> Vec<Alert> {
+        let id = &*event.tenant_id;
+        let state = match self.sessions.get_mut(id) {
+            Some(state) => state,
+            None => {
+                let tenant = intern(&mut self.tenants, &event.tenant_id);
+                let state = Box::new(SessionState::new(tenant, event.incident_time, now));
+                self.sessions.entry(Box::from(id)).or_insert(state)
+            }
+        };
+        if position <= state.applied_offset {
+            return replayed(state, position);
         }
         state.applied_offset = position;
         if !state.dirty && self.track_changes {
             state.dirty = true;
             self.dirty.push(id.to_owned());
         }
-
-        // Duplicates: an id seen within the horizon is marked and counts nothing.
-        state.recent_ids.forget_older(now, limits.horizon_minutes());
-        let id_hash = xxh3_64(event.message_id.as_bytes());
-        if state.recent_ids.contains(id_hash) {
-            event.flag(Anomaly::Duplicate);
-            state.touched_at = now;
-            return state.view(state.status, true, true);
-        }
-
-        let before = state.status;
-        let outcome = Outcome::of(event.action_status);
-        let judgement = machine::judge(before, event.action, outcome, event.actor);
-        // The declared status: the event's own, or a log action's status (its session status).
-        let declared = event.status.filter(|status| *status != Status::Other).or(match event.action_status {
-            Some(ActionStatus::Session(status)) if event.action == Some(Action::Log) => Some(status),
-            _ => None,
-        });
-        let expected = judgement.target.or(before).filter(|status| *status != Status::Other);
-        if !judgement.allowed {
-            event.flag(Anomaly::IllegalTransition);
-        }
-        if judgement.after_final {
-            event.flag(Anomaly::EventAfterFinal);
-        }
-        if let (Some(declared), Some(expected)) = (declared, expected)
-            && declared != expected
-        {
-            event.flag(Anomaly::StatusMismatch);
-        }
-        if state.sequence > 0 && event.incident_time < state.last_seen {
-            event.flag(Anomaly::OutOfOrderTime);
-        }
-
-        if outcome == Outcome::Succeeded {
-            match event.action {
-                Some(Action::Reset) => {
-                    state.pause_count = 0;
-                    state.security_flag_count = 0;
-                    state.extra_time_minutes = 0.0;
-                }
-                Some(Action::Pause) => state.pause_count = state.pause_count.saturating_add(1),
-                Some(Action::Flag) => state.security_flag_count = state.security_flag_count.saturating_add(1),
-                _ => {}
-            }
-            if let Some(total) = event.extra_time_total {
-                state.extra_time_minutes = total;
-            } else if let Some(added) = event.extra_time {
-                state.extra_time_minutes += added;
-            }
-        }
-        state.status = declared.or(judgement.target).or(before);
         state.sequence += 1;
         state.first_seen = state.first_seen.min(event.incident_time);
         state.last_seen = state.last_seen.max(event.incident_time);
         state.touched_at = now;
-        state.finished_at = match state.status {
-            Some(status) if machine::is_final(status) => Some(state.finished_at.unwrap_or(now)),
-            _ => None,
-        };
-        state.recent_ids.push(id_hash, now, limits.remembered_ids);
-        state.view(before, judgement.allowed && !judgement.after_final, false)
+        let tenant = state.rules.get_or_insert_default();
+        let alerts = rules::evaluate_tenant(rule_set, event, matched, &mut tenant.state);
+        keep_fired(tenant, &alerts, position, self.committed, self.track_changes);
+        alerts
+    }
+}
+
+/// The alerts the event at `position` fired when first processed, if still kept.
+fn replayed(state: &SessionState, position: i64) -> Vec<Alert> {
+    state.rules.as_ref().map_or_else(Vec::new, |rules| {
+        rules.fired.iter().filter(|fired| fired.position == position).map(|fired| fired.alert.clone()).collect()
+    })
+}
+
+/// Keeps `alerts`, fired at `position`, for a replay (when the state is written to a
+/// changelog), and forgets those fired below `committed`.
+fn keep_fired(rules: &mut SessionRules, alerts: &[Alert], position: i64, committed: i64, durable: bool) {
+    rules.fired.retain(|fired| fired.position >= committed);
+    if durable {
+        rules.fired.extend(alerts.iter().map(|alert| Fired { position, alert: alert.clone() }));
+    }
+}
+
+/// Applies `event`, at `position` (not applied yet), to its session's `state`.
+fn apply_to(
+    state: &mut SessionState,
+    limits: &SessionLimits,
+    event: &mut Event<'_>,
+    position: i64,
+    now: i64,
+) -> SessionView {
+    state.applied_offset = position;
+
+    // Duplicates: an id seen within the horizon is marked and counts nothing.
+    state.recent_ids.forget_older(now, limits.horizon_minutes());
+    let id_hash = xxh3_64(event.message_id.as_bytes());
+    if state.recent_ids.contains(id_hash) {
+        event.flag(Anomaly::Duplicate);
+        state.touched_at = now;
+        return state.view(state.status, true, true);
     }
 
+    let before = state.status;
+    let outcome = Outcome::of(event.action_status);
+    let judgement = machine::judge(before, event.action, outcome, event.actor);
+    // The declared status: the event's own, or a log action's status (its session status).
+    let declared = event.status.filter(|status| *status != Status::Other).or(match event.action_status {
+        Some(ActionStatus::Session(status)) if event.action == Some(Action::Log) => Some(status),
+        _ => None,
+    });
+    let expected = judgement.target.or(before).filter(|status| *status != Status::Other);
+    if !judgement.allowed {
+        event.flag(Anomaly::IllegalTransition);
+    }
+    if judgement.after_final {
+        event.flag(Anomaly::EventAfterFinal);
+    }
+    if let (Some(declared), Some(expected)) = (declared, expected)
+        && declared != expected
+    {
+        event.flag(Anomaly::StatusMismatch);
+    }
+    if state.sequence > 0 && event.incident_time < state.last_seen {
+        event.flag(Anomaly::OutOfOrderTime);
+    }
+
+    if outcome == Outcome::Succeeded {
+        match event.action {
+            Some(Action::Reset) => {
+                state.pause_count = 0;
+                state.security_flag_count = 0;
+                state.extra_time_minutes = 0.0;
+            }
+            Some(Action::Pause) => state.pause_count = state.pause_count.saturating_add(1),
+            Some(Action::Flag) => state.security_flag_count = state.security_flag_count.saturating_add(1),
+            _ => {}
+        }
+        if let Some(total) = event.extra_time_total {
+            state.extra_time_minutes = total;
+        } else if let Some(added) = event.extra_time {
+            state.extra_time_minutes += added;
+        }
+    }
+    state.status = declared.or(judgement.target).or(before);
+    state.sequence += 1;
+    state.first_seen = state.first_seen.min(event.incident_time);
+    state.last_seen = state.last_seen.max(event.incident_time);
+    state.touched_at = now;
+    state.finished_at = match state.status {
+        Some(status) if machine::is_final(status) => Some(state.finished_at.unwrap_or(now)),
+        _ => None,
+    };
+    state.recent_ids.push(id_hash, now, limits.remembered_ids);
+    state.view(before, judgement.allowed && !judgement.after_final, false)
+}
+
+impl Sessions {
     /// The state of one session, if this partition holds it.
     pub fn get(&self, delivery_execution_id: &str) -> Option<&SessionState> {
         self.sessions.get(delivery_execution_id).map(|state| &**state)
