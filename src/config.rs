@@ -44,6 +44,7 @@ pub struct Config {
     pub tenants: TenantsConfig,
     pub output: OutputConfig,
     pub catalog: CatalogConfig,
+    pub rules: RulesConfig,
     pub kafka: KafkaConfig,
     pub topics: TopicsConfig,
     pub sessions: SessionsConfig,
@@ -143,6 +144,19 @@ pub struct OutputConfig {
 pub struct CatalogConfig {
     /// A catalog file extending the built-in reason catalog; empty for none.
     pub file: PathBuf,
+}
+
+/// `[rules]`: flag alerts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RulesConfig {
+    /// Off: no rule evaluated, no alert published.
+    pub enabled: bool,
+    /// A rules file replacing the built-in set (config/rules.toml); empty for the built-in set.
+    pub file: PathBuf,
+    /// The internal topic tenant-scoped rules' events are re-keyed by tenant through
+    /// (`{group}`: the consumer group).
+    pub tenant_topic: String,
 }
 
 /// `[kafka]`: the consumer group, the producer and the bounds of the at-least-once loop.
@@ -254,6 +268,8 @@ pub enum ConfigError {
     Invalid { key: &'static str, message: String },
     #[error("catalog.file ({path}): {reason}")]
     Catalog { path: PathBuf, reason: crate::model::catalog::CatalogError },
+    #[error("rules.file ({path}): {reason}")]
+    Rules { path: PathBuf, reason: crate::rules::RulesError },
 }
 
 impl Config {
@@ -327,6 +343,26 @@ impl Config {
             .then(|| self.input.repartition_topic.trim().replace(GROUP_PLACEHOLDER, &self.kafka.group_id))
     }
 
+    /// The internal topic tenant-scoped rules' events are re-keyed through, `None` when
+    /// rules are off.
+    pub fn tenant_topic(&self) -> Option<String> {
+        self.rules.enabled.then(|| self.rules.tenant_topic.trim().replace(GROUP_PLACEHOLDER, &self.kafka.group_id))
+    }
+
+    /// The flag-alert rules: the built-in set, or `rules.file`; empty when rules are off.
+    pub fn rules(&self) -> Result<crate::rules::RuleSet, ConfigError> {
+        if !self.rules.enabled {
+            return Ok(crate::rules::RuleSet::empty());
+        }
+        if self.rules.file.as_os_str().is_empty() {
+            return Ok(crate::rules::RuleSet::defaults());
+        }
+        let path = &self.rules.file;
+        let text = std::fs::read_to_string(path).map_err(|reason| ConfigError::Read { path: path.clone(), reason })?;
+        crate::rules::RuleSet::from_toml(&path.display().to_string(), &text)
+            .map_err(|reason| ConfigError::Rules { path: path.clone(), reason })
+    }
+
     /// Cross-field checks.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key: &'static str, message: String| ConfigError::Invalid { key, message };
@@ -387,7 +423,12 @@ impl Config {
         self.validate_topics()?;
         let changelog = self.changelog_topic();
         let repartition = self.repartition_topic();
-        for (key, internal) in [("sessions.changelog_topic", &changelog), ("input.repartition_topic", &repartition)] {
+        let tenant = self.tenant_topic();
+        for (key, internal) in [
+            ("sessions.changelog_topic", &changelog),
+            ("input.repartition_topic", &repartition),
+            ("rules.tenant_topic", &tenant),
+        ] {
             let Some(topic) = internal else { continue };
             check_topic_name(topic).map_err(|e| invalid(key, format!("{topic:?}: {e}")))?;
             if *topic == self.output.dead_letter_topic || events.can_render(topic) || alerts.can_render(topic) {
@@ -409,6 +450,14 @@ impl Config {
             return Err(invalid(
                 "input.repartition_topic",
                 "is also sessions.changelog_topic: the two internal topics need names of their own".into(),
+            ));
+        }
+        if tenant.is_some() && (tenant == changelog || tenant == repartition) {
+            return Err(invalid(
+                "rules.tenant_topic",
+                "is also sessions.changelog_topic or input.repartition_topic: each internal topic needs a name \
+                 of its own"
+                    .into(),
             ));
         }
         if self.shutdown.grace.is_zero() {

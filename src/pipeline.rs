@@ -5,11 +5,14 @@
 
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
+
 use crate::config::{Config, ConfigError};
 use crate::decode::Decoder;
 use crate::encode::{self, DeadLetter, Format, Output, TopicTemplate};
 use crate::enrich;
 use crate::model::{Event, ReasonCatalog, Source};
+use crate::rules::{Alert, RuleSet, Severity};
 use crate::session::{SessionLimits, Sessions};
 
 /// One input record.
@@ -40,10 +43,20 @@ impl<'a> Record<'a> {
 // allocation per event to save a few hundred bytes of stack.
 #[allow(clippy::large_enum_variant)]
 pub enum Outcome<'a> {
-    /// The enriched event's output record, and what the edge measures of it.
-    Event { output: Output<'a>, facts: Facts<'a> },
+    /// The enriched event's output record, the alerts it fired, the tenant-scoped rules it
+    /// matched (to be counted where the tenant's events meet: see
+    /// [`Processor::tenant_topic`]), and what the edge measures of it.
+    Event { output: Output<'a>, alerts: Vec<Alerted>, forward: Vec<Arc<str>>, facts: Facts<'a> },
     /// The record was refused; the driver renders it (Kafka record or JSON line).
     DeadLetter(DeadLetter),
+}
+
+/// An alert's output record, and what the edge measures of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alerted {
+    pub output: Output<'static>,
+    pub rule: Arc<str>,
+    pub severity: Severity,
 }
 
 /// What the Kafka edge measures of an event (its metrics): the core only says it.
@@ -85,6 +98,24 @@ pub trait Processor: Send + Sync {
     fn rekey(&self, record: &Record<'_>, _now_ms: i64) -> Result<Vec<u8>, DeadLetter> {
         Ok(record.key.map(<[u8]>::to_vec).unwrap_or_default())
     }
+    /// The internal topic events matching tenant-scoped rules are re-keyed by tenant through
+    /// (the [`Outcome::Event`]'s `forward` list non-empty), to be counted by
+    /// [`Processor::process_tenant`] where all of a tenant's events meet; `None`: none.
+    fn tenant_topic(&self) -> Option<&str> {
+        None
+    }
+    /// Counts a record of the tenant topic (an upstream record, with the tenant-scoped rules
+    /// it matched) in its tenant's state; the alerts fired, or the dead letter it becomes
+    /// when it cannot be read again.
+    fn process_tenant<'a>(
+        &self,
+        _record: &Record<'a>,
+        _matched: &[&str],
+        _state: &mut Self::State,
+        _now_ms: i64,
+    ) -> Result<Vec<Alerted>, DeadLetter> {
+        Ok(Vec::new())
+    }
 }
 
 pub use crate::session::store::Change;
@@ -98,6 +129,9 @@ pub trait PartitionState: Send {
     fn changes(&mut self, topic: &str, partition: i32, now_ms: i64) -> Vec<Change>;
     /// Applies one changelog record read back while restoring `topic`/`partition`.
     fn restore(&mut self, topic: &str, partition: i32, key: &[u8], value: Option<&[u8]>) -> Result<(), String>;
+    /// The partition's input is committed up to `position` (exclusive): what was kept for a
+    /// replay below it can go.
+    fn committed(&mut self, _position: i64) {}
     /// Entries held (sessions).
     fn entries(&self) -> usize;
     /// The live state of the entry `key` (a session), as JSON, if held.
@@ -130,6 +164,10 @@ impl PartitionState for Sessions {
     fn restore(&mut self, topic: &str, partition: i32, key: &[u8], value: Option<&[u8]>) -> Result<(), String> {
         let key = std::str::from_utf8(key).map_err(|_| "a key that is not UTF-8".to_owned())?;
         self.restore_record(topic, partition, key, value).map_err(|error| error.to_string())
+    }
+
+    fn committed(&mut self, position: i64) {
+        Sessions::committed(self, position);
     }
 
     fn entries(&self) -> usize {
@@ -168,14 +206,34 @@ impl Processor for Pipeline {
     fn rekey(&self, record: &Record<'_>, now_ms: i64) -> Result<Vec<u8>, DeadLetter> {
         Pipeline::rekey(self, record, now_ms)
     }
+
+    fn tenant_topic(&self) -> Option<&str> {
+        self.tenant_topic.as_deref()
+    }
+
+    fn process_tenant<'a>(
+        &self,
+        record: &Record<'a>,
+        matched: &[&str],
+        sessions: &mut Sessions,
+        now_ms: i64,
+    ) -> Result<Vec<Alerted>, DeadLetter> {
+        Pipeline::process_tenant(self, record, matched, sessions, now_ms)
+    }
 }
 
 /// The configured core.
 #[derive(Debug, Clone)]
 pub struct Pipeline {
     decoder: Decoder,
-    catalog: Arc<ReasonCatalog>,
+    /// Swapped whole by [`Pipeline::reload`] (SIGHUP), shared by the clones.
+    catalog: Arc<ArcSwap<ReasonCatalog>>,
+    rules: Arc<ArcSwap<RuleSet>>,
     events: TopicTemplate,
+    alerts: TopicTemplate,
+    /// Where tenant-scoped rules are counted: `None`, here (in the state of the partition,
+    /// right when one process sees all of a tenant's events); else forwarded through it.
+    tenant_topic: Option<String>,
     dead_letter_topic: String,
     format: Format,
     session_limits: SessionLimits,
@@ -184,21 +242,54 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Builds the core from a validated configuration and a catalog.
+    /// Builds the core from a validated configuration and a catalog, with the built-in rules
+    /// (none when `rules.enabled` is off; see [`Pipeline::with_rules`] for a rules file).
     pub fn new(config: &Config, catalog: ReasonCatalog) -> Result<Pipeline, ConfigError> {
         let events = config
             .events_template()
             .map_err(|e| ConfigError::Invalid { key: "output.events_topic", message: e.to_string() })?;
+        let alerts = config
+            .alerts_template()
+            .map_err(|e| ConfigError::Invalid { key: "output.alerts_topic", message: e.to_string() })?;
+        let rules = if config.rules.enabled { RuleSet::defaults() } else { RuleSet::empty() };
         Ok(Pipeline {
             decoder: config.decoder(),
-            catalog: Arc::new(catalog),
+            catalog: Arc::new(ArcSwap::from_pointee(catalog)),
+            rules: Arc::new(ArcSwap::from_pointee(rules)),
             events,
+            alerts,
+            tenant_topic: config.tenant_topic(),
             dead_letter_topic: config.output.dead_letter_topic.clone(),
             format: config.output.format,
             session_limits: config.session_limits(),
             changelog_topic: config.changelog_topic(),
             repartition_topic: config.repartition_topic(),
         })
+    }
+
+    /// The same core with these rules.
+    pub fn with_rules(self, rules: RuleSet) -> Pipeline {
+        self.rules.store(Arc::new(rules));
+        self
+    }
+
+    /// The same core counting tenant-scoped rules in the state of the partition (one process
+    /// sees every event: `process`), not through the tenant topic.
+    pub fn with_inline_tenants(mut self) -> Pipeline {
+        self.tenant_topic = None;
+        self
+    }
+
+    /// Replaces the rules and the catalog, for every clone of this pipeline, from the next
+    /// record on (SIGHUP). State kept for rules no longer there is dropped as it is met.
+    pub fn reload(&self, rules: RuleSet, catalog: ReasonCatalog) {
+        self.rules.store(Arc::new(rules));
+        self.catalog.store(Arc::new(catalog));
+    }
+
+    /// The rules in force.
+    pub fn rules(&self) -> Arc<RuleSet> {
+        self.rules.load_full()
     }
 
     /// The same core with another value encoding.
@@ -216,7 +307,7 @@ impl Pipeline {
     pub fn enrich<'a>(&self, value: &'a [u8], source: &Source, now_ms: i64) -> Result<Event<'a>, DeadLetter> {
         match self.decoder.decode(value, source, now_ms) {
             Ok(mut event) => {
-                enrich::enrich(&mut event, &self.catalog);
+                enrich::enrich(&mut event, &self.catalog.load());
                 Ok(event)
             }
             Err(rejection) => Err(DeadLetter { rejection, source: source.clone(), processed_at: now_ms }),
@@ -241,17 +332,54 @@ impl Pipeline {
     }
 
     /// Processes one record at processing time `now_ms`: decode, enrich, apply to its
-    /// session (in `sessions`, the state of the record's partition), encode.
+    /// session (in `sessions`, the state of the record's partition), evaluate the rules,
+    /// encode.
     pub fn process<'a>(&self, record: &Record<'a>, sessions: &mut Sessions, now_ms: i64) -> Outcome<'a> {
         match self.enrich(record.value, &record.source, now_ms) {
             Ok(mut event) => {
-                event.session = Some(sessions.apply(&mut event, record.position, now_ms));
+                let rules = self.rules.load();
+                let mut forward = Vec::new();
+                let (view, fired) = if rules.rules.is_empty() {
+                    (sessions.apply(&mut event, record.position, now_ms), Vec::new())
+                } else {
+                    let forwarding = self.tenant_topic.is_some() && rules.has_tenant_scope();
+                    let tenant = forwarding.then_some(&mut forward);
+                    sessions.apply_evaluating(&mut event, record.position, now_ms, Some((&rules, tenant)))
+                };
+                event.session = Some(view);
                 let output = encode::event_record(&event, &self.events, self.format, record.value.len());
+                let alerts = fired.iter().map(|alert| self.alert_record(alert)).collect();
                 let facts =
                     Facts { tenant: event.tenant_id, incident_time: event.incident_time, anomalies: event.anomalies };
-                Outcome::Event { output, facts }
+                Outcome::Event { output, alerts, forward, facts }
             }
             Err(dead) => Outcome::DeadLetter(dead),
+        }
+    }
+
+    /// Counts a record of the tenant topic: the upstream record `record` (lineage restored),
+    /// which matched the tenant-scoped rules `matched` where its session is, in the state of
+    /// its tenant (an entry of `sessions`, the state of the tenant topic's partition).
+    pub fn process_tenant(
+        &self,
+        record: &Record<'_>,
+        matched: &[&str],
+        sessions: &mut Sessions,
+        now_ms: i64,
+    ) -> Result<Vec<Alerted>, DeadLetter> {
+        let event = self.enrich(record.value, &record.source, now_ms)?;
+        let rules = self.rules.load();
+        let fired = sessions.apply_tenant(&event, matched, record.position, now_ms, &rules);
+        Ok(fired.iter().map(|alert| self.alert_record(alert)).collect())
+    }
+
+    /// An alert's output record: to its tenant's alerts topic, keyed by its session (its
+    /// tenant for a tenant-scoped rule).
+    fn alert_record(&self, alert: &Alert) -> Alerted {
+        Alerted {
+            output: encode::alert_record(alert, &self.alerts, self.format),
+            rule: alert.rule_id.clone(),
+            severity: alert.severity,
         }
     }
 }

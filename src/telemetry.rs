@@ -251,6 +251,19 @@ impl Meters {
     pub fn dead_letter(code: crate::decode::ErrorCode) {
         metrics::counter!(DEAD_LETTERS, "code" => code.as_str()).increment(1);
     }
+
+    /// An alert raised by `rule` (labels: its id and severity, from the rules file).
+    pub fn alert(&self, rule: &std::sync::Arc<str>, severity: crate::rules::Severity) {
+        metrics::counter!(ALERTS, "rule" => rule.to_string(), "severity" => severity.as_str()).increment(1);
+    }
+}
+
+/// Starts the alert counter of every rule of `rules` at 0 (at start-up and after a reload):
+/// an alert on `increase(acs_stream_alerts_total[5m]) > 0` sees the first one.
+pub fn describe_rules(rules: &crate::rules::RuleSet) {
+    for rule in &rules.rules {
+        metrics::counter!(ALERTS, "rule" => rule.id.to_string(), "severity" => rule.severity.as_str()).absolute(0);
+    }
 }
 
 /// The metric handles of delivery reports (settled on any thread holding the runtime's state).

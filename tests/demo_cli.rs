@@ -17,12 +17,32 @@ fn the_demo_processes_everything_and_says_so() {
         assert!(stdout.contains(topic), "{topic} missing from\n{stdout}");
     }
     assert!(stdout.contains("sample events"), "{stdout}");
-    let counted: usize = stdout
-        .lines()
-        .skip_while(|line| !line.starts_with("records per topic:"))
-        .skip(1)
-        .take_while(|line| line.starts_with("  "))
-        .filter_map(|line| line.split_whitespace().last()?.parse::<usize>().ok())
-        .sum();
-    assert_eq!(counted, 600, "every record ends in exactly one output topic:\n{stdout}");
+    let section = |title: &str| -> Vec<(String, usize)> {
+        stdout
+            .lines()
+            .skip_while(|line| !line.starts_with(title))
+            .skip(1)
+            .take_while(|line| line.starts_with("  "))
+            .filter_map(|line| {
+                let count = line.split_whitespace().last()?.parse::<usize>().ok()?;
+                Some((line.split_whitespace().next()?.to_owned(), count))
+            })
+            .collect()
+    };
+    let per_topic = section("records per topic:");
+    let outputs: usize = per_topic.iter().filter(|(topic, _)| !topic.ends_with(".alerts")).map(|(_, n)| n).sum();
+    assert_eq!(outputs, 600, "every record ends in exactly one events or dead-letter topic:\n{stdout}");
+    // Alerts: the count the run produced, all read back, every one decoded with its rule.
+    let alerts: usize = stdout
+        .split(" dead letters, ")
+        .nth(1)
+        .and_then(|rest| rest.split(" alerts").next()?.parse().ok())
+        .expect("the alert count");
+    assert!(alerts > 0, "the synthetic sessions fire rules:\n{stdout}");
+    let in_topics: usize = per_topic.iter().filter(|(topic, _)| topic.ends_with(".alerts")).map(|(_, n)| n).sum();
+    assert_eq!(in_topics, alerts, "{stdout}");
+    let per_rule = section("alerts per rule");
+    assert_eq!(per_rule.iter().map(|(_, n)| n).sum::<usize>(), alerts, "{stdout}");
+    let defaults = acs_stream::rules::RuleSet::defaults();
+    assert!(per_rule.iter().all(|(rule, _)| defaults.get(rule).is_some()), "{stdout}");
 }

@@ -71,10 +71,24 @@ fn golden_cases_produce_their_expected_outputs() {
     for case in &cases {
         let actual = run_case(case);
         let input = fs::read(case.join("input.jsonl")).unwrap();
-        let outputs: usize =
-            actual.iter().filter(|(name, _)| name.ends_with(".jsonl")).map(|(_, b)| line_count(b)).sum();
+        let outputs: usize = actual
+            .iter()
+            .filter(|(name, _)| name.ends_with(".jsonl") && !name.ends_with(".alerts.jsonl"))
+            .map(|(_, b)| line_count(b))
+            .sum();
         let records = line_count(&input) + usize::from(!input.is_empty() && !input.ends_with(b"\n"));
-        assert_eq!(outputs, records, "{}: every input line ends in exactly one output line", case.display());
+        assert_eq!(outputs, records, "{}: every input line ends in exactly one event or dead letter", case.display());
+        // Alerts are replayable: every one has its own id, and evidence read from this input.
+        for (name, bytes) in actual.iter().filter(|(name, _)| name.ends_with(".alerts.jsonl")) {
+            let mut ids = std::collections::HashSet::new();
+            for line in String::from_utf8_lossy(bytes).lines() {
+                let alert: serde_json::Value = serde_json::from_str(line).expect("an alert is JSON");
+                assert!(ids.insert(alert["alertId"].as_str().unwrap().to_owned()), "{name}: {line}");
+                let evidence = alert["evidence"].as_array().expect("evidence");
+                assert_eq!(evidence.len() as u64, alert["count"].as_u64().unwrap(), "{name}: {line}");
+                assert!(evidence.iter().all(|e| e["topic"] == "acs.raw"), "{name}: {line}");
+            }
+        }
 
         let expected_dir = case.join("expected");
         if bless {

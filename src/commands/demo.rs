@@ -17,6 +17,7 @@ use crate::encode::proto::pb;
 use crate::kafka::runtime::{self, RunSummary};
 use crate::model::ReasonCatalog;
 use crate::pipeline::Pipeline;
+use crate::rules::alert::ALERT_SCHEMA;
 use crate::synth::{Generator, SynthOptions, SynthRecord};
 
 /// The demo's input topic.
@@ -175,10 +176,16 @@ pub async fn run(options: &DemoOptions) -> Result<(), DemoError> {
     if let Some(changelog) = config.changelog_topic() {
         cluster.create_topic(&changelog, input_partitions, 1)?;
     }
+    // Events of tenant-scoped rules, re-keyed by tenant (sessions' partitions do not hold a
+    // whole tenant).
+    if let Some(tenant_topic) = config.tenant_topic() {
+        cluster.create_topic(&tenant_topic, input_partitions, 1)?;
+    }
     let output_partitions = partitions_for(options.events.div_ceil(tenants.len()), OUTPUT_PARTITIONS);
     let mut outputs: Vec<String> = tenants.iter().map(|t| format!("acs.{t}.events")).collect();
     outputs.push(pipeline.dead_letter_topic().to_owned());
-    for topic in &outputs {
+    let alert_topics: Vec<String> = tenants.iter().map(|t| format!("acs.{t}.alerts")).collect();
+    for topic in outputs.iter().chain(&alert_topics) {
         cluster.create_topic(topic, output_partitions, 1)?;
     }
 
@@ -211,7 +218,11 @@ pub async fn run(options: &DemoOptions) -> Result<(), DemoError> {
     })
     .await?;
     let elapsed = started.elapsed();
-    let records = reader.await.map_err(|_| DemoError::Incomplete { got: 0, expected, patience: Duration::ZERO })??;
+    let mut records =
+        reader.await.map_err(|_| DemoError::Incomplete { got: 0, expected, patience: Duration::ZERO })??;
+    // Alerts: as many as the rules fired; the run drained, so all of them are there.
+    let alerts = summary.alerts as usize;
+    records.extend(read_outputs(&brokers, &alert_topics, output_partitions, alerts, Duration::from_secs(60), |_| {})?);
     print!("{}", report(&summary, &records, elapsed));
     Ok(())
 }
@@ -225,10 +236,16 @@ fn spelled(name: &str, prefix: &str) -> String {
 fn report(summary: &RunSummary, records: &[OutputRecord], elapsed: Duration) -> String {
     let mut per_topic: BTreeMap<&str, usize> = BTreeMap::new();
     let mut per_code: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut per_rule: BTreeMap<(String, String), usize> = BTreeMap::new();
     let mut samples = Vec::new();
     for record in records {
         *per_topic.entry(&record.topic).or_default() += 1;
-        if let Some(code) = record.headers.get("acs.error.code") {
+        if record.headers.get("acs-schema").map(String::as_str) == Some(ALERT_SCHEMA) {
+            if let Ok(alert) = pb::Alert::decode(record.value.as_slice()) {
+                let severity = spelled(alert.severity().as_str_name(), "SEVERITY_");
+                *per_rule.entry((alert.rule_id, severity)).or_default() += 1;
+            }
+        } else if let Some(code) = record.headers.get("acs.error.code") {
             *per_code.entry(code).or_default() += 1;
         } else if samples.len() < 5 && record.topic.ends_with(".events") {
             if let Ok(event) = pb::EnrichedEvent::decode(record.value.as_slice()) {
@@ -239,16 +256,21 @@ fn report(summary: &RunSummary, records: &[OutputRecord], elapsed: Duration) -> 
         }
     }
     let mut out = String::new();
-    let rate = summary.consumed as f64 / elapsed.as_secs_f64().max(1e-9);
+    // Records of the tenant topic are consumed too (internal: the events of tenant-scoped
+    // rules, re-keyed by tenant).
+    let input = summary.consumed - summary.tenant_records;
+    let rate = input as f64 / elapsed.as_secs_f64().max(1e-9);
     out.push_str(&format!(
-        "\nacs-stream demo: {} records consumed in {:.1} s ({:.0} records/s, consumer group join included)\n",
-        summary.consumed,
+        "\nacs-stream demo: {input} records consumed in {:.1} s ({:.0} records/s, consumer group join included), \
+         and {} re-keyed by tenant for tenant-scoped rules\n",
         elapsed.as_secs_f64(),
-        rate
+        rate,
+        summary.tenant_records
     ));
     out.push_str(&format!(
-        "  {} events, {} dead letters, all outputs acknowledged and offsets committed: {}\n\nrecords per topic:\n",
-        summary.events, summary.dead_letters, summary.drained
+        "  {} events, {} dead letters, {} alerts, all outputs acknowledged and offsets committed: {}\n\n\
+         records per topic:\n",
+        summary.events, summary.dead_letters, summary.alerts, summary.drained
     ));
     for (topic, count) in &per_topic {
         out.push_str(&format!("  {topic:<32} {count:>8}\n"));
@@ -256,6 +278,10 @@ fn report(summary: &RunSummary, records: &[OutputRecord], elapsed: Duration) -> 
     out.push_str("dead letters per code:\n");
     for (code, count) in &per_code {
         out.push_str(&format!("  {code:<32} {count:>8}\n"));
+    }
+    out.push_str("alerts per rule (protobuf acs.v1.Alert, decoded):\n");
+    for ((rule, severity), count) in &per_rule {
+        out.push_str(&format!("  {rule:<24} {severity:<8} {count:>7}\n"));
     }
     out.push_str("sample events (protobuf acs.v1.EnrichedEvent, decoded):\n");
     for event in &samples {

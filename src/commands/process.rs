@@ -1,8 +1,10 @@
 //! `acs-stream process`: the core over JSON lines, offline.
 //!
 //! Each input line is one record value. Every line ends in exactly one output file:
-//! `<events topic>.jsonl` for its tenant, or `<dead-letter topic>.jsonl`. Values are always
-//! JSON here (the JSON contract), whatever `output.format` says.
+//! `<events topic>.jsonl` for its tenant, or `<dead-letter topic>.jsonl`; the alerts its
+//! event fires go to `<alerts topic>.jsonl` for its tenant (`acs.<tenant>.alerts.jsonl`).
+//! Values are always JSON here (the JSON contracts), whatever `output.format` says. The
+//! input is one partition seen whole, so tenant-scoped rules are counted in place.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -15,6 +17,7 @@ use crate::decode::ErrorCode;
 use crate::encode::Format;
 use crate::model::Source;
 use crate::pipeline::{Outcome, Pipeline, Record};
+use crate::rules::Severity;
 
 /// What to process.
 #[derive(Debug, Clone)]
@@ -35,6 +38,9 @@ pub struct Summary {
     pub records: u64,
     pub events: u64,
     pub dead_letters: u64,
+    pub alerts: u64,
+    /// Alerts per rule and severity.
+    pub per_rule: BTreeMap<(String, Severity), u64>,
     /// Records written per output topic.
     pub per_topic: BTreeMap<String, u64>,
     /// Dead letters per error code.
@@ -43,7 +49,11 @@ pub struct Summary {
 
 impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(f, "{} records: {} events, {} dead letters", self.records, self.events, self.dead_letters)?;
+        writeln!(
+            f,
+            "{} records: {} events, {} dead letters, {} alerts",
+            self.records, self.events, self.dead_letters, self.alerts
+        )?;
         writeln!(f, "records per topic:")?;
         for (topic, count) in &self.per_topic {
             writeln!(f, "  {topic:<40} {count:>8}")?;
@@ -52,6 +62,12 @@ impl std::fmt::Display for Summary {
             writeln!(f, "dead letters per code:")?;
             for (code, count) in &self.per_code {
                 writeln!(f, "  {:<40} {count:>8}", code.as_str())?;
+            }
+        }
+        if !self.per_rule.is_empty() {
+            writeln!(f, "alerts per rule:")?;
+            for ((rule, severity), count) in &self.per_rule {
+                writeln!(f, "  {:<31} {:<8} {count:>8}", rule, severity.as_str())?;
             }
         }
         Ok(())
@@ -69,7 +85,7 @@ pub enum ProcessError {
 
 /// Runs `process`: reads every line, writes every output, returns the counts.
 pub fn run(pipeline: &Pipeline, options: &ProcessOptions) -> Result<Summary, ProcessError> {
-    let pipeline = pipeline.clone().with_format(Format::Json);
+    let pipeline = pipeline.clone().with_format(Format::Json).with_inline_tenants();
     let stdin = options.input.as_os_str() == "-";
     let read_error = |source| ProcessError::Read { path: options.input.clone(), source };
     let reader: Box<dyn Read> =
@@ -87,8 +103,9 @@ pub fn run(pipeline: &Pipeline, options: &ProcessOptions) -> Result<Summary, Pro
     let mut reader = BufReader::with_capacity(1 << 16, reader);
     let mut line = Vec::new();
     let mut offset: i64 = 0;
-    // The input is one partition: one session state for all of it.
-    let mut sessions = pipeline.sessions();
+    // The input is one partition: one session state for all of it, written nowhere (nothing
+    // to replay: no alert is kept for a replay either).
+    let mut sessions = pipeline.sessions().untracked();
     loop {
         line.clear();
         if reader.read_until(b'\n', &mut line).map_err(read_error)? == 0 {
@@ -98,8 +115,14 @@ pub fn run(pipeline: &Pipeline, options: &ProcessOptions) -> Result<Summary, Pro
         let source = Source { topic: topic.clone(), partition: 0, offset };
         let record = Record::new(None, value, source);
         let (topic_name, bytes) = match pipeline.process(&record, &mut sessions, options.now_ms) {
-            Outcome::Event { output, .. } => {
+            Outcome::Event { output, alerts, .. } => {
                 summary.events += 1;
+                for alerted in alerts {
+                    summary.alerts += 1;
+                    *summary.per_rule.entry((alerted.rule.to_string(), alerted.severity)).or_default() += 1;
+                    outputs.write(&alerted.output.topic, &alerted.output.value)?;
+                    *summary.per_topic.entry(alerted.output.topic).or_default() += 1;
+                }
                 (output.topic, output.value)
             }
             Outcome::DeadLetter(dead) => {

@@ -79,6 +79,22 @@ pub fn event_record<'a>(event: &Event<'a>, template: &TopicTemplate, format: For
     Output { topic, key, value: Cow::Owned(value), headers }
 }
 
+/// An alert's output record: to its tenant's topic (rendered from `template`), keyed by its
+/// session (its tenant for a tenant-scoped rule), encoded as `format` says.
+pub fn alert_record(alert: &crate::rules::Alert, template: &TopicTemplate, format: Format) -> Output<'static> {
+    let topic = template.render(&alert.tenant_id);
+    let key = alert.delivery_execution_id.as_deref().unwrap_or(&alert.tenant_id).as_bytes().to_vec();
+    let headers = smallvec::smallvec![
+        (headers::CONTENT_TYPE, Cow::Borrowed(format.content_type())),
+        (headers::SCHEMA, Cow::Borrowed(crate::rules::alert::ALERT_SCHEMA)),
+    ];
+    let value = match format {
+        Format::Protobuf => alert.to_proto_vec(),
+        Format::Json => alert.to_json().into_bytes(),
+    };
+    Output { topic, key: Some(Cow::Owned(key)), value: Cow::Owned(value), headers }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;

@@ -34,6 +34,28 @@ pub fn headers(source: &Source, key: Option<&[u8]>) -> OwnedHeaders {
     }
 }
 
+/// Header of a tenant-topic record: the ids of the tenant-scoped rules the event matched,
+/// comma-separated (rule ids have no comma).
+pub const RULES: &str = "acs.rules";
+
+/// The headers of the tenant-topic record of the upstream record at `source`, keyed `key`,
+/// whose event matched the tenant-scoped rules `rules` (see `Processor::tenant_topic`).
+pub fn tenant_headers(source: &Source, key: Option<&[u8]>, rules: &[Arc<str>]) -> OwnedHeaders {
+    let joined = rules.iter().map(|rule| &**rule).collect::<Vec<&str>>().join(",");
+    headers(source, key).insert(Header { key: RULES, value: Some(joined.as_bytes()) })
+}
+
+/// The rule ids of a tenant-topic record (empty when its headers name none).
+pub fn matched_rules<H: Headers>(headers: Option<&H>) -> Vec<&str> {
+    let Some(headers) = headers else { return Vec::new() };
+    headers
+        .iter()
+        .filter(|header| header.key == RULES)
+        .filter_map(|header| header.value.and_then(|v| std::str::from_utf8(v).ok()))
+        .flat_map(|joined| joined.split(',').filter(|id| !id.is_empty()))
+        .collect()
+}
+
 /// Where upstream published a repartition record, and its upstream key, from its headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream<'a> {
@@ -96,6 +118,16 @@ mod tests {
 
     fn upstream_key(headers: &OwnedHeaders) -> Option<&[u8]> {
         upstream(Some(headers)).expect("complete headers").key
+    }
+
+    #[test]
+    fn tenant_records_carry_their_rules_and_lineage() {
+        let rules: Vec<Arc<str>> = vec![Arc::from("technical-burst"), Arc::from("other")];
+        let headers = tenant_headers(&source(), Some(b"k"), &rules);
+        assert_eq!(matched_rules(Some(&headers)), ["technical-burst", "other"]);
+        assert_eq!(upstream(Some(&headers)).unwrap().source(|name| Arc::from(name)), source());
+        assert!(matched_rules(Some(&headers_for(None))).is_empty());
+        assert!(matched_rules::<OwnedHeaders>(None).is_empty());
     }
 
     #[test]

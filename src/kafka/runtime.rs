@@ -51,7 +51,7 @@ use crate::config::Config;
 use crate::decode::{ErrorCode, Rejection};
 use crate::encode::{DeadLetter, Headers as OutputHeaders, Output};
 use crate::model::Source;
-use crate::pipeline::{Outcome, PartitionState, Processor, Record};
+use crate::pipeline::{Alerted, Outcome, PartitionState, Processor, Record};
 use crate::telemetry::{self, DeliveryMeters, Meters, Published};
 use rdkafka::config::ClientConfig;
 
@@ -88,6 +88,11 @@ pub struct RunSummary {
     pub repartitioned: u64,
     /// Changelog records produced (state changes and tombstones).
     pub changelog_records: u64,
+    /// Alerts produced (acknowledged or not).
+    pub alerts: u64,
+    /// Records of the tenant topic counted for their tenant (consumed; their alerts are in
+    /// `alerts`).
+    pub tenant_records: u64,
     /// Changelog records read back while restoring assigned partitions.
     pub restored_records: u64,
     /// Entries (sessions) held by the partitions restored, once restored.
@@ -179,6 +184,8 @@ struct Shared {
     changelog_topic: Option<String>,
     /// The topic input is re-keyed through, if it is: only its partitions have state.
     repartition_topic: Option<String>,
+    /// The internal topic tenant-scoped rules are counted from, if any.
+    tenant_topic: Option<String>,
     /// Wakes the consuming loop (deliveries, assignments to restore).
     wake: Arc<tokio::sync::Notify>,
     /// Set when the service stops: a restore still retrying gives up.
@@ -400,7 +407,9 @@ impl Shared {
     /// Whether the partitions of `topic` have a durable state, restored on assignment: with a
     /// changelog, those processed (not the input topics' when input is re-keyed).
     fn durable(&self, topic: &str) -> bool {
-        self.changelog_topic.is_some() && self.repartition_topic.as_deref().is_none_or(|r| r == topic)
+        self.changelog_topic.is_some()
+            && (self.repartition_topic.as_deref().is_none_or(|r| r == topic)
+                || self.tenant_topic.as_deref() == Some(topic))
     }
 
     /// Commits the position of every assigned partition.
@@ -691,14 +700,16 @@ impl Topics {
         consumer: &StreamConsumer<ConsumerCtx>,
         input_topics: &[String],
         repartition: Option<&str>,
+        tenant: Option<&str>,
         changelog: Option<&str>,
     ) {
-        if self.admin.is_none() || (repartition.is_none() && changelog.is_none()) {
+        if self.admin.is_none() || (repartition.is_none() && tenant.is_none() && changelog.is_none()) {
             return;
         }
         let mut processed = self.partitions_of(consumer, input_topics).max(self.partitions).max(1);
-        if let Some(topic) = repartition {
-            self.create(topic, processed, &[("cleanup.policy".to_owned(), "delete".to_owned())]).await;
+        let inputs = processed;
+        for topic in [repartition, tenant].into_iter().flatten() {
+            self.create(topic, inputs, &[("cleanup.policy".to_owned(), "delete".to_owned())]).await;
             self.known.insert(topic.to_owned());
             // It may exist already, with more partitions.
             processed = processed.max(self.partitions_of(consumer, &[topic.to_owned()]));
@@ -902,6 +913,37 @@ fn send(
     }
 }
 
+/// Sends the outputs of a record besides its own (alerts, its tenant-topic record), each
+/// falling back to dead-lettering `input` when refused.
+fn dispatch_extra(
+    shared: &Shared,
+    state: &mut State,
+    extra: Vec<(Output<'static>, Option<OwnedHeaders>, Published)>,
+    tp: &TopicPartition,
+    ticket: Ticket,
+    input: &Arc<Input>,
+    deadline: Instant,
+) {
+    for (output, headers, kind) in extra {
+        let bytes = output.key.as_deref().map_or(0, <[u8]>::len) + output.value.len();
+        let fallback = Fallback::Event(input.clone());
+        let pending = Box::new(Pending { ticket, tp: tp.clone(), bytes, fallback, kind, consumed_at: None });
+        match headers {
+            Some(headers) => {
+                let raw = Raw {
+                    topic: &output.topic,
+                    key: output.key.as_deref(),
+                    value: Some(&output.value),
+                    headers: Some(headers),
+                    partition: None,
+                };
+                shared.dispatch_raw(state, raw, pending, deadline);
+            }
+            None => shared.dispatch(state, &output, pending, deadline),
+        }
+    }
+}
+
 /// The brokers refused a record for its size: a smaller one may still pass.
 fn is_size_error(error: &KafkaError) -> bool {
     matches!(
@@ -918,8 +960,10 @@ fn is_size_error(error: &KafkaError) -> bool {
 // One per record, consumed at once (as `Outcome`).
 #[allow(clippy::large_enum_variant)]
 enum Step<'a, 't> {
-    /// An enriched event.
-    Event(Output<'a>),
+    /// An enriched event, the alerts it fired, and the tenant-scoped rules it matched.
+    Event { output: Output<'a>, alerts: Vec<Alerted>, forward: Vec<Arc<str>>, tenant: Option<String> },
+    /// A record of the tenant topic, counted for its tenant: the alerts it fired.
+    Tenant(Vec<Alerted>),
     /// Input to re-key: produced to the repartition topic `topic` with key `key`.
     Rekeyed { topic: &'t str, key: Vec<u8> },
     /// A refused record.
@@ -977,6 +1021,7 @@ pub async fn run_with<P: Processor>(
         dead_letter_topic: pipeline.dead_letter_topic().to_owned(),
         changelog_topic: pipeline.changelog_topic().map(str::to_owned),
         repartition_topic: pipeline.repartition_topic().map(str::to_owned),
+        tenant_topic: pipeline.tenant_topic().map(str::to_owned),
         wake: wake.clone(),
         stopping: std::sync::atomic::AtomicBool::new(false),
         revoke_timeout: config.shutdown.grace.min(REVOKE_DRAIN_MAX),
@@ -994,6 +1039,8 @@ pub async fn run_with<P: Processor>(
     // and from the repartition topic (to process it).
     let mut topics: Vec<&str> = config.kafka.input_topics.iter().map(String::as_str).collect();
     topics.extend(pipeline.repartition_topic());
+    // Events of tenant-scoped rules, re-keyed by tenant, counted where their tenant is.
+    topics.extend(pipeline.tenant_topic());
     consumer
         .subscribe(&topics)
         .map_err(|source| RuntimeError::Subscribe { topics: topics.iter().map(|t| t.to_string()).collect(), source })?;
@@ -1015,6 +1062,7 @@ pub async fn run_with<P: Processor>(
             &consumer,
             &config.kafka.input_topics,
             pipeline.repartition_topic(),
+            pipeline.tenant_topic(),
             pipeline.changelog_topic(),
         )
         .await;
@@ -1040,6 +1088,7 @@ pub async fn run_with<P: Processor>(
     let restore_client = client::restore_consumer(config);
     let changelog = pipeline.changelog_topic();
     let repartition = pipeline.repartition_topic();
+    let tenant_topic = pipeline.tenant_topic();
     tokio::pin!(shutdown);
     loop {
         if restore_task.is_none() {
@@ -1080,6 +1129,11 @@ pub async fn run_with<P: Processor>(
                 shared.settle_ready(&mut state);
                 shared.commit(&mut state, &consumer, CommitMode::Async);
                 forget_revoked(&mut state, &mut partition_states, &mut rewind);
+                for (tp, position) in state.positions() {
+                    if let Some(partition_state) = partition_states.get_mut(&tp) {
+                        partition_state.committed(position);
+                    }
+                }
                 metrics::gauge!(telemetry::ASSIGNED_PARTITIONS).set(state.assigned.len() as f64);
                 metrics::gauge!(telemetry::IN_FLIGHT).set(state.live_in_flight() as f64);
                 let sessions: usize = partition_states.values().map(PartitionState::entries).sum();
@@ -1187,8 +1241,9 @@ pub async fn run_with<P: Processor>(
                 // Input re-keyed through the repartition topic: from an input topic, only
                 // re-keyed; from the repartition topic, processed as the upstream record it
                 // carries (lineage and key), at its position in the repartition partition.
-                let rekey_into = repartition.filter(|topic| *tp.topic != **topic);
-                if repartition.is_some() && rekey_into.is_none() {
+                let rekey_into = repartition.filter(|topic| *tp.topic != **topic && tenant_topic != Some(&*tp.topic));
+                let from_tenant_topic = tenant_topic == Some(&*tp.topic);
+                if (repartition.is_some() && rekey_into.is_none()) || from_tenant_topic {
                     if let Some(upstream) = repartition::upstream(message.headers()) {
                         record.key = upstream.key;
                         record.source = upstream.source(|name| intern(&mut source_topics, name));
@@ -1203,30 +1258,66 @@ pub async fn run_with<P: Processor>(
                     },
                     None => {
                         let partition_state = partition_states.entry(tp.clone()).or_insert_with(|| pipeline.state());
-                        let outcome = pipeline.process(&record, partition_state, now);
+                        let step = if from_tenant_topic {
+                            let matched = repartition::matched_rules(message.headers());
+                            match pipeline.process_tenant(&record, &matched, partition_state, now) {
+                                Ok(alerts) => Step::Tenant(alerts),
+                                Err(dead) => Step::Dead(dead),
+                            }
+                        } else {
+                            match pipeline.process(&record, partition_state, now) {
+                                Outcome::Event { output, alerts, forward, facts } => {
+                                    meters.event(&facts, now);
+                                    // The tenant-topic record's key, when there is one.
+                                    let tenant = (!forward.is_empty()).then(|| facts.tenant.into_owned());
+                                    Step::Event { output, alerts, forward, tenant }
+                                }
+                                Outcome::DeadLetter(dead) => Step::Dead(dead),
+                            }
+                        };
                         // Also expires entries, so it runs without a changelog too (whose
                         // changes, if the state recorded any, have nowhere to go).
                         changes = partition_state.changes(&tp.topic, tp.partition, now);
                         if changelog.is_none() {
                             changes.clear();
                         }
-                        match outcome {
-                            Outcome::Event { output, facts } => {
-                                meters.event(&facts, now);
-                                Step::Event(output)
-                            }
-                            Outcome::DeadLetter(dead) => Step::Dead(dead),
-                        }
+                        step
                     }
                 };
                 let input = || {
                     let key = record.key.map(<[u8]>::to_vec);
                     Arc::new(Input { key, value: record.value.to_vec(), source: record.source.clone() })
                 };
+                // Outputs besides the record's own (alerts, the tenant-topic record): a refused
+                // one dead-letters the input record, as a refused event does.
+                let mut extra: Vec<(Output<'static>, Option<OwnedHeaders>, Published)> = Vec::new();
                 let (output, fallback, upstream_headers, kind) = match step {
-                    Step::Event(output) => {
+                    Step::Event { output, alerts, forward, tenant } => {
                         topics_cache.ensure(&output.topic).await;
-                        (output, Fallback::Event(input()), None, Published::Event)
+                        for alerted in alerts {
+                            topics_cache.ensure(&alerted.output.topic).await;
+                            meters.alert(&alerted.rule, alerted.severity);
+                            extra.push((alerted.output, None, Published::Alert));
+                        }
+                        if let (Some(topic), Some(tenant)) = (tenant_topic, tenant) {
+                            let tenant = Output {
+                                topic: topic.to_owned(),
+                                key: Some(Cow::Owned(tenant.into_bytes())),
+                                value: Cow::Owned(record.value.to_vec()),
+                                headers: OutputHeaders::new(),
+                            };
+                            let headers = repartition::tenant_headers(&record.source, record.key, &forward);
+                            extra.push((tenant, Some(headers), Published::Repartition));
+                        }
+                        (Some(output), Fallback::Event(input()), None, Published::Event)
+                    }
+                    Step::Tenant(alerts) => {
+                        for alerted in alerts {
+                            topics_cache.ensure(&alerted.output.topic).await;
+                            meters.alert(&alerted.rule, alerted.severity);
+                            extra.push((alerted.output, None, Published::Alert));
+                        }
+                        (None, Fallback::Event(input()), None, Published::Alert)
                     }
                     Step::Rekeyed { topic, key } => {
                         let output = Output {
@@ -1236,19 +1327,19 @@ pub async fn run_with<P: Processor>(
                             headers: OutputHeaders::new(),
                         };
                         let headers = repartition::headers(&record.source, record.key);
-                        (output, Fallback::Event(input()), Some(headers), Published::Repartition)
+                        (Some(output), Fallback::Event(input()), Some(headers), Published::Repartition)
                     }
                     Step::Dead(dead) => {
                         Meters::dead_letter(dead.rejection.code);
                         let output = dead.to_record(pipeline.dead_letter_topic(), record.key, record.value);
                         let fallback = Fallback::DeadLetter { dead: Box::new(dead), key: record.key.map(Box::from) };
-                        (output, fallback, None, Published::DeadLetter)
+                        (Some(output), fallback, None, Published::DeadLetter)
                     }
                 };
                 // Held until acknowledged: librdkafka's copy of the output, and the input
                 // copy kept for a fallback.
                 let held = |key: Option<&[u8]>, value: &[u8]| key.map_or(0, <[u8]>::len) + value.len();
-                let bytes = held(output.key.as_deref(), &output.value)
+                let bytes = output.as_ref().map_or(0, |output| held(output.key.as_deref(), &output.value))
                     + match &fallback {
                         Fallback::Event(input) => held(input.key.as_deref(), &input.value),
                         Fallback::DeadLetter { key, .. } => key.as_deref().map_or(0, <[u8]>::len),
@@ -1256,12 +1347,15 @@ pub async fn run_with<P: Processor>(
                     };
                 let mut state = shared.lock();
                 state.summary.consumed += 1;
-                match (&fallback, &upstream_headers) {
-                    (Fallback::Event(_), Some(_)) => state.summary.repartitioned += 1,
-                    (Fallback::Event(_), None) => state.summary.events += 1,
+                match (&output, &fallback, &upstream_headers) {
+                    (None, _, _) => state.summary.tenant_records += 1,
+                    (_, Fallback::Event(_), Some(_)) => state.summary.repartitioned += 1,
+                    (_, Fallback::Event(_), None) => state.summary.events += 1,
                     _ => state.summary.dead_letters += 1,
                 }
-                let ticket = state.tracker.begin(&tp, offset, 1 + changes.len());
+                state.summary.alerts += extra.iter().filter(|(_, _, kind)| *kind == Published::Alert).count() as u64;
+                let outputs = usize::from(output.is_some()) + extra.len() + changes.len();
+                let ticket = state.tracker.begin(&tp, offset, outputs);
                 let deadline = Instant::now() + config.shutdown.grace;
                 if let Some(changelog) = changelog {
                     state.summary.changelog_records += changes.len() as u64;
@@ -1286,6 +1380,19 @@ pub async fn run_with<P: Processor>(
                         });
                         shared.dispatch_raw(&mut state, change, pending, deadline);
                     }
+                }
+                let Some(output) = output else {
+                    // A tenant-topic record: only its alerts (if any), each with the fallback.
+                    let input = match fallback {
+                        Fallback::Event(input) => input,
+                        _ => unreachable!("a tenant-topic record falls back to its input"),
+                    };
+                    dispatch_extra(&shared, &mut state, extra, &tp, ticket, &input, deadline);
+                    state.summary.peak_in_flight = state.summary.peak_in_flight.max(state.live_in_flight());
+                    continue;
+                };
+                if let Fallback::Event(input) = &fallback {
+                    dispatch_extra(&shared, &mut state, extra, &tp, ticket, input, deadline);
                 }
                 let pending = Box::new(Pending { ticket, tp, bytes, fallback, kind, consumed_at: Some(consumed_at) });
                 match upstream_headers {

@@ -216,6 +216,16 @@ pub struct RuleSet {
 }
 
 impl RuleSet {
+    /// No rule (rules off).
+    pub fn empty() -> RuleSet {
+        RuleSet { allowed_lateness: default_lateness(), rules: Vec::new() }
+    }
+
+    /// Whether a rule is tenant-scoped.
+    pub fn has_tenant_scope(&self) -> bool {
+        self.rules.iter().any(|rule| rule.scope == Scope::Tenant)
+    }
+
     /// The built-in default rules (`config/rules.toml`).
     pub fn defaults() -> RuleSet {
         RuleSet::from_toml("embedded rules", DEFAULT_RULES_TOML).expect("the embedded rules are valid")
