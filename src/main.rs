@@ -135,8 +135,9 @@ enum Command {
         /// (without it, nothing is committed).
         #[arg(long)]
         group: Option<String>,
-        /// How event values are read: `auto` passes a JSON object through and decodes
-        /// anything else as protobuf `acs.v1.EnrichedEvent`.
+        /// How event and alert values are read: `auto` passes a JSON object through and
+        /// decodes anything else as protobuf (`acs.v1.EnrichedEvent`, or `acs.v1.Alert` when
+        /// the `acs-schema` header says so).
         #[arg(long, value_enum, default_value_t = FormatArg::Auto)]
         format: FormatArg,
         /// A librdkafka consumer setting, KEY=VALUE (repeatable).

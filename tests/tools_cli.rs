@@ -14,6 +14,8 @@ use acs_stream::encode::Format;
 use acs_stream::encode::proto::pb;
 use acs_stream::model::{ReasonCatalog, Source};
 use acs_stream::pipeline::{Outcome, Pipeline, Record};
+use acs_stream::rules::alert::ALERT_SCHEMA;
+use acs_stream::rules::{Alert, RuleSet};
 use acs_stream::synth::{Generator, SynthOptions, SynthRecord};
 use base64::Engine;
 use rdkafka::config::ClientConfig;
@@ -401,6 +403,56 @@ fn tail_follows_until_sigint() {
     for line in &lines {
         check_event_line(line.trim_end(), EVENT_TOPICS[0], &events);
     }
+}
+
+/// Synthetic traffic through the default rules: its alerts.
+fn core_alerts() -> Vec<Alert> {
+    let options = SynthOptions { seed: 5, tenants: 1, malformed_ratio: 0.0, start_ms: START_MS, ..Default::default() };
+    let pipeline = Pipeline::new(&Config::defaults(), ReasonCatalog::builtin()).unwrap();
+    let rules = RuleSet::defaults();
+    let mut sessions = pipeline.sessions();
+    let mut alerts = Vec::new();
+    for (offset, record) in (0..).zip(Generator::new(options).take_records(400)) {
+        let source = Source { topic: Arc::from("acs.raw"), partition: 0, offset };
+        let Ok(mut event) = pipeline.enrich(&record.value, &source, NOW_MS) else { continue };
+        alerts.extend(sessions.apply_evaluating(&mut event, offset, NOW_MS, Some((&rules, None))).1);
+    }
+    assert!(alerts.len() >= 5, "{} alerts", alerts.len());
+    alerts
+}
+
+#[test]
+fn tail_prints_alerts_in_the_alert_contract_from_protobuf_and_json() {
+    let (_cluster, brokers) = cluster(&[("acs.tenant-01.alerts", 2)]);
+    let alerts = core_alerts();
+    let record = |alert: &Alert, format: Format| {
+        let value = match format {
+            Format::Protobuf => alert.to_proto_vec(),
+            Format::Json => alert.to_json().into_bytes(),
+        };
+        let headers = vec![("content-type", format.content_type().to_owned()), ("acs-schema", ALERT_SCHEMA.to_owned())];
+        let key = alert.delivery_execution_id.clone().unwrap_or_else(|| alert.tenant_id.clone());
+        Out { topic: "acs.tenant-01.alerts".to_owned(), key: Some(key.into_bytes()), value, headers }
+    };
+    let records: Vec<Out> = [Format::Protobuf, Format::Json]
+        .into_iter()
+        .flat_map(|format| alerts.iter().map(move |alert| record(alert, format)))
+        .collect();
+    produce(&brokers, &records);
+
+    let lines = tail(&brokers, "acs.tenant-01.alerts", &["--exit-at-end"]);
+    assert_eq!(lines.len(), 2 * alerts.len());
+    let mut printed = BTreeMap::<String, usize>::new();
+    for line in &lines {
+        assert!(line.starts_with("{\"_kafka\":{\"topic\":\"acs.tenant-01.alerts\""), "{line}");
+        let members = &line[line.find("},").unwrap() + 1..];
+        *printed.entry(format!("{{{}", &members[1..])).or_default() += 1;
+    }
+    let expected = alerts.iter().fold(BTreeMap::<String, usize>::new(), |mut counts, alert| {
+        *counts.entry(alert.to_json()).or_default() += 2;
+        counts
+    });
+    assert_eq!(printed, expected, "every alert twice (protobuf and JSON), in the alert contract");
 }
 
 #[test]

@@ -11,12 +11,16 @@
 //!   values are converted with [`crate::encode::json::from_proto`]; a value that is a JSON
 //!   object (`output.format = "json"`) is passed through as it is (line breaks between
 //!   tokens become spaces, so that it stays one line);
+//! - an alert (`acs-schema: acs.v1.Alert`): the alert in the alert contract
+//!   ([`Alert::to_json`]), its members after `_kafka`. Protobuf values are decoded as
+//!   `acs.v1.Alert` and converted with [`Alert::from_proto`]; a JSON object (an alert
+//!   written as JSON, `content-type: application/json`) is passed through as events are;
 //! - a dead letter (header `acs.error.code`): `"deadLetter": {"code", "detail",
 //!   "sourceTopic", "sourcePartition", "sourceOffset", "processorVersion"}` from its
 //!   headers, then `"key"` and `"value"`, the original bytes as text, or base64 with
 //!   `"keyEncoding"` / `"valueEncoding": "base64"` when they are not UTF-8;
-//! - anything that cannot be decoded: `"error"` (why) and `"value"` (as above). Never a
-//!   crash: the next record follows.
+//! - anything that cannot be decoded, or of a schema tail does not know: `"error"` (why) and
+//!   `"value"` (as above). Never a crash: the next record follows.
 //!
 //! Partitions are assigned directly: no consumer group is joined, and offsets are committed
 //! only with `--group` (then tail starts from the group's committed offsets and commits
@@ -42,6 +46,8 @@ use super::StopRequests;
 use crate::encode::dead_letter::headers as dead_letter;
 use crate::encode::proto::{EVENT_SCHEMA, pb};
 use crate::encode::{headers, json};
+use crate::rules::Alert;
+use crate::rules::alert::ALERT_SCHEMA;
 
 /// Where to start reading (when `--group` has no committed offset).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,7 +56,7 @@ pub enum StartAt {
     End,
 }
 
-/// How event values are read.
+/// How event and alert values are read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ValueFormat {
     /// A JSON object is passed through, anything else is decoded as protobuf.
@@ -351,13 +357,13 @@ impl<'a> RecordView<'a> {
     }
 }
 
-/// What a record holds, told by its headers. Alerts (a later issue) will be one more
-/// variant, recognized by their `acs-schema` header (or the topic's `.alerts` suffix),
-/// rendered by one more arm of [`render`].
+/// What a record holds, told by its headers (not by its topic: topic names are templates).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kind<'a> {
     /// `acs.v1.EnrichedEvent`, or no schema header.
     Event,
+    /// `acs.v1.Alert`.
+    Alert,
     /// Header `acs.error.code`.
     DeadLetter,
     /// A schema tail does not know.
@@ -371,6 +377,7 @@ pub fn kind<'a>(record: &RecordView<'a>) -> Kind<'a> {
     match record.header(headers::SCHEMA) {
         None => Kind::Event,
         Some(schema) if schema == EVENT_SCHEMA => Kind::Event,
+        Some(schema) if schema == ALERT_SCHEMA => Kind::Alert,
         Some(schema) => Kind::Unknown(schema),
     }
 }
@@ -424,7 +431,8 @@ impl<'a> KafkaJson<'a> {
 /// Renders one record as its line.
 pub fn render(record: &RecordView<'_>, format: ValueFormat) -> Line {
     let result = match kind(record) {
-        Kind::Event => event_line(record, format),
+        Kind::Event => value_line(record, format, event_json),
+        Kind::Alert => value_line(record, format, alert_json),
         Kind::DeadLetter => Ok(dead_letter_line(record)),
         Kind::Unknown(schema) => Err(format!("unknown schema {schema}")),
     };
@@ -452,7 +460,13 @@ fn json_object(value: &[u8]) -> Option<&str> {
     Some(raw.get()).filter(|text| text.starts_with('{'))
 }
 
-fn event_line(record: &RecordView<'_>, format: ValueFormat) -> Result<Vec<u8>, String> {
+/// An event's or an alert's line: a JSON object value passed through (as `format` allows),
+/// anything else converted to its contract's JSON object by `decode`.
+fn value_line(
+    record: &RecordView<'_>,
+    format: ValueFormat,
+    decode: fn(&[u8]) -> Result<Vec<u8>, String>,
+) -> Result<Vec<u8>, String> {
     let value = record.value.ok_or("no value (a tombstone)")?;
     let passed = match format {
         ValueFormat::Protobuf => None,
@@ -468,10 +482,23 @@ fn event_line(record: &RecordView<'_>, format: ValueFormat) -> Result<Vec<u8>, S
     if format == ValueFormat::Json {
         return Err("the value is not a JSON object".to_owned());
     }
-    let event = pb::EnrichedEvent::decode(value).map_err(|error| format!("cannot decode {EVENT_SCHEMA}: {error}"))?;
-    let contract = json::from_proto(&event).map_err(|error| format!("cannot convert {EVENT_SCHEMA}: {error}"))?;
+    let contract = decode(value)?;
     // The contract is a JSON object: UTF-8 by construction.
     Ok(with_kafka(record, std::str::from_utf8(&contract).expect("serde_json writes UTF-8")))
+}
+
+/// A protobuf event in the event JSON contract.
+fn event_json(value: &[u8]) -> Result<Vec<u8>, String> {
+    let event = pb::EnrichedEvent::decode(value).map_err(|error| format!("cannot decode {EVENT_SCHEMA}: {error}"))?;
+    json::from_proto(&event).map_err(|error| format!("cannot convert {EVENT_SCHEMA}: {error}"))
+}
+
+/// A protobuf alert in the alert JSON contract.
+fn alert_json(value: &[u8]) -> Result<Vec<u8>, String> {
+    let alert = pb::Alert::decode(value).map_err(|error| format!("cannot decode {ALERT_SCHEMA}: {error}"))?;
+    let alert = Alert::from_proto(alert)
+        .ok_or_else(|| format!("cannot convert {ALERT_SCHEMA}: a severity or an action outside the alert contract"))?;
+    Ok(alert.to_json().into_bytes())
 }
 
 /// A header that holds a number: the number, else its text (`null` when absent).
@@ -597,6 +624,53 @@ mod tests {
         (headers, proto.value.into_owned(), json.value.into_owned())
     }
 
+    /// A real alert: `repeated-pauses`, fired by a session's third pause within 30 minutes.
+    fn an_alert() -> Alert {
+        let pipeline = Pipeline::new(&Config::defaults(), ReasonCatalog::builtin()).unwrap();
+        let rules = crate::rules::RuleSet::defaults();
+        let mut sessions = crate::session::Sessions::new(crate::session::SessionLimits::default());
+        let mut alerts = Vec::new();
+        for offset in 1..=5 {
+            let (at, action) = (1_767_261_000 + offset * 300, if offset % 2 == 1 { "pause" } else { "resume" });
+            let value = format!(
+                r#"{{"deliveryExecutionId":"u#d#h#acme","incidentTime":{at},"actor":"proctor","action":"{action}","actionStatus":"succeeded","messageId":"m{offset}","testTaker":"student1","reasonCode":"N52"}}"#
+            );
+            let source = Source { topic: Arc::from("acs.raw"), partition: 0, offset };
+            let mut event = pipeline.enrich(value.as_bytes(), &source, NOW).unwrap();
+            alerts = sessions.apply_evaluating(&mut event, offset, NOW, Some((&rules, None))).1;
+        }
+        assert_eq!(alerts.len(), 1, "{alerts:?}");
+        alerts.remove(0)
+    }
+
+    #[test]
+    fn an_alert_is_printed_in_the_alert_contract_after_where_it_was_read() {
+        let alert = an_alert();
+        let kafka = r#"{"_kafka":{"topic":"acs.acme.events","partition":1,"offset":41,"key":"u#d#h#acme","timestamp":1767261300123},"#;
+        let expected = [kafka, &alert.to_json()[1..]].concat();
+        let proto = alert.to_proto_vec();
+        let schema = ("acs-schema", Some(ALERT_SCHEMA.as_bytes()));
+        let protobuf = ("content-type", Some(&b"application/x-protobuf"[..]));
+        for format in [ValueFormat::Auto, ValueFormat::Protobuf] {
+            let line = render(&record(vec![protobuf, schema], Some(&proto)), format);
+            assert!(!line.error, "{}", String::from_utf8_lossy(&line.bytes));
+            assert_eq!(String::from_utf8(line.bytes).unwrap(), expected);
+        }
+        // Written as JSON: passed through as it is.
+        let json = alert.to_json();
+        let json_type = ("content-type", Some(&b"application/json"[..]));
+        for format in [ValueFormat::Auto, ValueFormat::Json] {
+            let line = render(&record(vec![json_type, schema], Some(json.as_bytes())), format);
+            assert!(!line.error);
+            assert_eq!(String::from_utf8(line.bytes).unwrap(), expected);
+        }
+        let forced = render(&record(vec![schema], Some(&proto)), ValueFormat::Json);
+        assert_eq!(parsed(&forced)["error"], "the value is not a JSON object");
+        let line = parsed(&render(&record(vec![schema], Some(&proto)), ValueFormat::Auto));
+        assert_eq!((&line["ruleId"], &line["count"]), (&json!("repeated-pauses"), &json!(3)));
+        assert_eq!(line["evidence"].as_array().map(Vec::len), Some(3));
+    }
+
     #[test]
     fn a_protobuf_event_is_printed_in_the_json_contract_after_where_it_was_read() {
         let (headers, proto, json) = event_outputs(GOOD);
@@ -634,11 +708,17 @@ mod tests {
     #[test]
     fn what_cannot_be_decoded_is_an_error_line_with_the_value() {
         type Headers<'a> = Vec<(&'a str, Option<&'a [u8]>)>;
-        let cases: [(Headers, Option<&[u8]>, &str); 4] = [
+        let alert = || vec![("acs-schema", Some(&b"acs.v1.Alert"[..]))];
+        let unknown_severity = pb::Alert { severity: 9, ..an_alert().to_proto() }.encode_to_vec();
+        let cases: [(Headers, Option<&[u8]>, &str); 8] = [
             (vec![], Some(b"\xff\x00garbage"), "cannot decode acs.v1.EnrichedEvent"),
             (vec![], Some(b"[1, 2]"), "cannot"),
             (vec![], None, "no value (a tombstone)"),
-            (vec![("acs-schema", Some(b"acs.v1.Alert"))], Some(b"x"), "unknown schema acs.v1.Alert"),
+            (vec![("acs-schema", Some(b"acs.v9.Mystery"))], Some(b"x"), "unknown schema acs.v9.Mystery"),
+            (alert(), Some(b"\xff\x00garbage"), "cannot decode acs.v1.Alert"),
+            (alert(), Some(&unknown_severity), "cannot convert acs.v1.Alert: a severity or an action outside"),
+            (alert(), Some(b"[1, 2]"), "cannot decode acs.v1.Alert"),
+            (alert(), None, "no value (a tombstone)"),
         ];
         for (headers, value, error) in cases {
             let line = render(&record(headers, value), ValueFormat::Auto);
@@ -702,9 +782,10 @@ mod tests {
         assert_eq!(kind(&record(vec![], None)), Kind::Event);
         let dead = record(vec![("acs-schema", Some(b"x")), ("acs.error.code", Some(b"too_large"))], None);
         assert_eq!(kind(&dead), Kind::DeadLetter);
+        assert_eq!(kind(&record(vec![("acs-schema", Some(b"acs.v1.Alert"))], None)), Kind::Alert);
         assert_eq!(
-            kind(&record(vec![("acs-schema", Some(b"acs.v1.Alert"))], None)),
-            Kind::Unknown("acs.v1.Alert".into())
+            kind(&record(vec![("acs-schema", Some(b"acs.v9.Mystery"))], None)),
+            Kind::Unknown("acs.v9.Mystery".into())
         );
     }
 

@@ -146,7 +146,8 @@ fn severity(severity: Severity) -> pb::Severity {
 }
 
 impl Evidence {
-    fn to_proto(&self) -> pb::Evidence {
+    /// As `acs.v1.Evidence` (proto/acs/v1/alert.proto).
+    pub(crate) fn to_proto(&self) -> pb::Evidence {
         pb::Evidence {
             message_id: self.message_id.to_string(),
             action: self.action.map_or(pb::Action::Unspecified, crate::encode::proto::action) as i32,
@@ -161,7 +162,8 @@ impl Evidence {
         }
     }
 
-    fn from_proto(message: pb::Evidence) -> Option<Evidence> {
+    /// From `acs.v1.Evidence`; `None` for an unknown action.
+    pub(crate) fn from_proto(message: pb::Evidence) -> Option<Evidence> {
         let action = match message.action {
             0 => None,
             wanted => Some(Action::ALL.iter().copied().find(|a| crate::encode::proto::action(*a) as i32 == wanted)?),

@@ -53,6 +53,11 @@ impl Distinct {
     pub fn as_raw(&self) -> &[u64] {
         &self.0
     }
+
+    /// The hashes [`Distinct::as_raw`] gave, back.
+    pub fn from_raw(hashes: Vec<u64>) -> Distinct {
+        Distinct(hashes)
+    }
 }
 
 /// The matches and cooldown of one rule (and group) in one scope.

@@ -7,6 +7,9 @@
 //! or compaction would keep only one of them and a tombstone (which has no value to say
 //! whose it is) would forget both. A topic name cannot contain `/`: the key splits at its
 //! first one.
+//!
+//! The value holds the session's rule state too (`rules`, absent without one), and the
+//! alerts kept for a replay: a restored session counts on where it stopped.
 
 use std::sync::Arc;
 
@@ -15,7 +18,9 @@ use prost::Message;
 use super::SessionState;
 use super::store::RecentIds;
 use crate::encode::proto::pb;
-use crate::model::Status;
+use crate::model::{SignalKind, Status};
+use crate::rules::engine::{Distinct, Window};
+use crate::rules::{Alert, Evidence, Fired, RuleState, SessionRules};
 
 /// A changelog record that cannot be read back.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +31,13 @@ pub enum ChangelogError {
     /// personal data).
     #[error("a key without its input topic (expected `{{input topic}}/{{session id}}`)")]
     Key,
+    /// A rule window's group is none this version knows (groups are signal kind spellings,
+    /// `none` or empty: no personal data).
+    #[error("the window of rule {rule} has an unknown group {group:?} (expected a signal kind, `none` or empty)")]
+    Group { rule: String, group: String },
+    /// A kept alert or a window's evidence with a value outside the alert contract.
+    #[error("the rule state holds an alert or evidence outside the alert contract (unknown severity or action)")]
+    Alert,
 }
 
 /// The changelog key of the session `id` of the input topic `topic`.
@@ -71,8 +83,82 @@ pub fn encode(state: &SessionState, input: &InputPartition) -> Vec<u8> {
         finished_at: state.finished_at,
         applied_offset: state.applied_offset,
         recent_ids: state.recent_ids.as_raw().to_vec(),
+        // Nothing allocated for a session without rule state (most of them).
+        rules: state.rules.as_deref().map(rules_to_proto),
     }
     .encode_to_vec()
+}
+
+fn rules_to_proto(rules: &SessionRules) -> pb::session_state::RuleState {
+    let state = &rules.state;
+    pb::session_state::RuleState {
+        watermark: state.watermark,
+        ip_hashes: state.ips.as_raw().to_vec(),
+        user_agent_hashes: state.user_agents.as_raw().to_vec(),
+        extra_time_minutes: state.extra_time_minutes,
+        windows: state
+            .windows
+            .iter()
+            .map(|window| pb::session_state::Window {
+                rule: window.rule.to_string(),
+                group: window.group.to_owned(),
+                matches: window.matches.iter().map(Evidence::to_proto).collect(),
+                last_fired: window.last_fired,
+            })
+            .collect(),
+        fired: rules
+            .fired
+            .iter()
+            .map(|fired| pb::session_state::Fired { position: fired.position, alert: Some(fired.alert.to_proto()) })
+            .collect(),
+    }
+}
+
+/// The group spelled `group` (see [`Window::group`]), as the engine holds it.
+fn static_group(group: &str) -> Option<&'static str> {
+    match group {
+        "" => Some(""),
+        "none" => Some("none"),
+        _ => SignalKind::ALL.iter().map(|kind| kind.as_str()).find(|kind| *kind == group),
+    }
+}
+
+fn rules_from_proto(message: pb::session_state::RuleState) -> Result<SessionRules, ChangelogError> {
+    let windows = message
+        .windows
+        .into_iter()
+        .map(|window| {
+            let Some(group) = static_group(&window.group) else {
+                return Err(ChangelogError::Group { rule: window.rule, group: window.group });
+            };
+            let matches = window.matches.into_iter().map(Evidence::from_proto).collect::<Option<_>>();
+            Ok(Window {
+                rule: Arc::from(window.rule),
+                group,
+                matches: matches.ok_or(ChangelogError::Alert)?,
+                last_fired: window.last_fired,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let fired = message
+        .fired
+        .into_iter()
+        .map(|fired| {
+            // An absent alert is refused like any alert outside the contract (no severity).
+            let alert = Alert::from_proto(fired.alert.unwrap_or_default()).ok_or(ChangelogError::Alert)?;
+            Ok(Fired { position: fired.position, alert })
+        })
+        .collect::<Result<Vec<_>, ChangelogError>>()?;
+    Ok(SessionRules {
+        state: RuleState {
+            watermark: message.watermark,
+            ips: Distinct::from_raw(message.ip_hashes),
+            user_agents: Distinct::from_raw(message.user_agent_hashes),
+            extra_time_minutes: message.extra_time_minutes,
+            windows,
+        },
+        fired,
+    })
 }
 
 /// Reads changelog values back into session states, reusing one message's buffers from value
@@ -103,6 +189,8 @@ impl Decoder {
             "" => None,
             spelled => Some(Status::parse(spelled).value),
         };
+        // Moved out: the rule state's buffers become the state's own.
+        let rules = message.rules.take().map(rules_from_proto).transpose()?.map(Box::new);
         Ok(Some(SessionState {
             tenant_id: tenant(&message.tenant_id),
             status,
@@ -117,7 +205,7 @@ impl Decoder {
             applied_offset: message.applied_offset,
             // A copy of exactly the ids' length: the state's own buffer.
             recent_ids: RecentIds::from_raw(message.recent_ids.clone()),
-            rules: None,
+            rules,
             dirty: false,
         }))
     }
@@ -125,7 +213,11 @@ impl Decoder {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::VecDeque;
+
     use super::*;
+    use crate::model::Action;
+    use crate::rules::{EvidenceCode, Severity};
 
     fn state() -> SessionState {
         SessionState {
@@ -146,6 +238,87 @@ mod tests {
         }
     }
 
+    fn evidence(message_id: &str, at: i64, offset: i64) -> Evidence {
+        Evidence {
+            message_id: Box::from(message_id),
+            action: Some(Action::Pause),
+            reason_code: Some(EvidenceCode::Numeric(20010)),
+            incident_time: at,
+            topic: Arc::from("acs.raw"),
+            partition: 3,
+            offset,
+        }
+    }
+
+    /// A full rule state: two windows with evidence (one grouped by signal, one cooling
+    /// down), distinct IPs and user agents, two kept alerts.
+    fn rules() -> SessionRules {
+        let t0 = 1_767_261_000_000;
+        let mut raw = evidence("m3", t0 + 20_000, 43);
+        raw.reason_code = Some(EvidenceCode::Raw(Box::from("N52")));
+        raw.action = None;
+        let mut bare = evidence("m4", t0 + 30_000, 44);
+        bare.reason_code = None;
+        let alert = |rule: &str, severity, delivery: Option<&str>, evidence: Vec<Evidence>| Alert {
+            alert_id: crate::rules::alert::alert_id(rule, "s", "", &evidence[0]),
+            rule_id: Arc::from(rule),
+            severity,
+            tenant_id: "acme".into(),
+            delivery_execution_id: delivery.map(str::to_owned),
+            test_taker: delivery.map(|_| "student1".to_owned()),
+            title: "t".into(),
+            summary: "s".into(),
+            count: evidence.len() as u32,
+            window_start: evidence[0].incident_time,
+            window_end: evidence[evidence.len() - 1].incident_time,
+            fired_at: evidence[evidence.len() - 1].incident_time,
+            evidence,
+        };
+        SessionRules {
+            state: RuleState {
+                watermark: Some(t0 + 30_000),
+                ips: Distinct::from_raw(vec![1, u64::MAX]),
+                user_agents: Distinct::from_raw(vec![7]),
+                extra_time_minutes: 12.5,
+                windows: vec![
+                    Window {
+                        rule: Arc::from("repeated-pauses"),
+                        group: "",
+                        matches: VecDeque::from([evidence("m1", t0, 41), raw]),
+                        last_fired: Some(t0 - 60_000),
+                    },
+                    Window {
+                        rule: Arc::from("security-signals"),
+                        group: SignalKind::PauseOnBlur.as_str(),
+                        matches: VecDeque::from([bare]),
+                        last_fired: None,
+                    },
+                    Window {
+                        rule: Arc::from("no-signal"),
+                        group: "none",
+                        matches: VecDeque::new(),
+                        last_fired: Some(t0),
+                    },
+                ],
+            },
+            fired: vec![
+                Fired {
+                    position: 40,
+                    alert: alert("repeated-pauses", Severity::Medium, Some("u#d#h#acme"), vec![evidence("m0", t0, 40)]),
+                },
+                Fired {
+                    position: 40,
+                    alert: alert(
+                        "tenant-rule",
+                        Severity::Critical,
+                        None,
+                        vec![evidence("m0", t0, 40), evidence("m", t0, 9)],
+                    ),
+                },
+            ],
+        }
+    }
+
     #[test]
     fn a_session_round_trips() {
         let input = InputPartition { topic: "acs.raw".into(), partition: 3 };
@@ -156,11 +329,12 @@ mod tests {
             shared.clone()
         };
         // The second value has fewer fields set: nothing of the first one stays.
-        let full = SessionState { finished_at: Some(5), ..state() };
+        let full = SessionState { finished_at: Some(5), rules: Some(Box::new(rules())), ..state() };
         for state in [full, SessionState { status: None, recent_ids: RecentIds::default(), ..state() }] {
             let value = encode(&state, &input);
             let back = decoder.decode(&value, "acs.raw", 3, tenant).unwrap();
             assert_eq!(back.as_ref(), Some(&state));
+            assert_eq!(back.as_ref().unwrap().rules.is_some(), state.rules.is_some());
             assert!(Arc::ptr_eq(&back.unwrap().tenant_id, &shared), "the shared tenant id");
             // Another input partition's: not decoded into a state.
             assert_eq!(decoder.decode(&value, "acs.raw", 4, tenant).unwrap(), None);
@@ -183,5 +357,36 @@ mod tests {
     fn unreadable_values_are_refused() {
         let decoded = Decoder::default().decode(b"\xff\xff\xff", "acs.raw", 0, |tenant| Arc::from(tenant));
         assert!(matches!(decoded, Err(ChangelogError::Decode(_))));
+    }
+
+    #[test]
+    fn rule_state_this_version_cannot_hold_is_refused() {
+        let input = InputPartition { topic: "acs.raw".into(), partition: 0 };
+        let value = encode(&SessionState { rules: Some(Box::new(rules())), ..state() }, &input);
+        let decode = |message: &pb::SessionState| {
+            Decoder::default().decode(&message.encode_to_vec(), "acs.raw", 0, |tenant| Arc::from(tenant))
+        };
+        let message = pb::SessionState::decode(value.as_slice()).unwrap();
+        assert!(decode(&message).unwrap().is_some());
+
+        let mut unknown_group = message.clone();
+        unknown_group.rules.as_mut().unwrap().windows[1].group = "a-newer-kind".into();
+        let error = decode(&unknown_group).unwrap_err();
+        assert!(matches!(&error, ChangelogError::Group { group, .. } if group == "a-newer-kind"), "{error}");
+        assert_eq!(
+            error.to_string(),
+            "the window of rule security-signals has an unknown group \"a-newer-kind\" (expected a signal kind, \
+             `none` or empty)"
+        );
+
+        let mut unknown_action = message.clone();
+        unknown_action.rules.as_mut().unwrap().windows[0].matches[0].action = 999;
+        assert!(matches!(decode(&unknown_action), Err(ChangelogError::Alert)));
+        let mut unknown_severity = message.clone();
+        unknown_severity.rules.as_mut().unwrap().fired[0].alert.as_mut().unwrap().severity = 99;
+        assert!(matches!(decode(&unknown_severity), Err(ChangelogError::Alert)));
+        let mut no_alert = message;
+        no_alert.rules.as_mut().unwrap().fired[1].alert = None;
+        assert!(matches!(decode(&no_alert), Err(ChangelogError::Alert)));
     }
 }

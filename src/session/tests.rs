@@ -353,3 +353,85 @@ fn recent_ids_keep_the_newest_within_the_horizon_in_bounded_memory() {
 fn kept_forget(ids: &mut super::store::RecentIds, now: i64) {
     ids.forget_older_than(now, Duration::from_secs(3600));
 }
+
+/// A store restored from the changes drained from `changes`, as after a restart.
+fn restored_from(changes: &[Change]) -> Sessions {
+    let mut restored = Sessions::new(SessionLimits::default());
+    for (key, value) in changes {
+        restored.restore_record("raw", 0, key, value.as_deref()).unwrap();
+    }
+    restored
+}
+
+#[test]
+fn rule_state_is_restored_and_a_replay_fires_what_it_fired_until_committed() {
+    let pipeline = Pipeline::new(&Config::defaults(), ReasonCatalog::builtin()).unwrap();
+    let rules = crate::rules::RuleSet::defaults();
+    let apply = |sessions: &mut Sessions, json: &str, position: i64| {
+        let mut event = event(&pipeline, json, position);
+        sessions.apply_evaluating(&mut event, position, NOW, Some((&rules, None))).1
+    };
+    // `repeated-pauses`: 3 succeeded pauses within 30 minutes. Two before the restart.
+    let before = [
+        flat("pause", "succeeded", "", 0, "p1"),
+        flat("resume", "succeeded", "", 60, "r1"),
+        flat("pause", "succeeded", "", 600, "p2"),
+        flat("resume", "succeeded", "", 660, "r2"),
+    ];
+    let third = flat("pause", "succeeded", "", 1200, "p3");
+    let mut never = Sessions::new(SessionLimits::default());
+    for (position, json) in (1..).zip(&before) {
+        assert!(apply(&mut never, json, position).is_empty());
+    }
+    let mut restored = restored_from(&never.drain_changes("raw", 0));
+    assert_eq!(restored.get(DE), never.get(DE), "the rule state too");
+    assert_eq!(restored.get(DE).and_then(|state| state.rules.as_ref()).map(|rules| rules.state.held()), Some(2));
+
+    // The third pause fires in the restored store exactly as in the one that never restarted.
+    let fired = apply(&mut never, &third, 5);
+    assert_eq!(fired.len(), 1, "{fired:?}");
+    assert_eq!(&*fired[0].rule_id, "repeated-pauses");
+    let evidence: Vec<&str> = fired[0].evidence.iter().map(|e| &*e.message_id).collect();
+    assert_eq!(evidence, ["p1", "p2", "p3"]);
+    assert_eq!(apply(&mut restored, &third, 5), fired);
+    assert_eq!(restored.get(DE), never.get(DE));
+
+    // Input processed again: counts nothing, fires again what its position fired, also
+    // after another restart (the alerts are kept in the changelog record).
+    assert_eq!(apply(&mut restored, &third, 5), fired);
+    let mut again = restored_from(&restored.drain_changes("raw", 0));
+    assert_eq!(again.get(DE), restored.get(DE));
+    assert_eq!(apply(&mut again, &third, 5), fired);
+    assert!(apply(&mut again, &before[3], 4).is_empty(), "a position that fired nothing");
+    assert_eq!(again.get(DE).map(|state| state.sequence), Some(5), "nothing applied twice");
+
+    // Committed past it and the session touched again: forgotten, a replay fires nothing.
+    again.committed(6);
+    assert_eq!(apply(&mut again, &third, 5), fired, "kept until the session is touched");
+    assert!(apply(&mut again, &flat("resume", "succeeded", "", 1260, "r3"), 6).is_empty());
+    assert!(again.get(DE).and_then(|state| state.rules.as_ref()).is_some_and(|rules| rules.fired.is_empty()));
+    assert!(apply(&mut again, &third, 5).is_empty());
+    let mut after = restored_from(&again.drain_changes("raw", 0));
+    assert!(apply(&mut after, &third, 5).is_empty());
+}
+
+#[test]
+fn a_tenant_entry_keeps_its_rule_state_through_a_restore() {
+    let pipeline = Pipeline::new(&Config::defaults(), ReasonCatalog::builtin()).unwrap();
+    let rules = crate::rules::RuleSet::defaults();
+    let error = format!(
+        r#"{{"deliveryExecutionId":"{DE}","actor":"deliver-fe","action":"log","actionStatus":"interacting","incidentTime":{},"messageId":"t1","reasonCode":40010,"reasonMessage":"[deliver-fe] TypeError"}}"#,
+        T0 / 1000
+    );
+    let mut sessions = Sessions::new(SessionLimits::default());
+    let mut event = event(&pipeline, &error, 1);
+    let mut forward = Vec::new();
+    sessions.apply_evaluating(&mut event, 1, NOW, Some((&rules, Some(&mut forward))));
+    assert_eq!(forward.iter().map(|id| &**id).collect::<Vec<_>>(), ["technical-burst"]);
+    assert!(sessions.apply_tenant(&event, &forward, 1, NOW, &rules).is_empty());
+    let restored = restored_from(&sessions.drain_changes("raw", 0));
+    let tenant = restored.get("acme").and_then(|state| state.rules.as_ref());
+    assert_eq!(tenant.map(|rules| rules.state.held()), Some(1), "the tenant's window");
+    assert_eq!(restored.get("acme"), sessions.get("acme"));
+    assert_eq!(restored.get(DE), sessions.get(DE));
+}
