@@ -461,8 +461,25 @@ async fn serve(
         // No server: the loop sees the query channel closed and stops looking at it.
         None => None,
     };
+    // SIGHUP: the rules and the catalog are read again (validated first; on error the ones in
+    // force stay).
+    let reloads = {
+        let (config, pipeline) = (config.clone(), pipeline.clone());
+        let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("listening for SIGHUP")?;
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                // Reads files: off the async workers.
+                let (config, pipeline) = (config.clone(), pipeline.clone());
+                let _ = tokio::task::spawn_blocking(move || acs_stream::commands::reload::reload(&config, &pipeline))
+                    .await;
+            }
+        })
+    };
+    acs_stream::telemetry::describe_rules(&pipeline.rules());
     let observers = Observers { readiness, queries: Some(asked), ..Observers::default() };
     let summary = runtime::run_with(config, pipeline, shutdown_signal(), observers).await;
+    reloads.abort();
     let _ = stop_admin.send(());
     if let Some(admin) = admin {
         match admin.await {
@@ -494,7 +511,8 @@ async fn shutdown_signal() {
 fn load(config: Option<&std::path::Path>) -> anyhow::Result<(Config, Pipeline)> {
     let config = Config::load(config)?;
     let catalog = config.catalog()?;
-    let pipeline = Pipeline::new(&config, catalog).context("building the pipeline")?;
+    let rules = config.rules()?;
+    let pipeline = Pipeline::new(&config, catalog).context("building the pipeline")?.with_rules(rules);
     Ok((config, pipeline))
 }
 

@@ -173,6 +173,7 @@ fn cluster_for(
     for topic in OUTPUTS {
         cluster.create_topic(topic, 2, 1).unwrap();
     }
+    common::create_rule_topics(&cluster, group, partitions);
     (cluster, brokers)
 }
 
@@ -635,6 +636,7 @@ async fn a_regex_subscription_picks_up_matching_topics_even_new_ones() {
     }
     cluster.create_topic("acs.raw.a", 2, 1).unwrap();
     cluster.create_topic("acs-regex.sessions.changelog", 2, 1).unwrap();
+    common::create_rule_topics(&cluster, "acs-regex", 2);
     // Not matched: must not be consumed.
     cluster.create_topic("other.raw", 2, 1).unwrap();
     produce_to(&brokers, "other.raw", &records(9, 50));

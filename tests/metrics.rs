@@ -12,6 +12,7 @@ use acs_stream::decode::ErrorCode;
 use acs_stream::kafka::runtime;
 use acs_stream::model::{Anomaly, ReasonCatalog, Source};
 use acs_stream::pipeline::{Outcome, Pipeline, Record};
+use acs_stream::rules::Scope;
 use acs_stream::synth::{Generator, SynthOptions, SynthRecord};
 use acs_stream::telemetry;
 use metrics_util::MetricKind;
@@ -33,16 +34,32 @@ type Series = (String, Vec<(String, String)>);
 /// Counts by label value.
 type Counts<K> = BTreeMap<K, u64>;
 
-/// What the input should do to the counters: dead letters by code, anomalies by kind and
-/// events by tenant, as the core says on its own.
-fn expected(inputs: &[SynthRecord]) -> (Counts<&'static str>, Counts<&'static str>, Counts<String>) {
-    let pipeline = Pipeline::new(&Config::defaults(), ReasonCatalog::builtin()).unwrap();
+/// What the input should do to the counters, as the core says on its own.
+#[derive(Default)]
+struct Expected {
+    codes: Counts<&'static str>,
+    anomalies: Counts<&'static str>,
+    tenants: Counts<String>,
+    /// Alerts of session-scoped rules, by rule and severity (tenant-scoped ones depend on how
+    /// the partitions interleave).
+    alerts: Counts<(String, &'static str)>,
+}
+
+fn expected(inputs: &[SynthRecord]) -> Expected {
+    let pipeline = Pipeline::new(&Config::defaults(), ReasonCatalog::builtin()).unwrap().with_inline_tenants();
+    let rules = pipeline.rules();
     let mut sessions = pipeline.sessions();
-    let (mut codes, mut anomalies, mut tenants) = (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
+    let mut expected = Expected::default();
+    let Expected { codes, anomalies, tenants, alerts } = &mut expected;
     for (offset, input) in inputs.iter().enumerate() {
         let source = Source { topic: std::sync::Arc::from(INPUT), partition: 0, offset: offset as i64 };
         match pipeline.process(&Record::new(Some(&input.key), &input.value, source), &mut sessions, now_ms()) {
-            Outcome::Event { facts, .. } => {
+            Outcome::Event { facts, alerts: fired, .. } => {
+                for alerted in fired {
+                    if rules.get(&alerted.rule).is_some_and(|rule| rule.scope == Scope::Session) {
+                        *alerts.entry((alerted.rule.to_string(), alerted.severity.as_str())).or_default() += 1;
+                    }
+                }
                 *tenants.entry(facts.tenant.to_string()).or_default() += 1;
                 for anomaly in facts.anomalies {
                     *anomalies.entry(anomaly.as_str()).or_default() += 1;
@@ -51,7 +68,7 @@ fn expected(inputs: &[SynthRecord]) -> (Counts<&'static str>, Counts<&'static st
             Outcome::DeadLetter(dead) => *codes.entry(dead.rejection.code.as_str()).or_default() += 1,
         }
     }
-    (codes, anomalies, tenants)
+    expected
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -68,6 +85,7 @@ async fn processing_moves_exactly_the_expected_counters() {
     for topic in OUTPUTS {
         cluster.create_topic(topic, 2, 1).unwrap();
     }
+    common::create_rule_topics(&cluster, GROUP, 3);
     let options = SynthOptions {
         seed: 21,
         tenants: 2,
@@ -128,7 +146,7 @@ async fn processing_moves_exactly_the_expected_counters() {
         counters.get(&(name.to_owned(), labels)).copied().unwrap_or_else(|| panic!("no {name} {counters:#?}"))
     };
 
-    let (codes, anomalies, tenants) = expected(&inputs);
+    let Expected { codes, anomalies, tenants, alerts } = expected(&inputs);
     let dead = codes.values().sum::<u64>();
     let events = inputs.len() as u64 - dead;
     assert!(dead > 0 && events > 0, "both kinds of input");
@@ -137,9 +155,23 @@ async fn processing_moves_exactly_the_expected_counters() {
     assert_eq!(counter(telemetry::RECORDS_PUBLISHED, &[("kind", "dead_letter")]), dead);
     assert_eq!(counter(telemetry::RECORDS_PUBLISHED, &[("kind", "changelog")]), summary.changelog_records);
     assert!(summary.changelog_records > 0);
-    for kind in ["alert", "repartition"] {
-        assert_eq!(counter(telemetry::RECORDS_PUBLISHED, &[("kind", kind)]), 0, "{kind}");
+    // Alerts: those of session-scoped rules exactly as the core fires them; all of them
+    // raised, counted by rule and severity, and published.
+    assert!(alerts.values().sum::<u64>() > 0, "the synthetic sessions fire rules");
+    let rules = acs_stream::rules::RuleSet::defaults();
+    let mut raised = 0;
+    for rule in &rules.rules {
+        let count = counter(telemetry::ALERTS, &[("rule", &rule.id), ("severity", rule.severity.as_str())]);
+        raised += count;
+        if rule.scope == Scope::Session {
+            let want = alerts.get(&(rule.id.to_string(), rule.severity.as_str())).copied().unwrap_or(0);
+            assert_eq!(count, want, "{}", rule.id);
+        }
     }
+    assert_eq!(raised, summary.alerts);
+    assert_eq!(counter(telemetry::RECORDS_PUBLISHED, &[("kind", "alert")]), summary.alerts);
+    // Events of tenant-scoped rules, re-keyed by tenant (at least those counted already).
+    assert!(counter(telemetry::RECORDS_PUBLISHED, &[("kind", "repartition")]) >= summary.tenant_records);
     for code in ErrorCode::ALL {
         let expected = codes.get(code.as_str()).copied().unwrap_or(0);
         assert_eq!(counter(telemetry::DEAD_LETTERS, &[("code", code.as_str())]), expected, "{code:?}");

@@ -79,12 +79,13 @@ pub fn check(path: &Path, env: impl IntoIterator<Item = (String, String)>) -> Re
     Ok(kind)
 }
 
-/// As `run` loads it: layers, validation, the catalog file it names, the pipeline.
+/// As `run` loads it: layers, validation, the catalog and rules files it names, the pipeline.
 fn check_service(path: &Path, text: &str, env: impl IntoIterator<Item = (String, String)>) -> Result<(), String> {
     let origin = path.display().to_string();
     let config = Config::layered(Some((&origin, text)), env).map_err(|e| e.to_string())?;
     let catalog = config.catalog().map_err(|e| e.to_string())?;
-    Pipeline::new(&config, catalog).map_err(|e| e.to_string())?;
+    let rules = config.rules().map_err(|e| e.to_string())?;
+    Pipeline::new(&config, catalog).map_err(|e| e.to_string())?.with_rules(rules);
     Ok(())
 }
 

@@ -258,7 +258,7 @@ fn report(summary: &RunSummary, records: &[OutputRecord], elapsed: Duration) -> 
     let mut out = String::new();
     // Records of the tenant topic are consumed too (internal: the events of tenant-scoped
     // rules, re-keyed by tenant).
-    let input = summary.consumed - summary.tenant_records;
+    let input = summary.consumed;
     let rate = input as f64 / elapsed.as_secs_f64().max(1e-9);
     out.push_str(&format!(
         "\nacs-stream demo: {input} records consumed in {:.1} s ({:.0} records/s, consumer group join included), \

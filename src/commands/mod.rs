@@ -5,6 +5,7 @@ pub mod check_config;
 pub mod demo;
 pub mod generate;
 pub mod process;
+pub mod reload;
 pub mod tail;
 
 use std::sync::Arc;

@@ -90,8 +90,8 @@ pub struct RunSummary {
     pub changelog_records: u64,
     /// Alerts produced (acknowledged or not).
     pub alerts: u64,
-    /// Records of the tenant topic counted for their tenant (consumed; their alerts are in
-    /// `alerts`).
+    /// Records of the tenant topic counted for their tenant (not in `consumed`; their alerts
+    /// are in `alerts`).
     pub tenant_records: u64,
     /// Changelog records read back while restoring assigned partitions.
     pub restored_records: u64,
@@ -1346,7 +1346,9 @@ pub async fn run_with<P: Processor>(
                         Fallback::Nothing => 0,
                     };
                 let mut state = shared.lock();
-                state.summary.consumed += 1;
+                // Input records (and their re-keyed copies); records of the tenant topic are
+                // counted apart.
+                state.summary.consumed += u64::from(output.is_some());
                 match (&output, &fallback, &upstream_headers) {
                     (None, _, _) => state.summary.tenant_records += 1,
                     (_, Fallback::Event(_), Some(_)) => state.summary.repartitioned += 1,

@@ -55,6 +55,20 @@ pub fn check_outputs(inputs: &[SynthRecord], outputs: &[OutputRecord], prefix: &
     assert_eq!(keys, expected_keys, "every valid input became one event");
 }
 
+/// The topics of the default rules for the tests' tenants (tenant-01, tenant-02), on a
+/// cluster that does not create topics (the mock cluster): their alerts topics, and the
+/// tenant topic of consumer group `group` with `partitions` partitions.
+pub fn create_rule_topics<C: rdkafka::ClientContext>(
+    cluster: &rdkafka::mocking::MockCluster<'_, C>,
+    group: &str,
+    partitions: i32,
+) {
+    for tenant in ["tenant-01", "tenant-02"] {
+        cluster.create_topic(&format!("acs.{tenant}.alerts"), 2, 1).unwrap();
+    }
+    cluster.create_topic(&format!("{group}.tenant-signals"), partitions, 1).unwrap();
+}
+
 /// Per partition of `topic`: the group's committed offset (None before any commit) and the
 /// end of the partition.
 pub fn committed_for(brokers: &str, group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, (Option<i64>, i64)> {
