@@ -2,6 +2,10 @@
 //! produce exactly the files in `tests/golden/<case>/expected/` (one per output topic, and
 //! `summary.txt` for stderr). A case may carry a `config.toml`.
 //!
+//! Every default rule has a case `rule-<id>` (its README says which session fires and why
+//! the others must not): the rule firing in one session (one per variant), its near-misses
+//! in others.
+//!
 //! After an intended change: `ACS_GOLDEN_BLESS=1 cargo test --test golden`, then review
 //! the diff of `expected/`.
 
@@ -137,4 +141,33 @@ fn golden_cases_produce_their_expected_outputs() {
         "golden mismatches (bless with ACS_GOLDEN_BLESS=1 if intended):\n{}",
         failures.join("\n")
     );
+}
+
+/// Every default rule has a golden case `rule-<id>` in which it fires (and near-misses in
+/// other sessions that must not), so that the rule set and the cases cannot drift apart.
+#[test]
+fn every_default_rule_has_a_golden_case_that_fires_it() {
+    if std::env::var_os("ACS_GOLDEN_BLESS").is_some() {
+        // The other test is rewriting `expected/` right now; run again without blessing.
+        return;
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let rules = acs_stream::rules::RuleSet::defaults();
+    assert!(!rules.rules.is_empty(), "no default rules");
+    let mut missing = Vec::new();
+    for rule in &rules.rules {
+        let alerts = root.join(format!("rule-{}/expected/acs.acme.alerts.jsonl", rule.id));
+        let Ok(text) = fs::read_to_string(&alerts) else {
+            missing.push(format!("{}: no {}", rule.id, alerts.display()));
+            continue;
+        };
+        let fires = text.lines().any(|line| {
+            let alert: serde_json::Value = serde_json::from_str(line).expect("an alert is JSON");
+            alert["ruleId"] == *rule.id
+        });
+        if !fires {
+            missing.push(format!("{}: no alert of the rule in {}", rule.id, alerts.display()));
+        }
+    }
+    assert!(missing.is_empty(), "default rules without a golden case that fires them:\n{}", missing.join("\n"));
 }
