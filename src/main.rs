@@ -465,14 +465,14 @@ async fn serve(
     // force stay).
     let reloads = {
         let (config, pipeline) = (config.clone(), pipeline.clone());
-        let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-            .context("listening for SIGHUP")?;
+        let mut hangups =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).context("listening for SIGHUP")?;
         tokio::spawn(async move {
             while hangups.recv().await.is_some() {
                 // Reads files: off the async workers.
                 let (config, pipeline) = (config.clone(), pipeline.clone());
-                let _ = tokio::task::spawn_blocking(move || acs_stream::commands::reload::reload(&config, &pipeline))
-                    .await;
+                let _ =
+                    tokio::task::spawn_blocking(move || acs_stream::commands::reload::reload(&config, &pipeline)).await;
             }
         })
     };

@@ -70,8 +70,11 @@ fn config_with(brokers: &str, group: &str, inputs: &str, producer: &str, more: &
     // fetch waits: after a backpressure pause, the mock cluster answers the next fetch only
     // after fetch.wait.max.ms. A short metadata refresh: new topics matching a regex
     // subscription are seen at the next refresh.
+    // Rules off unless the test turns them on: the tenant topic's partitions would join the
+    // group's assignment, which these tests count.
+    let rules = if more.contains("[rules]") { "" } else { "[rules]\nenabled = false\n" };
     let file = format!(
-        "[kafka]\nbrokers = \"{brokers}\"\ngroup_id = \"{group}\"\ninput_topics = [{inputs}]\ncommit_interval = \"200ms\"\n\
+        "{rules}[kafka]\nbrokers = \"{brokers}\"\ngroup_id = \"{group}\"\ninput_topics = [{inputs}]\ncommit_interval = \"200ms\"\n\
          max_in_flight = {MAX_IN_FLIGHT}\nmax_in_flight_bytes = {MAX_IN_FLIGHT_BYTES}\n\
          [kafka.consumer]\n\"session.timeout.ms\" = 6000\n\"fetch.wait.max.ms\" = 10\n\"topic.metadata.refresh.interval.ms\" = 500\n[kafka.producer]\n{producer}\n[topics]\ncreate = false\n[shutdown]\ngrace = \"20s\"\n{more}"
     );

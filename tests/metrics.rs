@@ -77,6 +77,8 @@ async fn processing_moves_exactly_the_expected_counters() {
     let snapshotter = recorder.snapshotter();
     recorder.install().expect("the only recorder of this binary");
     telemetry::describe();
+    // As `run` does: every rule's alert series starts at 0.
+    telemetry::describe_rules(&acs_stream::rules::RuleSet::defaults());
 
     let cluster = MockCluster::new(1).unwrap();
     let brokers = cluster.bootstrap_servers();
@@ -194,6 +196,7 @@ async fn processing_moves_exactly_the_expected_counters() {
     assert_eq!(histograms[telemetry::EVENT_TIME_LAG_SECONDS].len() as u64, events);
     assert!(histograms.values().flatten().all(|v| *v >= 0.0));
     let gauge = |name: &str| gauges.get(&(name.to_owned(), Vec::new())).copied();
-    assert_eq!(gauge(telemetry::ASSIGNED_PARTITIONS), Some(3.0));
+    // The input's 3 partitions and the tenant topic's 3.
+    assert_eq!(gauge(telemetry::ASSIGNED_PARTITIONS), Some(6.0));
     assert!(gauge(telemetry::ACTIVE_SESSIONS).is_some_and(|sessions| sessions > 0.0), "{gauges:?}");
 }
