@@ -9,8 +9,8 @@
 //!   with a dead-letter code; the checks run in a fixed, documented order.
 //! - [`enrich`]: reason code → category (catalog), reason message → security signal.
 //! - [`session`]: the session state machine per delivery execution, per input partition.
-//! - [`rules`]: flag-alert rules (configuration, default set) and their evaluation (not wired
-//!   into the pipeline yet).
+//! - [`rules`]: flag-alert rules (configuration, default set) and their evaluation on event
+//!   time, after the session state.
 //! - [`encode`]: output records: topic routing, protobuf or JSON values, dead letters.
 //! - [`pipeline`]: `Pipeline::process(record, now)`: the pure core wiring the above.
 //! - [`kafka`]: the Kafka edge: offset bookkeeping, client settings, the service loop.

@@ -432,6 +432,7 @@ async fn serve(
     use acs_stream::kafka::runtime::{self, Observers, Readiness};
     use anyhow::Context as _;
 
+    let shutdown = shutdown_signal().context("listening for SIGTERM and SIGINT")?;
     let (readiness, watched) = tokio::sync::watch::channel(Readiness::default());
     let (queries, asked) = tokio::sync::mpsc::channel(16);
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -478,7 +479,7 @@ async fn serve(
     };
     acs_stream::telemetry::describe_rules(&pipeline.rules());
     let observers = Observers { readiness, queries: Some(asked), ..Observers::default() };
-    let summary = runtime::run_with(config, pipeline, shutdown_signal(), observers).await;
+    let summary = runtime::run_with(config, pipeline, shutdown, observers).await;
     reloads.abort();
     let _ = stop_admin.send(());
     if let Some(admin) = admin {
@@ -491,20 +492,18 @@ async fn serve(
     Ok(summary?)
 }
 
-/// Completes on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// Completes on SIGTERM or SIGINT. The handlers are installed at the call, not at the first
+/// poll: a signal that arrives while the service starts is not the default (fatal) one.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => tracing::info!(signal = "SIGINT", "Shutting down."),
+            _ = terminate.recv() => tracing::info!(signal = "SIGTERM", "Shutting down."),
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!(signal = "SIGINT", "Shutting down."),
-        () = terminate => tracing::info!(signal = "SIGTERM", "Shutting down."),
-    }
+    })
 }
 
 /// The configuration (defaults, file, environment) and the core built from it.

@@ -267,9 +267,10 @@ impl Pipeline {
         })
     }
 
-    /// The same core with these rules.
-    pub fn with_rules(self, rules: RuleSet) -> Pipeline {
-        self.rules.store(Arc::new(rules));
+    /// The same core with these rules (its own: clones made before do not see them; clones
+    /// made after share them, and what [`Pipeline::reload`] swaps in).
+    pub fn with_rules(mut self, rules: RuleSet) -> Pipeline {
+        self.rules = Arc::new(ArcSwap::from_pointee(rules));
         self
     }
 
@@ -451,6 +452,16 @@ mod tests {
         assert_eq!(sequence(pipeline.process(&first, &mut sessions, NOW)), 1);
         assert_eq!(sequence(pipeline.process(&second, &mut sessions, NOW)), 2, "applied: a lower upstream offset");
         assert_eq!(sequence(pipeline.process(&second, &mut sessions, NOW)), 2, "processed again: not applied");
+    }
+
+    #[test]
+    fn with_rules_is_the_pipelines_own_and_a_reload_reaches_its_clones() {
+        let base = Pipeline::new(&Config::defaults(), ReasonCatalog::builtin()).unwrap();
+        let without = base.clone().with_rules(RuleSet::empty());
+        assert_eq!(base.rules().rules.len(), RuleSet::defaults().rules.len(), "the original keeps its rules");
+        let running = without.clone();
+        without.reload(RuleSet::defaults(), ReasonCatalog::builtin());
+        assert_eq!(running.rules().rules.len(), RuleSet::defaults().rules.len(), "a clone sees the reload");
     }
 
     #[test]

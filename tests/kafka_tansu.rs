@@ -56,7 +56,21 @@ fn produce(brokers: &str, topic: &str, records: &[SynthRecord]) {
 
 /// Writes a service configuration for this test's topics and group.
 /// `consumer`: the `[kafka.consumer]` lines (a short session by default).
+/// Rules are off: these tests are about the runtime, and alerts (with the tenant topic and the
+/// rule state in the changelog) about double what the broker must carry; the alerts test
+/// turns them on ([`config_file_with_rules`]).
 fn config_file(dir: &std::path::Path, brokers: &str, input: &str, prefix: &str, consumer: &str) -> std::path::PathBuf {
+    config_file_with_rules(dir, brokers, input, prefix, consumer, false)
+}
+
+fn config_file_with_rules(
+    dir: &std::path::Path,
+    brokers: &str,
+    input: &str,
+    prefix: &str,
+    consumer: &str,
+    rules: bool,
+) -> std::path::PathBuf {
     let consumer = if consumer.is_empty() { "\"session.timeout.ms\" = 6000" } else { consumer };
     let path = dir.join("acs-stream.toml");
     let mut file = std::fs::File::create(&path).unwrap();
@@ -66,7 +80,7 @@ fn config_file(dir: &std::path::Path, brokers: &str, input: &str, prefix: &str, 
          dead_letter_topic = \"{prefix}.dlq\"\n\
          [kafka]\nbrokers = \"{brokers}\"\ngroup_id = \"{prefix}\"\ninput_topics = [\"{input}\"]\ncommit_interval = \"200ms\"\n\
          [kafka.consumer]\n{consumer}\n[topics]\ncreate = true\npartitions = 2\nreplication_factor = 1\n[shutdown]\ngrace = \"20s\"\n\
-         [admin]\nlisten = \"127.0.0.1:0\"\n"
+         [admin]\nlisten = \"127.0.0.1:0\"\n[rules]\nenabled = {rules}\n"
     )
     .unwrap();
     path
@@ -400,7 +414,7 @@ async fn alerts_fire_exactly_as_without_a_sigkill_mid_window() {
         start_ms: now_ms() - 3_600_000,
         ..Default::default()
     };
-    let inputs = Generator::new(options).take_records(3_000);
+    let inputs = Generator::new(options).take_records(1_000);
 
     // The reference: the core over every input, in order, without a restart. Session-scoped
     // rules see each session in input order, as a partition keyed by session gives them.
@@ -428,7 +442,7 @@ async fn alerts_fire_exactly_as_without_a_sigkill_mid_window() {
     let producer = {
         let (brokers, input, inputs) = (brokers.clone(), input.clone(), inputs.clone());
         std::thread::spawn(move || {
-            for chunk in inputs.chunks(150) {
+            for chunk in inputs.chunks(100) {
                 produce(&brokers, &input, chunk);
                 std::thread::sleep(Duration::from_millis(50));
             }
@@ -436,9 +450,9 @@ async fn alerts_fire_exactly_as_without_a_sigkill_mid_window() {
     };
     let dir = tempfile::tempdir().unwrap();
     let static_member = format!("\"group.instance.id\" = \"{prefix}-0\"\n\"session.timeout.ms\" = 20000");
-    let config = config_file(dir.path(), &brokers, &input, &prefix, &static_member);
+    let config = config_file_with_rules(dir.path(), &brokers, &input, &prefix, &static_member, true);
     let mut first = start(&config);
-    let _ = outputs(&brokers, &prefix, 2, 600);
+    let _ = outputs(&brokers, &prefix, 2, 400);
     first.0.kill().expect("SIGKILL");
     first.0.wait().unwrap();
     let second = start(&config);

@@ -41,9 +41,12 @@ const GIVE_UP_EVERY: u64 = 10_000;
 
 /// Pause between two attempts of a read that failed for a passing reason (broker away).
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
-/// How long one metadata or offsets request may take, and how long a read may go without
-/// any progress before it starts over.
+/// How long one metadata or offsets request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// No record for this long while an end is not reached: the read starts over. Long: a slow
+/// broker (seen on tansu under load: fetches answered after 10-20 s) is only slowed down
+/// further by reading everything again; librdkafka retries a fetch on its own.
+const IDLE_LIMIT: Duration = Duration::from_secs(60);
 
 /// What [`read`] hands to its `apply`, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -390,7 +393,7 @@ fn read_partitions(
             }
             None => {
                 // Nothing for a long while although an end is not reached: start over.
-                if idle_since.get_or_insert_with(Instant::now).elapsed() > REQUEST_TIMEOUT {
+                if idle_since.get_or_insert_with(Instant::now).elapsed() > IDLE_LIMIT {
                     return Err(KafkaError::MessageConsumption(RDKafkaErrorCode::OperationTimedOut).into());
                 }
             }

@@ -1035,15 +1035,6 @@ pub async fn run_with<P: Processor>(
     let consumer: StreamConsumer<ConsumerCtx> = client::consumer(config)
         .create_with_context(ConsumerCtx { shared: shared.clone(), assignment, readiness })
         .map_err(|source| RuntimeError::Client { client: "consumer", source })?;
-    // Re-keyed input is consumed twice in the group: from the input topics (to re-key it)
-    // and from the repartition topic (to process it).
-    let mut topics: Vec<&str> = config.kafka.input_topics.iter().map(String::as_str).collect();
-    topics.extend(pipeline.repartition_topic());
-    // Events of tenant-scoped rules, re-keyed by tenant, counted where their tenant is.
-    topics.extend(pipeline.tenant_topic());
-    consumer
-        .subscribe(&topics)
-        .map_err(|source| RuntimeError::Subscribe { topics: topics.iter().map(|t| t.to_string()).collect(), source })?;
     let admin = if config.topics.create {
         Some(client::admin(config).create().map_err(|source| RuntimeError::Client { client: "admin client", source })?)
     } else {
@@ -1066,6 +1057,17 @@ pub async fn run_with<P: Processor>(
             pipeline.changelog_topic(),
         )
         .await;
+    // Subscribed once the internal topics exist: a topic missing at subscription is only
+    // seen at the next metadata refresh (minutes).
+    // Re-keyed input is consumed twice in the group: from the input topics (to re-key it)
+    // and from the repartition topic (to process it).
+    let mut topics: Vec<&str> = config.kafka.input_topics.iter().map(String::as_str).collect();
+    topics.extend(pipeline.repartition_topic());
+    // Events of tenant-scoped rules, re-keyed by tenant, counted where their tenant is.
+    topics.extend(pipeline.tenant_topic());
+    consumer
+        .subscribe(&topics)
+        .map_err(|source| RuntimeError::Subscribe { topics: topics.iter().map(|t| t.to_string()).collect(), source })?;
     info!(brokers = %config.kafka.brokers, group = %config.kafka.group_id, topics = ?config.kafka.input_topics, "Consuming.");
 
     let mut source_topics: HashMap<String, Arc<str>> = HashMap::new();

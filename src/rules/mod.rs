@@ -1,13 +1,13 @@
 //! Flag alerts (DESIGN.md §6): rules from configuration ([`config`]; the defaults in
 //! `config/rules.toml`), evaluated on event time by [`engine::evaluate`] into [`Alert`]s
-//! ([`alert`], with their JSON contract). Pure and synchronous; not wired into the
-//! pipeline yet.
+//! ([`alert`], with their JSON and protobuf contracts). Pure and synchronous.
 //!
-//! Wiring (to come): evaluate after `Sessions::apply` with the event's [`SessionView`]; keep
-//! a session's [`RuleState`] beside its session state (same changelog record, same expiry),
-//! and a tenant's [`RuleState`] keyed by tenant (tenant-scoped rules see only the events of
-//! the partitions that hold it); publish [`Alert::to_json`] (or a protobuf message) to
-//! `output.alerts_topic`, keyed by delivery execution (tenant for tenant scope).
+//! Wiring: [`crate::pipeline::Pipeline::process`] evaluates after `Sessions::apply`, with
+//! the event's [`SessionView`]; a session's [`RuleState`] lives beside its session state
+//! ([`SessionRules`], in the same changelog record, with the same expiry). Tenant-scoped
+//! rules are counted in place ([`Tenant::Inline`], `process`) or forwarded
+//! ([`Tenant::Forward`]): the Kafka runtime re-keys the event by tenant through the tenant
+//! topic and [`evaluate_tenant`] counts it where the tenant's partition is.
 //!
 //! [`SessionView`]: crate::model::SessionView
 
