@@ -415,7 +415,8 @@ fn core_alerts() -> Vec<Alert> {
     for (offset, record) in (0..).zip(Generator::new(options).take_records(400)) {
         let source = Source { topic: Arc::from("acs.raw"), partition: 0, offset };
         let Ok(mut event) = pipeline.enrich(&record.value, &source, NOW_MS) else { continue };
-        alerts.extend(sessions.apply_evaluating(&mut event, offset, NOW_MS, Some((&rules, None))).1);
+        let fired = sessions.apply_evaluating(&mut event, offset, NOW_MS, Some((&rules, None))).1;
+        alerts.extend(fired.into_iter().map(Arc::unwrap_or_clone));
     }
     assert!(alerts.len() >= 5, "{} alerts", alerts.len());
     alerts

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use prost::Message as _;
+use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
 use serde::Serialize;
 use xxhash_rust::xxh3::xxh3_128;
 
@@ -129,9 +129,86 @@ impl Alert {
         })
     }
 
-    /// The `acs.v1.Alert` encoding.
+    /// The `acs.v1.Alert` encoding, written straight from the alert (no owned copy of its
+    /// strings); equal, byte for byte, to `to_proto().encode_to_vec()` (tested).
     pub fn to_proto_vec(&self) -> Vec<u8> {
-        self.to_proto().encode_to_vec()
+        let severity = severity(self.severity) as i32;
+        let evidence: Vec<(usize, &Evidence)> = self.evidence.iter().map(|e| (e.proto_len(), e)).collect();
+        let mut len = str_len(1, &self.alert_id)
+            + str_len(2, &self.rule_id)
+            + int_len(3, i64::from(severity))
+            + str_len(4, &self.tenant_id)
+            + self.delivery_execution_id.as_deref().map_or(0, |v| bytes_len(5, v))
+            + self.test_taker.as_deref().map_or(0, |v| bytes_len(6, v))
+            + str_len(7, &self.title)
+            + str_len(8, &self.summary)
+            + int_len(9, i64::from(self.count))
+            + int_len(10, self.window_start)
+            + int_len(11, self.window_end)
+            + int_len(12, self.fired_at);
+        len += evidence.iter().map(|(n, _)| bytes_len_of(13, *n)).sum::<usize>();
+        let mut buf = Vec::with_capacity(len);
+        put_str(&mut buf, 1, &self.alert_id);
+        put_str(&mut buf, 2, &self.rule_id);
+        put_int(&mut buf, 3, i64::from(severity));
+        put_str(&mut buf, 4, &self.tenant_id);
+        if let Some(value) = &self.delivery_execution_id {
+            put_bytes(&mut buf, 5, value.as_bytes());
+        }
+        if let Some(value) = &self.test_taker {
+            put_bytes(&mut buf, 6, value.as_bytes());
+        }
+        put_str(&mut buf, 7, &self.title);
+        put_str(&mut buf, 8, &self.summary);
+        put_int(&mut buf, 9, i64::from(self.count));
+        put_int(&mut buf, 10, self.window_start);
+        put_int(&mut buf, 11, self.window_end);
+        put_int(&mut buf, 12, self.fired_at);
+        for (n, e) in evidence {
+            encode_key(13, WireType::LengthDelimited, &mut buf);
+            encode_varint(n as u64, &mut buf);
+            e.put_proto(&mut buf);
+        }
+        buf
+    }
+}
+
+/// Encoded length of a proto3 string field (absent when empty).
+fn str_len(tag: u32, value: &str) -> usize {
+    if value.is_empty() { 0 } else { bytes_len(tag, value) }
+}
+
+/// Encoded length of a length-delimited field that is present.
+fn bytes_len(tag: u32, value: &str) -> usize {
+    bytes_len_of(tag, value.len())
+}
+
+fn bytes_len_of(tag: u32, len: usize) -> usize {
+    key_len(tag) + encoded_len_varint(len as u64) + len
+}
+
+/// Encoded length of a proto3 integer or enum field (absent when 0; a negative value takes
+/// ten bytes, as its sign-extended varint).
+fn int_len(tag: u32, value: i64) -> usize {
+    if value == 0 { 0 } else { key_len(tag) + encoded_len_varint(value as u64) }
+}
+
+fn put_str(buf: &mut Vec<u8>, tag: u32, value: &str) {
+    if !value.is_empty() {
+        put_bytes(buf, tag, value.as_bytes());
+    }
+}
+
+fn put_bytes(buf: &mut Vec<u8>, tag: u32, value: &[u8]) {
+    encode_key(tag, WireType::LengthDelimited, buf);
+    encode_varint(value.len() as u64, buf);
+    buf.extend_from_slice(value);
+}
+
+fn put_int(buf: &mut Vec<u8>, tag: u32, value: i64) {
+    if value != 0 {
+        encode_key(tag, WireType::Varint, buf);
+        encode_varint(value as u64, buf);
     }
 }
 
@@ -146,6 +223,44 @@ fn severity(severity: Severity) -> pb::Severity {
 }
 
 impl Evidence {
+    fn action_number(&self) -> i64 {
+        i64::from(self.action.map_or(pb::Action::Unspecified, crate::encode::proto::action) as i32)
+    }
+
+    /// Encoded length of its `acs.v1.Evidence`.
+    fn proto_len(&self) -> usize {
+        let code = match &self.reason_code {
+            None => 0,
+            // A oneof member is written even when 0 or empty.
+            Some(EvidenceCode::Numeric(code)) => key_len(3) + encoded_len_varint(*code as u64),
+            Some(EvidenceCode::Raw(raw)) => bytes_len(4, raw),
+        };
+        str_len(1, &self.message_id)
+            + int_len(2, self.action_number())
+            + code
+            + int_len(5, self.incident_time)
+            + str_len(6, &self.topic)
+            + int_len(7, i64::from(self.partition))
+            + int_len(8, self.offset)
+    }
+
+    fn put_proto(&self, buf: &mut Vec<u8>) {
+        put_str(buf, 1, &self.message_id);
+        put_int(buf, 2, self.action_number());
+        match &self.reason_code {
+            None => {}
+            Some(EvidenceCode::Numeric(code)) => {
+                encode_key(3, WireType::Varint, buf);
+                encode_varint(*code as u64, buf);
+            }
+            Some(EvidenceCode::Raw(raw)) => put_bytes(buf, 4, raw.as_bytes()),
+        }
+        put_int(buf, 5, self.incident_time);
+        put_str(buf, 6, &self.topic);
+        put_int(buf, 7, i64::from(self.partition));
+        put_int(buf, 8, self.offset);
+    }
+
     /// As `acs.v1.Evidence` (proto/acs/v1/alert.proto).
     pub(crate) fn to_proto(&self) -> pb::Evidence {
         pb::Evidence {
@@ -198,6 +313,7 @@ pub fn alert_id(rule: &str, scope_key: &str, group: &str, first: &Evidence) -> S
 
 #[cfg(test)]
 mod tests {
+    use prost::Message as _;
     use serde_json::json;
 
     use super::*;
@@ -266,6 +382,24 @@ mod tests {
         assert!(positions.windows(2).all(|w| w[0] < w[1]), "{text}");
     }
 
+    fn alert_with(evidence: Vec<Evidence>) -> Alert {
+        Alert {
+            alert_id: "a".into(),
+            rule_id: Arc::from("r"),
+            severity: Severity::High,
+            tenant_id: "acme".into(),
+            delivery_execution_id: None,
+            test_taker: Some("s".into()),
+            title: "t".into(),
+            summary: "s".into(),
+            count: evidence.len() as u32,
+            window_start: 1,
+            window_end: 2,
+            fired_at: 3,
+            evidence,
+        }
+    }
+
     #[test]
     fn the_protobuf_round_trips() {
         let mut first = evidence("m1", 1_767_261_000_000, 41);
@@ -292,8 +426,23 @@ mod tests {
                 evidence: vec![first.clone(), second.clone(), third.clone()],
             };
             let bytes = alert.to_proto_vec();
+            assert_eq!(bytes, alert.to_proto().encode_to_vec());
             let decoded = Alert::from_proto(pb::Alert::decode(bytes.as_slice()).unwrap()).unwrap();
             assert_eq!(decoded, alert);
+        }
+        // The direct encoding is prost's, byte for byte, edge values included.
+        let mut edge = alert_with(vec![first.clone(), second.clone(), third.clone()]);
+        edge.evidence[0].incident_time = -1;
+        edge.evidence[0].partition = -1;
+        edge.evidence[1].reason_code = Some(EvidenceCode::Numeric(0));
+        edge.evidence[2].reason_code = Some(EvidenceCode::Raw(Box::from("")));
+        edge.evidence[2].message_id = Box::from("");
+        edge.delivery_execution_id = Some(String::new());
+        edge.title = String::new();
+        edge.count = 0;
+        edge.window_start = i64::MIN;
+        for alert in [edge, alert_with(Vec::new())] {
+            assert_eq!(alert.to_proto_vec(), alert.to_proto().encode_to_vec(), "{alert:?}");
         }
         let mut bad = pb::Alert { severity: 9, ..Default::default() };
         assert_eq!(Alert::from_proto(bad.clone()), None, "unknown severity");

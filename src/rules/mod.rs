@@ -36,7 +36,8 @@ pub struct SessionRules {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Fired {
     pub position: i64,
-    pub alert: Alert,
+    /// Shared with the alert's output record (kept without a copy).
+    pub alert: std::sync::Arc<Alert>,
 }
 
 #[cfg(test)]

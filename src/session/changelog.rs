@@ -146,7 +146,7 @@ fn rules_from_proto(message: pb::session_state::RuleState) -> Result<SessionRule
         .map(|fired| {
             // An absent alert is refused like any alert outside the contract (no severity).
             let alert = Alert::from_proto(fired.alert.unwrap_or_default()).ok_or(ChangelogError::Alert)?;
-            Ok(Fired { position: fired.position, alert })
+            Ok(Fired { position: fired.position, alert: Arc::new(alert) })
         })
         .collect::<Result<Vec<_>, ChangelogError>>()?;
     Ok(SessionRules {
@@ -304,16 +304,21 @@ mod tests {
             fired: vec![
                 Fired {
                     position: 40,
-                    alert: alert("repeated-pauses", Severity::Medium, Some("u#d#h#acme"), vec![evidence("m0", t0, 40)]),
+                    alert: Arc::new(alert(
+                        "repeated-pauses",
+                        Severity::Medium,
+                        Some("u#d#h#acme"),
+                        vec![evidence("m0", t0, 40)],
+                    )),
                 },
                 Fired {
                     position: 40,
-                    alert: alert(
+                    alert: Arc::new(alert(
                         "tenant-rule",
                         Severity::Critical,
                         None,
                         vec![evidence("m0", t0, 40), evidence("m", t0, 9)],
-                    ),
+                    )),
                 },
             ],
         }

@@ -307,7 +307,7 @@ impl Sessions {
         position: i64,
         now: i64,
         rules: Option<(&RuleSet, Option<&mut Vec<Arc<str>>>)>,
-    ) -> (SessionView, Vec<Alert>) {
+    ) -> (SessionView, Vec<Arc<Alert>>) {
         let id = &*event.delivery_execution_id;
         let state = match self.sessions.get_mut(id) {
             Some(state) => state,
@@ -336,7 +336,8 @@ impl Sessions {
                 None => self.tenant_rules.entry(state.tenant_id.clone()).or_default(),
             }),
         };
-        let alerts = rules::evaluate(rule_set, event, &view, &mut session.state, tenant);
+        let alerts: Vec<Arc<Alert>> =
+            rules::evaluate(rule_set, event, &view, &mut session.state, tenant).into_iter().map(Arc::new).collect();
         keep_fired(session, &alerts, position, self.committed, self.track_changes);
         (view, alerts)
     }
@@ -352,7 +353,7 @@ impl Sessions {
         position: i64,
         now: i64,
         rule_set: &RuleSet,
-    ) -> Vec<Alert> {
+    ) -> Vec<Arc<Alert>> {
         let id = &*event.tenant_id;
         let state = match self.sessions.get_mut(id) {
             Some(state) => state,
@@ -375,14 +376,15 @@ impl Sessions {
         state.last_seen = state.last_seen.max(event.incident_time);
         state.touched_at = now;
         let tenant = state.rules.get_or_insert_default();
-        let alerts = rules::evaluate_tenant(rule_set, event, matched, &mut tenant.state);
+        let alerts: Vec<Arc<Alert>> =
+            rules::evaluate_tenant(rule_set, event, matched, &mut tenant.state).into_iter().map(Arc::new).collect();
         keep_fired(tenant, &alerts, position, self.committed, self.track_changes);
         alerts
     }
 }
 
 /// The alerts the event at `position` fired when first processed, if still kept.
-fn replayed(state: &SessionState, position: i64) -> Vec<Alert> {
+fn replayed(state: &SessionState, position: i64) -> Vec<Arc<Alert>> {
     state.rules.as_ref().map_or_else(Vec::new, |rules| {
         rules.fired.iter().filter(|fired| fired.position == position).map(|fired| fired.alert.clone()).collect()
     })
@@ -390,7 +392,7 @@ fn replayed(state: &SessionState, position: i64) -> Vec<Alert> {
 
 /// Keeps `alerts`, fired at `position`, for a replay (when the state is written to a
 /// changelog), and forgets those fired below `committed`.
-fn keep_fired(rules: &mut SessionRules, alerts: &[Alert], position: i64, committed: i64, durable: bool) {
+fn keep_fired(rules: &mut SessionRules, alerts: &[Arc<Alert>], position: i64, committed: i64, durable: bool) {
     rules.fired.retain(|fired| fired.position >= committed);
     if durable {
         rules.fired.extend(alerts.iter().map(|alert| Fired { position, alert: alert.clone() }));
