@@ -123,7 +123,7 @@ fn security_flag_fires_on_succeeded_flags_with_a_cooldown_per_signal() {
     assert_eq!((alert.window_start, alert.window_end, alert.fired_at), (T0 + 10_000, T0 + 10_000, T0 + 10_000));
     assert_eq!(alert.delivery_execution_id.as_deref(), Some(DE));
     assert_eq!(alert.test_taker.as_deref(), Some("student1"));
-    assert_eq!(alert.summary, format!("A proctor-comment flag was raised in session {DE}."));
+    assert_eq!(alert.summary, format!("A flag was raised in session {DE} (signal: proctor-comment)."));
     none("security-flag", &[start("s"), flag("f1", 10, "failed", "Phone on desk.")]);
     // Cooldown: 60 s per session and signal.
     let alerts = fired(
