@@ -433,6 +433,21 @@ async fn serve(
     use anyhow::Context as _;
 
     let shutdown = shutdown_signal().context("listening for SIGTERM and SIGINT")?;
+    // SIGHUP: the rules and the catalog are read again (validated first; on error the ones in
+    // force stay).
+    let reloads = {
+        let (config, pipeline) = (config.clone(), pipeline.clone());
+        let mut hangups =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).context("listening for SIGHUP")?;
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                // Reads files: off the async workers.
+                let (config, pipeline) = (config.clone(), pipeline.clone());
+                let _ =
+                    tokio::task::spawn_blocking(move || acs_stream::commands::reload::reload(&config, &pipeline)).await;
+            }
+        })
+    };
     let (readiness, watched) = tokio::sync::watch::channel(Readiness::default());
     let (queries, asked) = tokio::sync::mpsc::channel(16);
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -461,21 +476,6 @@ async fn serve(
         }
         // No server: the loop sees the query channel closed and stops looking at it.
         None => None,
-    };
-    // SIGHUP: the rules and the catalog are read again (validated first; on error the ones in
-    // force stay).
-    let reloads = {
-        let (config, pipeline) = (config.clone(), pipeline.clone());
-        let mut hangups =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).context("listening for SIGHUP")?;
-        tokio::spawn(async move {
-            while hangups.recv().await.is_some() {
-                // Reads files: off the async workers.
-                let (config, pipeline) = (config.clone(), pipeline.clone());
-                let _ =
-                    tokio::task::spawn_blocking(move || acs_stream::commands::reload::reload(&config, &pipeline)).await;
-            }
-        })
     };
     acs_stream::telemetry::describe_rules(&pipeline.rules());
     let observers = Observers { readiness, queries: Some(asked), ..Observers::default() };

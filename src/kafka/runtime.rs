@@ -914,18 +914,21 @@ fn send(
 }
 
 /// Sends the outputs of a record besides its own (alerts, its tenant-topic record), each
-/// falling back to dead-lettering `input` when refused.
+/// falling back to dead-lettering `input` when refused; `input_bytes` is held with the first.
 fn dispatch_extra(
     shared: &Shared,
     state: &mut State,
     extra: Vec<(Output<'static>, Option<OwnedHeaders>, Published)>,
     tp: &TopicPartition,
     ticket: Ticket,
-    input: &Arc<Input>,
+    (input, mut input_bytes): (&Arc<Input>, usize),
     deadline: Instant,
 ) {
     for (output, headers, kind) in extra {
-        let bytes = output.key.as_deref().map_or(0, <[u8]>::len) + output.value.len();
+        // The input copy's bytes (when no output of the record's own holds them) go with the
+        // first of these.
+        let bytes =
+            output.key.as_deref().map_or(0, <[u8]>::len) + output.value.len() + std::mem::take(&mut input_bytes);
         let fallback = Fallback::Event(input.clone());
         let pending = Box::new(Pending { ticket, tp: tp.clone(), bytes, fallback, kind, consumed_at: None });
         match headers {
@@ -1350,9 +1353,9 @@ pub async fn run_with<P: Processor>(
                 let mut state = shared.lock();
                 // Input records (and their re-keyed copies); records of the tenant topic are
                 // counted apart.
-                state.summary.consumed += u64::from(output.is_some());
+                state.summary.consumed += u64::from(!from_tenant_topic);
                 match (&output, &fallback, &upstream_headers) {
-                    (None, _, _) => state.summary.tenant_records += 1,
+                    _ if from_tenant_topic => state.summary.tenant_records += 1,
                     (_, Fallback::Event(_), Some(_)) => state.summary.repartitioned += 1,
                     (_, Fallback::Event(_), None) => state.summary.events += 1,
                     _ => state.summary.dead_letters += 1,
@@ -1391,12 +1394,14 @@ pub async fn run_with<P: Processor>(
                         Fallback::Event(input) => input,
                         _ => unreachable!("a tenant-topic record falls back to its input"),
                     };
-                    dispatch_extra(&shared, &mut state, extra, &tp, ticket, &input, deadline);
+                    let input_bytes = input.key.as_deref().map_or(0, <[u8]>::len) + input.value.len();
+                    dispatch_extra(&shared, &mut state, extra, &tp, ticket, (&input, input_bytes), deadline);
                     state.summary.peak_in_flight = state.summary.peak_in_flight.max(state.live_in_flight());
+                    state.summary.peak_in_flight_bytes = state.summary.peak_in_flight_bytes.max(state.in_flight_bytes);
                     continue;
                 };
                 if let Fallback::Event(input) = &fallback {
-                    dispatch_extra(&shared, &mut state, extra, &tp, ticket, input, deadline);
+                    dispatch_extra(&shared, &mut state, extra, &tp, ticket, (input, 0), deadline);
                 }
                 let pending = Box::new(Pending { ticket, tp, bytes, fallback, kind, consumed_at: Some(consumed_at) });
                 match upstream_headers {

@@ -170,6 +170,32 @@ pub fn evaluate(
     alerts
 }
 
+/// The tenant-scoped rules `event` matches, pushed to `matched`, for an event processed again
+/// (its session state already past it): what [`evaluate`] forwarded the first time, as far
+/// as the session's state now can tell (a condition on a new IP or user agent, or on extra
+/// time crossing a bound, is not met again). The tenant side drops what it already counted.
+pub fn forward_again(
+    rules: &RuleSet,
+    event: &Event<'_>,
+    view: &SessionView,
+    session: &RuleState,
+    matched: &mut Vec<Arc<str>>,
+) {
+    let facts = Facts {
+        new_ip: false,
+        ips: session.ips.len(),
+        new_user_agent: false,
+        user_agents: session.user_agents.len(),
+        extra_before: view.extra_time_minutes,
+        extra_after: view.extra_time_minutes,
+    };
+    for rule in rules.rules.iter().filter(|rule| rule.scope == Scope::Tenant) {
+        if rule.matches.iter().any(|m| matches(m, event, &facts)) {
+            matched.push(rule.id.clone());
+        }
+    }
+}
+
 /// Counts `event` for the tenant-scoped rules of `rules` named in `matched` (what
 /// [`evaluate`] forwarded for it), in `tenant`, the state of its tenant. Returns the alerts
 /// fired, in rule order.

@@ -251,6 +251,10 @@ pub struct Sessions {
     committed: i64,
 }
 
+/// Message ids remembered per tenant entry (tenant-topic records counted once): more than a
+/// session's, as a tenant sees all its sessions' forwarded events (4 KiB per tenant).
+pub const TENANT_RECENT_IDS: usize = 512;
+
 /// How often [`Sessions::expire_due`] looks for sessions to expire: a scan of every session,
 /// so not on every event; a minute is nothing next to TTLs of hours.
 pub const EXPIRY_INTERVAL_MS: i64 = 60_000;
@@ -318,7 +322,13 @@ impl Sessions {
             }
         };
         if position <= state.applied_offset {
-            return (state.view(state.status, true, false), replayed(state, position));
+            let view = state.view(state.status, true, false);
+            // Forwarded again: the tenant-topic record may have been lost with the crash (the
+            // tenant side drops it if it was not).
+            if let (Some((rule_set, Some(forward))), Some(session)) = (rules, state.rules.as_deref()) {
+                rules::forward_again(rule_set, event, &view, &session.state, forward);
+            }
+            return (view, replayed(state, position));
         }
         if !state.dirty && self.track_changes {
             state.dirty = true;
@@ -371,6 +381,14 @@ impl Sessions {
             state.dirty = true;
             self.dirty.push(id.to_owned());
         }
+        // Sent again by a session side that processed its input again after a crash: counted
+        // once (by message id, as sessions find upstream's retries).
+        state.recent_ids.forget_older(now, self.limits.horizon_minutes());
+        let id_hash = xxh3_64(event.message_id.as_bytes());
+        if state.recent_ids.contains(id_hash) {
+            return Vec::new();
+        }
+        state.recent_ids.push(id_hash, now, TENANT_RECENT_IDS);
         state.sequence += 1;
         state.first_seen = state.first_seen.min(event.incident_time);
         state.last_seen = state.last_seen.max(event.incident_time);
