@@ -26,6 +26,12 @@
 //! input topics are only produced to the repartition topic keyed by their session (one
 //! output each, same offset discipline), and the records of the repartition topic, consumed
 //! in the same group, are the ones processed, with state and changelog.
+//!
+//! Alerts are more outputs of the record that fired them. An event matching a tenant-scoped
+//! rule is also produced to the tenant topic, keyed by tenant, with its upstream position and
+//! the rules it matched in headers; the tenant topic is consumed in the same group, and its
+//! records are counted for their tenant (state and changelog as for sessions), their only
+//! outputs the alerts they fire.
 
 use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap, HashSet};

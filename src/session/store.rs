@@ -302,9 +302,10 @@ impl Sessions {
     /// tenant-scoped rules go: counted here when `None`, forwarded to the list otherwise,
     /// see [`rules::Tenant`]). Returns the session view and the alerts fired.
     ///
-    /// An event processed again (its position already applied) counts nothing and fires
-    /// again the alerts it fired the first time, if they are still kept (changelog on,
-    /// position not committed).
+    /// An event processed again (its position already applied) counts nothing, fires again
+    /// the alerts it fired the first time if they are still kept (changelog on, position
+    /// not committed), and is forwarded again for the tenant-scoped rules it matches (the
+    /// tenant side counts a message id once).
     pub fn apply_evaluating(
         &mut self,
         event: &mut Event<'_>,
