@@ -349,6 +349,31 @@ impl Shared {
         self.dispatch_raw(state, raw, pending, deadline);
     }
 
+    /// [`Shared::dispatch`], with these Kafka headers instead of the output's own when given
+    /// (the lineage headers of a re-keyed record).
+    fn dispatch_with(
+        &self,
+        state: &mut State,
+        output: &Output<'_>,
+        headers: Option<OwnedHeaders>,
+        pending: Box<Pending>,
+        deadline: Instant,
+    ) {
+        match headers {
+            Some(headers) => {
+                let raw = Raw {
+                    topic: &output.topic,
+                    key: output.key.as_deref(),
+                    value: Some(&output.value),
+                    headers: Some(headers),
+                    partition: None,
+                };
+                self.dispatch_raw(state, raw, pending, deadline);
+            }
+            None => self.dispatch(state, output, pending, deadline),
+        }
+    }
+
     fn dispatch_raw(&self, state: &mut State, raw: Raw<'_>, pending: Box<Pending>, deadline: Instant) {
         let bytes = pending.bytes;
         match send(self.producer(), raw, pending, deadline) {
@@ -937,19 +962,7 @@ fn dispatch_extra(
             output.key.as_deref().map_or(0, <[u8]>::len) + output.value.len() + std::mem::take(&mut input_bytes);
         let fallback = Fallback::Event(input.clone());
         let pending = Box::new(Pending { ticket, tp: tp.clone(), bytes, fallback, kind, consumed_at: None });
-        match headers {
-            Some(headers) => {
-                let raw = Raw {
-                    topic: &output.topic,
-                    key: output.key.as_deref(),
-                    value: Some(&output.value),
-                    headers: Some(headers),
-                    partition: None,
-                };
-                shared.dispatch_raw(state, raw, pending, deadline);
-            }
-            None => shared.dispatch(state, &output, pending, deadline),
-        }
+        shared.dispatch_with(state, &output, headers, pending, deadline);
     }
 }
 
@@ -1307,7 +1320,7 @@ pub async fn run_with<P: Processor>(
                         topics_cache.ensure(&output.topic).await;
                         for alerted in alerts {
                             topics_cache.ensure(&alerted.output.topic).await;
-                            meters.alert(&alerted.rule, alerted.severity);
+                            Meters::alert(&alerted.rule, alerted.severity);
                             extra.push((alerted.output, None, Published::Alert));
                         }
                         if let (Some(topic), Some(tenant)) = (tenant_topic, tenant) {
@@ -1325,7 +1338,7 @@ pub async fn run_with<P: Processor>(
                     Step::Tenant(alerts) => {
                         for alerted in alerts {
                             topics_cache.ensure(&alerted.output.topic).await;
-                            meters.alert(&alerted.rule, alerted.severity);
+                            Meters::alert(&alerted.rule, alerted.severity);
                             extra.push((alerted.output, None, Published::Alert));
                         }
                         (None, Fallback::Event(input()), None, Published::Alert)
@@ -1410,19 +1423,7 @@ pub async fn run_with<P: Processor>(
                     dispatch_extra(&shared, &mut state, extra, &tp, ticket, (input, 0), deadline);
                 }
                 let pending = Box::new(Pending { ticket, tp, bytes, fallback, kind, consumed_at: Some(consumed_at) });
-                match upstream_headers {
-                    Some(headers) => {
-                        let raw = Raw {
-                            topic: &output.topic,
-                            key: output.key.as_deref(),
-                            value: Some(&output.value),
-                            headers: Some(headers),
-                            partition: None,
-                        };
-                        shared.dispatch_raw(&mut state, raw, pending, deadline);
-                    }
-                    None => shared.dispatch(&mut state, &output, pending, deadline),
-                }
+                shared.dispatch_with(&mut state, &output, upstream_headers, pending, deadline);
                 state.summary.peak_in_flight = state.summary.peak_in_flight.max(state.live_in_flight());
                 state.summary.peak_in_flight_bytes = state.summary.peak_in_flight_bytes.max(state.in_flight_bytes);
             }

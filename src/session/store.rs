@@ -314,6 +314,8 @@ impl Sessions {
         rules: Option<(&RuleSet, Option<&mut Vec<Arc<str>>>)>,
     ) -> (SessionView, Vec<Arc<Alert>>) {
         let id = &*event.delivery_execution_id;
+        // Looked up once on the hot path (a helper returning the entry would need two lookups
+        // for the borrow checker).
         let state = match self.sessions.get_mut(id) {
             Some(state) => state,
             None => {
@@ -331,9 +333,8 @@ impl Sessions {
             }
             return (view, replayed(state, position));
         }
-        if !state.dirty && self.track_changes {
-            state.dirty = true;
-            self.dirty.push(id.to_owned());
+        if self.track_changes {
+            mark_dirty(state, &mut self.dirty, id);
         }
         let view = apply_to(state, &self.limits, event, position, now);
         let Some((rule_set, forward)) = rules else {
@@ -366,6 +367,8 @@ impl Sessions {
         rule_set: &RuleSet,
     ) -> Vec<Arc<Alert>> {
         let id = &*event.tenant_id;
+        // Looked up once on the hot path (a helper returning the entry would need two lookups
+        // for the borrow checker).
         let state = match self.sessions.get_mut(id) {
             Some(state) => state,
             None => {
@@ -378,9 +381,8 @@ impl Sessions {
             return replayed(state, position);
         }
         state.applied_offset = position;
-        if !state.dirty && self.track_changes {
-            state.dirty = true;
-            self.dirty.push(id.to_owned());
+        if self.track_changes {
+            mark_dirty(state, &mut self.dirty, id);
         }
         // Sent again by a session side that processed its input again after a crash: counted
         // once (by message id, as sessions find upstream's retries).
@@ -399,6 +401,14 @@ impl Sessions {
             rules::evaluate_tenant(rule_set, event, matched, &mut tenant.state).into_iter().map(Arc::new).collect();
         keep_fired(tenant, &alerts, position, self.committed, self.track_changes);
         alerts
+    }
+}
+
+/// Lists `state` (entry `id`) among those changed since the last drain, once.
+fn mark_dirty(state: &mut SessionState, dirty: &mut Vec<String>, id: &str) {
+    if !state.dirty {
+        state.dirty = true;
+        dirty.push(id.to_owned());
     }
 }
 
