@@ -120,9 +120,10 @@ pub trait Processor: Send + Sync {
 
 pub use crate::session::store::Change;
 
-/// A processor's state of one input partition, as the runtime makes it durable: after each
-/// record it produces the state's changes to the changelog (acknowledged before the record's
-/// offset is committed), and on assignment it rebuilds the state from the changelog.
+/// A processor's state of one input partition, as the runtime makes it durable: now and then
+/// (every commit interval, on revoke, at shutdown) it produces the state's changes since the
+/// previous time to the changelog (acknowledged before the offsets of the records that made
+/// them are committed), and on assignment it rebuilds the state from the changelog.
 pub trait PartitionState: Send {
     /// The changelog records of the changes since the last call, for the input partition
     /// `topic`/`partition`, at processing time `now_ms` (which may expire entries).

@@ -222,6 +222,16 @@ async fn sessions_continue_after_a_restart_from_their_changelog() {
     let (before, _) = run_until(&brokers, first.len(), config(&brokers, "")).await;
     assert!(before.drained && before.changelog_records > 0, "{before:?}");
     assert_eq!(before.restored_records, 0, "nothing to restore at the first start: {before:?}");
+    // Changes are coalesced: a flush writes each changed session once, however many of its
+    // events it covers.
+    let sessions: std::collections::HashSet<&[u8]> = first.iter().map(|r| r.key.as_slice()).collect();
+    assert!(before.flushes >= 1, "{before:?}");
+    assert!(
+        before.changelog_records <= sessions.len() as u64 * before.flushes,
+        "{} sessions: {before:?}",
+        sessions.len()
+    );
+    assert!(before.changelog_records < before.events, "{before:?}");
 
     // A new processor (nothing in memory) restores the sessions before processing the rest.
     produce(&brokers, second);

@@ -39,6 +39,32 @@
 //! assert_eq!(tracker.in_flight(), 0);
 //! ```
 //!
+//! # State written later: holds and flushes
+//!
+//! A stateful processor does not write its state changes with every record: it writes the
+//! latest state of each changed entry now and then (a *flush*, as Kafka Streams flushes its
+//! store caches on commit). A record whose state change is not durable yet must not be
+//! committed past either, or a crash would lose the change (the record would not be processed
+//! again). [`begin_held`](OffsetTracker::begin_held) registers such a record; [`flush`](OffsetTracker::flush)
+//! starts the write of everything held so far and returns the ticket its records are
+//! acknowledged with. Positions never pass the first held record whose flush is not fully
+//! acknowledged:
+//!
+//! ```
+//! use acs_stream::kafka::offsets::{OffsetTracker, TopicPartition};
+//!
+//! let tp = TopicPartition::new("acs-logs", 0);
+//! let mut tracker = OffsetTracker::new();
+//! let a = tracker.begin_held(&tp, 10, 1); // record 10 changed the state
+//! tracker.ack(a);
+//! assert_eq!(tracker.position(&tp), Some(10), "outputs acknowledged, state not durable yet");
+//! let flush = tracker.flush(&tp, 2).expect("something to write"); // two changelog records
+//! tracker.ack(flush);
+//! assert_eq!(tracker.position(&tp), Some(10));
+//! tracker.ack(flush);
+//! assert_eq!(tracker.position(&tp), Some(11));
+//! ```
+//!
 //! # Failures, rebalances, stale tickets
 //!
 //! - A failed output that was rerouted (dead letter acknowledged) is just an [`ack`](OffsetTracker::ack).
@@ -95,8 +121,11 @@ pub struct Ticket {
     slot: u32,
     /// Tracker-wide unique number of the partition assignment (never reused).
     epoch: u64,
-    /// Per-assignment sequence number of the record (0, 1, 2, ... in `begin` order).
+    /// Per-assignment sequence number of the record (0, 1, 2, ... in `begin` order), or of
+    /// the flush.
     seq: u64,
+    /// A flush's ticket ([`OffsetTracker::flush`]), not a record's.
+    flush: bool,
 }
 
 /// Counters of anomalies the tracker absorbed without panicking (for metrics and logs).
@@ -126,6 +155,18 @@ impl Record {
     }
 }
 
+/// State changes being written ([`OffsetTracker::flush`]).
+#[derive(Debug)]
+struct Flush {
+    /// The first record held when the flush started, if any: no position passes it until the
+    /// flush is fully acknowledged.
+    from: Option<i64>,
+    /// Records of the flush not yet reported.
+    remaining: u32,
+    /// A record of the flush failed without reroute: it never completes.
+    failed: bool,
+}
+
 /// Bookkeeping of one assigned partition.
 #[derive(Debug)]
 struct Partition {
@@ -149,6 +190,12 @@ struct Partition {
     reported: Option<i64>,
     /// Queued in the tracker's dirty list since the last drain.
     dirty: bool,
+    /// The first record held ([`OffsetTracker::begin_held`]) since the last flush started.
+    held: Option<i64>,
+    /// Flushes not fully acknowledged, oldest first.
+    flushes: VecDeque<Flush>,
+    /// Sequence number of `flushes[0]`.
+    base_flush: u64,
 }
 
 impl Partition {
@@ -165,14 +212,32 @@ impl Partition {
             cap: None,
             reported: None,
             dirty: false,
+            held: None,
+            flushes: VecDeque::new(),
+            base_flush: 0,
         }
     }
 
-    /// The position to commit now (regardless of what was reported), poison applied.
+    /// The position to commit now (regardless of what was reported), poison and state
+    /// changes not yet durable applied.
     fn effective(&self) -> Option<i64> {
-        match (self.position, self.cap) {
-            (Some(p), Some(c)) => Some(p.min(c)),
-            (p, _) => p,
+        let mut position = self.position?;
+        if let Some(cap) = self.cap {
+            position = position.min(cap);
+        }
+        // Flushes start in offset order: the first one holding a record holds the lowest.
+        let writing = self.flushes.iter().filter(|flush| flush.remaining > 0 || flush.failed);
+        if let Some(held) = writing.filter_map(|flush| flush.from).next().or(self.held) {
+            position = position.min(held);
+        }
+        Some(position)
+    }
+
+    /// Forgets the fully acknowledged flushes at the front.
+    fn pop_flushes(&mut self) {
+        while self.flushes.front().is_some_and(|front| front.remaining == 0 && !front.failed) {
+            self.flushes.pop_front();
+            self.base_flush += 1;
         }
     }
 
@@ -259,6 +324,17 @@ impl OffsetTracker {
     /// outstanding tickets become stale and positions restart from the re-consumed records. This is
     /// safe for at-least-once because every record from `offset` on will be begun again.
     pub fn begin(&mut self, tp: &TopicPartition, offset: i64, outputs: usize) -> Ticket {
+        self.begin_with(tp, offset, outputs, false)
+    }
+
+    /// [`begin`](Self::begin) for a record that changed the partition's state, a change not
+    /// durable yet: no position passes the record until a [`flush`](Self::flush) started
+    /// after this call is fully acknowledged.
+    pub fn begin_held(&mut self, tp: &TopicPartition, offset: i64, outputs: usize) -> Ticket {
+        self.begin_with(tp, offset, outputs, true)
+    }
+
+    fn begin_with(&mut self, tp: &TopicPartition, offset: i64, outputs: usize, hold: bool) -> Ticket {
         let slot = self.slot_for(tp);
         let Self { slots, dirty, next_epoch, in_flight, last, stats, .. } = self;
         let p = slots[slot as usize].as_mut().expect("slot_for returns a live slot");
@@ -274,13 +350,16 @@ impl OffsetTracker {
         let remaining = u32::try_from(outputs).unwrap_or(u32::MAX);
         p.records.push_back(Record { offset, remaining, failed: false });
         p.last_begun = Some(offset);
+        if hold && p.held.is_none() {
+            p.held = Some(offset);
+        }
         if remaining > 0 {
             p.incomplete += 1;
             *in_flight += 1;
         } else if p.records.len() == 1 && p.advance() {
             mark_dirty(dirty, p);
         }
-        Ticket { slot, epoch: p.epoch, seq }
+        Ticket { slot, epoch: p.epoch, seq, flush: false }
     }
 
     /// One output of the ticket's record was acknowledged by the broker (or, after a failure, its
@@ -295,6 +374,23 @@ impl OffsetTracker {
             stats.ignored_reports += 1;
             return;
         };
+        if ticket.flush {
+            let Some(flush) = flush_of(p, ticket.seq).filter(|flush| flush.remaining > 0) else {
+                stats.ignored_reports += 1;
+                return;
+            };
+            flush.remaining -= 1;
+            if flush.remaining == 0 && !flush.failed {
+                let held = flush.from.is_some();
+                p.incomplete -= 1;
+                *in_flight -= 1;
+                p.pop_flushes();
+                if held {
+                    mark_dirty(dirty, p);
+                }
+            }
+            return;
+        }
         let Some(idx) = p.index(ticket.seq) else {
             stats.ignored_reports += 1;
             return;
@@ -323,12 +419,41 @@ impl OffsetTracker {
     /// current assignment is not concerned). A ticket whose record was already completed and
     /// passed (more reports than outputs, a caller bug) is counted as ignored and, to stay on
     /// the safe side, freezes the partition at its current position.
+    ///
+    /// A record of a [`flush`](Self::flush): the partition never commits past the first record
+    /// the flush held. A flush that held none (tombstones of expired entries only) loses no
+    /// state: its record counts as written, and false is returned (nothing to stop).
     pub fn fail(&mut self, ticket: Ticket) -> bool {
         let Self { slots, in_flight, stats, .. } = self;
         let Some(p) = live(slots, ticket) else {
             stats.ignored_reports += 1;
             return false;
         };
+        if ticket.flush {
+            let Some(flush) = flush_of(p, ticket.seq).filter(|flush| flush.remaining > 0) else {
+                // More reports than records (a caller bug): frozen where it is, to be safe.
+                stats.ignored_reports += 1;
+                if let Some(position) = p.effective() {
+                    p.poison(position);
+                }
+                return true;
+            };
+            flush.remaining -= 1;
+            let Some(from) = flush.from else {
+                // Tombstones of expired entries only: losing one loses no state (the entry
+                // expires again when restored). Counted as written; nothing is stopped.
+                if flush.remaining == 0 && !flush.failed {
+                    p.incomplete -= 1;
+                    *in_flight -= 1;
+                    p.pop_flushes();
+                }
+                return false;
+            };
+            // A lost state change: never past the first record it held.
+            flush.failed = true;
+            p.poison(from);
+            return true;
+        }
         match p.index(ticket.seq) {
             Some(idx) => {
                 let rec = &mut p.records[idx];
@@ -419,6 +544,33 @@ impl OffsetTracker {
         self.stats
     }
 
+    /// Starts the write of the state changes of `tp` held so far, in `outputs` records:
+    /// returns the ticket to [`ack`](Self::ack) (or [`fail`](Self::fail)) each of them with,
+    /// or `None` when there is nothing to wait for (no record; held records, if any, are
+    /// released: their changes needed no write). The flush counts as one record in flight
+    /// until its records are acknowledged. Without a held record since the last flush, the flush
+    /// holds no position back (e.g. tombstones of expired entries), but is still waited for
+    /// by drains.
+    pub fn flush(&mut self, tp: &TopicPartition, outputs: usize) -> Option<Ticket> {
+        // A partition with no record yet (tombstones of restored entries) is tracked from now.
+        let slot = if outputs == 0 { *self.index.get(tp)? } else { self.slot_for(tp) };
+        let Self { slots, dirty, in_flight, .. } = self;
+        let p = slots[slot as usize].as_mut()?;
+        let from = p.held.take();
+        if outputs == 0 {
+            if from.is_some() {
+                mark_dirty(dirty, p);
+            }
+            return None;
+        }
+        let seq = p.base_flush + p.flushes.len() as u64;
+        let remaining = u32::try_from(outputs).unwrap_or(u32::MAX);
+        p.flushes.push_back(Flush { from, remaining, failed: false });
+        p.incomplete += 1;
+        *in_flight += 1;
+        Some(Ticket { slot, epoch: p.epoch, seq, flush: true })
+    }
+
     /// Forgets the partitions (on revocation) and returns, for each that has one, its final commit
     /// position (the same value [`position`](Self::position) would give, whether or not it was
     /// already drained: committing it again is harmless), for a synchronous commit before the
@@ -484,6 +636,12 @@ impl OffsetTracker {
         }
         Some(p)
     }
+}
+
+/// The flush a flush ticket refers to, if still tracked.
+fn flush_of(p: &mut Partition, seq: u64) -> Option<&mut Flush> {
+    let idx = usize::try_from(seq.checked_sub(p.base_flush)?).ok()?;
+    p.flushes.get_mut(idx)
 }
 
 /// The live partition state a ticket refers to, if its assignment still exists.
@@ -923,13 +1081,65 @@ mod tests {
         assert_eq!(a.to_string(), "a[0]");
     }
 
+    #[test]
+    fn state_changes_hold_positions_until_their_flush_is_acknowledged() {
+        let a = tp(0);
+        let mut t = OffsetTracker::new();
+        let first = t.begin_held(&a, 10, 0);
+        let _ = t.begin_held(&a, 11, 0);
+        assert_eq!(t.position(&a), Some(10), "complete, not durable");
+        let flush = t.flush(&a, 2).expect("two changelog records");
+        let _ = t.begin_held(&a, 12, 0); // held by the next flush
+        assert_eq!(t.in_flight_partition(&a), 1, "the flush is in flight");
+        t.ack(flush);
+        t.ack(flush);
+        t.ack(flush); // one report too many: ignored
+        assert_eq!(t.stats().ignored_reports, 1);
+        assert_eq!(t.drain_committable(), vec![(a.clone(), 12)]);
+        assert_eq!(t.in_flight(), 0);
+        assert!(t.flush(&a, 0).is_none(), "nothing to write: record 12 is released");
+        assert_eq!(t.drain_committable(), vec![(a.clone(), 13)]);
+        t.ack(first); // a record's ticket with no output left: ignored (2)
+        assert_eq!(t.position(&a), Some(13));
+
+        // Tombstones only (no record held): losing one stops nothing.
+        let tombstones = t.flush(&a, 1).expect("one tombstone");
+        assert!(!t.fail(tombstones), "no state lost");
+        assert_eq!((t.poisoned_at(&a), t.in_flight()), (None, 0));
+
+        // A lost state change: never past the first record it held.
+        let _ = t.begin_held(&a, 20, 0);
+        let _ = t.begin_held(&a, 21, 0);
+        let flush = t.flush(&a, 2).expect("two records");
+        t.ack(flush);
+        assert!(t.fail(flush));
+        assert_eq!(t.poisoned_at(&a), Some(20));
+        assert_eq!(t.position(&a), Some(20));
+        assert_eq!(t.in_flight_partition(&a), 1, "the failed flush never completes");
+
+        // A flush of a partition with no record yet (its restored entries expired) is
+        // tracked, and a revoke makes its ticket stale.
+        let b = tp(1);
+        let flush = t.flush(&b, 1).expect("tracked from now");
+        assert_eq!(t.revoke(std::slice::from_ref(&b)), vec![]);
+        t.ack(flush);
+        assert_eq!(t.stats().ignored_reports, 3);
+    }
+
     /// A random operation of the property test.
     #[derive(Debug, Clone)]
     enum Op {
-        /// Begin the next record of partition `p` after an offset gap, with `outputs` outputs.
+        /// Begin the next record of partition `p` after an offset gap, with `outputs` outputs,
+        /// held until flushed if `held`.
         Begin {
             p: usize,
             gap: i64,
+            outputs: usize,
+            held: bool,
+        },
+        /// Flush partition `p`'s held records in `outputs` records.
+        Flush {
+            p: usize,
             outputs: usize,
         },
         /// Acknowledge the pending output picked (modulo the count) from the pending list.
@@ -945,7 +1155,9 @@ mod tests {
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
-            6 => (0..PARTITIONS, 0i64..3, 0usize..4).prop_map(|(p, gap, outputs)| Op::Begin { p, gap, outputs }),
+            6 => (0..PARTITIONS, 0i64..3, 0usize..4, any::<bool>())
+                .prop_map(|(p, gap, outputs, held)| Op::Begin { p, gap, outputs, held }),
+            2 => (0..PARTITIONS, 0usize..3).prop_map(|(p, outputs)| Op::Flush { p, outputs }),
             8 => any::<usize>().prop_map(Op::Ack),
             2 => Just(Op::Drain),
             1 => (0..PARTITIONS).prop_map(Op::Revoke),
@@ -960,42 +1172,65 @@ mod tests {
     #[derive(Debug, Default)]
     struct Model {
         epoch: u32,
-        /// (offset, outputs not reported, failed)
-        records: Vec<(i64, usize, bool)>,
+        /// (offset, outputs not reported, failed, state durable)
+        records: Vec<(i64, usize, bool, bool)>,
+        /// Held records not in a flush yet (indices in `records`).
+        unflushed: Vec<usize>,
+        /// (held records covered, records not reported, failed)
+        flushes: Vec<(Vec<usize>, usize, bool)>,
         next_offset: i64,
         /// Highest position seen from drain/revoke in this assignment.
         reported: Option<i64>,
     }
 
     impl Model {
-        /// Position after the longest complete prefix.
+        /// Position after the longest complete and durable prefix.
         fn expected_position(&self) -> Option<i64> {
             let mut pos = None;
-            for &(offset, remaining, failed) in &self.records {
+            let mut below = None;
+            for &(offset, remaining, failed, durable) in &self.records {
                 if remaining > 0 || failed {
                     break;
                 }
+                if !durable && below.is_none() {
+                    below = Some(offset);
+                }
                 pos = Some(offset + 1);
             }
-            pos
+            // Complete records are popped (the position is the last one's + 1) but held
+            // ones cap it.
+            pos.map(|pos| below.map_or(pos, |below: i64| below.min(pos)))
         }
 
         fn incomplete(&self) -> usize {
             self.records.iter().filter(|r| r.1 > 0 || r.2).count()
+                + self.flushes.iter().filter(|f| f.1 > 0 || f.2).count()
         }
 
-        /// Everything below `pos` is complete.
+        /// Everything below `pos` is complete and durable.
         fn all_complete_below(&self, pos: i64) -> bool {
-            self.records.iter().filter(|r| r.0 < pos).all(|r| r.1 == 0 && !r.2)
+            self.records.iter().filter(|r| r.0 < pos).all(|r| r.1 == 0 && !r.2 && r.3)
         }
+
+        /// The first record a flush that failed held, if any.
+        fn poisoned_by_flush(&self) -> Option<i64> {
+            self.flushes.iter().filter(|f| f.2).filter_map(|f| f.0.first().map(|&i| self.records[i].0)).min()
+        }
+    }
+
+    /// What a pending report is for.
+    #[derive(Debug, Clone, Copy)]
+    enum Target {
+        Record(usize),
+        Flush(usize),
     }
 
     fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
         let mut t = OffsetTracker::new();
         let tps: Vec<TopicPartition> = (0..PARTITIONS as i32).map(tp).collect();
         let mut models: Vec<Model> = (0..PARTITIONS).map(|_| Model::default()).collect();
-        // Pending outputs: (ticket, partition, model epoch, record index).
-        let mut pending: Vec<(Ticket, usize, u32, usize)> = Vec::new();
+        // Pending outputs: (ticket, partition, model epoch, record or flush index).
+        let mut pending: Vec<(Ticket, usize, u32, Target)> = Vec::new();
 
         let check_drain = |got: Vec<(TopicPartition, i64)>, models: &mut [Model]| -> Result<(), TestCaseError> {
             for (tp, pos) in got {
@@ -1010,28 +1245,66 @@ mod tests {
 
         for op in ops {
             match op {
-                Op::Begin { p, gap, outputs } => {
+                Op::Begin { p, gap, outputs, held } => {
                     let m = &mut models[p];
                     let offset = m.next_offset + gap;
                     m.next_offset = offset + 1;
-                    let ticket = t.begin(&tps[p], offset, outputs);
-                    m.records.push((offset, outputs, false));
+                    let ticket =
+                        if held { t.begin_held(&tps[p], offset, outputs) } else { t.begin(&tps[p], offset, outputs) };
+                    m.records.push((offset, outputs, false, !held));
                     let idx = m.records.len() - 1;
-                    pending.extend(std::iter::repeat_n((ticket, p, m.epoch, idx), outputs));
+                    if held {
+                        m.unflushed.push(idx);
+                    }
+                    pending.extend(std::iter::repeat_n((ticket, p, m.epoch, Target::Record(idx)), outputs));
+                }
+                Op::Flush { p, outputs } => {
+                    let m = &mut models[p];
+                    let covered = std::mem::take(&mut m.unflushed);
+                    let ticket = t.flush(&tps[p], outputs);
+                    prop_assert_eq!(ticket.is_some(), outputs > 0);
+                    if outputs == 0 {
+                        for &i in &covered {
+                            m.records[i].3 = true;
+                        }
+                    } else if let Some(ticket) = ticket {
+                        m.flushes.push((covered, outputs, false));
+                        let idx = m.flushes.len() - 1;
+                        pending.extend(std::iter::repeat_n((ticket, p, m.epoch, Target::Flush(idx)), outputs));
+                    }
                 }
                 Op::Ack(pick) | Op::Fail(pick) if !pending.is_empty() => {
-                    let (ticket, p, epoch, idx) = pending.swap_remove(pick % pending.len());
+                    let (ticket, p, epoch, target) = pending.swap_remove(pick % pending.len());
                     let m = &mut models[p];
                     let is_fail = matches!(op, Op::Fail(_));
-                    if is_fail {
-                        t.fail(ticket);
+                    let stops = if is_fail {
+                        t.fail(ticket)
                     } else {
                         t.ack(ticket);
-                    }
+                        false
+                    };
                     if epoch == m.epoch {
-                        let rec = &mut m.records[idx];
-                        rec.1 -= 1;
-                        rec.2 |= is_fail;
+                        match target {
+                            Target::Record(idx) => {
+                                let rec = &mut m.records[idx];
+                                rec.1 -= 1;
+                                rec.2 |= is_fail;
+                                prop_assert_eq!(stops, is_fail);
+                            }
+                            Target::Flush(idx) => {
+                                let flush = &mut m.flushes[idx];
+                                flush.1 -= 1;
+                                // Losing tombstones (nothing held) stops nothing.
+                                let fails = is_fail && !flush.0.is_empty();
+                                prop_assert_eq!(stops, fails);
+                                flush.2 |= fails;
+                                if flush.1 == 0 && !flush.2 {
+                                    for i in flush.0.clone() {
+                                        m.records[i].3 = true;
+                                    }
+                                }
+                            }
+                        }
                     }
                 }
                 Op::Ack(_) | Op::Fail(_) => {}
@@ -1063,22 +1336,42 @@ mod tests {
             prop_assert_eq!(t.in_flight(), total);
         }
 
-        // Deliver every outstanding output: every partition reaches last offset + 1 unless poisoned.
-        while let Some((ticket, p, epoch, idx)) = pending.pop() {
+        // Flush what is held, deliver every outstanding output: every partition reaches last
+        // offset + 1 unless poisoned.
+        for (p, m) in models.iter_mut().enumerate() {
+            let covered = std::mem::take(&mut m.unflushed);
+            if let Some(ticket) = t.flush(&tps[p], 1) {
+                m.flushes.push((covered, 1, false));
+                pending.push((ticket, p, m.epoch, Target::Flush(m.flushes.len() - 1)));
+            }
+        }
+        while let Some((ticket, p, epoch, target)) = pending.pop() {
             t.ack(ticket);
             if epoch == models[p].epoch {
-                models[p].records[idx].1 -= 1;
+                let m = &mut models[p];
+                match target {
+                    Target::Record(idx) => m.records[idx].1 -= 1,
+                    Target::Flush(idx) => {
+                        m.flushes[idx].1 -= 1;
+                        if m.flushes[idx].1 == 0 && !m.flushes[idx].2 {
+                            for i in m.flushes[idx].0.clone() {
+                                m.records[i].3 = true;
+                            }
+                        }
+                    }
+                }
             }
         }
         check_drain(t.drain_committable(), &mut models)?;
         for (p, m) in models.iter().enumerate() {
             let last = m.records.last().map(|r| r.0 + 1);
-            match m.records.iter().find(|r| r.2) {
+            let failed = m.records.iter().filter(|r| r.2).map(|r| r.0).chain(m.poisoned_by_flush()).min();
+            match failed {
                 None => {
                     prop_assert_eq!(t.position(&tps[p]), last);
                     prop_assert_eq!(t.in_flight_partition(&tps[p]), 0);
                 }
-                Some(&(failed, ..)) => {
+                Some(failed) => {
                     prop_assert!(t.position(&tps[p]).is_none_or(|pos| pos <= failed));
                     prop_assert_eq!(t.poisoned_at(&tps[p]), Some(failed));
                 }

@@ -15,10 +15,14 @@
 //! `kafka.max_in_flight_bytes` bytes are unacknowledged, and its prefetch queue is bounded
 //! (`kafka.max_prefetch_kbytes`).
 //!
-//! Partition state (the sessions) is durable when the processor names a changelog topic:
-//! after each record, the changes it made are produced to the changelog partition of the
-//! input partition's number, as more outputs of that record (so its offset is committed only
-//! once they are acknowledged too). A newly assigned partition stays paused while its state
+//! Partition state (the sessions) is durable when the processor names a changelog topic.
+//! Its changes are coalesced and flushed on the commit timer, on revoke (before the drain)
+//! and at shutdown: the latest state of each entry changed since the previous flush goes to
+//! the changelog partition of the input partition's number. Each processed record is held
+//! in the tracker ([`OffsetTracker::begin_held`]) until the flush covering it is
+//! acknowledged, so no offset is committed past a state change that is not durable; after a
+//! crash, the records processed again are recognised by the state restored (each entry
+//! remembers the last offset it applied). A newly assigned partition stays paused while its state
 //! is read back from the changelog on a blocking thread; records fetched before the pause
 //! took hold are not processed, and the partition is rewound to the first of them.
 //!
@@ -94,6 +98,8 @@ pub struct RunSummary {
     pub repartitioned: u64,
     /// Changelog records produced (state changes and tombstones).
     pub changelog_records: u64,
+    /// Flushes of state changes that wrote changelog records.
+    pub flushes: u64,
     /// Alerts produced (acknowledged or not).
     pub alerts: u64,
     /// Records of the tenant topic counted for their tenant (not in `consumed`; their alerts
@@ -203,6 +209,70 @@ struct Shared {
     meters: DeliveryMeters,
     /// An assigned partition lagging without progress for this long is stuck.
     stuck_after: Duration,
+    /// How long sending an output may wait for room in the producer's queue.
+    grace: Duration,
+    /// Writes the state changes of the given partitions to the changelog (the revoke
+    /// callback's way to the partition states the consuming loop keeps).
+    flusher: OnceLock<Flusher>,
+}
+
+/// See [`Shared::flusher`].
+type Flusher = Box<dyn Fn(&Shared, &mut State, &[TopicPartition]) + Send + Sync>;
+
+/// The processor's state of each partition (its sessions), made on the partition's first
+/// record, dropped when it is revoked. Locked after [`Shared::state`], never before.
+type States<S> = Mutex<HashMap<TopicPartition, S>>;
+
+fn lock_states<S>(states: &States<S>) -> MutexGuard<'_, HashMap<TopicPartition, S>> {
+    states.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Writes the state changes of the assigned partitions in `only` (every one when `None`) to
+/// the changelog: the latest state of each entry changed since the previous flush, and
+/// tombstones of the entries expired meanwhile (expiry runs here, changelog or not), as one
+/// flush of the tracker: the records processed since the previous flush are committed only
+/// once it is acknowledged. Coalescing the changes (as Kafka Streams' store caches do until
+/// a commit) writes a busy session once per flush instead of once per event.
+fn flush_states<S: PartitionState>(
+    shared: &Shared,
+    state: &mut State,
+    states: &mut HashMap<TopicPartition, S>,
+    only: Option<&[TopicPartition]>,
+) {
+    let now = now_ms();
+    let deadline = Instant::now() + shared.grace;
+    for (tp, partition_state) in states.iter_mut() {
+        // A partition revoked but not forgotten yet is no longer ours to write.
+        if !state.assigned.contains(tp) || only.is_some_and(|only| !only.contains(tp)) {
+            continue;
+        }
+        let changes = partition_state.changes(&tp.topic, tp.partition, now);
+        let Some(changelog) = shared.changelog_topic.as_deref() else { continue };
+        let Some(ticket) = state.tracker.flush(tp, changes.len()) else { continue };
+        state.summary.changelog_records += changes.len() as u64;
+        state.summary.flushes += 1;
+        for (key, value) in &changes {
+            let bytes = key.len() + value.as_ref().map_or(0, Vec::len);
+            let change = Raw {
+                topic: changelog,
+                key: Some(key.as_bytes()),
+                value: value.as_deref(),
+                headers: None,
+                partition: Some(tp.partition),
+            };
+            // Never rerouted: a lost state change stops the partition (not committed past,
+            // processed again after a restart).
+            let pending = Box::new(Pending {
+                ticket,
+                tp: tp.clone(),
+                bytes,
+                fallback: Fallback::Nothing,
+                kind: Published::Changelog,
+                consumed_at: None,
+            });
+            shared.dispatch_raw(state, change, pending, deadline);
+        }
+    }
 }
 
 /// Longest wait of a revoke for the revoked partitions' outputs.
@@ -645,6 +715,10 @@ impl ConsumerContext for ConsumerCtx {
         let wait = if state.closing { Duration::ZERO } else { self.shared.revoke_timeout };
         let deadline = Instant::now() + wait;
         self.shared.settle_ready(&mut state);
+        // Their state changes since the last flush, waited for with their outputs.
+        if let Some(flush) = self.shared.flusher.get() {
+            flush(&self.shared, &mut state, &revoked);
+        }
         while revoked.iter().any(|tp| !state.poisoned.contains(tp) && state.tracker.in_flight_partition(tp) > 0) {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -863,11 +937,11 @@ fn committed_or_reset(
 }
 
 /// Drops the state of the partitions revoked since the last call.
-fn forget_revoked<S>(
-    state: &mut State,
-    partition_states: &mut HashMap<TopicPartition, S>,
-    rewind: &mut HashMap<TopicPartition, i64>,
-) {
+fn forget_revoked<S>(state: &mut State, partition_states: &States<S>, rewind: &mut HashMap<TopicPartition, i64>) {
+    if state.revoked.is_empty() {
+        return;
+    }
+    let mut partition_states = lock_states(partition_states);
     for revoked in state.revoked.drain(..) {
         partition_states.remove(&revoked);
         rewind.remove(&revoked);
@@ -1049,7 +1123,15 @@ pub async fn run_with<P: Processor>(
         revoke_timeout: config.shutdown.grace.min(REVOKE_DRAIN_MAX),
         meters: DeliveryMeters::new(),
         stuck_after: config.admin.stuck_after,
+        grace: config.shutdown.grace,
+        flusher: OnceLock::new(),
     });
+    let partition_states: Arc<States<P::State>> = Arc::default();
+    let flusher_states = partition_states.clone();
+    let flusher: Flusher = Box::new(move |shared, state, partitions| {
+        flush_states(shared, state, &mut lock_states(&flusher_states), Some(partitions));
+    });
+    let _ = shared.flusher.set(flusher);
     let producer: SharedProducer = client::producer(config)
         .create_with_context(ProducerCtx { deliveries: sender, wake: wake.clone() })
         .map_err(|source| RuntimeError::Client { client: "producer", source })?;
@@ -1094,9 +1176,6 @@ pub async fn run_with<P: Processor>(
 
     let mut source_topics: HashMap<String, Arc<str>> = HashMap::new();
     let mut meters = Meters::new(config.admin.tenant_label_limit);
-    // The processor's state of each partition (its sessions), made on the partition's first
-    // record, dropped when it is revoked.
-    let mut partition_states: HashMap<TopicPartition, P::State> = HashMap::new();
     let mut commit_timer = tokio::time::interval(config.kafka.commit_interval);
     commit_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let max_in_flight = config.kafka.max_in_flight;
@@ -1151,8 +1230,12 @@ pub async fn run_with<P: Processor>(
             _ = commit_timer.tick() => {
                 let mut state = shared.lock();
                 shared.settle_ready(&mut state);
+                forget_revoked(&mut state, &partition_states, &mut rewind);
+                let mut partition_states = lock_states(&partition_states);
+                // Commits what earlier flushes made durable; this one's records are committed
+                // at the next tick (or on revoke or shutdown, which wait for it).
+                flush_states(&shared, &mut state, &mut partition_states, None);
                 shared.commit(&mut state, &consumer, CommitMode::Async);
-                forget_revoked(&mut state, &mut partition_states, &mut rewind);
                 for (tp, position) in state.positions() {
                     if let Some(partition_state) = partition_states.get_mut(&tp) {
                         partition_state.committed(position);
@@ -1168,7 +1251,10 @@ pub async fn run_with<P: Processor>(
                     queries = None;
                     continue;
                 };
-                forget_revoked(&mut shared.lock(), &mut partition_states, &mut rewind);
+                let mut state = shared.lock();
+                forget_revoked(&mut state, &partition_states, &mut rewind);
+                let partition_states = lock_states(&partition_states);
+                drop(state);
                 let found = partition_states.iter().find_map(|(tp, partition_state)| {
                     let session = partition_state.describe(&query.id)?;
                     Some(serde_json::json!({
@@ -1190,7 +1276,8 @@ pub async fn run_with<P: Processor>(
                     Err(panic) => std::panic::resume_unwind(panic.into_panic()),
                 };
                 let mut state = shared.lock();
-                forget_revoked(&mut state, &mut partition_states, &mut rewind);
+                forget_revoked(&mut state, &partition_states, &mut rewind);
+                let mut partition_states = lock_states(&partition_states);
                 for (number, Rebuilt { tp, state: partition_state, records, errors }) in restored {
                     // Revoked, or assigned again since (a newer restore follows).
                     if state.restoring.get(&tp) != Some(&number) {
@@ -1243,7 +1330,7 @@ pub async fn run_with<P: Processor>(
                 let tp = TopicPartition { topic: topic.clone(), partition: message.partition() };
                 {
                     let mut state = shared.lock();
-                    forget_revoked(&mut state, &mut partition_states, &mut rewind);
+                    forget_revoked(&mut state, &partition_states, &mut rewind);
                     // A stale fetch of a partition no longer ours, or a stopped partition:
                     // not processed, so nothing can be committed for it here.
                     if !state.assigned.contains(&tp) || state.poisoned.contains(&tp) {
@@ -1274,13 +1361,14 @@ pub async fn run_with<P: Processor>(
                     }
                 }
                 let now = now_ms();
-                let mut changes = Vec::new();
+                let mut hold = false;
                 let step = match rekey_into {
                     Some(topic) => match pipeline.rekey(&record, now) {
                         Ok(key) => Step::Rekeyed { topic, key },
                         Err(dead) => Step::Dead(dead),
                     },
                     None => {
+                        let mut partition_states = lock_states(&partition_states);
                         let partition_state = partition_states.entry(tp.clone()).or_insert_with(|| pipeline.state());
                         let step = if from_tenant_topic {
                             let matched = repartition::matched_rules(message.headers());
@@ -1299,12 +1387,8 @@ pub async fn run_with<P: Processor>(
                                 Outcome::DeadLetter(dead) => Step::Dead(dead),
                             }
                         };
-                        // Also expires entries, so it runs without a changelog too (whose
-                        // changes, if the state recorded any, have nowhere to go).
-                        changes = partition_state.changes(&tp.topic, tp.partition, now);
-                        if changelog.is_none() {
-                            changes.clear();
-                        }
+                        // Its state change is written with the next flush.
+                        hold = changelog.is_some();
                         step
                     }
                 };
@@ -1380,33 +1464,13 @@ pub async fn run_with<P: Processor>(
                     _ => state.summary.dead_letters += 1,
                 }
                 state.summary.alerts += extra.iter().filter(|(_, _, kind)| *kind == Published::Alert).count() as u64;
-                let outputs = usize::from(output.is_some()) + extra.len() + changes.len();
-                let ticket = state.tracker.begin(&tp, offset, outputs);
+                let outputs = usize::from(output.is_some()) + extra.len();
+                let ticket = if hold {
+                    state.tracker.begin_held(&tp, offset, outputs)
+                } else {
+                    state.tracker.begin(&tp, offset, outputs)
+                };
                 let deadline = Instant::now() + config.shutdown.grace;
-                if let Some(changelog) = changelog {
-                    state.summary.changelog_records += changes.len() as u64;
-                    for (key, value) in &changes {
-                        let bytes = key.len() + value.as_ref().map_or(0, Vec::len);
-                        let change = Raw {
-                            topic: changelog,
-                            key: Some(key.as_bytes()),
-                            value: value.as_deref(),
-                            headers: None,
-                            partition: Some(tp.partition),
-                        };
-                        // Never rerouted: a lost state change stops the partition (not
-                        // committed past, processed again after a restart).
-                        let pending = Box::new(Pending {
-                            ticket,
-                            tp: tp.clone(),
-                            bytes,
-                            fallback: Fallback::Nothing,
-                            kind: Published::Changelog,
-                            consumed_at: None,
-                        });
-                        shared.dispatch_raw(&mut state, change, pending, deadline);
-                    }
-                }
                 let Some(output) = output else {
                     // A tenant-topic record: only its alerts (if any), each with the fallback.
                     let input = match fallback {
@@ -1430,11 +1494,13 @@ pub async fn run_with<P: Processor>(
         }
     }
 
-    // Shutdown: stop fetching, drain what is in flight, commit.
+    // Shutdown: stop fetching, write the state changes, drain what is in flight, commit.
     shared.stopping.store(true, std::sync::atomic::Ordering::Relaxed);
     let deadline = Instant::now() + config.shutdown.grace;
     let drained = tokio::task::block_in_place(|| {
         let mut state = shared.lock();
+        forget_revoked(&mut state, &partition_states, &mut rewind);
+        flush_states(&shared, &mut state, &mut lock_states(&partition_states), None);
         loop {
             shared.settle_ready(&mut state);
             if state.live_in_flight() == 0 {
