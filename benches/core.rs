@@ -8,6 +8,9 @@
 //!   route, encode, alerts included) → protobuf;
 //! - `core_protobuf_without_rules`: the same with no rule (issue 5's target: the rules cost
 //!   at most 20%);
+//! - `core_protobuf_stateless`: the core without session state and rules (decode, validate,
+//!   enrich, route, encode, as before the session state existed; issue 4's target: the
+//!   state costs at most 15%);
 //! - `core_json`: the full core → JSON.
 //!
 //! Run: `cargo bench --bench core`. Figures go to BENCHMARKS.md.
@@ -16,7 +19,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use acs_stream::config::Config;
-use acs_stream::encode::Format;
+use acs_stream::encode::{Format, TopicTemplate, event_record};
 use acs_stream::model::{ReasonCatalog, Source};
 use acs_stream::pipeline::{Outcome, Pipeline, Record};
 use acs_stream::synth::{Generator, SynthOptions};
@@ -119,6 +122,20 @@ fn core(c: &mut Criterion) {
     let without_rules = protobuf.clone().with_rules(acs_stream::rules::RuleSet::empty());
     group.bench_function("core_protobuf_without_rules", |b| {
         b.iter(|| run(&without_rules, black_box(&corpus), &topic, now))
+    });
+    let events = TopicTemplate::parse(&Config::defaults().output.events_topic).expect("the default is valid");
+    group.bench_function("core_protobuf_stateless", |b| {
+        b.iter(|| {
+            let mut bytes = 0;
+            for (offset, value) in corpus.iter().enumerate() {
+                let source = Source { topic: topic.clone(), partition: 0, offset: offset as i64 };
+                bytes += match protobuf.enrich(black_box(value), &source, now) {
+                    Ok(event) => event_record(&event, &events, Format::Protobuf, value.len()).value.len(),
+                    Err(dead) => dead.rejection.detail.len(),
+                };
+            }
+            bytes
+        })
     });
     group.bench_function("core_json", |b| b.iter(|| run(&json, black_box(&corpus), &topic, now)));
     group.finish();

@@ -12,17 +12,20 @@
 //!    drains after every record, so its dirty list holds at most one id). Shapes:
 //!    - (a) synthetic traffic: `synth::Generator`s (default mix, 1,000 sessions open at once,
 //!      one generator after the other with its own seed until N sessions) run through
-//!      `Pipeline::process`, 20 records per session on average: sessions in the middle of
-//!      their exam (about 20 recent message ids each, a few past the 32 kept);
+//!      `Pipeline::process` without rules, 20 records per session on average: sessions in
+//!      the middle of their exam (about 20 recent message ids each, a few past the 32 kept);
+//!      (a+r) the same with the default rules (the session state then holds its rule state),
+//!      measured once the input is committed (the alerts kept for a replay let go, as the
+//!      runtime's commit tick does);
 //!    - (b) worst case, every session holding the maximum `remembered_ids` (32) recent ids:
 //!      (b1) restored from N changelog records (the ids' buffer is then exactly 32 long);
-//!      (b2) the same sessions after one more event each through `Pipeline::process` (the
-//!      ids' buffer grows to 64 before the oldest id is dropped, as in any session that lived
-//!      past 32 events).
+//!      (b2) the same sessions after one more event each through `Pipeline::process` without
+//!      rules, (b2+r) with the default rules (the event, a pause, starts the rule state).
 //!
 //!    Also reported: the changelog record (key and value bytes) of each shape, and where the
 //!    bytes go (the hash table's slots estimated from its growth policy, the heap of the keys,
-//!    of the tenant ids and of the recent ids' buffers, measured from the sessions).
+//!    of the tenant ids and of the recent ids' buffers, measured from the sessions; the rest
+//!    is the rule state).
 //! 2. **Restore.** N changelog records of the worst-case shape (distinct session ids, 32
 //!    recent ids each) are produced to a changelog topic on librdkafka's mock cluster, with
 //!    enough partitions for about 2 MiB each (it keeps only 5 MiB per partition), checked
@@ -278,12 +281,15 @@ fn worst_state(n: usize, partition: i32, rng: &mut fastrand::Rng) -> pb::Session
     }
 }
 
-fn pipeline() -> anyhow::Result<Pipeline> {
+/// The default pipeline, with its default rules or none.
+fn pipeline(rules: bool) -> anyhow::Result<Pipeline> {
     // The defaults: 32 recent ids, a changelog topic (so changes are tracked, as in `run`).
     let config = Config::defaults();
     ensure!(config.changelog_topic().is_some(), "the default configuration has a changelog topic");
     ensure!(config.sessions.remembered_ids == REMEMBERED_IDS, "32 recent ids by default");
-    Ok(Pipeline::new(&config, ReasonCatalog::builtin())?)
+    let pipeline = Pipeline::new(&config, ReasonCatalog::builtin())?;
+    ensure!(!pipeline.rules().rules.is_empty(), "rules are on by default");
+    Ok(if rules { pipeline } else { pipeline.with_rules(acs_stream::rules::RuleSet::empty()) })
 }
 
 /// Drains the changes of `sessions` (the steady state), summing their records' sizes.
@@ -299,9 +305,9 @@ fn drain(sessions: &mut Sessions, measured: &mut Measured) -> Vec<String> {
     ids
 }
 
-/// (a) Sessions from synthetic traffic through the core.
-fn synthetic(n: usize) -> anyhow::Result<Measured> {
-    let pipeline = pipeline()?;
+/// (a) Sessions from synthetic traffic through the core, with the default rules or none.
+fn synthetic(n: usize, rules: bool) -> anyhow::Result<Measured> {
+    let pipeline = pipeline(rules)?;
     let records = n * RECORDS_PER_SESSION;
     // Processing time: after the last record's incident time (records are 1-19 ms apart).
     // Not capped with `Generator::cap_clock`: records of one session at the same time may be
@@ -309,8 +315,17 @@ fn synthetic(n: usize) -> anyhow::Result<Measured> {
     let start_ms = SynthOptions::default().start_ms;
     let now = start_ms + (GENERATOR_SESSIONS * RECORDS_PER_SESSION) as i64 * 20 + 60_000;
     let topic: Arc<str> = Arc::from(INPUT_TOPIC);
-    let mut measured =
-        Measured::new("(a)", format!("(a) synthetic traffic, {RECORDS_PER_SESSION} records/session on average"));
+    let mut measured = if rules {
+        Measured::new(
+            "(a+r)",
+            format!("(a+r) synthetic traffic, {RECORDS_PER_SESSION} records/session on average, default rules"),
+        )
+    } else {
+        Measured::new(
+            "(a)",
+            format!("(a) synthetic traffic, {RECORDS_PER_SESSION} records/session on average, no rules"),
+        )
+    };
 
     let before = Live::now();
     let mut sessions = pipeline.sessions();
@@ -330,10 +345,17 @@ fn synthetic(n: usize) -> anyhow::Result<Measured> {
             if let Outcome::Event { .. } = pipeline.process(&record, &mut sessions, now) {
                 events += 1;
             }
+            // As the runtime's commit tick: the alerts kept for a replay are let go.
+            if offset % 10_000 == 0 {
+                sessions.committed(offset);
+            }
         }
     }
     // Only the malformed records (1%) may be dead letters.
     ensure!(events >= records * 97 / 100, "{events} events of {records} records");
+    // Every input committed, as at the runtime's commit tick (before its flush): the alerts
+    // kept for a replay are let go.
+    sessions.committed(offset);
     // Measured after the changes are drained: the steady state. The ids of the changes (all
     // the sessions) are only used to sum the parts, and dropped before `after`.
     let ids = drain(&mut sessions, &mut measured);
@@ -367,19 +389,24 @@ impl Measured {
 
 /// Worst-case sessions: (b1) restored from changelog records, or (b2) restored then given
 /// one more event each (`one_more`).
-fn worst_case(n: usize, one_more: bool) -> anyhow::Result<Measured> {
-    let pipeline = pipeline()?;
+/// (with the default rules when `rules`: the event then starts the session's rule state).
+fn worst_case(n: usize, one_more: bool, rules: bool) -> anyhow::Result<Measured> {
+    let pipeline = pipeline(rules)?;
     let mut rng = fastrand::Rng::with_seed(7);
     let ids: Vec<String> = (0..n).map(|i| session_id(i, &mut rng)).collect();
-    let short = if one_more { "(b2)" } else { "(b1)" };
-    let mut measured = Measured::new(
-        short,
-        if one_more {
-            format!("(b2) worst case: {REMEMBERED_IDS} recent ids, after one more event (buffer grown)")
-        } else {
-            format!("(b1) worst case: {REMEMBERED_IDS} recent ids, restored from the changelog")
-        },
-    );
+    let mut measured = match (one_more, rules) {
+        (false, _) => {
+            Measured::new("(b1)", format!("(b1) worst case: {REMEMBERED_IDS} recent ids, restored from the changelog"))
+        }
+        (true, false) => Measured::new(
+            "(b2)",
+            format!("(b2) worst case: {REMEMBERED_IDS} recent ids, after one more event, no rules"),
+        ),
+        (true, true) => Measured::new(
+            "(b2+r)",
+            format!("(b2+r) worst case: {REMEMBERED_IDS} recent ids, after one more event (a pause), default rules"),
+        ),
+    };
     let topic: Arc<str> = Arc::from(INPUT_TOPIC);
     let mut event = Vec::with_capacity(256);
 
@@ -639,10 +666,14 @@ fn main() -> anyhow::Result<()> {
         COUNTING.store(true, Ordering::Relaxed);
         let started = Instant::now();
         // Smoke test: a debug build makes the synthetic records slow.
-        measures.push(synthetic(if full { n } else { n.min(SMOKE_SYNTHETIC_SESSIONS) })?);
+        let synthetic_n = if full { n } else { n.min(SMOKE_SYNTHETIC_SESSIONS) };
+        measures.push(synthetic(synthetic_n, false)?);
         eprintln!("sessions: (a) built in {:.1} s", started.elapsed().as_secs_f64());
-        measures.push(worst_case(n, false)?);
-        measures.push(worst_case(n, true)?);
+        measures.push(synthetic(synthetic_n, true)?);
+        eprintln!("sessions: (a+r) built in {:.1} s", started.elapsed().as_secs_f64());
+        measures.push(worst_case(n, false, false)?);
+        measures.push(worst_case(n, true, false)?);
+        measures.push(worst_case(n, true, true)?);
         COUNTING.store(false, Ordering::Relaxed);
     }
     let restore = if only != "memory" { Some(restore_bench(n)?) } else { None };
@@ -675,12 +706,13 @@ fn main() -> anyhow::Result<()> {
     println!(
         "Where the requested bytes go, per session: the table's slots (estimated: {} bytes per bucket, \
          power-of-two buckets at most 7/8 full), the heap of the key (the delivery execution id), the boxed \
-         state ({} bytes; its tenant id is shared), and the recent ids' buffer (8 bytes per id of capacity):",
+         state ({} bytes; its tenant id is shared), the recent ids' buffer (8 bytes per id of capacity), and \
+         the rest: the rule state (windows and their evidence, distinct IP and user-agent hashes):",
         size_of::<(Box<str>, Box<SessionState>)>() + 1,
         size_of::<SessionState>()
     );
     println!();
-    println!("| shape | table load | table | key | state | recent ids | sum | measured |");
+    println!("| shape | table load | table | key | state | recent ids | rules (the rest) | measured |");
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     for m in &measures {
         let s = m.sessions;
@@ -693,7 +725,7 @@ fn main() -> anyhow::Result<()> {
             per(p.keys as i64, s),
             per(p.states as i64, s),
             per(p.recent_ids as i64, s),
-            per(p.total() as i64, s),
+            per(m.grown.requested - p.total() as i64, s),
             per(m.grown.requested, s),
         );
     }

@@ -1231,19 +1231,25 @@ pub async fn run_with<P: Processor>(
                 let mut state = shared.lock();
                 shared.settle_ready(&mut state);
                 forget_revoked(&mut state, &partition_states, &mut rewind);
-                let mut partition_states = lock_states(&partition_states);
+                // The states are never locked across a consumer call (whose rebalance
+                // callback may flush them).
+                let sessions = {
+                    let mut partition_states = lock_states(&partition_states);
+                    // What was kept for a replay below the committed positions goes first:
+                    // the flush does not write it.
+                    for (tp, position) in state.positions() {
+                        if let Some(partition_state) = partition_states.get_mut(&tp) {
+                            partition_state.committed(position);
+                        }
+                    }
+                    flush_states(&shared, &mut state, &mut partition_states, None);
+                    partition_states.values().map(PartitionState::entries).sum::<usize>()
+                };
                 // Commits what earlier flushes made durable; this one's records are committed
                 // at the next tick (or on revoke or shutdown, which wait for it).
-                flush_states(&shared, &mut state, &mut partition_states, None);
                 shared.commit(&mut state, &consumer, CommitMode::Async);
-                for (tp, position) in state.positions() {
-                    if let Some(partition_state) = partition_states.get_mut(&tp) {
-                        partition_state.committed(position);
-                    }
-                }
                 metrics::gauge!(telemetry::ASSIGNED_PARTITIONS).set(state.assigned.len() as f64);
                 metrics::gauge!(telemetry::IN_FLIGHT).set(state.live_in_flight() as f64);
-                let sessions: usize = partition_states.values().map(PartitionState::entries).sum();
                 metrics::gauge!(telemetry::ACTIVE_SESSIONS).set(sessions as f64);
             }
             query = async { queries.as_mut().expect("guarded").recv().await }, if queries.is_some() => {
@@ -1277,7 +1283,6 @@ pub async fn run_with<P: Processor>(
                 };
                 let mut state = shared.lock();
                 forget_revoked(&mut state, &partition_states, &mut rewind);
-                let mut partition_states = lock_states(&partition_states);
                 for (number, Rebuilt { tp, state: partition_state, records, errors }) in restored {
                     // Revoked, or assigned again since (a newer restore follows).
                     if state.restoring.get(&tp) != Some(&number) {
@@ -1288,7 +1293,7 @@ pub async fn run_with<P: Processor>(
                     metrics::counter!(telemetry::RESTORED_RECORDS).increment(records);
                     state.summary.restored_entries += partition_state.entries() as u64;
                     info!(topic = %tp.topic, partition = tp.partition, records, skipped = errors, entries = partition_state.entries(), "Partition state restored.");
-                    partition_states.insert(tp.clone(), partition_state);
+                    lock_states(&partition_states).insert(tp.clone(), partition_state);
                     state.restoring.remove(&tp);
                     if let Some(&position) = state.unsaved.get(&tp) {
                         // Assigned back after a revoke whose commit failed: where it was.

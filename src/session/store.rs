@@ -251,6 +251,9 @@ pub struct Sessions {
     committed: i64,
 }
 
+/// Capacity the list of changed sessions keeps between two drains.
+const DIRTY_KEPT: usize = 1024;
+
 /// Message ids remembered per tenant entry (tenant-topic records counted once): more than a
 /// session's, as a tenant sees all its sessions' forwarded events (4 KiB per tenant).
 pub const TENANT_RECENT_IDS: usize = 512;
@@ -564,7 +567,7 @@ impl Sessions {
     /// In that order a session that expired and came back before the call is restored, not
     /// forgotten.
     pub fn drain_changes(&mut self, topic: &str, partition: i32) -> Vec<Change> {
-        // Called after every record: nothing to allocate when nothing changed.
+        // Nothing to allocate when nothing changed.
         if self.expired.is_empty() && self.dirty.is_empty() {
             return Vec::new();
         }
@@ -581,6 +584,9 @@ impl Sessions {
             let value = changelog::encode(state, &input);
             changes.push((changelog::key(topic, &id), Some(value)));
         }
+        // The runtime drains once per commit interval, every session changed meanwhile: a
+        // large capacity is given back rather than held (24 bytes per session) until the next.
+        self.dirty.shrink_to(DIRTY_KEPT);
         changes
     }
 
