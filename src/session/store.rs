@@ -286,7 +286,18 @@ impl Sessions {
     /// Says that the input of this partition is committed up to `position` (exclusive):
     /// alerts fired below it are no longer kept for a replay.
     pub fn committed(&mut self, position: i64) {
-        self.committed = self.committed.max(position);
+        if position <= self.committed {
+            return;
+        }
+        self.committed = position;
+        // Let go now, not at the session's next event: a session that ended (or went quiet)
+        // would keep its last alerts until it expires. Not a change to write: a restored
+        // session keeps them only until its next event.
+        for state in self.sessions.values_mut() {
+            if let Some(rules) = state.rules.as_deref_mut().filter(|rules| !rules.fired.is_empty()) {
+                rules.fired.retain(|fired| fired.position >= position);
+            }
+        }
     }
 
     /// Applies `event` (processed at `now`, epoch milliseconds) to its session: records the
