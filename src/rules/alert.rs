@@ -61,12 +61,12 @@ pub struct Alert {
     pub alert_id: String,
     pub rule_id: Arc<str>,
     pub severity: Severity,
-    pub tenant_id: String,
+    pub tenant_id: Arc<str>,
     /// The session; `null` for a tenant-scoped rule.
     pub delivery_execution_id: Option<String>,
     /// The session's test taker; `null` for a tenant-scoped rule or when not sent.
     pub test_taker: Option<String>,
-    pub title: String,
+    pub title: Arc<str>,
     pub summary: String,
     /// Events counted (the evidence's length).
     pub count: u32,
@@ -95,10 +95,10 @@ impl Alert {
             alert_id: self.alert_id.clone(),
             rule_id: self.rule_id.to_string(),
             severity: severity(self.severity) as i32,
-            tenant_id: self.tenant_id.clone(),
+            tenant_id: self.tenant_id.to_string(),
             delivery_execution_id: self.delivery_execution_id.clone(),
             test_taker: self.test_taker.clone(),
-            title: self.title.clone(),
+            title: self.title.to_string(),
             summary: self.summary.clone(),
             count: self.count,
             window_start: self.window_start,
@@ -117,10 +117,10 @@ impl Alert {
             alert_id: message.alert_id,
             rule_id: Arc::from(message.rule_id),
             severity,
-            tenant_id: message.tenant_id,
+            tenant_id: Arc::from(message.tenant_id),
             delivery_execution_id: message.delivery_execution_id,
             test_taker: message.test_taker,
-            title: message.title,
+            title: Arc::from(message.title),
             summary: message.summary,
             count: message.count,
             window_start: message.window_start,
@@ -470,7 +470,7 @@ mod tests {
         edge.evidence[2].reason_code = Some(EvidenceCode::Raw(Box::from("")));
         edge.evidence[2].message_id = Box::from("");
         edge.delivery_execution_id = Some(String::new());
-        edge.title = String::new();
+        edge.title = Arc::from("");
         edge.count = 0;
         edge.window_start = i64::MIN;
         for alert in [edge, alert_with(Vec::new())] {

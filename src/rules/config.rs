@@ -321,6 +321,9 @@ pub struct Rule {
     pub scope: Scope,
     pub title: String,
     pub summary: String,
+    /// The title, shared by the rule's alerts, when it has no placeholder (set by the
+    /// compilation).
+    pub(crate) literal_title: Option<Arc<str>>,
     pub cooldown: Duration,
     pub group_by: GroupBy,
     /// At least 1; 1 fires on every match.
@@ -441,6 +444,7 @@ fn compile_rule(config: RuleConfig) -> Result<Rule, RulesError> {
         id: Arc::from(id),
         severity: config.severity,
         scope: config.scope,
+        literal_title: (!config.title.contains('{')).then(|| Arc::from(config.title.as_str())),
         title: config.title,
         summary: config.summary,
         cooldown: config.cooldown,

@@ -130,21 +130,24 @@ pub fn evaluate(
     tenant: Tenant<'_>,
 ) -> Vec<Alert> {
     let mut alerts = Vec::new();
-    evaluate_with(rules, event, view, session, tenant, |alert| alerts.push(alert));
+    evaluate_with(rules, event, view, session, tenant, None, |alert| alerts.push(alert));
     alerts
 }
 
 /// [`evaluate`], the alerts shared (as the session store keeps them for a replay), without
-/// a vector of alerts in between.
+/// a vector of alerts in between. `tenant_id`: a shared copy of the tenant id, which alerts
+/// then share when it is the event's.
 pub fn evaluate_shared(
     rules: &RuleSet,
     event: &Event<'_>,
     view: &SessionView,
     session: &mut RuleState,
     tenant: Tenant<'_>,
+    tenant_id: &Arc<str>,
 ) -> Vec<Arc<Alert>> {
+    let shared = (**tenant_id == *event.tenant_id).then_some(tenant_id);
     let mut alerts = Vec::new();
-    evaluate_with(rules, event, view, session, tenant, |alert| alerts.push(Arc::new(alert)));
+    evaluate_with(rules, event, view, session, tenant, shared, |alert| alerts.push(Arc::new(alert)));
     alerts
 }
 
@@ -155,8 +158,10 @@ fn evaluate_with(
     view: &SessionView,
     session: &mut RuleState,
     mut tenant: Tenant<'_>,
+    tenant_id: Option<&Arc<str>>,
     mut fired: impl FnMut(Alert),
 ) {
+    let keys = Keys { event, tenant_id };
     if view.duplicate || event.anomalies.contains(&Anomaly::Duplicate) {
         return;
     }
@@ -182,8 +187,8 @@ fn evaluate_with(
             continue;
         }
         let alert = match (rule.scope, &mut tenant) {
-            (Scope::Session, _) => count(rule, lateness, event, session, &event.delivery_execution_id),
-            (Scope::Tenant, Tenant::Inline(state)) => count(rule, lateness, event, state, &event.tenant_id),
+            (Scope::Session, _) => count(rule, lateness, &keys, session, &event.delivery_execution_id),
+            (Scope::Tenant, Tenant::Inline(state)) => count(rule, lateness, &keys, state, &event.tenant_id),
             (Scope::Tenant, Tenant::Forward(matched)) => {
                 matched.push(rule.id.clone());
                 None
@@ -240,7 +245,7 @@ pub fn evaluate_tenant<S: AsRef<str>>(
         .rules
         .iter()
         .filter(|rule| rule.scope == Scope::Tenant && matched.iter().any(|id| id.as_ref() == &*rule.id))
-        .filter_map(|rule| count(rule, lateness, event, tenant, &event.tenant_id))
+        .filter_map(|rule| count(rule, lateness, &Keys { event, tenant_id: None }, tenant, &event.tenant_id))
         .collect();
     advance(tenant, rules, lateness, event.incident_time);
     alerts
@@ -304,8 +309,15 @@ fn cooling(last_fired: Option<i64>, at: i64, cooldown: i64) -> bool {
     cooldown > 0 && last_fired.is_some_and(|last| at.abs_diff(last) < cooldown.unsigned_abs())
 }
 
+/// The event an alert is about, and a shared copy of its tenant id if there is one.
+struct Keys<'k, 'e> {
+    event: &'k Event<'e>,
+    tenant_id: Option<&'k Arc<str>>,
+}
+
 /// Counts a match of `rule`; the alert when it fires.
-fn count(rule: &Rule, lateness: i64, event: &Event<'_>, state: &mut RuleState, scope_key: &str) -> Option<Alert> {
+fn count(rule: &Rule, lateness: i64, keys: &Keys<'_, '_>, state: &mut RuleState, scope_key: &str) -> Option<Alert> {
+    let event = keys.event;
     let at = event.incident_time;
     if rule.count > 1 && state.watermark.is_some_and(|w| at < w.saturating_sub(lateness)) {
         return None;
@@ -314,7 +326,7 @@ fn count(rule: &Rule, lateness: i64, event: &Event<'_>, state: &mut RuleState, s
     let cooldown = millis(rule.cooldown);
     if rule.count == 1 && cooldown == 0 {
         // Nothing to remember.
-        return Some(alert(rule, event, scope_key, group, vec![Evidence::of(event)]));
+        return Some(alert(rule, keys, scope_key, group, vec![Evidence::of(event)]));
     }
     // By pointer first: windows share the rule set's id once pruned (see `rule_of`).
     let index = match (state.windows.iter().position(|w| Arc::ptr_eq(&w.rule, &rule.id) && same_group(w.group, group)))
@@ -353,10 +365,11 @@ fn count(rule: &Rule, lateness: i64, event: &Event<'_>, state: &mut RuleState, s
         window.matches.drain(start..start + span).collect()
     };
     window.last_fired = Some(window.last_fired.map_or(at, |last| last.max(at)));
-    Some(alert(rule, event, scope_key, group, fired))
+    Some(alert(rule, keys, scope_key, group, fired))
 }
 
-fn alert(rule: &Rule, event: &Event<'_>, scope_key: &str, group: &str, evidence: Vec<Evidence>) -> Alert {
+fn alert(rule: &Rule, keys: &Keys<'_, '_>, scope_key: &str, group: &str, evidence: Vec<Evidence>) -> Alert {
+    let event = keys.event;
     let session = rule.scope == Scope::Session;
     let (window_start, window_end) = match (evidence.first(), evidence.last()) {
         (Some(first), Some(last)) => (first.incident_time, last.incident_time),
@@ -369,10 +382,11 @@ fn alert(rule: &Rule, event: &Event<'_>, scope_key: &str, group: &str, evidence:
         alert_id,
         rule_id: rule.id.clone(),
         severity: rule.severity,
-        tenant_id: event.tenant_id.to_string(),
+        tenant_id: keys.tenant_id.cloned().unwrap_or_else(|| Arc::from(&*event.tenant_id)),
         delivery_execution_id: session.then(|| event.delivery_execution_id.to_string()),
         test_taker: event.test_taker.as_deref().filter(|_| session).map(str::to_owned),
-        title: render(&rule.title),
+        // Shared with the rule when it has no placeholder.
+        title: rule.literal_title.clone().unwrap_or_else(|| Arc::from(render(&rule.title))),
         summary: render(&rule.summary),
         count,
         window_start,
