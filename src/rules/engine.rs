@@ -183,7 +183,7 @@ fn evaluate_with(
     let lateness = millis(rules.allowed_lateness);
     let bits = EventBits::of(event);
     for rule in &rules.rules {
-        if !rule.matches.iter().any(|m| m.quick.admits(&bits) && matches(m, event, &facts)) {
+        if !rule.matches.iter().any(|m| m.quick.admits(&bits) && matches_rest(m, event, &facts)) {
             continue;
         }
         let alert = match (rule.scope, &mut tenant) {
@@ -225,7 +225,7 @@ pub fn forward_again(
     };
     let bits = EventBits::of(event);
     for rule in rules.rules.iter().filter(|rule| rule.scope == Scope::Tenant) {
-        if rule.matches.iter().any(|m| m.quick.admits(&bits) && matches(m, event, &facts)) {
+        if rule.matches.iter().any(|m| m.quick.admits(&bits) && matches_rest(m, event, &facts)) {
             matched.push(rule.id.clone());
         }
     }
@@ -270,6 +270,9 @@ pub fn signal_is(kind: SignalKind, signal: &Signal) -> bool {
             })
 }
 
+/// Whether `m` holds for `event`, every condition tested in turn: what the prefilter and
+/// [`matches_rest`] decide together (the tests hold them to it).
+#[cfg(test)]
 fn matches(m: &Match, event: &Event<'_>, facts: &Facts) -> bool {
     fn any<T: PartialEq>(wanted: &[T], value: Option<T>) -> bool {
         wanted.is_empty() || value.is_some_and(|v| wanted.contains(&v))
@@ -288,6 +291,22 @@ fn matches(m: &Match, event: &Event<'_>, facts: &Facts) -> bool {
         && (m.commands.is_empty()
             || signal.and_then(|s| s.command.as_deref()).is_some_and(|c| m.commands.iter().any(|w| w == c)))
         && (m.anomalies.is_empty() || event.anomalies.iter().any(|a| m.anomalies.contains(a)))
+        && m.extra_time_above.is_none_or(|n| facts.extra_before <= n && facts.extra_after > n)
+        && m.distinct_ips_above.is_none_or(|n| facts.new_ip && facts.ips > n)
+        && m.distinct_user_agents_above.is_none_or(|n| facts.new_user_agent && facts.user_agents > n)
+}
+
+/// The conditions of `m` its prefilter ([`super::config::Quick`]) does not test: with it,
+/// the same as [`matches`].
+fn matches_rest(m: &Match, event: &Event<'_>, facts: &Facts) -> bool {
+    (m.reason_codes.is_empty()
+        || event.reason_code.numeric().is_some_and(|c| m.reason_codes.iter().any(|(lo, hi)| (*lo..=*hi).contains(&c))))
+        && (m.commands.is_empty()
+            || event
+                .signal
+                .as_ref()
+                .and_then(|s| s.command.as_deref())
+                .is_some_and(|c| m.commands.iter().any(|w| w == c)))
         && m.extra_time_above.is_none_or(|n| facts.extra_before <= n && facts.extra_after > n)
         && m.distinct_ips_above.is_none_or(|n| facts.new_ip && facts.ips > n)
         && m.distinct_user_agents_above.is_none_or(|n| facts.new_user_agent && facts.user_agents > n)
@@ -525,6 +544,9 @@ mod tests {
             let Ok(mut event) = pipeline.enrich(&record.value, &source, now) else { continue };
             sessions.apply(&mut event, offset as i64, now);
             let bits = EventBits::of(&event);
+            for m in RuleSet::defaults().rules.iter().flat_map(|r| &r.matches) {
+                assert_eq!(m.quick.admits(&bits) && matches_rest(m, &event, &facts), matches(m, &event, &facts));
+            }
             for m in &alternatives {
                 let full = matches(m, &event, &facts);
                 assert_eq!(m.quick.admits(&bits), full, "{m:?} on {event:?}");
