@@ -432,7 +432,7 @@ fn tail_prints_alerts_in_the_alert_contract_from_protobuf_and_json() {
             Format::Json => alert.to_json().into_bytes(),
         };
         let headers = vec![("content-type", format.content_type().to_owned()), ("acs-schema", ALERT_SCHEMA.to_owned())];
-        let key = alert.delivery_execution_id.clone().unwrap_or_else(|| alert.tenant_id.clone());
+        let key = alert.delivery_execution_id.clone().unwrap_or_else(|| alert.tenant_id.to_string());
         Out { topic: "acs.tenant-01.alerts".to_owned(), key: Some(key.into_bytes()), value, headers }
     };
     let records: Vec<Out> = [Format::Protobuf, Format::Json]

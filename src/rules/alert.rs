@@ -3,8 +3,9 @@
 
 use std::sync::Arc;
 
-use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
+use prost::encoding::{WireType, encoded_len_varint, key_len};
 use serde::Serialize;
+use smallvec::SmallVec;
 use xxhash_rust::xxh3::xxh3_128;
 
 use super::config::Severity;
@@ -60,12 +61,12 @@ pub struct Alert {
     pub alert_id: String,
     pub rule_id: Arc<str>,
     pub severity: Severity,
-    pub tenant_id: String,
+    pub tenant_id: Arc<str>,
     /// The session; `null` for a tenant-scoped rule.
     pub delivery_execution_id: Option<String>,
     /// The session's test taker; `null` for a tenant-scoped rule or when not sent.
     pub test_taker: Option<String>,
-    pub title: String,
+    pub title: Arc<str>,
     pub summary: String,
     /// Events counted (the evidence's length).
     pub count: u32,
@@ -94,10 +95,10 @@ impl Alert {
             alert_id: self.alert_id.clone(),
             rule_id: self.rule_id.to_string(),
             severity: severity(self.severity) as i32,
-            tenant_id: self.tenant_id.clone(),
+            tenant_id: self.tenant_id.to_string(),
             delivery_execution_id: self.delivery_execution_id.clone(),
             test_taker: self.test_taker.clone(),
-            title: self.title.clone(),
+            title: self.title.to_string(),
             summary: self.summary.clone(),
             count: self.count,
             window_start: self.window_start,
@@ -116,10 +117,10 @@ impl Alert {
             alert_id: message.alert_id,
             rule_id: Arc::from(message.rule_id),
             severity,
-            tenant_id: message.tenant_id,
+            tenant_id: Arc::from(message.tenant_id),
             delivery_execution_id: message.delivery_execution_id,
             test_taker: message.test_taker,
-            title: message.title,
+            title: Arc::from(message.title),
             summary: message.summary,
             count: message.count,
             window_start: message.window_start,
@@ -133,7 +134,7 @@ impl Alert {
     /// strings); equal, byte for byte, to `to_proto().encode_to_vec()` (tested).
     pub fn to_proto_vec(&self) -> Vec<u8> {
         let severity = severity(self.severity) as i32;
-        let evidence: Vec<(usize, &Evidence)> = self.evidence.iter().map(|e| (e.proto_len(), e)).collect();
+        let evidence: SmallVec<[(usize, &Evidence); 4]> = self.evidence.iter().map(|e| (e.proto_len(), e)).collect();
         let mut len = str_len(1, &self.alert_id)
             + str_len(2, &self.rule_id)
             + int_len(3, i64::from(severity))
@@ -165,8 +166,8 @@ impl Alert {
         put_int(&mut buf, 11, self.window_end);
         put_int(&mut buf, 12, self.fired_at);
         for (n, e) in evidence {
-            encode_key(13, WireType::LengthDelimited, &mut buf);
-            encode_varint(n as u64, &mut buf);
+            put_key(&mut buf, 13, WireType::LengthDelimited);
+            put_varint(&mut buf, n as u64);
             e.put_proto(&mut buf);
         }
         buf
@@ -193,6 +194,21 @@ fn int_len(tag: u32, value: i64) -> usize {
     if value == 0 { 0 } else { key_len(tag) + encoded_len_varint(value as u64) }
 }
 
+/// The same bytes as `prost::encoding::encode_varint`, without its generic `BufMut` checks
+/// per byte.
+fn put_varint(buf: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        buf.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    buf.push(value as u8);
+}
+
+/// The same bytes as `prost::encoding::encode_key`.
+fn put_key(buf: &mut Vec<u8>, tag: u32, wire_type: WireType) {
+    put_varint(buf, u64::from((tag << 3) | wire_type as u32));
+}
+
 fn put_str(buf: &mut Vec<u8>, tag: u32, value: &str) {
     if !value.is_empty() {
         put_bytes(buf, tag, value.as_bytes());
@@ -200,15 +216,15 @@ fn put_str(buf: &mut Vec<u8>, tag: u32, value: &str) {
 }
 
 fn put_bytes(buf: &mut Vec<u8>, tag: u32, value: &[u8]) {
-    encode_key(tag, WireType::LengthDelimited, buf);
-    encode_varint(value.len() as u64, buf);
+    put_key(buf, tag, WireType::LengthDelimited);
+    put_varint(buf, value.len() as u64);
     buf.extend_from_slice(value);
 }
 
 fn put_int(buf: &mut Vec<u8>, tag: u32, value: i64) {
     if value != 0 {
-        encode_key(tag, WireType::Varint, buf);
-        encode_varint(value as u64, buf);
+        put_key(buf, tag, WireType::Varint);
+        put_varint(buf, value as u64);
     }
 }
 
@@ -250,8 +266,8 @@ impl Evidence {
         match &self.reason_code {
             None => {}
             Some(EvidenceCode::Numeric(code)) => {
-                encode_key(3, WireType::Varint, buf);
-                encode_varint(*code as u64, buf);
+                put_key(buf, 3, WireType::Varint);
+                put_varint(buf, *code as u64);
             }
             Some(EvidenceCode::Raw(raw)) => put_bytes(buf, 4, raw.as_bytes()),
         }
@@ -302,13 +318,29 @@ impl Evidence {
 /// tenant id), the group (e.g. the signal kind; empty without one), and the first
 /// evidence's message id and incident time: the same input yields the same id.
 pub fn alert_id(rule: &str, scope_key: &str, group: &str, first: &Evidence) -> String {
-    let mut bytes = Vec::with_capacity(rule.len() + scope_key.len() + group.len() + first.message_id.len() + 12);
-    for part in [rule, scope_key, group, &first.message_id] {
-        bytes.extend_from_slice(part.as_bytes());
-        bytes.push(0);
-    }
-    bytes.extend_from_slice(&first.incident_time.to_be_bytes());
-    uuid::Uuid::new_v8(xxh3_128(&bytes).to_be_bytes()).hyphenated().to_string()
+    let parts = [rule, scope_key, group, &first.message_id];
+    let len = parts.iter().map(|part| part.len() + 1).sum::<usize>() + 8;
+    let fill = |bytes: &mut [u8]| {
+        let mut at = 0;
+        for part in parts {
+            bytes[at..at + part.len()].copy_from_slice(part.as_bytes());
+            bytes[at + part.len()] = 0;
+            at += part.len() + 1;
+        }
+        bytes[at..].copy_from_slice(&first.incident_time.to_be_bytes());
+    };
+    // On the stack when it fits (ids are short); the same bytes either way.
+    let mut stack = [0u8; 256];
+    let hash = if len <= stack.len() {
+        fill(&mut stack[..len]);
+        xxh3_128(&stack[..len])
+    } else {
+        let mut bytes = vec![0; len];
+        fill(&mut bytes);
+        xxh3_128(&bytes)
+    };
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    uuid::Uuid::new_v8(hash.to_be_bytes()).hyphenated().encode_lower(&mut text).to_owned()
 }
 
 #[cfg(test)]
@@ -438,7 +470,7 @@ mod tests {
         edge.evidence[2].reason_code = Some(EvidenceCode::Raw(Box::from("")));
         edge.evidence[2].message_id = Box::from("");
         edge.delivery_execution_id = Some(String::new());
-        edge.title = String::new();
+        edge.title = Arc::from("");
         edge.count = 0;
         edge.window_start = i64::MIN;
         for alert in [edge, alert_with(Vec::new())] {

@@ -23,7 +23,7 @@ use std::time::Duration;
 use xxhash_rust::xxh3::xxh3_64;
 
 use super::alert::{Alert, Evidence, alert_id};
-use super::config::{GroupBy, MAX_DISTINCT, Match, Rule, RuleSet, Scope};
+use super::config::{EventBits, GroupBy, MAX_DISTINCT, Match, Rule, RuleSet, Scope};
 use crate::model::{Anomaly, Event, PauseAbout, ReasonCode, SessionView, Signal, SignalKind};
 
 /// Values seen, as 64-bit hashes, at most [`MAX_DISTINCT`].
@@ -127,10 +127,43 @@ pub fn evaluate(
     event: &Event<'_>,
     view: &SessionView,
     session: &mut RuleState,
-    mut tenant: Tenant<'_>,
+    tenant: Tenant<'_>,
 ) -> Vec<Alert> {
+    let mut alerts = Vec::new();
+    evaluate_with(rules, event, view, session, tenant, None, |alert| alerts.push(alert));
+    alerts
+}
+
+/// [`evaluate`], the alerts shared (as the session store keeps them for a replay), without
+/// a vector of alerts in between. `tenant_id`: a shared copy of the tenant id, which alerts
+/// then share when it is the event's.
+pub fn evaluate_shared(
+    rules: &RuleSet,
+    event: &Event<'_>,
+    view: &SessionView,
+    session: &mut RuleState,
+    tenant: Tenant<'_>,
+    tenant_id: &Arc<str>,
+) -> Vec<Arc<Alert>> {
+    let shared = (**tenant_id == *event.tenant_id).then_some(tenant_id);
+    let mut alerts = Vec::new();
+    evaluate_with(rules, event, view, session, tenant, shared, |alert| alerts.push(Arc::new(alert)));
+    alerts
+}
+
+/// [`evaluate`], each alert given to `fired`, in rule order.
+fn evaluate_with(
+    rules: &RuleSet,
+    event: &Event<'_>,
+    view: &SessionView,
+    session: &mut RuleState,
+    mut tenant: Tenant<'_>,
+    tenant_id: Option<&Arc<str>>,
+    mut fired: impl FnMut(Alert),
+) {
+    let keys = Keys { event, tenant_id };
     if view.duplicate || event.anomalies.contains(&Anomaly::Duplicate) {
-        return Vec::new();
+        return;
     }
     let test_taker_side = event.actor.is_some_and(|actor| actor.is_test_taker_side());
     let seen = |value: Option<&str>, distinct: &mut Distinct| {
@@ -148,26 +181,27 @@ pub fn evaluate(
     };
     session.extra_time_minutes = view.extra_time_minutes;
     let lateness = millis(rules.allowed_lateness);
-    let mut alerts = Vec::new();
+    let bits = EventBits::of(event);
     for rule in &rules.rules {
-        if !rule.matches.iter().any(|m| matches(m, event, &facts)) {
+        if !rule.matches.iter().any(|m| m.quick.admits(&bits) && matches_rest(m, event, &facts)) {
             continue;
         }
-        let fired = match (rule.scope, &mut tenant) {
-            (Scope::Session, _) => count(rule, lateness, event, session, &event.delivery_execution_id),
-            (Scope::Tenant, Tenant::Inline(state)) => count(rule, lateness, event, state, &event.tenant_id),
+        let alert = match (rule.scope, &mut tenant) {
+            (Scope::Session, _) => count(rule, lateness, &keys, session, &event.delivery_execution_id),
+            (Scope::Tenant, Tenant::Inline(state)) => count(rule, lateness, &keys, state, &event.tenant_id),
             (Scope::Tenant, Tenant::Forward(matched)) => {
                 matched.push(rule.id.clone());
                 None
             }
         };
-        alerts.extend(fired);
+        if let Some(alert) = alert {
+            fired(alert);
+        }
     }
     advance(session, rules, lateness, event.incident_time);
     if let Tenant::Inline(state) = tenant {
         advance(state, rules, lateness, event.incident_time);
     }
-    alerts
 }
 
 /// The tenant-scoped rules `event` matches, pushed to `matched`, for an event processed again
@@ -189,8 +223,9 @@ pub fn forward_again(
         extra_before: view.extra_time_minutes,
         extra_after: view.extra_time_minutes,
     };
+    let bits = EventBits::of(event);
     for rule in rules.rules.iter().filter(|rule| rule.scope == Scope::Tenant) {
-        if rule.matches.iter().any(|m| matches(m, event, &facts)) {
+        if rule.matches.iter().any(|m| m.quick.admits(&bits) && matches_rest(m, event, &facts)) {
             matched.push(rule.id.clone());
         }
     }
@@ -210,7 +245,7 @@ pub fn evaluate_tenant<S: AsRef<str>>(
         .rules
         .iter()
         .filter(|rule| rule.scope == Scope::Tenant && matched.iter().any(|id| id.as_ref() == &*rule.id))
-        .filter_map(|rule| count(rule, lateness, event, tenant, &event.tenant_id))
+        .filter_map(|rule| count(rule, lateness, &Keys { event, tenant_id: None }, tenant, &event.tenant_id))
         .collect();
     advance(tenant, rules, lateness, event.incident_time);
     alerts
@@ -235,6 +270,9 @@ pub fn signal_is(kind: SignalKind, signal: &Signal) -> bool {
             })
 }
 
+/// Whether `m` holds for `event`, every condition tested in turn: what the prefilter and
+/// [`matches_rest`] decide together (the tests hold them to it).
+#[cfg(test)]
 fn matches(m: &Match, event: &Event<'_>, facts: &Facts) -> bool {
     fn any<T: PartialEq>(wanted: &[T], value: Option<T>) -> bool {
         wanted.is_empty() || value.is_some_and(|v| wanted.contains(&v))
@@ -258,6 +296,22 @@ fn matches(m: &Match, event: &Event<'_>, facts: &Facts) -> bool {
         && m.distinct_user_agents_above.is_none_or(|n| facts.new_user_agent && facts.user_agents > n)
 }
 
+/// The conditions of `m` its prefilter ([`super::config::Quick`]) does not test: with it,
+/// the same as [`matches`].
+fn matches_rest(m: &Match, event: &Event<'_>, facts: &Facts) -> bool {
+    (m.reason_codes.is_empty()
+        || event.reason_code.numeric().is_some_and(|c| m.reason_codes.iter().any(|(lo, hi)| (*lo..=*hi).contains(&c))))
+        && (m.commands.is_empty()
+            || event
+                .signal
+                .as_ref()
+                .and_then(|s| s.command.as_deref())
+                .is_some_and(|c| m.commands.iter().any(|w| w == c)))
+        && m.extra_time_above.is_none_or(|n| facts.extra_before <= n && facts.extra_after > n)
+        && m.distinct_ips_above.is_none_or(|n| facts.new_ip && facts.ips > n)
+        && m.distinct_user_agents_above.is_none_or(|n| facts.new_user_agent && facts.user_agents > n)
+}
+
 fn group_of(rule: &Rule, event: &Event<'_>) -> &'static str {
     match rule.group_by {
         GroupBy::None => "",
@@ -265,12 +319,24 @@ fn group_of(rule: &Rule, event: &Event<'_>) -> &'static str {
     }
 }
 
+/// Whether two groups are the same: most often the same static string.
+fn same_group(a: &str, b: &str) -> bool {
+    std::ptr::eq(a, b) || a == b
+}
+
 fn cooling(last_fired: Option<i64>, at: i64, cooldown: i64) -> bool {
     cooldown > 0 && last_fired.is_some_and(|last| at.abs_diff(last) < cooldown.unsigned_abs())
 }
 
+/// The event an alert is about, and a shared copy of its tenant id if there is one.
+struct Keys<'k, 'e> {
+    event: &'k Event<'e>,
+    tenant_id: Option<&'k Arc<str>>,
+}
+
 /// Counts a match of `rule`; the alert when it fires.
-fn count(rule: &Rule, lateness: i64, event: &Event<'_>, state: &mut RuleState, scope_key: &str) -> Option<Alert> {
+fn count(rule: &Rule, lateness: i64, keys: &Keys<'_, '_>, state: &mut RuleState, scope_key: &str) -> Option<Alert> {
+    let event = keys.event;
     let at = event.incident_time;
     if rule.count > 1 && state.watermark.is_some_and(|w| at < w.saturating_sub(lateness)) {
         return None;
@@ -279,9 +345,12 @@ fn count(rule: &Rule, lateness: i64, event: &Event<'_>, state: &mut RuleState, s
     let cooldown = millis(rule.cooldown);
     if rule.count == 1 && cooldown == 0 {
         // Nothing to remember.
-        return Some(alert(rule, event, scope_key, group, vec![Evidence::of(event)]));
+        return Some(alert(rule, keys, scope_key, group, vec![Evidence::of(event)]));
     }
-    let index = match state.windows.iter().position(|w| w.rule == rule.id && w.group == group) {
+    // By pointer first: windows share the rule set's id once pruned (see `rule_of`).
+    let index = match (state.windows.iter().position(|w| Arc::ptr_eq(&w.rule, &rule.id) && same_group(w.group, group)))
+        .or_else(|| state.windows.iter().position(|w| w.rule == rule.id && same_group(w.group, group)))
+    {
         Some(index) => index,
         None => {
             state.windows.push(Window { rule: rule.id.clone(), group, matches: VecDeque::new(), last_fired: None });
@@ -315,10 +384,11 @@ fn count(rule: &Rule, lateness: i64, event: &Event<'_>, state: &mut RuleState, s
         window.matches.drain(start..start + span).collect()
     };
     window.last_fired = Some(window.last_fired.map_or(at, |last| last.max(at)));
-    Some(alert(rule, event, scope_key, group, fired))
+    Some(alert(rule, keys, scope_key, group, fired))
 }
 
-fn alert(rule: &Rule, event: &Event<'_>, scope_key: &str, group: &str, evidence: Vec<Evidence>) -> Alert {
+fn alert(rule: &Rule, keys: &Keys<'_, '_>, scope_key: &str, group: &str, evidence: Vec<Evidence>) -> Alert {
+    let event = keys.event;
     let session = rule.scope == Scope::Session;
     let (window_start, window_end) = match (evidence.first(), evidence.last()) {
         (Some(first), Some(last)) => (first.incident_time, last.incident_time),
@@ -331,10 +401,11 @@ fn alert(rule: &Rule, event: &Event<'_>, scope_key: &str, group: &str, evidence:
         alert_id,
         rule_id: rule.id.clone(),
         severity: rule.severity,
-        tenant_id: event.tenant_id.to_string(),
+        tenant_id: keys.tenant_id.cloned().unwrap_or_else(|| Arc::from(&*event.tenant_id)),
         delivery_execution_id: session.then(|| event.delivery_execution_id.to_string()),
         test_taker: event.test_taker.as_deref().filter(|_| session).map(str::to_owned),
-        title: render(&rule.title),
+        // Shared with the rule when it has no placeholder.
+        title: rule.literal_title.clone().unwrap_or_else(|| Arc::from(render(&rule.title))),
         summary: render(&rule.summary),
         count,
         window_start,
@@ -346,7 +417,10 @@ fn alert(rule: &Rule, event: &Event<'_>, scope_key: &str, group: &str, evidence:
 
 /// Fills a title or summary's placeholders (checked when the rules were read).
 fn render(template: &str, rule: &Rule, event: &Event<'_>, count: u32) -> String {
-    let mut out = String::with_capacity(template.len() + 32);
+    use std::fmt::Write as _;
+    // Room for the longest values placeholders usually take.
+    let mut out =
+        String::with_capacity(template.len() + event.delivery_execution_id.len() + event.tenant_id.len() + 32);
     let mut rest = template;
     while let Some(open) = rest.find('{') {
         out.push_str(&rest[..open]);
@@ -359,15 +433,16 @@ fn render(template: &str, rule: &Rule, event: &Event<'_>, count: u32) -> String 
         match name {
             "rule" => out.push_str(&rule.id),
             "severity" => out.push_str(rule.severity.as_str()),
-            "count" => out.push_str(&count.to_string()),
-            "window" => out.push_str(&humantime_serde::re::humantime::format_duration(rule.window).to_string()),
+            // Writing to a `String` cannot fail.
+            "count" => _ = write!(out, "{count}"),
+            "window" => _ = write!(out, "{}", humantime_serde::re::humantime::format_duration(rule.window)),
             "tenantId" => out.push_str(&event.tenant_id),
             "deliveryExecutionId" => out.push_str(&event.delivery_execution_id),
             "testTaker" => out.push_str(event.test_taker.as_deref().unwrap_or("unknown")),
             "signal" => out.push_str(event.signal.as_ref().map_or("none", |s| s.kind.as_str())),
             "reasonCode" => match &event.reason_code {
                 ReasonCode::None => out.push_str("none"),
-                ReasonCode::Numeric(code) => out.push_str(&code.to_string()),
+                ReasonCode::Numeric(code) => _ = write!(out, "{code}"),
                 ReasonCode::Raw(raw) => out.push_str(raw),
             },
             _ => {
@@ -382,6 +457,17 @@ fn render(template: &str, rule: &Rule, event: &Event<'_>, count: u32) -> String 
     out
 }
 
+/// The rule of `rules` with id `id`, looked up by pointer first; `id` then shares the rule
+/// set's string, for the next lookup.
+fn rule_of<'r>(rules: &'r RuleSet, id: &mut Arc<str>) -> Option<&'r Rule> {
+    if let Some(rule) = rules.rules.iter().find(|rule| Arc::ptr_eq(&rule.id, id)) {
+        return Some(rule);
+    }
+    let rule = rules.get(id)?;
+    *id = rule.id.clone();
+    Some(rule)
+}
+
 /// Forgets matches that can no longer be part of an alert (older than the watermark minus
 /// the allowed lateness and the window) and windows with nothing left to remember.
 fn prune(state: &mut RuleState, rules: &RuleSet, lateness: i64) {
@@ -390,7 +476,7 @@ fn prune(state: &mut RuleState, rules: &RuleSet, lateness: i64) {
     };
     let oldest_counted = watermark.saturating_sub(lateness);
     state.windows.retain_mut(|window| {
-        let Some(rule) = rules.get(&window.rule) else {
+        let Some(rule) = rule_of(rules, &mut window.rule) else {
             return false;
         };
         let horizon = oldest_counted.saturating_sub(millis(rule.window));
@@ -402,4 +488,71 @@ fn prune(state: &mut RuleState, rules: &RuleSet, lateness: i64) {
             cooldown > 0 && window.last_fired.is_some_and(|last| last.saturating_add(cooldown) > oldest_counted);
         !window.matches.is_empty() || cooling
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::model::{Action, ActionStatus, Actor, Category, ReasonCatalog, Source, Status};
+    use crate::pipeline::Pipeline;
+    use crate::session::{SessionLimits, Sessions};
+    use crate::synth::{Generator, SynthOptions};
+
+    /// The prefilter of a match (its bit sets) says what the full test of its list
+    /// conditions says, for every value of each vocabulary and the default rules, over
+    /// synthetic traffic (session anomalies included).
+    #[test]
+    fn the_prefilter_agrees_with_the_list_conditions() {
+        use super::super::config::Quick;
+        let mut alternatives: Vec<Match> = RuleSet::defaults().rules.iter().flat_map(|r| r.matches.clone()).collect();
+        let statuses = [ActionStatus::Succeeded, ActionStatus::Failed, ActionStatus::Other]
+            .into_iter()
+            .chain(Status::ALL.iter().chain([&Status::Other]).map(|s| ActionStatus::Session(*s)));
+        alternatives.extend(
+            Action::ALL.iter().chain([&Action::Other]).map(|a| Match { actions: vec![*a], ..Match::default() }),
+        );
+        alternatives
+            .extend(Actor::ALL.iter().chain([&Actor::Other]).map(|a| Match { actors: vec![*a], ..Match::default() }));
+        alternatives.extend(statuses.map(|s| Match { action_status: vec![s], ..Match::default() }));
+        alternatives.extend(Category::ALL.map(|c| Match { reason_categories: vec![c], ..Match::default() }));
+        alternatives.extend(SignalKind::ALL.map(|k| Match { signals: vec![k], ..Match::default() }));
+        alternatives.extend(Anomaly::ALL.map(|a| Match { anomalies: vec![a], ..Match::default() }));
+        alternatives.push(Match {
+            actions: vec![Action::Pause, Action::Log],
+            actors: vec![Actor::TestTaker, Actor::SecurityPlugin],
+            signals: vec![SignalKind::PauseOnBlur, SignalKind::FullScreen],
+            ..Match::default()
+        });
+        for m in &mut alternatives {
+            // Only the list conditions: the others are not part of the prefilter.
+            (m.reason_codes, m.commands) = (Vec::new(), Vec::new());
+            (m.extra_time_above, m.distinct_ips_above, m.distinct_user_agents_above) = (None, None, None);
+            m.quick = Quick::of(m);
+        }
+        let facts =
+            Facts { new_ip: true, ips: 0, new_user_agent: true, user_agents: 0, extra_before: 0.0, extra_after: 0.0 };
+        let pipeline = Pipeline::new(&Config::defaults(), ReasonCatalog::builtin()).unwrap();
+        let mut sessions = Sessions::new(SessionLimits::default());
+        let options = SynthOptions::default();
+        let now = options.start_ms + 86_400_000;
+        let (mut admitted, mut refused) = (0, 0);
+        for (offset, record) in Generator::new(options).take_records(5_000).iter().enumerate() {
+            let source = Source { topic: Arc::from("raw"), partition: 0, offset: offset as i64 };
+            let Ok(mut event) = pipeline.enrich(&record.value, &source, now) else { continue };
+            sessions.apply(&mut event, offset as i64, now);
+            let bits = EventBits::of(&event);
+            for m in RuleSet::defaults().rules.iter().flat_map(|r| &r.matches) {
+                assert_eq!(m.quick.admits(&bits) && matches_rest(m, &event, &facts), matches(m, &event, &facts));
+            }
+            for m in &alternatives {
+                let full = matches(m, &event, &facts);
+                assert_eq!(m.quick.admits(&bits), full, "{m:?} on {event:?}");
+                if full { admitted += 1 } else { refused += 1 }
+            }
+        }
+        assert!(admitted > 10_000 && refused > 10_000, "{admitted} {refused}");
+    }
 }

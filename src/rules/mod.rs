@@ -17,7 +17,7 @@ pub mod engine;
 
 pub use alert::{Alert, Evidence, EvidenceCode};
 pub use config::{GroupBy, Rule, RuleSet, RulesError, Scope, Severity};
-pub use engine::{RuleState, Tenant, evaluate, evaluate_tenant, forward_again};
+pub use engine::{RuleState, Tenant, evaluate, evaluate_shared, evaluate_tenant, forward_again};
 
 /// The rules' state of one session (or, on the tenant side, one tenant), kept by the session
 /// store beside the session's state, in the same changelog record.

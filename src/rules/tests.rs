@@ -298,7 +298,7 @@ fn technical_bursts_count_across_the_sessions_of_a_tenant() {
     assert_eq!(alerts.len(), 1);
     let alert = &alerts[0];
     assert_eq!((alert.count, alert.delivery_execution_id.as_deref(), alert.test_taker.as_deref()), (20, None, None));
-    assert_eq!(alert.tenant_id, "acme");
+    assert_eq!(&*alert.tenant_id, "acme");
     assert_eq!(alert.evidence.first().map(|e| &*e.message_id), Some("tech-0"));
     assert_eq!((alert.window_start, alert.window_end), (T0, T0 + 57_000));
     none("technical-burst", &burst[..19]);

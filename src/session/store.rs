@@ -362,8 +362,7 @@ impl Sessions {
                 None => self.tenant_rules.entry(state.tenant_id.clone()).or_default(),
             }),
         };
-        let alerts: Vec<Arc<Alert>> =
-            rules::evaluate(rule_set, event, &view, &mut session.state, tenant).into_iter().map(Arc::new).collect();
+        let alerts = rules::evaluate_shared(rule_set, event, &view, &mut session.state, tenant, &state.tenant_id);
         keep_fired(session, &alerts, position, self.committed, self.track_changes);
         (view, alerts)
     }
