@@ -3,9 +3,10 @@
 //! # The rule
 //!
 //! The runtime consumes an input record, runs the pure core on it, and produces `0..n` output
-//! records (events, dead letters, later alerts and changelog entries). An input offset may be
-//! committed only when **every** output derived from that record **and from every earlier record
-//! of the same partition** has been acknowledged by the broker. Committing earlier risks loss: if
+//! records (events, dead letters, alerts, re-keyed records); its state changes are written later,
+//! with others (see below). An input offset may be committed only when **every** output derived
+//! from that record **and from every earlier record of the same partition**, state changes
+//! included, has been acknowledged by the broker. Committing earlier risks loss: if
 //! the process dies after the commit but before an output is durable, the consumer group resumes
 //! after the input and that output is never produced.
 //!
@@ -173,6 +174,9 @@ struct Partition {
     tp: TopicPartition,
     slot: u32,
     epoch: u64,
+    /// The epoch the partition had when assigned: kept over rewinds, which leave the state
+    /// changes being written alone (flush tickets carry it).
+    assignment: u64,
     /// Records from the oldest incomplete one to the newest, in offset order. The front is never
     /// complete (completed front records are popped at once).
     records: VecDeque<Record>,
@@ -190,7 +194,7 @@ struct Partition {
     reported: Option<i64>,
     /// Queued in the tracker's dirty list since the last drain.
     dirty: bool,
-    /// The first record held ([`OffsetTracker::begin_held`]) since the last flush started.
+    /// The lowest record held ([`OffsetTracker::begin_held`]) since the last flush started.
     held: Option<i64>,
     /// Flushes not fully acknowledged, oldest first.
     flushes: VecDeque<Flush>,
@@ -204,6 +208,7 @@ impl Partition {
             tp,
             slot,
             epoch,
+            assignment: epoch,
             records: VecDeque::new(),
             base_seq: 0,
             last_begun: None,
@@ -225,9 +230,10 @@ impl Partition {
         if let Some(cap) = self.cap {
             position = position.min(cap);
         }
-        // Flushes start in offset order: the first one holding a record holds the lowest.
+        // The lowest record held by a flush not fully written, or by the next one (a rewind
+        // may begin lower records after a flush started).
         let writing = self.flushes.iter().filter(|flush| flush.remaining > 0 || flush.failed);
-        if let Some(held) = writing.filter_map(|flush| flush.from).next().or(self.held) {
+        if let Some(held) = writing.filter_map(|flush| flush.from).chain(self.held).min() {
             position = position.min(held);
         }
         Some(position)
@@ -322,7 +328,9 @@ impl OffsetTracker {
     /// backwards: the partition is reset (as by [`reset_partition`](Self::reset_partition), poison
     /// included, counted in [`TrackerStats::rewinds`]) before the record is registered, so
     /// outstanding tickets become stale and positions restart from the re-consumed records. This is
-    /// safe for at-least-once because every record from `offset` on will be begun again.
+    /// safe for at-least-once because every record from `offset` on will be begun again. Flushes
+    /// (state changes being written, see [`flush`](Self::flush)) and held records survive a
+    /// rewind: the state was not rewound, so they still hold positions back.
     pub fn begin(&mut self, tp: &TopicPartition, offset: i64, outputs: usize) -> Ticket {
         self.begin_with(tp, offset, outputs, false)
     }
@@ -339,8 +347,18 @@ impl OffsetTracker {
         let Self { slots, dirty, next_epoch, in_flight, last, stats, .. } = self;
         let p = slots[slot as usize].as_mut().expect("slot_for returns a live slot");
         if p.last_begun.is_some_and(|prev| offset <= prev) {
-            *in_flight -= p.incomplete;
-            *p = Partition::new(p.tp.clone(), slot, *next_epoch);
+            // The records are begun again (their tickets go stale), but the state was not
+            // rewound: its changes being written, or held for the next flush, still hold
+            // positions back, and a lost one still stops the partition.
+            let mut fresh = Partition::new(p.tp.clone(), slot, *next_epoch);
+            fresh.assignment = p.assignment;
+            fresh.flushes = std::mem::take(&mut p.flushes);
+            fresh.base_flush = p.base_flush;
+            fresh.held = p.held;
+            fresh.incomplete = fresh.flushes.iter().filter(|flush| flush.remaining > 0 || flush.failed).count();
+            fresh.cap = fresh.flushes.iter().filter(|flush| flush.failed).filter_map(|flush| flush.from).min();
+            *in_flight -= p.incomplete - fresh.incomplete;
+            *p = fresh;
             *next_epoch += 1;
             stats.rewinds += 1;
         }
@@ -350,8 +368,8 @@ impl OffsetTracker {
         let remaining = u32::try_from(outputs).unwrap_or(u32::MAX);
         p.records.push_back(Record { offset, remaining, failed: false });
         p.last_begun = Some(offset);
-        if hold && p.held.is_none() {
-            p.held = Some(offset);
+        if hold {
+            p.held = Some(p.held.map_or(offset, |held| held.min(offset)));
         }
         if remaining > 0 {
             p.incomplete += 1;
@@ -568,7 +586,7 @@ impl OffsetTracker {
         p.flushes.push_back(Flush { from, remaining, failed: false });
         p.incomplete += 1;
         *in_flight += 1;
-        Some(Ticket { slot, epoch: p.epoch, seq, flush: true })
+        Some(Ticket { slot, epoch: p.assignment, seq, flush: true })
     }
 
     /// Forgets the partitions (on revocation) and returns, for each that has one, its final commit
@@ -644,9 +662,11 @@ fn flush_of(p: &mut Partition, seq: u64) -> Option<&mut Flush> {
     p.flushes.get_mut(idx)
 }
 
-/// The live partition state a ticket refers to, if its assignment still exists.
+/// The live partition state a ticket refers to, if its assignment still exists (for a
+/// record's ticket: and was not rewound since).
 fn live(slots: &mut [Option<Partition>], ticket: Ticket) -> Option<&mut Partition> {
-    slots.get_mut(ticket.slot as usize)?.as_mut().filter(|p| p.epoch == ticket.epoch)
+    let epoch = |p: &Partition| if ticket.flush { p.assignment } else { p.epoch };
+    slots.get_mut(ticket.slot as usize)?.as_mut().filter(|p| epoch(p) == ticket.epoch)
 }
 
 /// The lag of a partition: records between the consumer's position and the high watermark,
@@ -1142,6 +1162,12 @@ mod tests {
             p: usize,
             outputs: usize,
         },
+        /// The next record of partition `p` comes `back` offsets before the last one (a seek
+        /// backwards).
+        Rewind {
+            p: usize,
+            back: i64,
+        },
         /// Acknowledge the pending output picked (modulo the count) from the pending list.
         Ack(usize),
         /// Fail the pending output picked (modulo the count).
@@ -1158,6 +1184,7 @@ mod tests {
             6 => (0..PARTITIONS, 0i64..3, 0usize..4, any::<bool>())
                 .prop_map(|(p, gap, outputs, held)| Op::Begin { p, gap, outputs, held }),
             2 => (0..PARTITIONS, 0usize..3).prop_map(|(p, outputs)| Op::Flush { p, outputs }),
+            1 => (0..PARTITIONS, 0i64..4).prop_map(|(p, back)| Op::Rewind { p, back }),
             8 => any::<usize>().prop_map(Op::Ack),
             2 => Just(Op::Drain),
             1 => (0..PARTITIONS).prop_map(Op::Revoke),
@@ -1171,35 +1198,38 @@ mod tests {
     /// Reference model of one partition assignment: every record ever begun, never forgotten.
     #[derive(Debug, Default)]
     struct Model {
+        /// Epoch of the records (a revoke or a rewind starts a new one).
         epoch: u32,
-        /// (offset, outputs not reported, failed, state durable)
-        records: Vec<(i64, usize, bool, bool)>,
-        /// Held records not in a flush yet (indices in `records`).
-        unflushed: Vec<usize>,
-        /// (held records covered, records not reported, failed)
-        flushes: Vec<(Vec<usize>, usize, bool)>,
+        /// Epoch of the flushes (a revoke starts a new one, a rewind does not).
+        flush_epoch: u32,
+        /// (offset, outputs not reported, failed), since the last revoke or rewind.
+        records: Vec<(i64, usize, bool)>,
+        /// Offsets of the held records not in a flush yet.
+        unflushed: Vec<i64>,
+        /// (offsets of the held records covered, records not reported, failed)
+        flushes: Vec<(Vec<i64>, usize, bool)>,
         next_offset: i64,
-        /// Highest position seen from drain/revoke in this assignment.
+        /// Highest position seen from drain/revoke since the last revoke or rewind.
         reported: Option<i64>,
     }
 
     impl Model {
-        /// Position after the longest complete and durable prefix.
+        /// The lowest held record whose state change is not durable.
+        fn barrier(&self) -> Option<i64> {
+            let writing = self.flushes.iter().filter(|f| f.1 > 0 || f.2).flat_map(|f| f.0.iter().copied());
+            writing.chain(self.unflushed.iter().copied()).min()
+        }
+
+        /// Position after the longest complete prefix, below every state change not durable.
         fn expected_position(&self) -> Option<i64> {
             let mut pos = None;
-            let mut below = None;
-            for &(offset, remaining, failed, durable) in &self.records {
+            for &(offset, remaining, failed) in &self.records {
                 if remaining > 0 || failed {
                     break;
                 }
-                if !durable && below.is_none() {
-                    below = Some(offset);
-                }
                 pos = Some(offset + 1);
             }
-            // Complete records are popped (the position is the last one's + 1) but held
-            // ones cap it.
-            pos.map(|pos| below.map_or(pos, |below: i64| below.min(pos)))
+            pos.map(|pos| self.barrier().map_or(pos, |barrier| barrier.min(pos)))
         }
 
         fn incomplete(&self) -> usize {
@@ -1209,12 +1239,13 @@ mod tests {
 
         /// Everything below `pos` is complete and durable.
         fn all_complete_below(&self, pos: i64) -> bool {
-            self.records.iter().filter(|r| r.0 < pos).all(|r| r.1 == 0 && !r.2 && r.3)
+            self.records.iter().filter(|r| r.0 < pos).all(|r| r.1 == 0 && !r.2)
+                && self.barrier().is_none_or(|barrier| barrier >= pos)
         }
 
-        /// The first record a flush that failed held, if any.
+        /// The lowest record a flush that failed held, if any.
         fn poisoned_by_flush(&self) -> Option<i64> {
-            self.flushes.iter().filter(|f| f.2).filter_map(|f| f.0.first().map(|&i| self.records[i].0)).min()
+            self.flushes.iter().filter(|f| f.2).filter_map(|f| f.0.iter().copied().min()).min()
         }
     }
 
@@ -1251,10 +1282,10 @@ mod tests {
                     m.next_offset = offset + 1;
                     let ticket =
                         if held { t.begin_held(&tps[p], offset, outputs) } else { t.begin(&tps[p], offset, outputs) };
-                    m.records.push((offset, outputs, false, !held));
+                    m.records.push((offset, outputs, false));
                     let idx = m.records.len() - 1;
                     if held {
-                        m.unflushed.push(idx);
+                        m.unflushed.push(offset);
                     }
                     pending.extend(std::iter::repeat_n((ticket, p, m.epoch, Target::Record(idx)), outputs));
                 }
@@ -1263,14 +1294,24 @@ mod tests {
                     let covered = std::mem::take(&mut m.unflushed);
                     let ticket = t.flush(&tps[p], outputs);
                     prop_assert_eq!(ticket.is_some(), outputs > 0);
-                    if outputs == 0 {
-                        for &i in &covered {
-                            m.records[i].3 = true;
-                        }
-                    } else if let Some(ticket) = ticket {
+                    if let Some(ticket) = ticket {
                         m.flushes.push((covered, outputs, false));
                         let idx = m.flushes.len() - 1;
-                        pending.extend(std::iter::repeat_n((ticket, p, m.epoch, Target::Flush(idx)), outputs));
+                        pending.extend(std::iter::repeat_n((ticket, p, m.flush_epoch, Target::Flush(idx)), outputs));
+                    }
+                }
+                Op::Rewind { p, back } => {
+                    let m = &mut models[p];
+                    // Only once something was begun since the last rewind or revoke.
+                    if let Some(&(last, ..)) = m.records.last() {
+                        let offset = (last - back).max(0);
+                        let ticket = t.begin(&tps[p], offset, 1);
+                        // Records begin again from `offset`; flushes and held records stay.
+                        m.epoch += 1;
+                        m.records = vec![(offset, 1, false)];
+                        m.reported = None;
+                        m.next_offset = offset + 1;
+                        pending.push((ticket, p, m.epoch, Target::Record(0)));
                     }
                 }
                 Op::Ack(pick) | Op::Fail(pick) if !pending.is_empty() => {
@@ -1283,28 +1324,22 @@ mod tests {
                         t.ack(ticket);
                         false
                     };
-                    if epoch == m.epoch {
-                        match target {
-                            Target::Record(idx) => {
-                                let rec = &mut m.records[idx];
-                                rec.1 -= 1;
-                                rec.2 |= is_fail;
-                                prop_assert_eq!(stops, is_fail);
-                            }
-                            Target::Flush(idx) => {
-                                let flush = &mut m.flushes[idx];
-                                flush.1 -= 1;
-                                // Losing tombstones (nothing held) stops nothing.
-                                let fails = is_fail && !flush.0.is_empty();
-                                prop_assert_eq!(stops, fails);
-                                flush.2 |= fails;
-                                if flush.1 == 0 && !flush.2 {
-                                    for i in flush.0.clone() {
-                                        m.records[i].3 = true;
-                                    }
-                                }
-                            }
+                    match target {
+                        Target::Record(idx) if epoch == m.epoch => {
+                            let rec = &mut m.records[idx];
+                            rec.1 -= 1;
+                            rec.2 |= is_fail;
+                            prop_assert_eq!(stops, is_fail);
                         }
+                        Target::Flush(idx) if epoch == m.flush_epoch => {
+                            let flush = &mut m.flushes[idx];
+                            flush.1 -= 1;
+                            // Losing tombstones (nothing held) stops nothing.
+                            let fails = is_fail && !flush.0.is_empty();
+                            prop_assert_eq!(stops, fails);
+                            flush.2 |= fails;
+                        }
+                        _ => {}
                     }
                 }
                 Op::Ack(_) | Op::Fail(_) => {}
@@ -1316,7 +1351,7 @@ mod tests {
                     prop_assert_eq!(got, want);
                     // Re-assigned later: a fresh assignment; offsets continue upwards.
                     let next_offset = m.next_offset;
-                    *m = Model { epoch: m.epoch + 1, next_offset, ..Model::default() };
+                    *m = Model { epoch: m.epoch + 1, flush_epoch: m.flush_epoch + 1, next_offset, ..Model::default() };
                 }
             }
             // Invariants after every step.
@@ -1342,24 +1377,16 @@ mod tests {
             let covered = std::mem::take(&mut m.unflushed);
             if let Some(ticket) = t.flush(&tps[p], 1) {
                 m.flushes.push((covered, 1, false));
-                pending.push((ticket, p, m.epoch, Target::Flush(m.flushes.len() - 1)));
+                pending.push((ticket, p, m.flush_epoch, Target::Flush(m.flushes.len() - 1)));
             }
         }
         while let Some((ticket, p, epoch, target)) = pending.pop() {
             t.ack(ticket);
-            if epoch == models[p].epoch {
-                let m = &mut models[p];
-                match target {
-                    Target::Record(idx) => m.records[idx].1 -= 1,
-                    Target::Flush(idx) => {
-                        m.flushes[idx].1 -= 1;
-                        if m.flushes[idx].1 == 0 && !m.flushes[idx].2 {
-                            for i in m.flushes[idx].0.clone() {
-                                m.records[i].3 = true;
-                            }
-                        }
-                    }
-                }
+            let m = &mut models[p];
+            match target {
+                Target::Record(idx) if epoch == m.epoch => m.records[idx].1 -= 1,
+                Target::Flush(idx) if epoch == m.flush_epoch => m.flushes[idx].1 -= 1,
+                _ => {}
             }
         }
         check_drain(t.drain_committable(), &mut models)?;

@@ -24,7 +24,7 @@
 //! crash, the records processed again are recognised by the state restored (each entry
 //! remembers the last offset it applied). A newly assigned partition stays paused while its state
 //! is read back from the changelog on a blocking thread; records fetched before the pause
-//! took hold are not processed, and the partition is rewound to the first of them.
+//! took hold are not processed, and the partition resumes where the group committed.
 //!
 //! Input not keyed by session is re-keyed first ([`super::repartition`]): records of the
 //! input topics are only produced to the repartition topic keyed by their session (one
@@ -242,8 +242,10 @@ fn flush_states<S: PartitionState>(
     let now = now_ms();
     let deadline = Instant::now() + shared.grace;
     for (tp, partition_state) in states.iter_mut() {
-        // A partition revoked but not forgotten yet is no longer ours to write.
-        if !state.assigned.contains(tp) || only.is_some_and(|only| !only.contains(tp)) {
+        // Only a partition processed now: not one revoked and not forgotten yet (nor assigned
+        // again and restoring: its state here is the old assignment's).
+        let current = state.assigned.contains(tp) && !state.restoring.contains_key(tp) && !state.revoked.contains(tp);
+        if !current || only.is_some_and(|only| !only.contains(tp)) {
             continue;
         }
         let changes = partition_state.changes(&tp.topic, tp.partition, now);
@@ -261,7 +263,8 @@ fn flush_states<S: PartitionState>(
                 partition: Some(tp.partition),
             };
             // Never rerouted: a lost state change stops the partition (not committed past,
-            // processed again after a restart).
+            // processed again after a restart); a lost tombstone stops nothing (the expired
+            // entry, if restored, expires again).
             let pending = Box::new(Pending {
                 ticket,
                 tp: tp.clone(),
@@ -497,7 +500,7 @@ impl Shared {
         // current one is concerned, and the record is processed again by whoever owns it.
         if !state.tracker.fail(ticket) {
             warn!(topic = %tp.topic, partition = tp.partition, %error,
-                  "Output of an earlier assignment lost; its record is processed again from the committed offset.");
+                  "Output of an earlier assignment, or a tombstone, lost; nothing to stop (a record of an earlier assignment is processed again from the committed offset, an expired entry expires again).");
             return;
         }
         error!(topic = %tp.topic, partition = tp.partition, %error, dead_letter_topic = %self.dead_letter_topic,
@@ -715,8 +718,9 @@ impl ConsumerContext for ConsumerCtx {
         let wait = if state.closing { Duration::ZERO } else { self.shared.revoke_timeout };
         let deadline = Instant::now() + wait;
         self.shared.settle_ready(&mut state);
-        // Their state changes since the last flush, waited for with their outputs.
-        if let Some(flush) = self.shared.flusher.get() {
+        // Their state changes since the last flush, waited for with their outputs; not when
+        // the partitions were lost (another member may own them already).
+        if let Some(flush) = self.shared.flusher.get().filter(|_| !consumer.assignment_lost()) {
             flush(&self.shared, &mut state, &revoked);
         }
         while revoked.iter().any(|tp| !state.poisoned.contains(tp) && state.tracker.in_flight_partition(tp) > 0) {
@@ -1242,7 +1246,9 @@ pub async fn run_with<P: Processor>(
                             partition_state.committed(position);
                         }
                     }
-                    flush_states(&shared, &mut state, &mut partition_states, None);
+                    // Off the async workers: a large flush may wait for room in the
+                    // producer's queue.
+                    tokio::task::block_in_place(|| flush_states(&shared, &mut state, &mut partition_states, None));
                     partition_states.values().map(PartitionState::entries).sum::<usize>()
                 };
                 // Commits what earlier flushes made durable; this one's records are committed

@@ -283,8 +283,10 @@ impl Sessions {
         }
     }
 
-    /// Says that the input of this partition is committed up to `position` (exclusive):
-    /// alerts fired below it are no longer kept for a replay.
+    /// Says that the input of this partition is committed up to `position` (exclusive), or
+    /// at least that every output and state change below it is acknowledged (the runtime
+    /// calls it with the position it commits next): alerts fired below it are no longer kept
+    /// for a replay.
     pub fn committed(&mut self, position: i64) {
         if position <= self.committed {
             return;
@@ -292,7 +294,7 @@ impl Sessions {
         self.committed = position;
         // Let go now, not at the session's next event: a session that ended (or went quiet)
         // would keep its last alerts until it expires. Not a change to write: a restored
-        // session keeps them only until its next event.
+        // session that still has them lets them go at the next call past them.
         for state in self.sessions.values_mut() {
             if let Some(rules) = state.rules.as_deref_mut().filter(|rules| !rules.fired.is_empty()) {
                 rules.fired.retain(|fired| fired.position >= position);
@@ -586,7 +588,6 @@ impl Sessions {
         self.dirty.sort_unstable();
         // An id is listed once per time it was dirtied: twice when it expired in between.
         self.dirty.dedup();
-        // Drained in place: the list keeps its capacity for the next records.
         for id in self.dirty.drain(..) {
             // Expired since it changed (and not back): its tombstone is above.
             let Some(state) = self.sessions.get_mut(id.as_str()) else { continue };
