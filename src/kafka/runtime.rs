@@ -1299,8 +1299,14 @@ pub async fn run_with<P: Processor>(
                     metrics::counter!(telemetry::RESTORED_RECORDS).increment(records);
                     state.summary.restored_entries += partition_state.entries() as u64;
                     info!(topic = %tp.topic, partition = tp.partition, records, skipped = errors, entries = partition_state.entries(), "Partition state restored.");
-                    lock_states(&partition_states).insert(tp.clone(), partition_state);
                     state.restoring.remove(&tp);
+                    {
+                        let mut partition_states = lock_states(&partition_states);
+                        partition_states.insert(tp.clone(), partition_state);
+                        // Entries that expired while nobody owned the partition go now (their
+                        // tombstones with them), before any record is applied to one.
+                        flush_states(&shared, &mut state, &mut partition_states, Some(std::slice::from_ref(&tp)));
+                    }
                     if let Some(&position) = state.unsaved.get(&tp) {
                         // Assigned back after a revoke whose commit failed: where it was.
                         rewind.remove(&tp);
