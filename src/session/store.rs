@@ -249,6 +249,9 @@ pub struct Sessions {
     tenant_rules: HashMap<Arc<str>, RuleState>,
     /// Input positions below this are committed: alerts they fired need not be kept.
     committed: i64,
+    /// The entries keeping alerts for a replay (each listed at least once; some may keep
+    /// none any more): [`Sessions::committed`] visits these, not every session.
+    kept: Vec<Box<str>>,
 }
 
 /// Capacity the list of changed sessions keeps between two drains.
@@ -280,6 +283,7 @@ impl Sessions {
             decoder: changelog::Decoder::default(),
             tenant_rules: HashMap::new(),
             committed: -1,
+            kept: Vec::new(),
         }
     }
 
@@ -295,11 +299,19 @@ impl Sessions {
         // Let go now, not at the session's next event: a session that ended (or went quiet)
         // would keep its last alerts until it expires. Not a change to write: a restored
         // session that still has them lets them go at the next call past them.
-        for state in self.sessions.values_mut() {
-            if let Some(rules) = state.rules.as_deref_mut().filter(|rules| !rules.fired.is_empty()) {
-                rules.fired.retain(|fired| fired.position >= position);
-            }
+        if self.kept.is_empty() {
+            return;
         }
+        self.kept.sort_unstable();
+        self.kept.dedup();
+        let sessions = &mut self.sessions;
+        self.kept.retain(|id| {
+            let Some(rules) = sessions.get_mut(&**id).and_then(|state| state.rules.as_deref_mut()) else {
+                return false;
+            };
+            rules.fired.retain(|fired| fired.position >= position);
+            !rules.fired.is_empty()
+        });
     }
 
     /// Applies `event` (processed at `now`, epoch milliseconds) to its session: records the
@@ -365,7 +377,8 @@ impl Sessions {
             }),
         };
         let alerts = rules::evaluate_shared(rule_set, event, &view, &mut session.state, tenant, &state.tenant_id);
-        keep_fired(session, &alerts, position, self.committed, self.track_changes);
+        let kept = self.track_changes.then_some((&mut self.kept, &*event.delivery_execution_id));
+        keep_fired(session, &alerts, position, self.committed, kept);
         (view, alerts)
     }
 
@@ -414,7 +427,7 @@ impl Sessions {
         let tenant = state.rules.get_or_insert_default();
         let alerts: Vec<Arc<Alert>> =
             rules::evaluate_tenant(rule_set, event, matched, &mut tenant.state).into_iter().map(Arc::new).collect();
-        keep_fired(tenant, &alerts, position, self.committed, self.track_changes);
+        keep_fired(tenant, &alerts, position, self.committed, self.track_changes.then_some((&mut self.kept, id)));
         alerts
     }
 }
@@ -435,11 +448,22 @@ fn replayed(state: &SessionState, position: i64) -> Vec<Arc<Alert>> {
 }
 
 /// Keeps `alerts`, fired at `position`, for a replay (when the state is written to a
-/// changelog), and forgets those fired below `committed`.
-fn keep_fired(rules: &mut SessionRules, alerts: &[Arc<Alert>], position: i64, committed: i64, durable: bool) {
+/// changelog: `kept` is then the list of entries keeping alerts, and the entry's id), and
+/// forgets those fired below `committed`.
+fn keep_fired(
+    rules: &mut SessionRules,
+    alerts: &[Arc<Alert>],
+    position: i64,
+    committed: i64,
+    kept: Option<(&mut Vec<Box<str>>, &str)>,
+) {
+    let listed = !rules.fired.is_empty();
     rules.fired.retain(|fired| fired.position >= committed);
-    if durable {
+    if let Some((kept, id)) = kept {
         rules.fired.extend(alerts.iter().map(|alert| Fired { position, alert: alert.clone() }));
+        if !listed && !rules.fired.is_empty() {
+            kept.push(Box::from(id));
+        }
     }
 }
 
@@ -624,6 +648,9 @@ impl Sessions {
             Some(value) => {
                 let tenants = &mut self.tenants;
                 if let Some(state) = self.decoder.decode(value, topic, partition, |tenant| intern(tenants, tenant))? {
+                    if state.rules.as_ref().is_some_and(|rules| !rules.fired.is_empty()) {
+                        self.kept.push(Box::from(id));
+                    }
                     self.sessions.insert(Box::from(id), Box::new(state));
                 }
             }

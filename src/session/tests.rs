@@ -415,6 +415,14 @@ fn rule_state_is_restored_and_a_replay_fires_what_it_fired_until_committed() {
     assert!(apply(&mut again, &flat("resume", "succeeded", "", 1260, "r3"), 6).is_empty());
     let mut after = restored_from(&again.drain_changes("raw", 0));
     assert!(apply(&mut after, &third, 5).is_empty());
+
+    // The same without a restore in between: let go at the commit, the session untouched.
+    let kept = |sessions: &Sessions| sessions.get(DE).and_then(|state| state.rules.as_ref()).map(|r| r.fired.len());
+    assert_eq!(kept(&never), Some(1));
+    never.committed(5);
+    assert_eq!(kept(&never), Some(1), "not committed past it yet");
+    never.committed(6);
+    assert_eq!(kept(&never), Some(0));
 }
 
 #[test]
