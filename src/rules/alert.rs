@@ -343,24 +343,28 @@ pub fn alert_id(rule: &str, scope_key: &str, group: &str, first: &Evidence) -> S
     uuid::Uuid::new_v8(hash.to_be_bytes()).hyphenated().encode_lower(&mut text).to_owned()
 }
 
+/// A pause's evidence, for tests: `message_id` at `at` (epoch ms), offset `offset` of
+/// `acs.raw` partition 3, reason code 20010.
+#[cfg(test)]
+pub(crate) fn evidence_sample(message_id: &str, at: i64, offset: i64) -> Evidence {
+    Evidence {
+        message_id: Box::from(message_id),
+        action: Some(Action::Pause),
+        reason_code: Some(EvidenceCode::Numeric(20010)),
+        incident_time: at,
+        topic: Arc::from("acs.raw"),
+        partition: 3,
+        offset,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use prost::Message as _;
     use serde_json::json;
 
+    use super::evidence_sample as evidence;
     use super::*;
-
-    fn evidence(message_id: &str, at: i64, offset: i64) -> Evidence {
-        Evidence {
-            message_id: Box::from(message_id),
-            action: Some(Action::Pause),
-            reason_code: Some(EvidenceCode::Numeric(20010)),
-            incident_time: at,
-            topic: Arc::from("acs.raw"),
-            partition: 3,
-            offset,
-        }
-    }
 
     #[test]
     fn the_json_has_the_contract_shape() {

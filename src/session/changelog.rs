@@ -216,7 +216,7 @@ mod tests {
     use std::collections::VecDeque;
 
     use super::*;
-    use crate::model::Action;
+    use crate::rules::alert::evidence_sample as evidence;
     use crate::rules::{EvidenceCode, Severity};
 
     fn state() -> SessionState {
@@ -235,18 +235,6 @@ mod tests {
             recent_ids: RecentIds::from_raw(vec![u64::MAX, 3 << 16 | 7]),
             rules: None,
             dirty: false,
-        }
-    }
-
-    fn evidence(message_id: &str, at: i64, offset: i64) -> Evidence {
-        Evidence {
-            message_id: Box::from(message_id),
-            action: Some(Action::Pause),
-            reason_code: Some(EvidenceCode::Numeric(20010)),
-            incident_time: at,
-            topic: Arc::from("acs.raw"),
-            partition: 3,
-            offset,
         }
     }
 
