@@ -288,7 +288,7 @@ fn pipeline(rules: bool) -> anyhow::Result<Pipeline> {
     ensure!(config.changelog_topic().is_some(), "the default configuration has a changelog topic");
     ensure!(config.sessions.remembered_ids == REMEMBERED_IDS, "32 recent ids by default");
     let pipeline = Pipeline::new(&config, ReasonCatalog::builtin())?;
-    ensure!(!pipeline.rules().rules.is_empty(), "rules are on by default");
+    ensure!(!pipeline.rules().rules().is_empty(), "rules are on by default");
     Ok(if rules { pipeline } else { pipeline.with_rules(acs_stream::rules::RuleSet::empty()) })
 }
 

@@ -341,7 +341,7 @@ impl Pipeline {
             Ok(mut event) => {
                 let rules = self.rules.load();
                 let mut forward = Vec::new();
-                let (view, fired) = if rules.rules.is_empty() {
+                let (view, fired) = if rules.rules().is_empty() {
                     (sessions.apply(&mut event, record.position, now_ms), Vec::new())
                 } else {
                     let forwarding = self.tenant_topic.is_some() && rules.has_tenant_scope();
@@ -459,10 +459,10 @@ mod tests {
     fn with_rules_is_the_pipelines_own_and_a_reload_reaches_its_clones() {
         let base = Pipeline::new(&Config::defaults(), ReasonCatalog::builtin()).unwrap();
         let without = base.clone().with_rules(RuleSet::empty());
-        assert_eq!(base.rules().rules.len(), RuleSet::defaults().rules.len(), "the original keeps its rules");
+        assert_eq!(base.rules().rules().len(), RuleSet::defaults().rules().len(), "the original keeps its rules");
         let running = without.clone();
         without.reload(RuleSet::defaults(), ReasonCatalog::builtin());
-        assert_eq!(running.rules().rules.len(), RuleSet::defaults().rules.len(), "a clone sees the reload");
+        assert_eq!(running.rules().rules().len(), RuleSet::defaults().rules().len(), "a clone sees the reload");
     }
 
     #[test]

@@ -261,7 +261,7 @@ impl Meters {
 /// Starts the alert counter of every rule of `rules` at 0 (at start-up and after a reload):
 /// an alert on `increase(acs_stream_alerts_total[5m]) > 0` sees the first one.
 pub fn describe_rules(rules: &crate::rules::RuleSet) {
-    for rule in &rules.rules {
+    for rule in rules.rules() {
         metrics::counter!(ALERTS, "rule" => rule.id.to_string(), "severity" => rule.severity.as_str()).absolute(0);
     }
 }

@@ -162,7 +162,7 @@ async fn processing_moves_exactly_the_expected_counters() {
     assert!(alerts.values().sum::<u64>() > 0, "the synthetic sessions fire rules");
     let rules = acs_stream::rules::RuleSet::defaults();
     let mut raised = 0;
-    for rule in &rules.rules {
+    for rule in rules.rules() {
         let count = counter(telemetry::ALERTS, &[("rule", &rule.id), ("severity", rule.severity.as_str())]);
         raised += count;
         if rule.scope == Scope::Session {

@@ -23,7 +23,7 @@ pub fn reload(config: &Config, pipeline: &Pipeline) -> Result<Reloaded, ConfigEr
     let loaded = config.rules().and_then(|rules| Ok((rules, config.catalog()?)));
     match loaded {
         Ok((rules, catalog)) => {
-            let reloaded = Reloaded { rules: rules.rules.len() };
+            let reloaded = Reloaded { rules: rules.rules().len() };
             telemetry::describe_rules(&rules);
             pipeline.reload(rules, catalog);
             metrics::counter!(telemetry::CONFIG_RELOADS, "result" => "ok").increment(1);

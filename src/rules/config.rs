@@ -19,6 +19,8 @@ pub const DEFAULT_RULES_TOML: &str = include_str!("../../config/rules.toml");
 
 /// Most events a threshold may count (the window keeps about this many per rule and scope).
 pub const MAX_COUNT: u32 = 1000;
+/// Most rules in a file.
+pub const MAX_RULES: usize = 1000;
 
 /// Distinct IPs / user agents remembered per session: a `distinct_*_above` must be below it.
 pub const MAX_DISTINCT: usize = 16;
@@ -334,16 +336,57 @@ pub struct Rule {
 }
 
 /// The compiled rules of one file.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct RuleSet {
     pub allowed_lateness: Duration,
-    pub rules: Vec<Rule>,
+    rules: Vec<Rule>,
+    /// For each action bit of [`EventBits`] (its index), the rules with an alternative that
+    /// admits it, in rule order: the rules an event is tested against.
+    by_action: Box<[Box<[u16]>]>,
+    /// Tells this compilation from every other one in the process (states remember which
+    /// rules their pruning schedule was computed for: see `engine::prune`).
+    pub(crate) generation: u32,
 }
+
+/// Two rule sets are equal when their rules are (whatever their compilation).
+impl PartialEq for RuleSet {
+    fn eq(&self, other: &RuleSet) -> bool {
+        self.allowed_lateness == other.allowed_lateness && self.rules == other.rules
+    }
+}
+
+/// Generations of rule sets: 0 is none (a state not evaluated yet).
+static GENERATION: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
 
 impl RuleSet {
     /// No rule (rules off).
     pub fn empty() -> RuleSet {
-        RuleSet { allowed_lateness: default_lateness(), rules: Vec::new() }
+        RuleSet::new(default_lateness(), Vec::new())
+    }
+
+    fn new(allowed_lateness: Duration, rules: Vec<Rule>) -> RuleSet {
+        let by_action = (0..32)
+            .map(|bit| {
+                let admitted = |rule: &Rule| rule.matches.iter().any(|m| m.quick.actions & (1 << bit) != 0);
+                // At most `MAX_RULES` (checked by the compilation).
+                rules.iter().enumerate().filter(|(_, rule)| admitted(rule)).map(|(i, _)| i as u16).collect()
+            })
+            .collect();
+        // Wraps after 4 billion reloads; a generation met again only makes a state prune
+        // later than it could (what it holds is still bounded by its windows).
+        let generation = GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed).max(1);
+        RuleSet { allowed_lateness, rules, by_action, generation }
+    }
+
+    /// The rules, in file order.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// The rules `event` may match (its action admitted by one of their alternatives), in
+    /// rule order, as indices in [`RuleSet::rules`].
+    pub(crate) fn candidates(&self, event: &EventBits) -> &[u16] {
+        &self.by_action[event.action.trailing_zeros() as usize & 31]
     }
 
     /// Whether a rule is tenant-scoped.
@@ -371,6 +414,10 @@ impl RuleSet {
         if file.allowed_lateness > Duration::from_secs(7 * 86_400) {
             return Err(RulesError::File { key: "allowed_lateness", message: "must be at most 7d".into() });
         }
+        if file.rule.len() > MAX_RULES {
+            let message = format!("{} rules; expected at most {MAX_RULES}", file.rule.len());
+            return Err(RulesError::File { key: "rule", message });
+        }
         let mut rules: Vec<Rule> = Vec::with_capacity(file.rule.len());
         for config in file.rule {
             let rule = compile_rule(config)?;
@@ -379,7 +426,7 @@ impl RuleSet {
             }
             rules.push(rule);
         }
-        Ok(RuleSet { allowed_lateness: file.allowed_lateness, rules })
+        Ok(RuleSet::new(file.allowed_lateness, rules))
     }
 
     pub fn get(&self, id: &str) -> Option<&Rule> {
@@ -588,7 +635,7 @@ mod tests {
     #[test]
     fn the_default_rules_are_valid_and_complete() {
         let rules = RuleSet::defaults();
-        let ids: Vec<&str> = rules.rules.iter().map(|r| &*r.id).collect();
+        let ids: Vec<&str> = rules.rules().iter().map(|r| &*r.id).collect();
         assert_eq!(
             ids,
             [
@@ -608,7 +655,7 @@ mod tests {
                 "technical-burst",
             ]
         );
-        for rule in &rules.rules {
+        for rule in rules.rules() {
             let tenant = rule.id.as_ref() == "technical-burst";
             assert_eq!(rule.scope == Scope::Tenant, tenant, "{}", rule.id);
         }
@@ -672,7 +719,7 @@ mod tests {
     fn a_minimal_rule_fires_on_every_match() {
         let rules =
             RuleSet::from_toml("f", &rule("[[rule.match]]\nreason_codes = [20030, \"40000-49999\"]\n")).unwrap();
-        let rule = &rules.rules[0];
+        let rule = &rules.rules()[0];
         assert_eq!(
             (rule.count, rule.window, rule.cooldown, rule.scope),
             (1, Duration::ZERO, Duration::ZERO, Scope::Session)

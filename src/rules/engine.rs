@@ -84,6 +84,28 @@ pub struct RuleState {
     /// The session's extra time after the previous event, minutes (session scope only).
     pub extra_time_minutes: f64,
     pub windows: Vec<Window>,
+    /// When the windows next have something to forget (not part of the state: rebuilt by the
+    /// first prune after a restore or a reload).
+    pub prune_due: PruneDue,
+}
+
+/// When a state's windows next have something to forget: a cache over them, so that an
+/// event with nothing to forget does not visit them. Prunes happen exactly when they would
+/// if they ran after every event (it only skips those that would forget nothing).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PruneDue {
+    /// The [`RuleSet`] generation it was computed for; 0: none (prune at the next event).
+    generation: u32,
+    /// The least `watermark - allowed lateness` at which a prune forgets something (a match
+    /// leaves its window, or a window goes).
+    at: i64,
+}
+
+/// A cache, not state: states holding the same windows are equal whatever it says.
+impl PartialEq for PruneDue {
+    fn eq(&self, _: &PruneDue) -> bool {
+        true
+    }
 }
 
 impl RuleState {
@@ -182,7 +204,8 @@ fn evaluate_with(
     session.extra_time_minutes = view.extra_time_minutes;
     let lateness = millis(rules.allowed_lateness);
     let bits = EventBits::of(event);
-    for rule in &rules.rules {
+    for &index in rules.candidates(&bits) {
+        let rule = &rules.rules()[usize::from(index)];
         if !rule.matches.iter().any(|m| m.quick.admits(&bits) && matches_rest(m, event, &facts)) {
             continue;
         }
@@ -224,7 +247,7 @@ pub fn forward_again(
         extra_after: view.extra_time_minutes,
     };
     let bits = EventBits::of(event);
-    for rule in rules.rules.iter().filter(|rule| rule.scope == Scope::Tenant) {
+    for rule in rules.rules().iter().filter(|rule| rule.scope == Scope::Tenant) {
         if rule.matches.iter().any(|m| m.quick.admits(&bits) && matches_rest(m, event, &facts)) {
             matched.push(rule.id.clone());
         }
@@ -242,7 +265,7 @@ pub fn evaluate_tenant<S: AsRef<str>>(
 ) -> Vec<Alert> {
     let lateness = millis(rules.allowed_lateness);
     let alerts = rules
-        .rules
+        .rules()
         .iter()
         .filter(|rule| rule.scope == Scope::Tenant && matched.iter().any(|id| id.as_ref() == &*rule.id))
         .filter_map(|rule| count(rule, lateness, &Keys { event, tenant_id: None }, tenant, &event.tenant_id))
@@ -252,10 +275,14 @@ pub fn evaluate_tenant<S: AsRef<str>>(
 }
 
 /// Moves the scope's watermark to `incident_time` (if later) and forgets what can no longer
-/// count.
+/// count, when there is something (see [`PruneDue`]).
 fn advance(state: &mut RuleState, rules: &RuleSet, lateness: i64, incident_time: i64) {
-    state.watermark = Some(state.watermark.map_or(incident_time, |w| w.max(incident_time)));
-    prune(state, rules, lateness);
+    let watermark = state.watermark.map_or(incident_time, |w| w.max(incident_time));
+    state.watermark = Some(watermark);
+    let due = state.prune_due;
+    if due.generation != rules.generation || watermark.saturating_sub(lateness) >= due.at {
+        prune(state, rules, lateness);
+    }
 }
 
 /// Whether `signal` is (or stands for) a signal of `kind`: a `[Security Plugin]` pause about
@@ -358,6 +385,15 @@ fn count(rule: &Rule, lateness: i64, keys: &Keys<'_, '_>, state: &mut RuleState,
         }
     };
     let window = &mut state.windows[index];
+    let fired = count_in(rule, window, event, cooldown);
+    state.prune_due.at = state.prune_due.at.min(forget_at(window, rule, cooldown));
+    Some(alert(rule, keys, scope_key, group, fired?))
+}
+
+/// Counts `event`, a match of `rule`, in `window` (the rule's window in the scope, not
+/// pruned since); the evidence of the alert when it fires.
+fn count_in(rule: &Rule, window: &mut Window, event: &Event<'_>, cooldown: i64) -> Option<Vec<Evidence>> {
+    let at = event.incident_time;
     let fired = if rule.count == 1 {
         if cooling(window.last_fired, at, cooldown) {
             return None;
@@ -384,7 +420,18 @@ fn count(rule: &Rule, lateness: i64, keys: &Keys<'_, '_>, state: &mut RuleState,
         window.matches.drain(start..start + span).collect()
     };
     window.last_fired = Some(window.last_fired.map_or(at, |last| last.max(at)));
-    Some(alert(rule, keys, scope_key, group, fired))
+    Some(fired)
+}
+
+/// The least `watermark - allowed lateness` at which [`prune`] changes `window` (of `rule`):
+/// when its oldest match leaves it, or, with none, when its cooldown ends (at once without
+/// one).
+fn forget_at(window: &Window, rule: &Rule, cooldown: i64) -> i64 {
+    match (window.matches.front(), window.last_fired) {
+        (Some(oldest), _) => oldest.incident_time.saturating_add(millis(rule.window)),
+        (None, Some(last)) if cooldown > 0 => last.saturating_add(cooldown),
+        (None, _) => i64::MIN,
+    }
 }
 
 fn alert(rule: &Rule, keys: &Keys<'_, '_>, scope_key: &str, group: &str, evidence: Vec<Evidence>) -> Alert {
@@ -460,7 +507,7 @@ fn render(template: &str, rule: &Rule, event: &Event<'_>, count: u32) -> String 
 /// The rule of `rules` with id `id`, looked up by pointer first; `id` then shares the rule
 /// set's string, for the next lookup.
 fn rule_of<'r>(rules: &'r RuleSet, id: &mut Arc<str>) -> Option<&'r Rule> {
-    if let Some(rule) = rules.rules.iter().find(|rule| Arc::ptr_eq(&rule.id, id)) {
+    if let Some(rule) = rules.rules().iter().find(|rule| Arc::ptr_eq(&rule.id, id)) {
         return Some(rule);
     }
     let rule = rules.get(id)?;
@@ -475,6 +522,7 @@ fn prune(state: &mut RuleState, rules: &RuleSet, lateness: i64) {
         return;
     };
     let oldest_counted = watermark.saturating_sub(lateness);
+    let mut next = i64::MAX;
     state.windows.retain_mut(|window| {
         let Some(rule) = rule_of(rules, &mut window.rule) else {
             return false;
@@ -486,8 +534,13 @@ fn prune(state: &mut RuleState, rules: &RuleSet, lateness: i64) {
         let cooldown = millis(rule.cooldown);
         let cooling =
             cooldown > 0 && window.last_fired.is_some_and(|last| last.saturating_add(cooldown) > oldest_counted);
-        !window.matches.is_empty() || cooling
+        let kept = !window.matches.is_empty() || cooling;
+        if kept {
+            next = next.min(forget_at(window, rule, cooldown));
+        }
+        kept
     });
+    state.prune_due = PruneDue { generation: rules.generation, at: next };
 }
 
 #[cfg(test)]
@@ -507,7 +560,7 @@ mod tests {
     #[test]
     fn the_prefilter_agrees_with_the_list_conditions() {
         use super::super::config::Quick;
-        let mut alternatives: Vec<Match> = RuleSet::defaults().rules.iter().flat_map(|r| r.matches.clone()).collect();
+        let mut alternatives: Vec<Match> = RuleSet::defaults().rules().iter().flat_map(|r| r.matches.clone()).collect();
         let statuses = [ActionStatus::Succeeded, ActionStatus::Failed, ActionStatus::Other]
             .into_iter()
             .chain(Status::ALL.iter().chain([&Status::Other]).map(|s| ActionStatus::Session(*s)));
@@ -544,7 +597,12 @@ mod tests {
             let Ok(mut event) = pipeline.enrich(&record.value, &source, now) else { continue };
             sessions.apply(&mut event, offset as i64, now);
             let bits = EventBits::of(&event);
-            for m in RuleSet::defaults().rules.iter().flat_map(|r| &r.matches) {
+            let rules = RuleSet::defaults();
+            for (index, rule) in rules.rules().iter().enumerate() {
+                let admitted = rule.matches.iter().any(|m| m.quick.admits(&bits));
+                assert!(!admitted || rules.candidates(&bits).contains(&(index as u16)), "{} on {event:?}", rule.id);
+            }
+            for m in rules.rules().iter().flat_map(|r| &r.matches) {
                 assert_eq!(m.quick.admits(&bits) && matches_rest(m, &event, &facts), matches(m, &event, &facts));
             }
             for m in &alternatives {

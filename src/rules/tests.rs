@@ -417,7 +417,7 @@ fn synthetic_traffic_replays_identically_within_bounds() {
     let options = SynthOptions { concurrent_sessions: 16, malformed_ratio: 0.0, ..SynthOptions::default() };
     let records: Vec<Vec<u8>> = Generator::new(options).take_records(4_000).into_iter().map(|r| r.value).collect();
     let rules = RuleSet::defaults();
-    let bound: usize = rules.rules.iter().map(|r| if r.count > 1 { 2 * r.count as usize } else { 0 }).sum();
+    let bound: usize = rules.rules().iter().map(|r| if r.count > 1 { 2 * r.count as usize } else { 0 }).sum();
     let replay = || {
         let mut run = Run::new();
         let mut alerts = Vec::new();
@@ -467,4 +467,70 @@ fn a_full_window_keeps_its_latest_matches() {
     assert!(run.feed(&said("late", 50, BLUR)).is_empty());
     let held: Vec<&str> = run.by_session[DE].windows[0].matches.iter().map(|e| &*e.message_id).collect();
     assert_eq!(held, ["b3", "b4", "b5", "b6", "b7", "b8"]);
+}
+
+mod pruning {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// What one generated event is: a session (0 or 1), seconds after the previous event
+    /// (negative: a late event), and which of a few matching messages it is.
+    fn event() -> impl Strategy<Value = (usize, i64, usize)> {
+        (0..2usize, prop_oneof![0..30i64, 0..900i64, -400..0i64], 0..7usize)
+    }
+
+    /// A rules file whose windows and cooldowns are short, to be reloaded midway.
+    const SHORT: &str = "allowed_lateness = \"2m\"\n\
+        [[rule]]\nid = \"tab-switch-repeated\"\nseverity = \"high\"\ntitle = \"T\"\nsummary = \"S {count}\"\n\
+        cooldown = \"90s\"\n[rule.threshold]\ncount = 2\nwindow = \"3m\"\n[[rule.match]]\nsignals = [\"pause-on-blur\"]\n\
+        [[rule]]\nid = \"flags\"\nseverity = \"low\"\ntitle = \"F\"\nsummary = \"S\"\ncooldown = \"4m\"\n\
+        group_by = \"signal\"\n[[rule.match]]\nactions = [\"flag\"]\n";
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+        /// Pruning only when something is due (the engine's way) fires the same alerts and
+        /// keeps the same windows as pruning after every event, through late events, expiry,
+        /// cooldowns and a reload of other rules midway.
+        #[test]
+        fn pruning_when_due_is_pruning_after_every_event(
+            events in proptest::collection::vec(event(), 1..120),
+            reload_at in 0..120usize,
+        ) {
+            let messages = [
+                BLUR,
+                PLUGIN_TAB,
+                FULL,
+                "[Disable Commands] Test taker tried to use a forbidden command: `copy`.",
+                "[Prevent Screenshot] Test taker tried to take a screenshot.",
+                "[Disable Right Click] x",
+                "flag",
+            ];
+            let (mut lazy, mut eager) = (Run::new(), Run::new());
+            let mut at = 10_000;
+            for (i, (session, step, message)) in events.into_iter().enumerate() {
+                if i == reload_at {
+                    lazy.rules = RuleSet::from_toml("short", SHORT).unwrap();
+                    eager.rules = RuleSet::from_toml("short", SHORT).unwrap();
+                }
+                at += step;
+                let de = [DE, DE2][session];
+                let id = format!("m{i}");
+                let record = if messages[message] == "flag" {
+                    rec(de, &id, at, "proctor", "flag", "succeeded", r#","reasonCode":30010,"reasonMessage":"[Pause On Blur] x""#)
+                } else {
+                    let more = format!(r#","reasonCode":20999,"reasonMessage":"{}""#, messages[message]);
+                    rec(de, &id, at, "test-taker", "log", "succeeded", &more)
+                };
+                for state in eager.by_session.values_mut().chain(eager.by_tenant.values_mut()) {
+                    state.prune_due = Default::default();
+                }
+                let (a, b) = (lazy.feed(&record), eager.feed(&record));
+                prop_assert_eq!(a, b, "alerts of event {}", i);
+                prop_assert_eq!(&lazy.by_session, &eager.by_session, "states after event {}", i);
+                prop_assert_eq!(&lazy.by_tenant, &eager.by_tenant);
+            }
+        }
+    }
 }

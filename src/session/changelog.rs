@@ -156,6 +156,7 @@ fn rules_from_proto(message: pb::session_state::RuleState) -> Result<SessionRule
             user_agents: Distinct::from_raw(message.user_agent_hashes),
             extra_time_minutes: message.extra_time_minutes,
             windows,
+            prune_due: Default::default(),
         },
         fired,
     })
@@ -288,6 +289,7 @@ mod tests {
                         last_fired: Some(t0),
                     },
                 ],
+                prune_due: Default::default(),
             },
             fired: vec![
                 Fired {
