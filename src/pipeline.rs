@@ -9,10 +9,10 @@ use arc_swap::ArcSwap;
 
 use crate::config::{Config, ConfigError};
 use crate::decode::Decoder;
-use crate::encode::{self, DeadLetter, Format, Output, TopicTemplate};
+use crate::encode::{self, AlertEncoder, DeadLetter, Format, Output, TopicTemplate};
 use crate::enrich;
 use crate::model::{Event, ReasonCatalog, Source};
-use crate::rules::{Alert, RuleSet, Severity};
+use crate::rules::RuleSet;
 use crate::session::{SessionLimits, Sessions};
 
 /// One input record.
@@ -46,18 +46,12 @@ pub enum Outcome<'a> {
     /// The enriched event's output record, the alerts it fired, the tenant-scoped rules it
     /// matched (to be counted where the tenant's events meet: see
     /// [`Processor::tenant_topic`]), and what the edge measures of it.
-    Event { output: Output<'a>, alerts: Vec<Alerted>, forward: Vec<Arc<str>>, facts: Facts<'a> },
+    Event { output: Output<'a>, alerts: Vec<Arc<Alerted>>, forward: Vec<Arc<str>>, facts: Facts<'a> },
     /// The record was refused; the driver renders it (Kafka record or JSON line).
     DeadLetter(DeadLetter),
 }
 
-/// An alert's output record, and what the edge measures of it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Alerted {
-    pub output: Output<'static>,
-    pub rule: Arc<str>,
-    pub severity: Severity,
-}
+pub use crate::encode::Alerted;
 
 /// What the Kafka edge measures of an event (its metrics): the core only says it.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -113,7 +107,7 @@ pub trait Processor: Send + Sync {
         _matched: &[&str],
         _state: &mut Self::State,
         _now_ms: i64,
-    ) -> Result<Vec<Alerted>, DeadLetter> {
+    ) -> Result<Vec<Arc<Alerted>>, DeadLetter> {
         Ok(Vec::new())
     }
 }
@@ -218,7 +212,7 @@ impl Processor for Pipeline {
         matched: &[&str],
         sessions: &mut Sessions,
         now_ms: i64,
-    ) -> Result<Vec<Alerted>, DeadLetter> {
+    ) -> Result<Vec<Arc<Alerted>>, DeadLetter> {
         Pipeline::process_tenant(self, record, matched, sessions, now_ms)
     }
 }
@@ -328,7 +322,8 @@ impl Pipeline {
 
     /// Empty session state for one input partition, with the configured bounds.
     pub fn sessions(&self) -> Sessions {
-        let sessions = Sessions::new(self.session_limits);
+        let alerts = AlertEncoder { template: self.alerts.clone(), format: self.format };
+        let sessions = Sessions::new(self.session_limits).with_alerts(alerts);
         // Changes are recorded only for a changelog to write them to.
         if self.changelog_topic.is_some() { sessions } else { sessions.untracked() }
     }
@@ -341,7 +336,7 @@ impl Pipeline {
             Ok(mut event) => {
                 let rules = self.rules.load();
                 let mut forward = Vec::new();
-                let (view, fired) = if rules.rules().is_empty() {
+                let (view, alerts) = if rules.rules().is_empty() {
                     (sessions.apply(&mut event, record.position, now_ms), Vec::new())
                 } else {
                     let forwarding = self.tenant_topic.is_some() && rules.has_tenant_scope();
@@ -350,7 +345,6 @@ impl Pipeline {
                 };
                 event.session = Some(view);
                 let output = encode::event_record(&event, &self.events, self.format, record.value.len());
-                let alerts = fired.iter().map(|alert| self.alert_record(alert)).collect();
                 let facts =
                     Facts { tenant: event.tenant_id, incident_time: event.incident_time, anomalies: event.anomalies };
                 Outcome::Event { output, alerts, forward, facts }
@@ -368,21 +362,10 @@ impl Pipeline {
         matched: &[&str],
         sessions: &mut Sessions,
         now_ms: i64,
-    ) -> Result<Vec<Alerted>, DeadLetter> {
+    ) -> Result<Vec<Arc<Alerted>>, DeadLetter> {
         let event = self.enrich(record.value, &record.source, now_ms)?;
         let rules = self.rules.load();
-        let fired = sessions.apply_tenant(&event, matched, record.position, now_ms, &rules);
-        Ok(fired.iter().map(|alert| self.alert_record(alert)).collect())
-    }
-
-    /// An alert's output record: to its tenant's alerts topic, keyed by its session (its
-    /// tenant for a tenant-scoped rule).
-    fn alert_record(&self, alert: &Alert) -> Alerted {
-        Alerted {
-            output: encode::alert_record(alert, &self.alerts, self.format),
-            rule: alert.rule_id.clone(),
-            severity: alert.severity,
-        }
+        Ok(sessions.apply_tenant(&event, matched, record.position, now_ms, &rules))
     }
 }
 

@@ -99,7 +99,7 @@ async fn no_personal_data_is_logged() {
             offline.process(&Record::new(None, &input.value, source), &mut offline.sessions(), now_ms())
         {
             topics.insert(output.topic);
-            alert_topics.extend(alerts.into_iter().map(|alerted| alerted.output.topic));
+            alert_topics.extend(alerts.iter().map(|alerted| alerted.output.topic.clone()));
         }
     }
     // Alerts of tenants without an alert offline may still fire in another order: all of them.

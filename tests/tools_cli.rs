@@ -416,7 +416,7 @@ fn core_alerts() -> Vec<Alert> {
         let source = Source { topic: Arc::from("acs.raw"), partition: 0, offset };
         let Ok(mut event) = pipeline.enrich(&record.value, &source, NOW_MS) else { continue };
         let fired = sessions.apply_evaluating(&mut event, offset, NOW_MS, Some((&rules, None))).1;
-        alerts.extend(fired.into_iter().map(Arc::unwrap_or_clone));
+        alerts.extend(fired.iter().map(|alerted| alerted.alert().expect("an alert of the contract")));
     }
     assert!(alerts.len() >= 5, "{} alerts", alerts.len());
     alerts

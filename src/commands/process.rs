@@ -121,7 +121,7 @@ pub fn run(pipeline: &Pipeline, options: &ProcessOptions) -> Result<Summary, Pro
                     summary.alerts += 1;
                     *summary.per_rule.entry((alerted.rule.to_string(), alerted.severity)).or_default() += 1;
                     outputs.write(&alerted.output.topic, &alerted.output.value)?;
-                    *summary.per_topic.entry(alerted.output.topic).or_default() += 1;
+                    *summary.per_topic.entry(alerted.output.topic.clone()).or_default() += 1;
                 }
                 (output.topic, output.value)
             }

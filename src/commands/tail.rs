@@ -640,7 +640,7 @@ mod tests {
             alerts = sessions.apply_evaluating(&mut event, offset, NOW, Some((&rules, None))).1;
         }
         assert_eq!(alerts.len(), 1, "{alerts:?}");
-        std::sync::Arc::unwrap_or_clone(alerts.remove(0))
+        alerts[0].alert().expect("an alert of the contract")
     }
 
     #[test]

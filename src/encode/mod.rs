@@ -79,20 +79,69 @@ pub fn event_record<'a>(event: &Event<'a>, template: &TopicTemplate, format: For
     Output { topic, key, value: Cow::Owned(value), headers }
 }
 
-/// An alert's output record: to its tenant's topic (rendered from `template`), keyed by its
-/// session (its tenant for a tenant-scoped rule), encoded as `format` says.
-pub fn alert_record(alert: &crate::rules::Alert, template: &TopicTemplate, format: Format) -> Output<'static> {
-    let topic = template.render(&alert.tenant_id);
-    let key = alert.delivery_execution_id.as_deref().unwrap_or(&alert.tenant_id).as_bytes().to_vec();
-    let headers = smallvec::smallvec![
-        (headers::CONTENT_TYPE, Cow::Borrowed(format.content_type())),
-        (headers::SCHEMA, Cow::Borrowed(crate::rules::alert::ALERT_SCHEMA)),
-    ];
-    let value = match format {
-        Format::Protobuf => alert.to_proto_vec(),
-        Format::Json => alert.to_json().into_bytes(),
-    };
-    Output { topic, key: Some(Cow::Owned(key)), value: Cow::Owned(value), headers }
+/// An alert's output record, and what the edge measures of it. Shared: the session store
+/// keeps it for a replay (and writes it to the changelog) while the edge produces it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alerted {
+    pub output: Output<'static>,
+    pub rule: std::sync::Arc<str>,
+    pub severity: crate::rules::Severity,
+    /// Its `acs.v1.Alert` encoding when the output's value is not it (JSON).
+    proto: Option<Box<[u8]>>,
+}
+
+impl Alerted {
+    /// Its `acs.v1.Alert` encoding (what the changelog keeps).
+    pub fn proto(&self) -> &[u8] {
+        self.proto.as_deref().unwrap_or(&self.output.value)
+    }
+
+    /// The alert, decoded from [`Alerted::proto`]; `None` if it is not an alert of the
+    /// contract (it always is when made by [`AlertEncoder::record`]).
+    pub fn alert(&self) -> Option<crate::rules::Alert> {
+        use prost::Message as _;
+        let message = proto::pb::Alert::decode(self.proto()).ok()?;
+        crate::rules::Alert::from_proto(message)
+    }
+}
+
+/// How alerts become output records: to their tenant's topic (rendered from the template),
+/// keyed by their session (their tenant for a tenant-scoped rule), encoded as the format
+/// says.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertEncoder {
+    pub template: TopicTemplate,
+    pub format: Format,
+}
+
+/// Protobuf, to `acs.{tenant}.alerts` (the defaults).
+impl Default for AlertEncoder {
+    fn default() -> AlertEncoder {
+        let template = TopicTemplate::parse("acs.{tenant}.alerts").expect("the default template is valid");
+        AlertEncoder { template, format: Format::Protobuf }
+    }
+}
+
+impl AlertEncoder {
+    /// An alert's output record, encoded once from its borrowed fields.
+    pub fn record(&self, alert: &crate::rules::AlertView<'_>) -> Alerted {
+        let topic = self.template.render(alert.tenant_id);
+        let key = alert.delivery_execution_id.unwrap_or(alert.tenant_id).as_bytes().to_vec();
+        let headers = smallvec::smallvec![
+            (headers::CONTENT_TYPE, Cow::Borrowed(self.format.content_type())),
+            (headers::SCHEMA, Cow::Borrowed(crate::rules::alert::ALERT_SCHEMA)),
+        ];
+        let (value, proto) = match self.format {
+            Format::Protobuf => (alert.to_proto_vec(), None),
+            Format::Json => (alert.to_json().into_bytes(), Some(alert.to_proto_vec().into_boxed_slice())),
+        };
+        Alerted {
+            output: Output { topic, key: Some(Cow::Owned(key)), value: Cow::Owned(value), headers },
+            rule: alert.rule_id.clone(),
+            severity: alert.severity,
+            proto,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1027,20 +1027,21 @@ fn send(
 fn dispatch_extra(
     shared: &Shared,
     state: &mut State,
-    extra: Vec<(Output<'static>, Option<OwnedHeaders>, Published)>,
+    extra: Vec<(Extra, Option<OwnedHeaders>, Published)>,
     tp: &TopicPartition,
     ticket: Ticket,
     (input, mut input_bytes): (&Arc<Input>, usize),
     deadline: Instant,
 ) {
-    for (output, headers, kind) in extra {
+    for (extra, headers, kind) in extra {
+        let output = extra.output();
         // The input copy's bytes (when no output of the record's own holds them) go with the
         // first of these.
         let bytes =
             output.key.as_deref().map_or(0, <[u8]>::len) + output.value.len() + std::mem::take(&mut input_bytes);
         let fallback = Fallback::Event(input.clone());
         let pending = Box::new(Pending { ticket, tp: tp.clone(), bytes, fallback, kind, consumed_at: None });
-        shared.dispatch_with(state, &output, headers, pending, deadline);
+        shared.dispatch_with(state, output, headers, pending, deadline);
     }
 }
 
@@ -1056,14 +1057,32 @@ fn is_size_error(error: &KafkaError) -> bool {
     )
 }
 
+/// An output of a record besides its own: an alert (shared with the state that keeps it for
+/// a replay), or one of its own making (its tenant-topic record).
+// A few per record, consumed at once: boxing the owned one would cost an allocation.
+#[allow(clippy::large_enum_variant)]
+enum Extra {
+    Alert(Arc<Alerted>),
+    Owned(Output<'static>),
+}
+
+impl Extra {
+    fn output(&self) -> &Output<'static> {
+        match self {
+            Extra::Alert(alerted) => &alerted.output,
+            Extra::Owned(output) => output,
+        }
+    }
+}
+
 /// What the core made of one consumed record.
 // One per record, consumed at once (as `Outcome`).
 #[allow(clippy::large_enum_variant)]
 enum Step<'a, 't> {
     /// An enriched event, the alerts it fired, and the tenant-scoped rules it matched.
-    Event { output: Output<'a>, alerts: Vec<Alerted>, forward: Vec<Arc<str>>, tenant: Option<String> },
+    Event { output: Output<'a>, alerts: Vec<Arc<Alerted>>, forward: Vec<Arc<str>>, tenant: Option<String> },
     /// A record of the tenant topic, counted for its tenant: the alerts it fired.
-    Tenant(Vec<Alerted>),
+    Tenant(Vec<Arc<Alerted>>),
     /// Input to re-key: produced to the repartition topic `topic` with key `key`.
     Rekeyed { topic: &'t str, key: Vec<u8> },
     /// A refused record.
@@ -1415,14 +1434,14 @@ pub async fn run_with<P: Processor>(
                 };
                 // Outputs besides the record's own (alerts, the tenant-topic record): a refused
                 // one dead-letters the input record, as a refused event does.
-                let mut extra: Vec<(Output<'static>, Option<OwnedHeaders>, Published)> = Vec::new();
+                let mut extra: Vec<(Extra, Option<OwnedHeaders>, Published)> = Vec::new();
                 let (output, fallback, upstream_headers, kind) = match step {
                     Step::Event { output, alerts, forward, tenant } => {
                         topics_cache.ensure(&output.topic).await;
                         for alerted in alerts {
                             topics_cache.ensure(&alerted.output.topic).await;
                             Meters::alert(&alerted.rule, alerted.severity);
-                            extra.push((alerted.output, None, Published::Alert));
+                            extra.push((Extra::Alert(alerted), None, Published::Alert));
                         }
                         if let (Some(topic), Some(tenant)) = (tenant_topic, tenant) {
                             let tenant = Output {
@@ -1432,7 +1451,7 @@ pub async fn run_with<P: Processor>(
                                 headers: OutputHeaders::new(),
                             };
                             let headers = repartition::tenant_headers(&record.source, record.key, &forward);
-                            extra.push((tenant, Some(headers), Published::Repartition));
+                            extra.push((Extra::Owned(tenant), Some(headers), Published::Repartition));
                         }
                         (Some(output), Fallback::Event(input()), None, Published::Event)
                     }
@@ -1440,7 +1459,7 @@ pub async fn run_with<P: Processor>(
                         for alerted in alerts {
                             topics_cache.ensure(&alerted.output.topic).await;
                             Meters::alert(&alerted.rule, alerted.severity);
-                            extra.push((alerted.output, None, Published::Alert));
+                            extra.push((Extra::Alert(alerted), None, Published::Alert));
                         }
                         (None, Fallback::Event(input()), None, Published::Alert)
                     }

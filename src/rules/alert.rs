@@ -54,8 +54,7 @@ impl Evidence {
 
 /// A fired rule. Everything in it is a function of the input events (no processing
 /// time), so that a replay yields the same alerts, byte for byte.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Alert {
     /// Deterministic: see [`alert_id`].
     pub alert_id: String,
@@ -79,14 +78,60 @@ pub struct Alert {
     pub evidence: Vec<Evidence>,
 }
 
+/// An alert's fields, borrowed: what the engine fires without copying them, and what an
+/// [`Alert`] lends. Both encodings (JSON and `acs.v1.Alert`) are written from it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertView<'a> {
+    pub alert_id: &'a str,
+    /// The rule's id, shared (as the records and metrics of the alert share it).
+    pub rule_id: &'a Arc<str>,
+    pub severity: Severity,
+    pub tenant_id: &'a str,
+    pub delivery_execution_id: Option<&'a str>,
+    pub test_taker: Option<&'a str>,
+    pub title: &'a str,
+    pub summary: &'a str,
+    pub count: u32,
+    pub window_start: i64,
+    pub window_end: i64,
+    pub fired_at: i64,
+    pub evidence: &'a [Evidence],
+}
+
+/// The JSON contract: the same document as its [`AlertView`]'s.
+impl Serialize for Alert {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.view().serialize(serializer)
+    }
+}
+
 /// The fully qualified message name, for the `acs-schema` header.
 pub const ALERT_SCHEMA: &str = "acs.v1.Alert";
 
 impl Alert {
+    /// Its fields, borrowed.
+    pub fn view(&self) -> AlertView<'_> {
+        AlertView {
+            alert_id: &self.alert_id,
+            rule_id: &self.rule_id,
+            severity: self.severity,
+            tenant_id: &self.tenant_id,
+            delivery_execution_id: self.delivery_execution_id.as_deref(),
+            test_taker: self.test_taker.as_deref(),
+            title: &self.title,
+            summary: &self.summary,
+            count: self.count,
+            window_start: self.window_start,
+            window_end: self.window_end,
+            fired_at: self.fired_at,
+            evidence: &self.evidence,
+        }
+    }
+
     /// The alert contract's JSON document.
     pub fn to_json(&self) -> String {
-        // Plain strings, numbers and enums: serializing cannot fail.
-        serde_json::to_string(self).unwrap_or_default()
+        self.view().to_json()
     }
 
     /// As `acs.v1.Alert` (proto/acs/v1/alert.proto).
@@ -130,37 +175,72 @@ impl Alert {
         })
     }
 
-    /// The `acs.v1.Alert` encoding, written straight from the alert (no owned copy of its
-    /// strings); equal, byte for byte, to `to_proto().encode_to_vec()` (tested).
+    /// The `acs.v1.Alert` encoding: see [`AlertView::to_proto_vec`].
+    pub fn to_proto_vec(&self) -> Vec<u8> {
+        self.view().to_proto_vec()
+    }
+}
+
+impl<'a> AlertView<'a> {
+    /// An owned copy (the alert `tenant_id` given, when shared, is shared).
+    pub fn to_alert(&self, tenant_id: Option<&Arc<str>>) -> Alert {
+        Alert {
+            alert_id: self.alert_id.to_owned(),
+            rule_id: self.rule_id.clone(),
+            severity: self.severity,
+            tenant_id: tenant_id
+                .filter(|t| ***t == *self.tenant_id)
+                .cloned()
+                .unwrap_or_else(|| Arc::from(self.tenant_id)),
+            delivery_execution_id: self.delivery_execution_id.map(str::to_owned),
+            test_taker: self.test_taker.map(str::to_owned),
+            title: Arc::from(self.title),
+            summary: self.summary.to_owned(),
+            count: self.count,
+            window_start: self.window_start,
+            window_end: self.window_end,
+            fired_at: self.fired_at,
+            evidence: self.evidence.to_vec(),
+        }
+    }
+
+    /// The alert contract's JSON document.
+    pub fn to_json(&self) -> String {
+        // Plain strings, numbers and enums: serializing cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// The `acs.v1.Alert` encoding, written straight from the fields (no owned copy of
+    /// them); equal, byte for byte, to `Alert::to_proto().encode_to_vec()` (tested).
     pub fn to_proto_vec(&self) -> Vec<u8> {
         let severity = severity(self.severity) as i32;
         let evidence: SmallVec<[(usize, &Evidence); 4]> = self.evidence.iter().map(|e| (e.proto_len(), e)).collect();
-        let mut len = str_len(1, &self.alert_id)
-            + str_len(2, &self.rule_id)
+        let mut len = str_len(1, self.alert_id)
+            + str_len(2, self.rule_id)
             + int_len(3, i64::from(severity))
-            + str_len(4, &self.tenant_id)
-            + self.delivery_execution_id.as_deref().map_or(0, |v| bytes_len(5, v))
-            + self.test_taker.as_deref().map_or(0, |v| bytes_len(6, v))
-            + str_len(7, &self.title)
-            + str_len(8, &self.summary)
+            + str_len(4, self.tenant_id)
+            + self.delivery_execution_id.map_or(0, |v| bytes_len(5, v))
+            + self.test_taker.map_or(0, |v| bytes_len(6, v))
+            + str_len(7, self.title)
+            + str_len(8, self.summary)
             + int_len(9, i64::from(self.count))
             + int_len(10, self.window_start)
             + int_len(11, self.window_end)
             + int_len(12, self.fired_at);
         len += evidence.iter().map(|(n, _)| bytes_len_of(13, *n)).sum::<usize>();
         let mut buf = Vec::with_capacity(len);
-        put_str(&mut buf, 1, &self.alert_id);
-        put_str(&mut buf, 2, &self.rule_id);
+        put_str(&mut buf, 1, self.alert_id);
+        put_str(&mut buf, 2, self.rule_id);
         put_int(&mut buf, 3, i64::from(severity));
-        put_str(&mut buf, 4, &self.tenant_id);
-        if let Some(value) = &self.delivery_execution_id {
+        put_str(&mut buf, 4, self.tenant_id);
+        if let Some(value) = self.delivery_execution_id {
             put_bytes(&mut buf, 5, value.as_bytes());
         }
-        if let Some(value) = &self.test_taker {
+        if let Some(value) = self.test_taker {
             put_bytes(&mut buf, 6, value.as_bytes());
         }
-        put_str(&mut buf, 7, &self.title);
-        put_str(&mut buf, 8, &self.summary);
+        put_str(&mut buf, 7, self.title);
+        put_str(&mut buf, 8, self.summary);
         put_int(&mut buf, 9, i64::from(self.count));
         put_int(&mut buf, 10, self.window_start);
         put_int(&mut buf, 11, self.window_end);
@@ -318,6 +398,20 @@ impl Evidence {
 /// tenant id), the group (e.g. the signal kind; empty without one), and the first
 /// evidence's message id and incident time: the same input yields the same id.
 pub fn alert_id(rule: &str, scope_key: &str, group: &str, first: &Evidence) -> String {
+    alert_id_in(&mut [0; ALERT_ID_LEN], rule, scope_key, group, first).to_owned()
+}
+
+/// The length of an alert id (a hyphenated UUID).
+pub(crate) const ALERT_ID_LEN: usize = uuid::fmt::Hyphenated::LENGTH;
+
+/// [`alert_id`], written in `text`.
+pub(crate) fn alert_id_in<'t>(
+    text: &'t mut [u8; ALERT_ID_LEN],
+    rule: &str,
+    scope_key: &str,
+    group: &str,
+    first: &Evidence,
+) -> &'t str {
     let parts = [rule, scope_key, group, &first.message_id];
     let len = parts.iter().map(|part| part.len() + 1).sum::<usize>() + 8;
     let fill = |bytes: &mut [u8]| {
@@ -339,8 +433,7 @@ pub fn alert_id(rule: &str, scope_key: &str, group: &str, first: &Evidence) -> S
         fill(&mut bytes);
         xxh3_128(&bytes)
     };
-    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    uuid::Uuid::new_v8(hash.to_be_bytes()).hyphenated().encode_lower(&mut text).to_owned()
+    uuid::Uuid::new_v8(hash.to_be_bytes()).hyphenated().encode_lower(text)
 }
 
 /// A pause's evidence, for tests: `message_id` at `at` (epoch ms), offset `offset` of

@@ -21,6 +21,8 @@ pub const DEFAULT_RULES_TOML: &str = include_str!("../../config/rules.toml");
 pub const MAX_COUNT: u32 = 1000;
 /// Most rules in a file.
 pub const MAX_RULES: usize = 1000;
+/// Most alternatives (`[[rule.match]]`) in a rule.
+pub const MAX_ALTERNATIVES: usize = 100;
 
 /// Distinct IPs / user agents remembered per session: a `distinct_*_above` must be below it.
 pub const MAX_DISTINCT: usize = 16;
@@ -250,6 +252,17 @@ fn signal_bit(kind: SignalKind) -> u32 {
     1 << kind as u32
 }
 
+impl Match {
+    /// Whether it has conditions its prefilter does not test (see `engine::matches_rest`).
+    pub(crate) fn has_rest(&self) -> bool {
+        !self.reason_codes.is_empty()
+            || !self.commands.is_empty()
+            || self.extra_time_above.is_some()
+            || self.distinct_ips_above.is_some()
+            || self.distinct_user_agents_above.is_some()
+    }
+}
+
 impl Quick {
     pub(crate) fn of(m: &Match) -> Quick {
         fn set<T: Copy>(values: &[T], bit: impl Fn(T) -> u32) -> u32 {
@@ -340,9 +353,9 @@ pub struct Rule {
 pub struct RuleSet {
     pub allowed_lateness: Duration,
     rules: Vec<Rule>,
-    /// For each action bit of [`EventBits`] (its index), the rules with an alternative that
-    /// admits it, in rule order: the rules an event is tested against.
-    by_action: Box<[Box<[u16]>]>,
+    /// For each action bit of [`EventBits`] (its index), the alternatives that admit it, in
+    /// rule order: what an event is tested against, laid out together.
+    by_action: Box<[Box<[Candidate]>]>,
     /// Tells this compilation from every other one in the process (states remember which
     /// rules their pruning schedule was computed for: see `engine::prune`).
     pub(crate) generation: u32,
@@ -353,6 +366,17 @@ impl PartialEq for RuleSet {
     fn eq(&self, other: &RuleSet) -> bool {
         self.allowed_lateness == other.allowed_lateness && self.rules == other.rules
     }
+}
+
+/// An alternative of a rule, as the engine tests it: its prefilter, and whether conditions
+/// remain to test after it (see `engine::matches_rest`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Candidate {
+    /// Its rule's index in [`RuleSet::rules`], and its own among the rule's matches.
+    pub rule: u16,
+    pub alternative: u16,
+    pub quick: Quick,
+    pub rest: bool,
 }
 
 /// Generations of rule sets: 0 is none (a state not evaluated yet).
@@ -367,9 +391,19 @@ impl RuleSet {
     fn new(allowed_lateness: Duration, rules: Vec<Rule>) -> RuleSet {
         let by_action = (0..32)
             .map(|bit| {
-                let admitted = |rule: &Rule| rule.matches.iter().any(|m| m.quick.actions & (1 << bit) != 0);
-                // At most `MAX_RULES` (checked by the compilation).
-                rules.iter().enumerate().filter(|(_, rule)| admitted(rule)).map(|(i, _)| i as u16).collect()
+                let alternatives = rules.iter().enumerate().flat_map(|(rule, r)| {
+                    r.matches.iter().enumerate().map(move |(alternative, m)| (rule, alternative, m))
+                });
+                alternatives
+                    .filter(|(_, _, m)| m.quick.actions & (1 << bit) != 0)
+                    // At most `MAX_RULES` and `MAX_ALTERNATIVES` (checked by the compilation).
+                    .map(|(rule, alternative, m)| Candidate {
+                        rule: rule as u16,
+                        alternative: alternative as u16,
+                        quick: m.quick,
+                        rest: m.has_rest(),
+                    })
+                    .collect()
             })
             .collect();
         // Wraps after 4 billion reloads; a generation met again only makes a state prune
@@ -383,9 +417,8 @@ impl RuleSet {
         &self.rules
     }
 
-    /// The rules `event` may match (its action admitted by one of their alternatives), in
-    /// rule order, as indices in [`RuleSet::rules`].
-    pub(crate) fn candidates(&self, event: &EventBits) -> &[u16] {
+    /// The alternatives `event` may match (its action admitted), in rule order.
+    pub(crate) fn candidates(&self, event: &EventBits) -> &[Candidate] {
         &self.by_action[event.action.trailing_zeros() as usize & 31]
     }
 
@@ -464,8 +497,8 @@ fn compile_rule(config: RuleConfig) -> Result<Rule, RulesError> {
             (threshold.count, threshold.window)
         }
     };
-    if config.matches.is_empty() {
-        return Err(fail("match", "at least one [[rule.match]] is needed".into()));
+    if config.matches.is_empty() || config.matches.len() > MAX_ALTERNATIVES {
+        return Err(fail("match", format!("expected 1 to {MAX_ALTERNATIVES} [[rule.match]]")));
     }
     let matches = config
         .matches
@@ -693,7 +726,8 @@ mod tests {
             (rule("[[rule.match]]\ndistinct_user_agents_above = 99\n"), "match[0].distinct_user_agents_above"),
             (rule("[[rule.match]]\nextra_time_above = -1.0\n"), "match[0].extra_time_above"),
             (rule(&format!("{matching}[[rule.match]]\n")), "rule \"r-1\": match[1]: sets no condition"),
-            (rule(""), "rule \"r-1\": match: at least one"),
+            (rule(""), "rule \"r-1\": match: expected 1 to 100 [[rule.match]]"),
+            (rule(&matching.repeat(101)), "rule \"r-1\": match: expected 1 to 100 [[rule.match]]"),
             (rule("scope = \"tenant\"\n[[rule.match]]\ndistinct_ips_above = 1\n"), "rule \"r-1\": scope"),
             (
                 rule(matching).replace("summary = \"S\"", "summary = \"{nope}\""),
@@ -708,6 +742,10 @@ mod tests {
             (rule(matching).replace("\"high\"", "\"severe\""), "severity"),
             (format!("allowed_lateness = \"30d\"\n{}", rule(matching)), "allowed_lateness"),
             (String::new(), "at least one [[rule]]"),
+            (
+                (0..1001).map(|i| rule(matching).replace("r-1", &format!("r-{i}"))).collect(),
+                "rule: 1001 rules; expected at most 1000",
+            ),
         ];
         for (text, needle) in cases {
             let error = RuleSet::from_toml("rules.toml", &text).expect_err(&text).to_string();

@@ -22,7 +22,9 @@ use std::time::Duration;
 
 use xxhash_rust::xxh3::xxh3_64;
 
-use super::alert::{Alert, Evidence, alert_id};
+use smallvec::{SmallVec, smallvec};
+
+use super::alert::{ALERT_ID_LEN, Alert, AlertView, Evidence, alert_id_in};
 use super::config::{EventBits, GroupBy, MAX_DISTINCT, Match, Rule, RuleSet, Scope};
 use crate::model::{Anomaly, Event, PauseAbout, ReasonCode, SessionView, Signal, SignalKind};
 
@@ -152,38 +154,20 @@ pub fn evaluate(
     tenant: Tenant<'_>,
 ) -> Vec<Alert> {
     let mut alerts = Vec::new();
-    evaluate_with(rules, event, view, session, tenant, None, |alert| alerts.push(alert));
+    evaluate_into(rules, event, view, session, tenant, |alert| alerts.push(alert.to_alert(None)));
     alerts
 }
 
-/// [`evaluate`], the alerts shared (as the session store keeps them for a replay), without
-/// a vector of alerts in between. `tenant_id`: a shared copy of the tenant id, which alerts
-/// then share when it is the event's.
-pub fn evaluate_shared(
-    rules: &RuleSet,
-    event: &Event<'_>,
-    view: &SessionView,
-    session: &mut RuleState,
-    tenant: Tenant<'_>,
-    tenant_id: &Arc<str>,
-) -> Vec<Arc<Alert>> {
-    let shared = (**tenant_id == *event.tenant_id).then_some(tenant_id);
-    let mut alerts = Vec::new();
-    evaluate_with(rules, event, view, session, tenant, shared, |alert| alerts.push(Arc::new(alert)));
-    alerts
-}
-
-/// [`evaluate`], each alert given to `fired`, in rule order.
-fn evaluate_with(
+/// [`evaluate`], each alert given to `fired` as it fires (borrowed: encoded or copied
+/// there, without an owned alert in between), in rule order.
+pub fn evaluate_into(
     rules: &RuleSet,
     event: &Event<'_>,
     view: &SessionView,
     session: &mut RuleState,
     mut tenant: Tenant<'_>,
-    tenant_id: Option<&Arc<str>>,
-    mut fired: impl FnMut(Alert),
+    mut fired: impl FnMut(&AlertView<'_>),
 ) {
-    let keys = Keys { event, tenant_id };
     if view.duplicate || event.anomalies.contains(&Anomaly::Duplicate) {
         return;
     }
@@ -204,21 +188,24 @@ fn evaluate_with(
     session.extra_time_minutes = view.extra_time_minutes;
     let lateness = millis(rules.allowed_lateness);
     let bits = EventBits::of(event);
-    for &index in rules.candidates(&bits) {
-        let rule = &rules.rules()[usize::from(index)];
-        if !rule.matches.iter().any(|m| m.quick.admits(&bits) && matches_rest(m, event, &facts)) {
+    // The alternatives of a rule are next to each other: a rule is counted once, at its
+    // first alternative that matches.
+    let mut counted = None;
+    for candidate in rules.candidates(&bits) {
+        if counted == Some(candidate.rule) || !candidate.quick.admits(&bits) {
             continue;
         }
-        let alert = match (rule.scope, &mut tenant) {
-            (Scope::Session, _) => count(rule, lateness, &keys, session, &event.delivery_execution_id),
-            (Scope::Tenant, Tenant::Inline(state)) => count(rule, lateness, &keys, state, &event.tenant_id),
-            (Scope::Tenant, Tenant::Forward(matched)) => {
-                matched.push(rule.id.clone());
-                None
+        let rule = &rules.rules()[usize::from(candidate.rule)];
+        if candidate.rest && !matches_rest(&rule.matches[usize::from(candidate.alternative)], event, &facts) {
+            continue;
+        }
+        counted = Some(candidate.rule);
+        match (rule.scope, &mut tenant) {
+            (Scope::Session, _) => count(rule, lateness, event, session, &event.delivery_execution_id, &mut fired),
+            (Scope::Tenant, Tenant::Inline(state)) => {
+                count(rule, lateness, event, state, &event.tenant_id, &mut fired);
             }
-        };
-        if let Some(alert) = alert {
-            fired(alert);
+            (Scope::Tenant, Tenant::Forward(matched)) => matched.push(rule.id.clone()),
         }
     }
     advance(session, rules, lateness, event.incident_time);
@@ -263,15 +250,26 @@ pub fn evaluate_tenant<S: AsRef<str>>(
     matched: &[S],
     tenant: &mut RuleState,
 ) -> Vec<Alert> {
-    let lateness = millis(rules.allowed_lateness);
-    let alerts = rules
-        .rules()
-        .iter()
-        .filter(|rule| rule.scope == Scope::Tenant && matched.iter().any(|id| id.as_ref() == &*rule.id))
-        .filter_map(|rule| count(rule, lateness, &Keys { event, tenant_id: None }, tenant, &event.tenant_id))
-        .collect();
-    advance(tenant, rules, lateness, event.incident_time);
+    let mut alerts = Vec::new();
+    evaluate_tenant_into(rules, event, matched, tenant, |alert| alerts.push(alert.to_alert(None)));
     alerts
+}
+
+/// [`evaluate_tenant`], each alert given to `fired` as it fires, in rule order.
+pub fn evaluate_tenant_into<S: AsRef<str>>(
+    rules: &RuleSet,
+    event: &Event<'_>,
+    matched: &[S],
+    tenant: &mut RuleState,
+    mut fired: impl FnMut(&AlertView<'_>),
+) {
+    let lateness = millis(rules.allowed_lateness);
+    for rule in rules.rules() {
+        if rule.scope == Scope::Tenant && matched.iter().any(|id| id.as_ref() == &*rule.id) {
+            count(rule, lateness, event, tenant, &event.tenant_id, &mut fired);
+        }
+    }
+    advance(tenant, rules, lateness, event.incident_time);
 }
 
 /// Moves the scope's watermark to `incident_time` (if later) and forgets what can no longer
@@ -355,24 +353,25 @@ fn cooling(last_fired: Option<i64>, at: i64, cooldown: i64) -> bool {
     cooldown > 0 && last_fired.is_some_and(|last| at.abs_diff(last) < cooldown.unsigned_abs())
 }
 
-/// The event an alert is about, and a shared copy of its tenant id if there is one.
-struct Keys<'k, 'e> {
-    event: &'k Event<'e>,
-    tenant_id: Option<&'k Arc<str>>,
-}
-
-/// Counts a match of `rule`; the alert when it fires.
-fn count(rule: &Rule, lateness: i64, keys: &Keys<'_, '_>, state: &mut RuleState, scope_key: &str) -> Option<Alert> {
-    let event = keys.event;
+/// Counts `event`, a match of `rule`, in `state` (the scope `scope_key`'s); gives the alert
+/// to `fired` when it fires.
+fn count(
+    rule: &Rule,
+    lateness: i64,
+    event: &Event<'_>,
+    state: &mut RuleState,
+    scope_key: &str,
+    fired: &mut impl FnMut(&AlertView<'_>),
+) {
     let at = event.incident_time;
     if rule.count > 1 && state.watermark.is_some_and(|w| at < w.saturating_sub(lateness)) {
-        return None;
+        return;
     }
     let group = group_of(rule, event);
     let cooldown = millis(rule.cooldown);
     if rule.count == 1 && cooldown == 0 {
         // Nothing to remember.
-        return Some(alert(rule, keys, scope_key, group, vec![Evidence::of(event)]));
+        return alert(rule, event, scope_key, group, &[Evidence::of(event)], fired);
     }
     // By pointer first: windows share the rule set's id once pruned (see `rule_of`).
     let index = match (state.windows.iter().position(|w| Arc::ptr_eq(&w.rule, &rule.id) && same_group(w.group, group)))
@@ -385,20 +384,22 @@ fn count(rule: &Rule, lateness: i64, keys: &Keys<'_, '_>, state: &mut RuleState,
         }
     };
     let window = &mut state.windows[index];
-    let fired = count_in(rule, window, event, cooldown);
+    let evidence = count_in(rule, window, event, cooldown);
     state.prune_due.at = state.prune_due.at.min(forget_at(window, rule, cooldown));
-    Some(alert(rule, keys, scope_key, group, fired?))
+    if let Some(evidence) = evidence {
+        alert(rule, event, scope_key, group, &evidence, fired);
+    }
 }
 
 /// Counts `event`, a match of `rule`, in `window` (the rule's window in the scope, not
 /// pruned since); the evidence of the alert when it fires.
-fn count_in(rule: &Rule, window: &mut Window, event: &Event<'_>, cooldown: i64) -> Option<Vec<Evidence>> {
+fn count_in(rule: &Rule, window: &mut Window, event: &Event<'_>, cooldown: i64) -> Option<SmallVec<[Evidence; 1]>> {
     let at = event.incident_time;
     let fired = if rule.count == 1 {
         if cooling(window.last_fired, at, cooldown) {
             return None;
         }
-        vec![Evidence::of(event)]
+        smallvec![Evidence::of(event)]
     } else {
         let mut at_index = window.matches.partition_point(|e| e.incident_time <= at);
         window.matches.insert(at_index, Evidence::of(event));
@@ -434,32 +435,47 @@ fn forget_at(window: &Window, rule: &Rule, cooldown: i64) -> i64 {
     }
 }
 
-fn alert(rule: &Rule, keys: &Keys<'_, '_>, scope_key: &str, group: &str, evidence: Vec<Evidence>) -> Alert {
-    let event = keys.event;
+/// Gives `fired` the alert of `rule` on `evidence`, fired by `event` in the scope
+/// `scope_key` (and `group`).
+fn alert(
+    rule: &Rule,
+    event: &Event<'_>,
+    scope_key: &str,
+    group: &str,
+    evidence: &[Evidence],
+    fired: &mut impl FnMut(&AlertView<'_>),
+) {
     let session = rule.scope == Scope::Session;
     let (window_start, window_end) = match (evidence.first(), evidence.last()) {
         (Some(first), Some(last)) => (first.incident_time, last.incident_time),
         _ => (event.incident_time, event.incident_time),
     };
-    let alert_id = evidence.first().map(|first| alert_id(&rule.id, scope_key, group, first)).unwrap_or_default();
+    let mut id = [0; ALERT_ID_LEN];
+    let alert_id = evidence.first().map_or("", |first| alert_id_in(&mut id, &rule.id, scope_key, group, first));
     let count = u32::try_from(evidence.len()).unwrap_or(u32::MAX);
-    let render = |template: &str| render(template, rule, event, count);
-    Alert {
+    let rendered;
+    let title = match &rule.literal_title {
+        Some(title) => &**title,
+        None => {
+            rendered = render(&rule.title, rule, event, count);
+            &rendered
+        }
+    };
+    fired(&AlertView {
         alert_id,
-        rule_id: rule.id.clone(),
+        rule_id: &rule.id,
         severity: rule.severity,
-        tenant_id: keys.tenant_id.cloned().unwrap_or_else(|| Arc::from(&*event.tenant_id)),
-        delivery_execution_id: session.then(|| event.delivery_execution_id.to_string()),
-        test_taker: event.test_taker.as_deref().filter(|_| session).map(str::to_owned),
-        // Shared with the rule when it has no placeholder.
-        title: rule.literal_title.clone().unwrap_or_else(|| Arc::from(render(&rule.title))),
-        summary: render(&rule.summary),
+        tenant_id: &event.tenant_id,
+        delivery_execution_id: session.then_some(&*event.delivery_execution_id),
+        test_taker: event.test_taker.as_deref().filter(|_| session),
+        title,
+        summary: &render(&rule.summary, rule, event, count),
         count,
         window_start,
         window_end,
         fired_at: event.incident_time,
         evidence,
-    }
+    });
 }
 
 /// Fills a title or summary's placeholders (checked when the rules were read).
@@ -599,11 +615,17 @@ mod tests {
             let bits = EventBits::of(&event);
             let rules = RuleSet::defaults();
             for (index, rule) in rules.rules().iter().enumerate() {
-                let admitted = rule.matches.iter().any(|m| m.quick.admits(&bits));
-                assert!(!admitted || rules.candidates(&bits).contains(&(index as u16)), "{} on {event:?}", rule.id);
+                for (alternative, m) in rule.matches.iter().enumerate() {
+                    let listed = rules.candidates(&bits).iter().any(|c| {
+                        (usize::from(c.rule), usize::from(c.alternative), c.quick, c.rest)
+                            == (index, alternative, m.quick, m.has_rest())
+                    });
+                    assert!(!m.quick.admits(&bits) || listed, "{} on {event:?}", rule.id);
+                }
             }
             for m in rules.rules().iter().flat_map(|r| &r.matches) {
                 assert_eq!(m.quick.admits(&bits) && matches_rest(m, &event, &facts), matches(m, &event, &facts));
+                assert!(m.has_rest() || matches_rest(m, &event, &facts), "{m:?}");
             }
             for m in &alternatives {
                 let full = matches(m, &event, &facts);

@@ -15,9 +15,9 @@ pub mod alert;
 pub mod config;
 pub mod engine;
 
-pub use alert::{Alert, Evidence, EvidenceCode};
+pub use alert::{Alert, AlertView, Evidence, EvidenceCode};
 pub use config::{GroupBy, Rule, RuleSet, RulesError, Scope, Severity};
-pub use engine::{RuleState, Tenant, evaluate, evaluate_shared, evaluate_tenant, forward_again};
+pub use engine::{RuleState, Tenant, evaluate, evaluate_into, evaluate_tenant, evaluate_tenant_into, forward_again};
 
 /// The rules' state of one session (or, on the tenant side, one tenant), kept by the session
 /// store beside the session's state, in the same changelog record.
@@ -36,8 +36,8 @@ pub struct SessionRules {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Fired {
     pub position: i64,
-    /// Shared with the alert's output record (kept without a copy).
-    pub alert: std::sync::Arc<Alert>,
+    /// Its output record, as first published (kept without a copy, published again as is).
+    pub alert: std::sync::Arc<crate::encode::Alerted>,
 }
 
 #[cfg(test)]

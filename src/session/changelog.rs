@@ -17,6 +17,7 @@ use prost::Message;
 
 use super::SessionState;
 use super::store::RecentIds;
+use crate::encode::AlertEncoder;
 use crate::encode::proto::pb;
 use crate::model::{SignalKind, Status};
 use crate::rules::engine::{Distinct, Window};
@@ -109,7 +110,7 @@ fn rules_to_proto(rules: &SessionRules) -> pb::session_state::RuleState {
         fired: rules
             .fired
             .iter()
-            .map(|fired| pb::session_state::Fired { position: fired.position, alert: Some(fired.alert.to_proto()) })
+            .map(|fired| pb::session_state::Fired { position: fired.position, alert: fired.alert.proto().to_vec() })
             .collect(),
     }
 }
@@ -123,7 +124,10 @@ fn static_group(group: &str) -> Option<&'static str> {
     }
 }
 
-fn rules_from_proto(message: pb::session_state::RuleState) -> Result<SessionRules, ChangelogError> {
+fn rules_from_proto(
+    message: pb::session_state::RuleState,
+    alerts: &AlertEncoder,
+) -> Result<SessionRules, ChangelogError> {
     let windows = message
         .windows
         .into_iter()
@@ -145,8 +149,9 @@ fn rules_from_proto(message: pb::session_state::RuleState) -> Result<SessionRule
         .into_iter()
         .map(|fired| {
             // An absent alert is refused like any alert outside the contract (no severity).
-            let alert = Alert::from_proto(fired.alert.unwrap_or_default()).ok_or(ChangelogError::Alert)?;
-            Ok(Fired { position: fired.position, alert: Arc::new(alert) })
+            let message = pb::Alert::decode(fired.alert.as_slice()).map_err(|_| ChangelogError::Alert)?;
+            let alert = Alert::from_proto(message).ok_or(ChangelogError::Alert)?;
+            Ok(Fired { position: fired.position, alert: Arc::new(alerts.record(&alert.view())) })
         })
         .collect::<Result<Vec<_>, ChangelogError>>()?;
     Ok(SessionRules {
@@ -178,6 +183,7 @@ impl Decoder {
         topic: &str,
         partition: i32,
         tenant: impl FnOnce(&str) -> Arc<str>,
+        alerts: &AlertEncoder,
     ) -> Result<Option<SessionState>, ChangelogError> {
         let message = &mut self.message;
         // Cleared, not dropped: the strings and the ids' buffer keep their capacity.
@@ -191,7 +197,7 @@ impl Decoder {
             spelled => Some(Status::parse(spelled).value),
         };
         // Moved out: the rule state's buffers become the state's own.
-        let rules = message.rules.take().map(rules_from_proto).transpose()?.map(Box::new);
+        let rules = message.rules.take().map(|rules| rules_from_proto(rules, alerts)).transpose()?.map(Box::new);
         Ok(Some(SessionState {
             tenant_id: tenant(&message.tenant_id),
             status,
@@ -294,21 +300,31 @@ mod tests {
             fired: vec![
                 Fired {
                     position: 40,
-                    alert: Arc::new(alert(
-                        "repeated-pauses",
-                        Severity::Medium,
-                        Some("u#d#h#acme"),
-                        vec![evidence("m0", t0, 40)],
-                    )),
+                    alert: Arc::new(
+                        AlertEncoder::default().record(
+                            &alert(
+                                "repeated-pauses",
+                                Severity::Medium,
+                                Some("u#d#h#acme"),
+                                vec![evidence("m0", t0, 40)],
+                            )
+                            .view(),
+                        ),
+                    ),
                 },
                 Fired {
                     position: 40,
-                    alert: Arc::new(alert(
-                        "tenant-rule",
-                        Severity::Critical,
-                        None,
-                        vec![evidence("m0", t0, 40), evidence("m", t0, 9)],
-                    )),
+                    alert: Arc::new(
+                        AlertEncoder::default().record(
+                            &alert(
+                                "tenant-rule",
+                                Severity::Critical,
+                                None,
+                                vec![evidence("m0", t0, 40), evidence("m", t0, 9)],
+                            )
+                            .view(),
+                        ),
+                    ),
                 },
             ],
         }
@@ -327,13 +343,13 @@ mod tests {
         let full = SessionState { finished_at: Some(5), rules: Some(Box::new(rules())), ..state() };
         for state in [full, SessionState { status: None, recent_ids: RecentIds::default(), ..state() }] {
             let value = encode(&state, &input);
-            let back = decoder.decode(&value, "acs.raw", 3, tenant).unwrap();
+            let back = decoder.decode(&value, "acs.raw", 3, tenant, &AlertEncoder::default()).unwrap();
             assert_eq!(back.as_ref(), Some(&state));
             assert_eq!(back.as_ref().unwrap().rules.is_some(), state.rules.is_some());
             assert!(Arc::ptr_eq(&back.unwrap().tenant_id, &shared), "the shared tenant id");
             // Another input partition's: not decoded into a state.
-            assert_eq!(decoder.decode(&value, "acs.raw", 4, tenant).unwrap(), None);
-            assert_eq!(decoder.decode(&value, "acs.raw.b", 3, tenant).unwrap(), None);
+            assert_eq!(decoder.decode(&value, "acs.raw", 4, tenant, &AlertEncoder::default()).unwrap(), None);
+            assert_eq!(decoder.decode(&value, "acs.raw.b", 3, tenant, &AlertEncoder::default()).unwrap(), None);
         }
     }
 
@@ -350,7 +366,13 @@ mod tests {
 
     #[test]
     fn unreadable_values_are_refused() {
-        let decoded = Decoder::default().decode(b"\xff\xff\xff", "acs.raw", 0, |tenant| Arc::from(tenant));
+        let decoded = Decoder::default().decode(
+            b"\xff\xff\xff",
+            "acs.raw",
+            0,
+            |tenant| Arc::from(tenant),
+            &AlertEncoder::default(),
+        );
         assert!(matches!(decoded, Err(ChangelogError::Decode(_))));
     }
 
@@ -359,7 +381,8 @@ mod tests {
         let input = InputPartition { topic: "acs.raw".into(), partition: 0 };
         let value = encode(&SessionState { rules: Some(Box::new(rules())), ..state() }, &input);
         let decode = |message: &pb::SessionState| {
-            Decoder::default().decode(&message.encode_to_vec(), "acs.raw", 0, |tenant| Arc::from(tenant))
+            let alerts = AlertEncoder::default();
+            Decoder::default().decode(&message.encode_to_vec(), "acs.raw", 0, |tenant| Arc::from(tenant), &alerts)
         };
         let message = pb::SessionState::decode(value.as_slice()).unwrap();
         assert!(decode(&message).unwrap().is_some());
@@ -378,10 +401,16 @@ mod tests {
         unknown_action.rules.as_mut().unwrap().windows[0].matches[0].action = 999;
         assert!(matches!(decode(&unknown_action), Err(ChangelogError::Alert)));
         let mut unknown_severity = message.clone();
-        unknown_severity.rules.as_mut().unwrap().fired[0].alert.as_mut().unwrap().severity = 99;
+        let fired = &mut unknown_severity.rules.as_mut().unwrap().fired[0];
+        let mut alert = pb::Alert::decode(fired.alert.as_slice()).unwrap();
+        alert.severity = 99;
+        fired.alert = alert.encode_to_vec();
         assert!(matches!(decode(&unknown_severity), Err(ChangelogError::Alert)));
-        let mut no_alert = message;
-        no_alert.rules.as_mut().unwrap().fired[1].alert = None;
+        let mut no_alert = message.clone();
+        no_alert.rules.as_mut().unwrap().fired[1].alert = Vec::new();
         assert!(matches!(decode(&no_alert), Err(ChangelogError::Alert)));
+        let mut not_an_alert = message;
+        not_an_alert.rules.as_mut().unwrap().fired[1].alert = vec![0xff, 0xff];
+        assert!(matches!(decode(&not_an_alert), Err(ChangelogError::Alert)));
     }
 }

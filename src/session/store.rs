@@ -10,8 +10,9 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use super::changelog::{self, ChangelogError, InputPartition};
 use super::machine::{self, Outcome};
+use crate::encode::{AlertEncoder, Alerted};
 use crate::model::{Action, ActionStatus, Anomaly, Event, SessionView, Status};
-use crate::rules::{self, Alert, Fired, RuleSet, RuleState, SessionRules};
+use crate::rules::{self, Fired, RuleSet, RuleState, SessionRules};
 
 /// Bounds of the session state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -252,6 +253,9 @@ pub struct Sessions {
     /// The entries keeping alerts for a replay (each listed at least once; some may keep
     /// none any more): [`Sessions::committed`] visits these, not every session.
     kept: Vec<Box<str>>,
+    /// How the alerts fired here become output records (encoded once: kept for a replay
+    /// and published as they are).
+    alerts: AlertEncoder,
 }
 
 /// Capacity the list of changed sessions keeps between two drains.
@@ -284,7 +288,15 @@ impl Sessions {
             tenant_rules: HashMap::new(),
             committed: -1,
             kept: Vec::new(),
+            alerts: AlertEncoder::default(),
         }
+    }
+
+    /// The same store, its alerts encoded by `alerts` (by default, protobuf to
+    /// `acs.{tenant}.alerts`).
+    pub fn with_alerts(mut self, alerts: AlertEncoder) -> Sessions {
+        self.alerts = alerts;
+        self
     }
 
     /// Says that the input of this partition is committed up to `position` (exclusive), or
@@ -340,7 +352,7 @@ impl Sessions {
         position: i64,
         now: i64,
         rules: Option<(&RuleSet, Option<&mut Vec<Arc<str>>>)>,
-    ) -> (SessionView, Vec<Arc<Alert>>) {
+    ) -> (SessionView, Vec<Arc<Alerted>>) {
         let id = &*event.delivery_execution_id;
         // Looked up once on the hot path (a helper returning the entry would need two lookups
         // for the borrow checker).
@@ -376,7 +388,11 @@ impl Sessions {
                 None => self.tenant_rules.entry(state.tenant_id.clone()).or_default(),
             }),
         };
-        let alerts = rules::evaluate_shared(rule_set, event, &view, &mut session.state, tenant, &state.tenant_id);
+        let mut alerts = Vec::new();
+        let encoder = &self.alerts;
+        rules::evaluate_into(rule_set, event, &view, &mut session.state, tenant, |alert| {
+            alerts.push(Arc::new(encoder.record(alert)));
+        });
         let kept = self.track_changes.then_some((&mut self.kept, &*event.delivery_execution_id));
         keep_fired(session, &alerts, position, self.committed, kept);
         (view, alerts)
@@ -393,7 +409,7 @@ impl Sessions {
         position: i64,
         now: i64,
         rule_set: &RuleSet,
-    ) -> Vec<Arc<Alert>> {
+    ) -> Vec<Arc<Alerted>> {
         let id = &*event.tenant_id;
         // Looked up once on the hot path (a helper returning the entry would need two lookups
         // for the borrow checker).
@@ -425,8 +441,11 @@ impl Sessions {
         state.last_seen = state.last_seen.max(event.incident_time);
         state.touched_at = now;
         let tenant = state.rules.get_or_insert_default();
-        let alerts: Vec<Arc<Alert>> =
-            rules::evaluate_tenant(rule_set, event, matched, &mut tenant.state).into_iter().map(Arc::new).collect();
+        let mut alerts = Vec::new();
+        let encoder = &self.alerts;
+        rules::evaluate_tenant_into(rule_set, event, matched, &mut tenant.state, |alert| {
+            alerts.push(Arc::new(encoder.record(alert)));
+        });
         keep_fired(tenant, &alerts, position, self.committed, self.track_changes.then_some((&mut self.kept, id)));
         alerts
     }
@@ -441,7 +460,7 @@ fn mark_dirty(state: &mut SessionState, dirty: &mut Vec<String>, id: &str) {
 }
 
 /// The alerts the event at `position` fired when first processed, if still kept.
-fn replayed(state: &SessionState, position: i64) -> Vec<Arc<Alert>> {
+fn replayed(state: &SessionState, position: i64) -> Vec<Arc<Alerted>> {
     state.rules.as_ref().map_or_else(Vec::new, |rules| {
         rules.fired.iter().filter(|fired| fired.position == position).map(|fired| fired.alert.clone()).collect()
     })
@@ -452,7 +471,7 @@ fn replayed(state: &SessionState, position: i64) -> Vec<Arc<Alert>> {
 /// forgets those fired below `committed`.
 fn keep_fired(
     rules: &mut SessionRules,
-    alerts: &[Arc<Alert>],
+    alerts: &[Arc<Alerted>],
     position: i64,
     committed: i64,
     kept: Option<(&mut Vec<Box<str>>, &str)>,
@@ -647,7 +666,9 @@ impl Sessions {
             }
             Some(value) => {
                 let tenants = &mut self.tenants;
-                if let Some(state) = self.decoder.decode(value, topic, partition, |tenant| intern(tenants, tenant))? {
+                if let Some(state) =
+                    self.decoder.decode(value, topic, partition, |tenant| intern(tenants, tenant), &self.alerts)?
+                {
                     if state.rules.as_ref().is_some_and(|rules| !rules.fired.is_empty()) {
                         self.kept.push(Box::from(id));
                     }

@@ -390,8 +390,9 @@ fn rule_state_is_restored_and_a_replay_fires_what_it_fired_until_committed() {
     // The third pause fires in the restored store exactly as in the one that never restarted.
     let fired = apply(&mut never, &third, 5);
     assert_eq!(fired.len(), 1, "{fired:?}");
-    assert_eq!(&*fired[0].rule_id, "repeated-pauses");
-    let evidence: Vec<&str> = fired[0].evidence.iter().map(|e| &*e.message_id).collect();
+    let alert = fired[0].alert().unwrap();
+    assert_eq!((&*fired[0].rule, &*alert.rule_id), ("repeated-pauses", "repeated-pauses"));
+    let evidence: Vec<&str> = alert.evidence.iter().map(|e| &*e.message_id).collect();
     assert_eq!(evidence, ["p1", "p2", "p3"]);
     assert_eq!(apply(&mut restored, &third, 5), fired);
     assert_eq!(restored.get(DE), never.get(DE));
@@ -478,5 +479,5 @@ fn an_event_processed_again_is_forwarded_again_and_its_tenant_counts_it_once() {
     sessions.apply_evaluating(&mut twentieth, 20, NOW, Some((&rules, Some(&mut forward))));
     let fired = tenant.apply_tenant(&twentieth, &forward, 21, NOW, &rules);
     assert_eq!(fired.len(), 1);
-    assert_eq!(fired[0].count, 20);
+    assert_eq!(fired[0].alert().unwrap().count, 20);
 }
