@@ -339,6 +339,9 @@ pub struct Rule {
     /// The title, shared by the rule's alerts, when it has no placeholder (set by the
     /// compilation).
     pub(crate) literal_title: Option<Arc<str>>,
+    /// The title and summary, compiled (set by the compilation).
+    pub(crate) title_parts: Vec<Part>,
+    pub(crate) summary_parts: Vec<Part>,
     pub cooldown: Duration,
     pub group_by: GroupBy,
     /// At least 1; 1 fires on every match.
@@ -483,8 +486,6 @@ fn compile_rule(config: RuleConfig) -> Result<Rule, RulesError> {
     if config.title.trim().is_empty() {
         return Err(fail("title", "must not be empty".into()));
     }
-    check_template(&config.title).map_err(|m| fail("title", m))?;
-    check_template(&config.summary).map_err(|m| fail("summary", m))?;
     let (count, window) = match &config.threshold {
         None => (1, Duration::ZERO),
         Some(threshold) => {
@@ -520,11 +521,22 @@ fn compile_rule(config: RuleConfig) -> Result<Rule, RulesError> {
             "session conditions (extra time, distinct IPs or user agents) need scope \"session\"".into(),
         ));
     }
+    let compile = |template: &str, key: &str| {
+        compile_template(template, id, config.severity, window).map_err(|message| fail(key, message))
+    };
+    let title_parts = compile(&config.title, "title")?;
+    let summary_parts = compile(&config.summary, "summary")?;
     Ok(Rule {
         id: Arc::from(id),
         severity: config.severity,
         scope: config.scope,
-        literal_title: (!config.title.contains('{')).then(|| Arc::from(config.title.as_str())),
+        literal_title: match title_parts.as_slice() {
+            [] => Some(Arc::from("")),
+            [Part::Text(text)] => Some(Arc::from(&**text)),
+            _ => None,
+        },
+        title_parts,
+        summary_parts,
         title: config.title,
         summary: config.summary,
         cooldown: config.cooldown,
@@ -536,20 +548,61 @@ fn compile_rule(config: RuleConfig) -> Result<Rule, RulesError> {
 }
 
 /// Every `{name}` must be a known placeholder.
-fn check_template(template: &str) -> Result<(), String> {
+/// A piece of a compiled title or summary: text, or a placeholder filled from the event
+/// (those filled from the rule are text once compiled).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Part {
+    Text(Box<str>),
+    Count,
+    TenantId,
+    DeliveryExecutionId,
+    TestTaker,
+    Signal,
+    ReasonCode,
+}
+
+/// Splits a title or summary at its placeholders (see [`PLACEHOLDERS`]), those of the rule
+/// (`id`, `severity`, `window`) filled in; an error names what is wrong.
+fn compile_template(template: &str, id: &str, severity: Severity, window: Duration) -> Result<Vec<Part>, String> {
+    let mut parts = Vec::new();
+    let mut text = String::new();
     let mut rest = template;
     while let Some(open) = rest.find('{') {
+        text.push_str(&rest[..open]);
         let after = &rest[open + 1..];
         let Some(close) = after.find('}') else {
             return Err("an unclosed `{`".into());
         };
-        let name = &after[..close];
-        if !PLACEHOLDERS.contains(&name) {
-            return Err(format!("unknown placeholder `{{{name}}}`; expected one of {}", PLACEHOLDERS.join(", ")));
+        let part = match &after[..close] {
+            "rule" => Part::Text(id.into()),
+            "severity" => Part::Text(severity.as_str().into()),
+            "window" => Part::Text(humantime_serde::re::humantime::format_duration(window).to_string().into()),
+            "count" => Part::Count,
+            "tenantId" => Part::TenantId,
+            "deliveryExecutionId" => Part::DeliveryExecutionId,
+            "testTaker" => Part::TestTaker,
+            "signal" => Part::Signal,
+            "reasonCode" => Part::ReasonCode,
+            name => {
+                return Err(format!("unknown placeholder `{{{name}}}`; expected one of {}", PLACEHOLDERS.join(", ")));
+            }
+        };
+        match part {
+            Part::Text(value) => text.push_str(&value),
+            placeholder => {
+                if !text.is_empty() {
+                    parts.push(Part::Text(std::mem::take(&mut text).into()));
+                }
+                parts.push(placeholder);
+            }
         }
         rest = &after[close + 1..];
     }
-    Ok(())
+    text.push_str(rest);
+    if !text.is_empty() {
+        parts.push(Part::Text(text.into()));
+    }
+    Ok(parts)
 }
 
 type KeyError = (&'static str, String);

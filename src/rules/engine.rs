@@ -25,7 +25,7 @@ use xxhash_rust::xxh3::xxh3_64;
 use smallvec::{SmallVec, smallvec};
 
 use super::alert::{ALERT_ID_LEN, Alert, AlertView, Evidence, alert_id_in};
-use super::config::{EventBits, GroupBy, MAX_DISTINCT, Match, Rule, RuleSet, Scope};
+use super::config::{EventBits, GroupBy, MAX_DISTINCT, Match, Part, Rule, RuleSet, Scope};
 use crate::model::{Anomaly, Event, PauseAbout, ReasonCode, SessionView, Signal, SignalKind};
 
 /// Values seen, as 64-bit hashes, at most [`MAX_DISTINCT`].
@@ -457,7 +457,7 @@ fn alert(
     let title = match &rule.literal_title {
         Some(title) => &**title,
         None => {
-            rendered = render(&rule.title, rule, event, count);
+            rendered = render(&rule.title_parts, event, count);
             &rendered
         }
     };
@@ -469,7 +469,7 @@ fn alert(
         delivery_execution_id: session.then_some(&*event.delivery_execution_id),
         test_taker: event.test_taker.as_deref().filter(|_| session),
         title,
-        summary: &render(&rule.summary, rule, event, count),
+        summary: &render(&rule.summary_parts, event, count),
         count,
         window_start,
         window_end,
@@ -478,45 +478,25 @@ fn alert(
     });
 }
 
-/// Fills a title or summary's placeholders (checked when the rules were read).
-fn render(template: &str, rule: &Rule, event: &Event<'_>, count: u32) -> String {
-    use std::fmt::Write as _;
+/// Fills a compiled title or summary's placeholders.
+fn render(parts: &[Part], event: &Event<'_>, count: u32) -> String {
     // Room for the longest values placeholders usually take.
-    let mut out =
-        String::with_capacity(template.len() + event.delivery_execution_id.len() + event.tenant_id.len() + 32);
-    let mut rest = template;
-    while let Some(open) = rest.find('{') {
-        out.push_str(&rest[..open]);
-        let after = &rest[open + 1..];
-        let Some(close) = after.find('}') else {
-            out.push_str(&rest[open..]);
-            return out;
-        };
-        let name = &after[..close];
-        match name {
-            "rule" => out.push_str(&rule.id),
-            "severity" => out.push_str(rule.severity.as_str()),
-            // Writing to a `String` cannot fail.
-            "count" => _ = write!(out, "{count}"),
-            "window" => _ = write!(out, "{}", humantime_serde::re::humantime::format_duration(rule.window)),
-            "tenantId" => out.push_str(&event.tenant_id),
-            "deliveryExecutionId" => out.push_str(&event.delivery_execution_id),
-            "testTaker" => out.push_str(event.test_taker.as_deref().unwrap_or("unknown")),
-            "signal" => out.push_str(event.signal.as_ref().map_or("none", |s| s.kind.as_str())),
-            "reasonCode" => match &event.reason_code {
+    let mut out = String::with_capacity(64 + event.delivery_execution_id.len() + event.tenant_id.len());
+    for part in parts {
+        match part {
+            Part::Text(text) => out.push_str(text),
+            Part::Count => out.push_str(itoa::Buffer::new().format(count)),
+            Part::TenantId => out.push_str(&event.tenant_id),
+            Part::DeliveryExecutionId => out.push_str(&event.delivery_execution_id),
+            Part::TestTaker => out.push_str(event.test_taker.as_deref().unwrap_or("unknown")),
+            Part::Signal => out.push_str(event.signal.as_ref().map_or("none", |s| s.kind.as_str())),
+            Part::ReasonCode => match &event.reason_code {
                 ReasonCode::None => out.push_str("none"),
-                ReasonCode::Numeric(code) => _ = write!(out, "{code}"),
+                ReasonCode::Numeric(code) => out.push_str(itoa::Buffer::new().format(*code)),
                 ReasonCode::Raw(raw) => out.push_str(raw),
             },
-            _ => {
-                out.push('{');
-                out.push_str(name);
-                out.push('}');
-            }
         }
-        rest = &after[close + 1..];
     }
-    out.push_str(rest);
     out
 }
 

@@ -534,3 +534,18 @@ mod pruning {
         }
     }
 }
+
+#[test]
+fn titles_and_summaries_fill_every_placeholder() {
+    let text = "[[rule]]\nid = \"r-all\"\nseverity = \"high\"\ntitle = \"{count} of {rule}\"\n\
+                summary = \"{rule}|{severity}|{window}|{count}|{tenantId}|{deliveryExecutionId}|{testTaker}|{signal}|{reasonCode}|}x\"\n\
+                [rule.threshold]\ncount = 2\nwindow = \"10m\"\n[[rule.match]]\nsignals = [\"pause-on-blur\"]\n";
+    let mut run = Run::with(RuleSet::from_toml("rules", text).unwrap());
+    assert!(run.feed(&said("b1", 1, BLUR)).is_empty());
+    let alerts = run.feed(&said("b2", 2, BLUR));
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(&*alerts[0].title, "2 of r-all");
+    assert_eq!(alerts[0].summary, format!("r-all|high|10m|2|acme|{DE}|student1|pause-on-blur|20999|}}x"));
+    let error = RuleSet::from_toml("rules", &text.replace("}x", "}{x")).unwrap_err().to_string();
+    assert!(error.contains("rule \"r-all\": summary: an unclosed `{`"), "{error}");
+}
