@@ -109,7 +109,7 @@ impl Processor for PassThrough {
             value: Cow::Borrowed(record.value),
             headers: self.headers.clone(),
         };
-        Outcome::Event { output, alerts: Vec::new(), forward: Vec::new(), facts: Facts::default() }
+        Outcome::Event { output, alerts: Default::default(), forward: Default::default(), facts: Facts::default() }
     }
 
     fn dead_letter_topic(&self) -> &str {

@@ -46,12 +46,12 @@ pub enum Outcome<'a> {
     /// The enriched event's output record, the alerts it fired, the tenant-scoped rules it
     /// matched (to be counted where the tenant's events meet: see
     /// [`Processor::tenant_topic`]), and what the edge measures of it.
-    Event { output: Output<'a>, alerts: Vec<Arc<Alerted>>, forward: Vec<Arc<str>>, facts: Facts<'a> },
+    Event { output: Output<'a>, alerts: Alerts, forward: crate::rules::Forwarded, facts: Facts<'a> },
     /// The record was refused; the driver renders it (Kafka record or JSON line).
     DeadLetter(DeadLetter),
 }
 
-pub use crate::encode::Alerted;
+pub use crate::encode::{Alerted, Alerts};
 
 /// What the Kafka edge measures of an event (its metrics): the core only says it.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -107,8 +107,8 @@ pub trait Processor: Send + Sync {
         _matched: &[&str],
         _state: &mut Self::State,
         _now_ms: i64,
-    ) -> Result<Vec<Arc<Alerted>>, DeadLetter> {
-        Ok(Vec::new())
+    ) -> Result<Alerts, DeadLetter> {
+        Ok(Alerts::new())
     }
 }
 
@@ -212,7 +212,7 @@ impl Processor for Pipeline {
         matched: &[&str],
         sessions: &mut Sessions,
         now_ms: i64,
-    ) -> Result<Vec<Arc<Alerted>>, DeadLetter> {
+    ) -> Result<Alerts, DeadLetter> {
         Pipeline::process_tenant(self, record, matched, sessions, now_ms)
     }
 }
@@ -335,9 +335,9 @@ impl Pipeline {
         match self.enrich(record.value, &record.source, now_ms) {
             Ok(mut event) => {
                 let rules = self.rules.load();
-                let mut forward = Vec::new();
+                let mut forward = crate::rules::Forwarded::new();
                 let (view, alerts) = if rules.rules().is_empty() {
-                    (sessions.apply(&mut event, record.position, now_ms), Vec::new())
+                    (sessions.apply(&mut event, record.position, now_ms), Alerts::new())
                 } else {
                     let forwarding = self.tenant_topic.is_some() && rules.has_tenant_scope();
                     let tenant = forwarding.then_some(&mut forward);
@@ -362,7 +362,7 @@ impl Pipeline {
         matched: &[&str],
         sessions: &mut Sessions,
         now_ms: i64,
-    ) -> Result<Vec<Arc<Alerted>>, DeadLetter> {
+    ) -> Result<Alerts, DeadLetter> {
         let event = self.enrich(record.value, &record.source, now_ms)?;
         let rules = self.rules.load();
         Ok(sessions.apply_tenant(&event, matched, record.position, now_ms, &rules))

@@ -629,7 +629,7 @@ mod tests {
         let pipeline = Pipeline::new(&Config::defaults(), ReasonCatalog::builtin()).unwrap();
         let rules = crate::rules::RuleSet::defaults();
         let mut sessions = crate::session::Sessions::new(crate::session::SessionLimits::default());
-        let mut alerts = Vec::new();
+        let mut alerts = crate::encode::Alerts::new();
         for offset in 1..=5 {
             let (at, action) = (1_767_261_000 + offset * 300, if offset % 2 == 1 { "pause" } else { "resume" });
             let value = format!(

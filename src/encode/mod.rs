@@ -79,6 +79,9 @@ pub fn event_record<'a>(event: &Event<'a>, template: &TopicTemplate, format: For
     Output { topic, key, value: Cow::Owned(value), headers }
 }
 
+/// The alerts one record fired (most fire none or one: inline up to two).
+pub type Alerts = smallvec::SmallVec<[std::sync::Arc<Alerted>; 2]>;
+
 /// An alert's output record, and what the edge measures of it. Shared: the session store
 /// keeps it for a replay (and writes it to the changelog) while the edge produces it.
 #[derive(Debug, Clone, PartialEq)]

@@ -61,7 +61,7 @@ use crate::config::Config;
 use crate::decode::{ErrorCode, Rejection};
 use crate::encode::{DeadLetter, Headers as OutputHeaders, Output};
 use crate::model::Source;
-use crate::pipeline::{Alerted, Outcome, PartitionState, Processor, Record};
+use crate::pipeline::{Alerted, Alerts, Outcome, PartitionState, Processor, Record};
 use crate::telemetry::{self, DeliveryMeters, Meters, Published};
 use rdkafka::config::ClientConfig;
 
@@ -1080,9 +1080,9 @@ impl Extra {
 #[allow(clippy::large_enum_variant)]
 enum Step<'a, 't> {
     /// An enriched event, the alerts it fired, and the tenant-scoped rules it matched.
-    Event { output: Output<'a>, alerts: Vec<Arc<Alerted>>, forward: Vec<Arc<str>>, tenant: Option<String> },
+    Event { output: Output<'a>, alerts: Alerts, forward: crate::rules::Forwarded, tenant: Option<String> },
     /// A record of the tenant topic, counted for its tenant: the alerts it fired.
-    Tenant(Vec<Arc<Alerted>>),
+    Tenant(Alerts),
     /// Input to re-key: produced to the repartition topic `topic` with key `key`.
     Rekeyed { topic: &'t str, key: Vec<u8> },
     /// A refused record.

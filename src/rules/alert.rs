@@ -21,8 +21,7 @@ pub enum EvidenceCode {
 }
 
 /// One event an alert is about: where it was read, what it was.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Evidence {
     pub message_id: Box<str>,
     pub action: Option<Action>,
@@ -34,7 +33,88 @@ pub struct Evidence {
     pub offset: i64,
 }
 
+/// An [`Evidence`], borrowed (from an evidence held, or from the event itself): what the
+/// encodings are written from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EvidenceRef<'a> {
+    pub message_id: &'a str,
+    pub action: Option<Action>,
+    pub reason_code: Option<EvidenceCodeRef<'a>>,
+    /// Epoch milliseconds.
+    pub incident_time: i64,
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// An [`EvidenceCode`], borrowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum EvidenceCodeRef<'a> {
+    Numeric(i64),
+    Raw(&'a str),
+}
+
+/// The JSON contract: the same document as its [`EvidenceRef`]'s.
+impl Serialize for Evidence {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.as_ref().serialize(serializer)
+    }
+}
+
+impl<'a> EvidenceRef<'a> {
+    /// The evidence `event` is.
+    pub fn of(event: &'a Event<'_>) -> EvidenceRef<'a> {
+        EvidenceRef {
+            message_id: &event.message_id,
+            action: event.action,
+            reason_code: match &event.reason_code {
+                ReasonCode::None => None,
+                ReasonCode::Numeric(code) => Some(EvidenceCodeRef::Numeric(*code)),
+                ReasonCode::Raw(raw) => Some(EvidenceCodeRef::Raw(raw)),
+            },
+            incident_time: event.incident_time,
+            topic: &event.source.topic,
+            partition: event.source.partition,
+            offset: event.source.offset,
+        }
+    }
+
+    /// An owned copy.
+    pub fn to_owned(&self) -> Evidence {
+        Evidence {
+            message_id: Box::from(self.message_id),
+            action: self.action,
+            reason_code: self.reason_code.map(|code| match code {
+                EvidenceCodeRef::Numeric(code) => EvidenceCode::Numeric(code),
+                EvidenceCodeRef::Raw(raw) => EvidenceCode::Raw(Box::from(raw)),
+            }),
+            incident_time: self.incident_time,
+            topic: Arc::from(self.topic),
+            partition: self.partition,
+            offset: self.offset,
+        }
+    }
+}
+
 impl Evidence {
+    /// Borrowed.
+    pub fn as_ref(&self) -> EvidenceRef<'_> {
+        EvidenceRef {
+            message_id: &self.message_id,
+            action: self.action,
+            reason_code: self.reason_code.as_ref().map(|code| match code {
+                EvidenceCode::Numeric(code) => EvidenceCodeRef::Numeric(*code),
+                EvidenceCode::Raw(raw) => EvidenceCodeRef::Raw(raw),
+            }),
+            incident_time: self.incident_time,
+            topic: &self.topic,
+            partition: self.partition,
+            offset: self.offset,
+        }
+    }
+
     pub fn of(event: &Event<'_>) -> Evidence {
         Evidence {
             message_id: Box::from(&*event.message_id),
@@ -96,13 +176,13 @@ pub struct AlertView<'a> {
     pub window_start: i64,
     pub window_end: i64,
     pub fired_at: i64,
-    pub evidence: &'a [Evidence],
+    pub evidence: &'a [EvidenceRef<'a>],
 }
 
 /// The JSON contract: the same document as its [`AlertView`]'s.
 impl Serialize for Alert {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.view().serialize(serializer)
+        self.with_view(|view| view.serialize(serializer))
     }
 }
 
@@ -110,9 +190,10 @@ impl Serialize for Alert {
 pub const ALERT_SCHEMA: &str = "acs.v1.Alert";
 
 impl Alert {
-    /// Its fields, borrowed.
-    pub fn view(&self) -> AlertView<'_> {
-        AlertView {
+    /// `f` of its fields, borrowed.
+    pub fn with_view<R>(&self, f: impl FnOnce(&AlertView<'_>) -> R) -> R {
+        let evidence: SmallVec<[EvidenceRef<'_>; 4]> = self.evidence.iter().map(Evidence::as_ref).collect();
+        f(&AlertView {
             alert_id: &self.alert_id,
             rule_id: &self.rule_id,
             severity: self.severity,
@@ -125,13 +206,13 @@ impl Alert {
             window_start: self.window_start,
             window_end: self.window_end,
             fired_at: self.fired_at,
-            evidence: &self.evidence,
-        }
+            evidence: &evidence,
+        })
     }
 
     /// The alert contract's JSON document.
     pub fn to_json(&self) -> String {
-        self.view().to_json()
+        self.with_view(|view| view.to_json())
     }
 
     /// As `acs.v1.Alert` (proto/acs/v1/alert.proto).
@@ -177,7 +258,7 @@ impl Alert {
 
     /// The `acs.v1.Alert` encoding: see [`AlertView::to_proto_vec`].
     pub fn to_proto_vec(&self) -> Vec<u8> {
-        self.view().to_proto_vec()
+        self.with_view(|view| view.to_proto_vec())
     }
 }
 
@@ -200,7 +281,7 @@ impl<'a> AlertView<'a> {
             window_start: self.window_start,
             window_end: self.window_end,
             fired_at: self.fired_at,
-            evidence: self.evidence.to_vec(),
+            evidence: self.evidence.iter().map(EvidenceRef::to_owned).collect(),
         }
     }
 
@@ -214,7 +295,8 @@ impl<'a> AlertView<'a> {
     /// them); equal, byte for byte, to `Alert::to_proto().encode_to_vec()` (tested).
     pub fn to_proto_vec(&self) -> Vec<u8> {
         let severity = severity(self.severity) as i32;
-        let evidence: SmallVec<[(usize, &Evidence); 4]> = self.evidence.iter().map(|e| (e.proto_len(), e)).collect();
+        let evidence: SmallVec<[(usize, &EvidenceRef<'_>); 4]> =
+            self.evidence.iter().map(|e| (e.proto_len(), e)).collect();
         let mut len = str_len(1, self.alert_id)
             + str_len(2, self.rule_id)
             + int_len(3, i64::from(severity))
@@ -318,45 +400,47 @@ fn severity(severity: Severity) -> pb::Severity {
     }
 }
 
-impl Evidence {
+impl EvidenceRef<'_> {
     fn action_number(&self) -> i64 {
         i64::from(self.action.map_or(pb::Action::Unspecified, crate::encode::proto::action) as i32)
     }
 
     /// Encoded length of its `acs.v1.Evidence`.
     fn proto_len(&self) -> usize {
-        let code = match &self.reason_code {
+        let code = match self.reason_code {
             None => 0,
             // A oneof member is written even when 0 or empty.
-            Some(EvidenceCode::Numeric(code)) => key_len(3) + encoded_len_varint(*code as u64),
-            Some(EvidenceCode::Raw(raw)) => bytes_len(4, raw),
+            Some(EvidenceCodeRef::Numeric(code)) => key_len(3) + encoded_len_varint(code as u64),
+            Some(EvidenceCodeRef::Raw(raw)) => bytes_len(4, raw),
         };
-        str_len(1, &self.message_id)
+        str_len(1, self.message_id)
             + int_len(2, self.action_number())
             + code
             + int_len(5, self.incident_time)
-            + str_len(6, &self.topic)
+            + str_len(6, self.topic)
             + int_len(7, i64::from(self.partition))
             + int_len(8, self.offset)
     }
 
     fn put_proto(&self, buf: &mut Vec<u8>) {
-        put_str(buf, 1, &self.message_id);
+        put_str(buf, 1, self.message_id);
         put_int(buf, 2, self.action_number());
-        match &self.reason_code {
+        match self.reason_code {
             None => {}
-            Some(EvidenceCode::Numeric(code)) => {
+            Some(EvidenceCodeRef::Numeric(code)) => {
                 put_key(buf, 3, WireType::Varint);
-                put_varint(buf, *code as u64);
+                put_varint(buf, code as u64);
             }
-            Some(EvidenceCode::Raw(raw)) => put_bytes(buf, 4, raw.as_bytes()),
+            Some(EvidenceCodeRef::Raw(raw)) => put_bytes(buf, 4, raw.as_bytes()),
         }
         put_int(buf, 5, self.incident_time);
-        put_str(buf, 6, &self.topic);
+        put_str(buf, 6, self.topic);
         put_int(buf, 7, i64::from(self.partition));
         put_int(buf, 8, self.offset);
     }
+}
 
+impl Evidence {
     /// As `acs.v1.Evidence` (proto/acs/v1/alert.proto).
     pub(crate) fn to_proto(&self) -> pb::Evidence {
         pb::Evidence {
@@ -398,7 +482,7 @@ impl Evidence {
 /// tenant id), the group (e.g. the signal kind; empty without one), and the first
 /// evidence's message id and incident time: the same input yields the same id.
 pub fn alert_id(rule: &str, scope_key: &str, group: &str, first: &Evidence) -> String {
-    alert_id_in(&mut [0; ALERT_ID_LEN], rule, scope_key, group, first).to_owned()
+    alert_id_in(&mut [0; ALERT_ID_LEN], rule, scope_key, group, &first.as_ref()).to_owned()
 }
 
 /// The length of an alert id (a hyphenated UUID).
@@ -410,9 +494,9 @@ pub(crate) fn alert_id_in<'t>(
     rule: &str,
     scope_key: &str,
     group: &str,
-    first: &Evidence,
+    first: &EvidenceRef<'_>,
 ) -> &'t str {
-    let parts = [rule, scope_key, group, &first.message_id];
+    let parts = [rule, scope_key, group, first.message_id];
     let len = parts.iter().map(|part| part.len() + 1).sum::<usize>() + 8;
     let fill = |bytes: &mut [u8]| {
         let mut at = 0;

@@ -22,9 +22,9 @@ use std::time::Duration;
 
 use xxhash_rust::xxh3::xxh3_64;
 
-use smallvec::{SmallVec, smallvec};
+use smallvec::SmallVec;
 
-use super::alert::{ALERT_ID_LEN, Alert, AlertView, Evidence, alert_id_in};
+use super::alert::{ALERT_ID_LEN, Alert, AlertView, Evidence, EvidenceRef, alert_id_in};
 use super::config::{EventBits, GroupBy, MAX_DISTINCT, Match, Part, Rule, RuleSet, Scope};
 use crate::model::{Anomaly, Event, PauseAbout, ReasonCode, SessionView, Signal, SignalKind};
 
@@ -131,6 +131,10 @@ fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// The ids of the tenant-scoped rules an event matched, to be counted where its tenant's
+/// events meet (most match none or one: inline up to two).
+pub type Forwarded = SmallVec<[Arc<str>; 2]>;
+
 /// Where the tenant-scoped rules of an evaluation are counted.
 #[derive(Debug)]
 pub enum Tenant<'s> {
@@ -140,7 +144,7 @@ pub enum Tenant<'s> {
     /// Elsewhere: the ids of the tenant-scoped rules the event matches are pushed here, to be
     /// counted by [`evaluate_tenant`] where all of the tenant's events meet (the Kafka
     /// runtime re-keys them by tenant through an internal topic).
-    Forward(&'s mut Vec<Arc<str>>),
+    Forward(&'s mut Forwarded),
 }
 
 /// Evaluates `event` (enriched, its session view `view` already applied) against `rules`.
@@ -223,7 +227,7 @@ pub fn forward_again(
     event: &Event<'_>,
     view: &SessionView,
     session: &RuleState,
-    matched: &mut Vec<Arc<str>>,
+    matched: &mut Forwarded,
 ) {
     let facts = Facts {
         new_ip: false,
@@ -371,7 +375,7 @@ fn count(
     let cooldown = millis(rule.cooldown);
     if rule.count == 1 && cooldown == 0 {
         // Nothing to remember.
-        return alert(rule, event, scope_key, group, &[Evidence::of(event)], fired);
+        return alert(rule, event, scope_key, group, &[EvidenceRef::of(event)], fired);
     }
     // By pointer first: windows share the rule set's id once pruned (see `rule_of`).
     let index = match (state.windows.iter().position(|w| Arc::ptr_eq(&w.rule, &rule.id) && same_group(w.group, group)))
@@ -386,20 +390,31 @@ fn count(
     let window = &mut state.windows[index];
     let evidence = count_in(rule, window, event, cooldown);
     state.prune_due.at = state.prune_due.at.min(forget_at(window, rule, cooldown));
-    if let Some(evidence) = evidence {
-        alert(rule, event, scope_key, group, &evidence, fired);
+    match evidence {
+        None => {}
+        Some(Counted::Event) => alert(rule, event, scope_key, group, &[EvidenceRef::of(event)], fired),
+        Some(Counted::Held(held)) => {
+            let evidence: SmallVec<[EvidenceRef<'_>; 4]> = held.iter().map(Evidence::as_ref).collect();
+            alert(rule, event, scope_key, group, &evidence, fired);
+        }
     }
+}
+
+/// What an alert that fires is about: the event alone, or the matches a window held.
+enum Counted {
+    Event,
+    Held(Vec<Evidence>),
 }
 
 /// Counts `event`, a match of `rule`, in `window` (the rule's window in the scope, not
 /// pruned since); the evidence of the alert when it fires.
-fn count_in(rule: &Rule, window: &mut Window, event: &Event<'_>, cooldown: i64) -> Option<SmallVec<[Evidence; 1]>> {
+fn count_in(rule: &Rule, window: &mut Window, event: &Event<'_>, cooldown: i64) -> Option<Counted> {
     let at = event.incident_time;
     let fired = if rule.count == 1 {
         if cooling(window.last_fired, at, cooldown) {
             return None;
         }
-        smallvec![Evidence::of(event)]
+        Counted::Event
     } else {
         let mut at_index = window.matches.partition_point(|e| e.incident_time <= at);
         window.matches.insert(at_index, Evidence::of(event));
@@ -418,7 +433,7 @@ fn count_in(rule: &Rule, window: &mut Window, event: &Event<'_>, cooldown: i64) 
         let start = (first..=at_index)
             .take_while(|start| start + span <= window.matches.len())
             .find(|start| time(start + span - 1) - time(*start) < width)?;
-        window.matches.drain(start..start + span).collect()
+        Counted::Held(window.matches.drain(start..start + span).collect())
     };
     window.last_fired = Some(window.last_fired.map_or(at, |last| last.max(at)));
     Some(fired)
@@ -442,7 +457,7 @@ fn alert(
     event: &Event<'_>,
     scope_key: &str,
     group: &str,
-    evidence: &[Evidence],
+    evidence: &[EvidenceRef<'_>],
     fired: &mut impl FnMut(&AlertView<'_>),
 ) {
     let session = rule.scope == Scope::Session;

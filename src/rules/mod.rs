@@ -17,7 +17,9 @@ pub mod engine;
 
 pub use alert::{Alert, AlertView, Evidence, EvidenceCode};
 pub use config::{GroupBy, Rule, RuleSet, RulesError, Scope, Severity};
-pub use engine::{RuleState, Tenant, evaluate, evaluate_into, evaluate_tenant, evaluate_tenant_into, forward_again};
+pub use engine::{
+    Forwarded, RuleState, Tenant, evaluate, evaluate_into, evaluate_tenant, evaluate_tenant_into, forward_again,
+};
 
 /// The rules' state of one session (or, on the tenant side, one tenant), kept by the session
 /// store beside the session's state, in the same changelog record.

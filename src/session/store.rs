@@ -10,7 +10,7 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use super::changelog::{self, ChangelogError, InputPartition};
 use super::machine::{self, Outcome};
-use crate::encode::{AlertEncoder, Alerted};
+use crate::encode::{AlertEncoder, Alerted, Alerts};
 use crate::model::{Action, ActionStatus, Anomaly, Event, SessionView, Status};
 use crate::rules::{self, Fired, RuleSet, RuleState, SessionRules};
 
@@ -351,8 +351,8 @@ impl Sessions {
         event: &mut Event<'_>,
         position: i64,
         now: i64,
-        rules: Option<(&RuleSet, Option<&mut Vec<Arc<str>>>)>,
-    ) -> (SessionView, Vec<Arc<Alerted>>) {
+        rules: Option<(&RuleSet, Option<&mut rules::Forwarded>)>,
+    ) -> (SessionView, Alerts) {
         let id = &*event.delivery_execution_id;
         // Looked up once on the hot path (a helper returning the entry would need two lookups
         // for the borrow checker).
@@ -378,7 +378,7 @@ impl Sessions {
         }
         let view = apply_to(state, &self.limits, event, position, now);
         let Some((rule_set, forward)) = rules else {
-            return (view, Vec::new());
+            return (view, Alerts::new());
         };
         let session = state.rules.get_or_insert_default();
         let tenant = match forward {
@@ -388,7 +388,7 @@ impl Sessions {
                 None => self.tenant_rules.entry(state.tenant_id.clone()).or_default(),
             }),
         };
-        let mut alerts = Vec::new();
+        let mut alerts = Alerts::new();
         let encoder = &self.alerts;
         rules::evaluate_into(rule_set, event, &view, &mut session.state, tenant, |alert| {
             alerts.push(Arc::new(encoder.record(alert)));
@@ -409,7 +409,7 @@ impl Sessions {
         position: i64,
         now: i64,
         rule_set: &RuleSet,
-    ) -> Vec<Arc<Alerted>> {
+    ) -> Alerts {
         let id = &*event.tenant_id;
         // Looked up once on the hot path (a helper returning the entry would need two lookups
         // for the borrow checker).
@@ -433,7 +433,7 @@ impl Sessions {
         state.recent_ids.forget_older(now, self.limits.horizon_minutes());
         let id_hash = xxh3_64(event.message_id.as_bytes());
         if state.recent_ids.contains(id_hash) {
-            return Vec::new();
+            return Alerts::new();
         }
         state.recent_ids.push(id_hash, now, TENANT_RECENT_IDS);
         state.sequence += 1;
@@ -441,7 +441,7 @@ impl Sessions {
         state.last_seen = state.last_seen.max(event.incident_time);
         state.touched_at = now;
         let tenant = state.rules.get_or_insert_default();
-        let mut alerts = Vec::new();
+        let mut alerts = Alerts::new();
         let encoder = &self.alerts;
         rules::evaluate_tenant_into(rule_set, event, matched, &mut tenant.state, |alert| {
             alerts.push(Arc::new(encoder.record(alert)));
@@ -460,8 +460,8 @@ fn mark_dirty(state: &mut SessionState, dirty: &mut Vec<String>, id: &str) {
 }
 
 /// The alerts the event at `position` fired when first processed, if still kept.
-fn replayed(state: &SessionState, position: i64) -> Vec<Arc<Alerted>> {
-    state.rules.as_ref().map_or_else(Vec::new, |rules| {
+fn replayed(state: &SessionState, position: i64) -> Alerts {
+    state.rules.as_ref().map_or_else(Alerts::new, |rules| {
         rules.fired.iter().filter(|fired| fired.position == position).map(|fired| fired.alert.clone()).collect()
     })
 }

@@ -436,7 +436,7 @@ fn a_tenant_entry_keeps_its_rule_state_through_a_restore() {
     );
     let mut sessions = Sessions::new(SessionLimits::default());
     let mut event = event(&pipeline, &error, 1);
-    let mut forward = Vec::new();
+    let mut forward = crate::rules::Forwarded::new();
     sessions.apply_evaluating(&mut event, 1, NOW, Some((&rules, Some(&mut forward))));
     assert_eq!(forward.iter().map(|id| &**id).collect::<Vec<_>>(), ["technical-burst"]);
     assert!(sessions.apply_tenant(&event, &forward, 1, NOW, &rules).is_empty());
@@ -462,20 +462,20 @@ fn an_event_processed_again_is_forwarded_again_and_its_tenant_counts_it_once() {
     // The session side forwards each error; the tenant-topic records are at positions 1..=19.
     for n in 1..=19 {
         let mut event = event(&pipeline, &error(&format!("e{n}"), n), n);
-        let mut forward = Vec::new();
+        let mut forward = crate::rules::Forwarded::new();
         sessions.apply_evaluating(&mut event, n, NOW, Some((&rules, Some(&mut forward))));
         assert!(tenant.apply_tenant(&event, &forward, n, NOW, &rules).is_empty());
     }
     // The 19th is processed again after a crash (its session already past it): forwarded again.
     let mut again = event(&pipeline, &error("e19", 19), 19);
-    let mut forward = Vec::new();
+    let mut forward = crate::rules::Forwarded::new();
     sessions.apply_evaluating(&mut again, 19, NOW, Some((&rules, Some(&mut forward))));
     assert_eq!(forward.iter().map(|id| &**id).collect::<Vec<_>>(), ["technical-burst"]);
     // Its second tenant-topic record (a new position) is not counted: still 19 errors.
     assert!(tenant.apply_tenant(&again, &forward, 20, NOW, &rules).is_empty(), "counted twice");
     // The 20th distinct error fires.
     let mut twentieth = event(&pipeline, &error("e20", 20), 20);
-    let mut forward = Vec::new();
+    let mut forward = crate::rules::Forwarded::new();
     sessions.apply_evaluating(&mut twentieth, 20, NOW, Some((&rules, Some(&mut forward))));
     let fired = tenant.apply_tenant(&twentieth, &forward, 21, NOW, &rules);
     assert_eq!(fired.len(), 1);
