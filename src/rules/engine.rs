@@ -163,7 +163,8 @@ pub fn evaluate(
 }
 
 /// [`evaluate`], each alert given to `fired` as it fires (borrowed: encoded or copied
-/// there, without an owned alert in between), in rule order.
+/// there, without an owned alert in between), in rule order. `fired` must not evaluate
+/// (the summary it is given lives in a buffer of the thread, reused).
 pub fn evaluate_into(
     rules: &RuleSet,
     event: &Event<'_>,
@@ -476,27 +477,42 @@ fn alert(
             &rendered
         }
     };
-    fired(&AlertView {
-        alert_id,
-        rule_id: &rule.id,
-        severity: rule.severity,
-        tenant_id: &event.tenant_id,
-        delivery_execution_id: session.then_some(&*event.delivery_execution_id),
-        test_taker: event.test_taker.as_deref().filter(|_| session),
-        title,
-        summary: &render(&rule.summary_parts, event, count),
-        count,
-        window_start,
-        window_end,
-        fired_at: event.incident_time,
-        evidence,
+    SUMMARY.with_borrow_mut(|summary| {
+        summary.clear();
+        render_into(summary, &rule.summary_parts, event, count);
+        fired(&AlertView {
+            alert_id,
+            rule_id: &rule.id,
+            severity: rule.severity,
+            tenant_id: &event.tenant_id,
+            delivery_execution_id: session.then_some(&*event.delivery_execution_id),
+            test_taker: event.test_taker.as_deref().filter(|_| session),
+            title,
+            summary,
+            count,
+            window_start,
+            window_end,
+            fired_at: event.incident_time,
+            evidence,
+        })
     });
+}
+
+thread_local! {
+    /// The summary of the alert being fired, rendered here: one buffer for every alert of
+    /// the thread (`fired` copies what it keeps of it).
+    static SUMMARY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
 }
 
 /// Fills a compiled title or summary's placeholders.
 fn render(parts: &[Part], event: &Event<'_>, count: u32) -> String {
-    // Room for the longest values placeholders usually take.
-    let mut out = String::with_capacity(64 + event.delivery_execution_id.len() + event.tenant_id.len());
+    let mut out = String::new();
+    render_into(&mut out, parts, event, count);
+    out
+}
+
+/// [`render`], into `out`.
+fn render_into(out: &mut String, parts: &[Part], event: &Event<'_>, count: u32) {
     for part in parts {
         match part {
             Part::Text(text) => out.push_str(text),
@@ -512,7 +528,6 @@ fn render(parts: &[Part], event: &Event<'_>, count: u32) -> String {
             },
         }
     }
-    out
 }
 
 /// The rule of `rules` with id `id`, looked up by pointer first; `id` then shares the rule

@@ -311,11 +311,8 @@ impl Sessions {
         // Let go now, not at the session's next event: a session that ended (or went quiet)
         // would keep its last alerts until it expires. Not a change to write: a restored
         // session that still has them lets them go at the next call past them.
-        if self.kept.is_empty() {
-            return;
-        }
-        self.kept.sort_unstable();
-        self.kept.dedup();
+        // An entry is listed once as a rule (see `keep_fired`); after a restore it may be
+        // listed twice, which only visits it twice.
         let sessions = &mut self.sessions;
         self.kept.retain(|id| {
             let Some(rules) = sessions.get_mut(&**id).and_then(|state| state.rules.as_deref_mut()) else {
@@ -476,8 +473,13 @@ fn keep_fired(
     committed: i64,
     kept: Option<(&mut Vec<Box<str>>, &str)>,
 ) {
+    // In position order: when the first is not committed, none is (and `committed` let go
+    // of the alerts of listed entries already: this is for those restored unlisted).
+    if rules.fired.first().is_some_and(|fired| fired.position < committed) {
+        rules.fired.retain(|fired| fired.position >= committed);
+    }
+    // Listed while it keeps some: listed when it starts to.
     let listed = !rules.fired.is_empty();
-    rules.fired.retain(|fired| fired.position >= committed);
     if let Some((kept, id)) = kept {
         rules.fired.extend(alerts.iter().map(|alert| Fired { position, alert: alert.clone() }));
         if !listed && !rules.fired.is_empty() {
@@ -669,7 +671,10 @@ impl Sessions {
                 if let Some(state) =
                     self.decoder.decode(value, topic, partition, |tenant| intern(tenants, tenant), &self.alerts)?
                 {
-                    if state.rules.as_ref().is_some_and(|rules| !rules.fired.is_empty()) {
+                    let keeps =
+                        |state: &SessionState| state.rules.as_ref().is_some_and(|rules| !rules.fired.is_empty());
+                    // Not listed again when the entry it replaces is.
+                    if keeps(&state) && !self.sessions.get(id).is_some_and(|old| keeps(old)) {
                         self.kept.push(Box::from(id));
                     }
                     self.sessions.insert(Box::from(id), Box::new(state));
