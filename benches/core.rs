@@ -45,7 +45,7 @@ fn run(pipeline: &Pipeline, corpus: &[Vec<u8>], topic: &Arc<str>, now: i64) -> u
         let record = Record::new(None, value, source);
         bytes += match pipeline.process(&record, &mut sessions, now) {
             Outcome::Event { output, alerts, .. } => {
-                output.value.len() + alerts.iter().map(|a| a.output.value.len()).sum::<usize>()
+                output.value.len() + alerts.iter().map(|a| a.output().value.len()).sum::<usize>()
             }
             Outcome::DeadLetter(dead) => dead.rejection.detail.len(),
         };

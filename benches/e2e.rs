@@ -104,7 +104,7 @@ impl Processor for PassThrough {
             }
         };
         let output = Output {
-            topic: topic.clone(),
+            topic: Cow::Owned(topic.clone()),
             key: record.key.map(Cow::Borrowed),
             value: Cow::Borrowed(record.value),
             headers: self.headers.clone(),

@@ -393,7 +393,7 @@ mod tests {
                 assert_eq!(dead.rejection.code, crate::decode::ErrorCode::InvalidTime);
                 assert_eq!((dead.source.partition, dead.source.offset, dead.processed_at), (1, 5, NOW));
                 let kafka = dead.to_record(pipeline.dead_letter_topic(), Some(b"k"), bad);
-                assert_eq!((kafka.topic.as_str(), &*kafka.value), ("acs.dlq", &bad[..]));
+                assert_eq!((&*kafka.topic, &*kafka.value), ("acs.dlq", &bad[..]));
             }
             other => panic!("{other:?}"),
         }

@@ -98,8 +98,8 @@ async fn no_personal_data_is_logged() {
         if let Outcome::Event { output, alerts, .. } =
             offline.process(&Record::new(None, &input.value, source), &mut offline.sessions(), now_ms())
         {
-            topics.insert(output.topic);
-            alert_topics.extend(alerts.iter().map(|alerted| alerted.output.topic.clone()));
+            topics.insert(output.topic.into_owned());
+            alert_topics.extend(alerts.iter().map(|alerted| alerted.topic().to_owned()));
         }
     }
     // Alerts of tenants without an alert offline may still fire in another order: all of them.

@@ -229,13 +229,23 @@ fn core_outputs() -> CoreOutputs {
             (Outcome::Event { output, .. }, Outcome::Event { output: contract, .. }) => {
                 let headers = output.headers.iter().map(|(name, value)| (*name, value.to_string())).collect();
                 let key = output.key.map(|k| k.to_vec());
-                outputs.records.push(Out { topic: output.topic, key, value: output.value.to_vec(), headers });
+                outputs.records.push(Out {
+                    topic: output.topic.into_owned(),
+                    key,
+                    value: output.value.to_vec(),
+                    headers,
+                });
                 outputs.events.insert(offset, contract.value.to_vec());
             }
             (Outcome::DeadLetter(dead), Outcome::DeadLetter(_)) => {
                 let output = dead.to_record(protobuf.dead_letter_topic(), key.as_deref(), value);
                 let headers = output.headers.iter().map(|(name, value)| (*name, value.to_string())).collect();
-                outputs.records.push(Out { topic: output.topic, key: key.clone(), value: value.clone(), headers });
+                outputs.records.push(Out {
+                    topic: output.topic.into_owned(),
+                    key: key.clone(),
+                    value: value.clone(),
+                    headers,
+                });
                 let code = dead.rejection.code.as_str().to_owned();
                 outputs.dead.insert(offset, Dead { code, key: key.clone(), value: value.clone() });
             }

@@ -120,10 +120,11 @@ pub fn run(pipeline: &Pipeline, options: &ProcessOptions) -> Result<Summary, Pro
                 for alerted in alerts {
                     summary.alerts += 1;
                     *summary.per_rule.entry((alerted.rule.to_string(), alerted.severity)).or_default() += 1;
-                    outputs.write(&alerted.output.topic, &alerted.output.value)?;
-                    *summary.per_topic.entry(alerted.output.topic.clone()).or_default() += 1;
+                    let alert = alerted.output();
+                    outputs.write(&alert.topic, &alert.value)?;
+                    *summary.per_topic.entry(alert.topic.into_owned()).or_default() += 1;
                 }
-                (output.topic, output.value)
+                (output.topic.into_owned(), output.value)
             }
             Outcome::DeadLetter(dead) => {
                 summary.dead_letters += 1;

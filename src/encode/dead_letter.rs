@@ -45,7 +45,12 @@ impl DeadLetter {
             (headers::SOURCE_OFFSET, Cow::Owned(self.source.offset.to_string())),
             (headers::PROCESSOR_VERSION, Cow::Borrowed(crate::VERSION)),
         ];
-        Output { topic: topic.to_owned(), key: key.map(Cow::Borrowed), value: Cow::Borrowed(value), headers }
+        Output {
+            topic: Cow::Owned(topic.to_owned()),
+            key: key.map(Cow::Borrowed),
+            value: Cow::Borrowed(value),
+            headers,
+        }
     }
 
     /// The dead letter without the original value, for when the full one was refused as too
@@ -150,7 +155,7 @@ mod tests {
     fn kafka_dead_letters_keep_the_original_bytes_and_carry_every_header() {
         let record = dead_letter().to_record("acs.dlq", Some(b"k"), b"{\"a\":");
         assert_eq!(
-            (record.topic.as_str(), record.key.as_deref(), &*record.value),
+            (&*record.topic, record.key.as_deref(), &*record.value),
             ("acs.dlq", Some(&b"k"[..]), &b"{\"a\":"[..])
         );
         let names: Vec<&str> = record.headers.iter().map(|(name, _)| *name).collect();

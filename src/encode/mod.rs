@@ -18,10 +18,22 @@ use crate::model::Event;
 /// (the producer copies them when it sends).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Output<'a> {
-    pub topic: String,
+    pub topic: Cow<'a, str>,
     pub key: Option<Cow<'a, [u8]>>,
     pub value: Cow<'a, [u8]>,
     pub headers: Headers,
+}
+
+impl Output<'_> {
+    /// The same record, borrowed.
+    pub fn borrowed(&self) -> Output<'_> {
+        Output {
+            topic: Cow::Borrowed(&self.topic),
+            key: self.key.as_deref().map(Cow::Borrowed),
+            value: Cow::Borrowed(&self.value),
+            headers: self.headers.clone(),
+        }
+    }
 }
 
 /// Record headers: name and text value, inline up to an event's four.
@@ -76,7 +88,7 @@ pub fn event_record<'a>(event: &Event<'a>, template: &TopicTemplate, format: For
         Format::Protobuf => proto::to_vec(event, input_len + ENCODE_MARGIN),
         Format::Json => json::to_vec(event),
     };
-    Output { topic, key, value: Cow::Owned(value), headers }
+    Output { topic: Cow::Owned(topic), key, value: Cow::Owned(value), headers }
 }
 
 /// The alerts one record fired (most fire none or one: inline up to two).
@@ -86,17 +98,39 @@ pub type Alerts = smallvec::SmallVec<[std::sync::Arc<Alerted>; 2]>;
 /// keeps it for a replay (and writes it to the changelog) while the edge produces it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Alerted {
-    pub output: Output<'static>,
+    topic: String,
+    /// Encoded as `format` says.
+    value: Vec<u8>,
+    format: Format,
+    /// Its `acs.v1.Alert` encoding when `value` is not it (JSON).
+    proto: Option<Box<[u8]>>,
+    /// Where the key (the session, or the tenant for a tenant-scoped rule) is in
+    /// [`Alerted::proto`].
+    key: std::ops::Range<usize>,
     pub rule: std::sync::Arc<str>,
     pub severity: crate::rules::Severity,
-    /// Its `acs.v1.Alert` encoding when the output's value is not it (JSON).
-    proto: Option<Box<[u8]>>,
 }
 
 impl Alerted {
+    /// Its output record: to its tenant's alerts topic, keyed by its session (its tenant for
+    /// a tenant-scoped rule).
+    pub fn output(&self) -> Output<'_> {
+        let headers = smallvec::smallvec![
+            (headers::CONTENT_TYPE, Cow::Borrowed(self.format.content_type())),
+            (headers::SCHEMA, Cow::Borrowed(crate::rules::alert::ALERT_SCHEMA)),
+        ];
+        let key = Some(Cow::Borrowed(&self.proto()[self.key.clone()]));
+        Output { topic: Cow::Borrowed(&self.topic), key, value: Cow::Borrowed(&self.value), headers }
+    }
+
+    /// Its topic (its tenant's alerts topic).
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
     /// Its `acs.v1.Alert` encoding (what the changelog keeps).
     pub fn proto(&self) -> &[u8] {
-        self.proto.as_deref().unwrap_or(&self.output.value)
+        self.proto.as_deref().unwrap_or(&self.value)
     }
 
     /// The alert, decoded from [`Alerted::proto`]; `None` if it is not an alert of the
@@ -128,21 +162,19 @@ impl Default for AlertEncoder {
 impl AlertEncoder {
     /// An alert's output record, encoded once from its borrowed fields.
     pub fn record(&self, alert: &crate::rules::AlertView<'_>) -> Alerted {
-        let topic = self.template.render(alert.tenant_id);
-        let key = alert.delivery_execution_id.unwrap_or(alert.tenant_id).as_bytes().to_vec();
-        let headers = smallvec::smallvec![
-            (headers::CONTENT_TYPE, Cow::Borrowed(self.format.content_type())),
-            (headers::SCHEMA, Cow::Borrowed(crate::rules::alert::ALERT_SCHEMA)),
-        ];
+        let (proto, key) = alert.to_proto_keyed();
         let (value, proto) = match self.format {
-            Format::Protobuf => (alert.to_proto_vec(), None),
-            Format::Json => (alert.to_json().into_bytes(), Some(alert.to_proto_vec().into_boxed_slice())),
+            Format::Protobuf => (proto, None),
+            Format::Json => (alert.to_json().into_bytes(), Some(proto.into_boxed_slice())),
         };
         Alerted {
-            output: Output { topic, key: Some(Cow::Owned(key)), value: Cow::Owned(value), headers },
+            topic: self.template.render(alert.tenant_id),
+            value,
+            format: self.format,
+            proto,
+            key,
             rule: alert.rule_id.clone(),
             severity: alert.severity,
-            proto,
         }
     }
 }
@@ -193,6 +225,49 @@ mod tests {
                     let decoded: serde_json::Value = serde_json::from_slice(&record.value).unwrap();
                     assert_eq!(decoded["action"], "terminate");
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn alert_records_are_routed_keyed_and_labelled_in_both_formats() {
+        let evidence = vec![crate::rules::alert::evidence_sample("m1", 1_767_261_000_000, 41)];
+        let alert = |delivery: Option<&str>| crate::rules::Alert {
+            alert_id: "0b6c1f3e-8f4c-8d2a-9a53-6f1d5b2c7e90".into(),
+            rule_id: Arc::from("repeated-pauses"),
+            severity: crate::rules::Severity::Medium,
+            tenant_id: Arc::from("acme"),
+            delivery_execution_id: delivery.map(str::to_owned),
+            test_taker: None,
+            title: Arc::from("Repeated pauses"),
+            summary: "1 pause".into(),
+            count: 1,
+            window_start: 1,
+            window_end: 1,
+            fired_at: 1,
+            evidence: evidence.clone(),
+        };
+        let template = TopicTemplate::parse("x.{tenant}.alerts").unwrap();
+        for (format, content_type) in [(Format::Protobuf, "application/x-protobuf"), (Format::Json, "application/json")]
+        {
+            let encoder = AlertEncoder { template: template.clone(), format };
+            // Keyed by the session; by the tenant for a tenant-scoped alert.
+            for (delivery, key) in [(Some("u#d#h#acme"), "u#d#h#acme"), (None, "acme")] {
+                let alert = alert(delivery);
+                let alerted = alert.with_view(|view| encoder.record(view));
+                let output = alerted.output();
+                assert_eq!((&*output.topic, alerted.topic()), ("x.acme.alerts", "x.acme.alerts"));
+                assert_eq!(output.key.as_deref(), Some(key.as_bytes()));
+                let headers: Vec<(&str, &str)> = output.headers.iter().map(|(n, v)| (*n, v.as_ref())).collect();
+                assert_eq!(headers, [("content-type", content_type), ("acs-schema", "acs.v1.Alert")]);
+                let value = match format {
+                    Format::Protobuf => alert.to_proto_vec(),
+                    Format::Json => alert.to_json().into_bytes(),
+                };
+                assert_eq!(*output.value, value);
+                assert_eq!(alerted.proto(), alert.to_proto_vec(), "the changelog's bytes");
+                assert_eq!(alerted.alert(), Some(alert));
+                assert_eq!((&*alerted.rule, alerted.severity), ("repeated-pauses", crate::rules::Severity::Medium));
             }
         }
     }

@@ -1041,7 +1041,7 @@ fn dispatch_extra(
             output.key.as_deref().map_or(0, <[u8]>::len) + output.value.len() + std::mem::take(&mut input_bytes);
         let fallback = Fallback::Event(input.clone());
         let pending = Box::new(Pending { ticket, tp: tp.clone(), bytes, fallback, kind, consumed_at: None });
-        shared.dispatch_with(state, output, headers, pending, deadline);
+        shared.dispatch_with(state, &output, headers, pending, deadline);
     }
 }
 
@@ -1067,10 +1067,10 @@ enum Extra {
 }
 
 impl Extra {
-    fn output(&self) -> &Output<'static> {
+    fn output(&self) -> Output<'_> {
         match self {
-            Extra::Alert(alerted) => &alerted.output,
-            Extra::Owned(output) => output,
+            Extra::Alert(alerted) => alerted.output(),
+            Extra::Owned(output) => output.borrowed(),
         }
     }
 }
@@ -1439,13 +1439,13 @@ pub async fn run_with<P: Processor>(
                     Step::Event { output, alerts, forward, tenant } => {
                         topics_cache.ensure(&output.topic).await;
                         for alerted in alerts {
-                            topics_cache.ensure(&alerted.output.topic).await;
+                            topics_cache.ensure(alerted.topic()).await;
                             Meters::alert(&alerted.rule, alerted.severity);
                             extra.push((Extra::Alert(alerted), None, Published::Alert));
                         }
                         if let (Some(topic), Some(tenant)) = (tenant_topic, tenant) {
                             let tenant = Output {
-                                topic: topic.to_owned(),
+                                topic: Cow::Owned(topic.to_owned()),
                                 key: Some(Cow::Owned(tenant.into_bytes())),
                                 value: Cow::Owned(record.value.to_vec()),
                                 headers: OutputHeaders::new(),
@@ -1457,7 +1457,7 @@ pub async fn run_with<P: Processor>(
                     }
                     Step::Tenant(alerts) => {
                         for alerted in alerts {
-                            topics_cache.ensure(&alerted.output.topic).await;
+                            topics_cache.ensure(alerted.topic()).await;
                             Meters::alert(&alerted.rule, alerted.severity);
                             extra.push((Extra::Alert(alerted), None, Published::Alert));
                         }
@@ -1465,7 +1465,7 @@ pub async fn run_with<P: Processor>(
                     }
                     Step::Rekeyed { topic, key } => {
                         let output = Output {
-                            topic: topic.to_owned(),
+                            topic: Cow::Owned(topic.to_owned()),
                             key: Some(Cow::Owned(key)),
                             value: Cow::Borrowed(record.value),
                             headers: OutputHeaders::new(),

@@ -294,6 +294,12 @@ impl<'a> AlertView<'a> {
     /// The `acs.v1.Alert` encoding, written straight from the fields (no owned copy of
     /// them); equal, byte for byte, to `Alert::to_proto().encode_to_vec()` (tested).
     pub fn to_proto_vec(&self) -> Vec<u8> {
+        self.to_proto_keyed().0
+    }
+
+    /// [`AlertView::to_proto_vec`], and where the alert's key is in it: the session's id,
+    /// or the tenant's for a tenant-scoped alert.
+    pub fn to_proto_keyed(&self) -> (Vec<u8>, std::ops::Range<usize>) {
         let severity = severity(self.severity) as i32;
         let evidence: SmallVec<[(usize, &EvidenceRef<'_>); 4]> =
             self.evidence.iter().map(|e| (e.proto_len(), e)).collect();
@@ -315,8 +321,10 @@ impl<'a> AlertView<'a> {
         put_str(&mut buf, 2, self.rule_id);
         put_int(&mut buf, 3, i64::from(severity));
         put_str(&mut buf, 4, self.tenant_id);
+        let mut key = buf.len() - self.tenant_id.len()..buf.len();
         if let Some(value) = self.delivery_execution_id {
             put_bytes(&mut buf, 5, value.as_bytes());
+            key = buf.len() - value.len()..buf.len();
         }
         if let Some(value) = self.test_taker {
             put_bytes(&mut buf, 6, value.as_bytes());
@@ -332,7 +340,7 @@ impl<'a> AlertView<'a> {
             put_varint(&mut buf, n as u64);
             e.put_proto(&mut buf);
         }
-        buf
+        (buf, key)
     }
 }
 
