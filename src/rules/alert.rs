@@ -59,7 +59,7 @@ pub enum EvidenceCodeRef<'a> {
 /// The JSON contract: the same document as its [`EvidenceRef`]'s.
 impl Serialize for Evidence {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.as_ref().serialize(serializer)
+        self.borrowed().serialize(serializer)
     }
 }
 
@@ -82,7 +82,7 @@ impl<'a> EvidenceRef<'a> {
     }
 
     /// An owned copy.
-    pub fn to_owned(&self) -> Evidence {
+    pub fn to_evidence(&self) -> Evidence {
         Evidence {
             message_id: Box::from(self.message_id),
             action: self.action,
@@ -100,7 +100,7 @@ impl<'a> EvidenceRef<'a> {
 
 impl Evidence {
     /// Borrowed.
-    pub fn as_ref(&self) -> EvidenceRef<'_> {
+    pub fn borrowed(&self) -> EvidenceRef<'_> {
         EvidenceRef {
             message_id: &self.message_id,
             action: self.action,
@@ -115,20 +115,9 @@ impl Evidence {
         }
     }
 
+    /// The evidence `event` is.
     pub fn of(event: &Event<'_>) -> Evidence {
-        Evidence {
-            message_id: Box::from(&*event.message_id),
-            action: event.action,
-            reason_code: match &event.reason_code {
-                ReasonCode::None => None,
-                ReasonCode::Numeric(code) => Some(EvidenceCode::Numeric(*code)),
-                ReasonCode::Raw(raw) => Some(EvidenceCode::Raw(Box::from(&**raw))),
-            },
-            incident_time: event.incident_time,
-            topic: event.source.topic.clone(),
-            partition: event.source.partition,
-            offset: event.source.offset,
-        }
+        EvidenceRef::of(event).to_evidence()
     }
 }
 
@@ -192,7 +181,7 @@ pub const ALERT_SCHEMA: &str = "acs.v1.Alert";
 impl Alert {
     /// `f` of its fields, borrowed.
     pub fn with_view<R>(&self, f: impl FnOnce(&AlertView<'_>) -> R) -> R {
-        let evidence: SmallVec<[EvidenceRef<'_>; 4]> = self.evidence.iter().map(Evidence::as_ref).collect();
+        let evidence: SmallVec<[EvidenceRef<'_>; 4]> = self.evidence.iter().map(Evidence::borrowed).collect();
         f(&AlertView {
             alert_id: &self.alert_id,
             rule_id: &self.rule_id,
@@ -263,16 +252,13 @@ impl Alert {
 }
 
 impl<'a> AlertView<'a> {
-    /// An owned copy (the alert `tenant_id` given, when shared, is shared).
-    pub fn to_alert(&self, tenant_id: Option<&Arc<str>>) -> Alert {
+    /// An owned copy.
+    pub fn to_alert(&self) -> Alert {
         Alert {
             alert_id: self.alert_id.to_owned(),
             rule_id: self.rule_id.clone(),
             severity: self.severity,
-            tenant_id: tenant_id
-                .filter(|t| ***t == *self.tenant_id)
-                .cloned()
-                .unwrap_or_else(|| Arc::from(self.tenant_id)),
+            tenant_id: Arc::from(self.tenant_id),
             delivery_execution_id: self.delivery_execution_id.map(str::to_owned),
             test_taker: self.test_taker.map(str::to_owned),
             title: Arc::from(self.title),
@@ -281,7 +267,7 @@ impl<'a> AlertView<'a> {
             window_start: self.window_start,
             window_end: self.window_end,
             fired_at: self.fired_at,
-            evidence: self.evidence.iter().map(EvidenceRef::to_owned).collect(),
+            evidence: self.evidence.iter().map(EvidenceRef::to_evidence).collect(),
         }
     }
 
@@ -467,10 +453,8 @@ impl Evidence {
 
     /// From `acs.v1.Evidence`; `None` for an unknown action.
     pub(crate) fn from_proto(message: pb::Evidence) -> Option<Evidence> {
-        let action = match message.action {
-            0 => None,
-            wanted => Some(Action::ALL.iter().copied().find(|a| crate::encode::proto::action(*a) as i32 == wanted)?),
-        };
+        // `UNSPECIFIED` is no action; `OTHER` an action outside the spec's.
+        let action = crate::encode::proto::model_action(pb::Action::try_from(message.action).ok()?);
         Some(Evidence {
             message_id: message.message_id.into_boxed_str(),
             action,
@@ -490,7 +474,7 @@ impl Evidence {
 /// tenant id), the group (e.g. the signal kind; empty without one), and the first
 /// evidence's message id and incident time: the same input yields the same id.
 pub fn alert_id(rule: &str, scope_key: &str, group: &str, first: &Evidence) -> String {
-    alert_id_in(&mut [0; ALERT_ID_LEN], rule, scope_key, group, &first.as_ref()).to_owned()
+    alert_id_in(&mut [0; ALERT_ID_LEN], rule, scope_key, group, &first.borrowed()).to_owned()
 }
 
 /// The length of an alert id (a hyphenated UUID).
@@ -629,7 +613,7 @@ mod tests {
         second.reason_code = Some(EvidenceCode::Raw(Box::from("N52")));
         let mut third = evidence("m3", 1_767_261_070_000, 43);
         third.reason_code = None;
-        third.action = Some(Action::Navigation);
+        third.action = Some(Action::Other);
         for (severity, tenant_scope) in [(Severity::Info, false), (Severity::Critical, true)] {
             let alert = Alert {
                 alert_id: alert_id("r", "s", "", &first),

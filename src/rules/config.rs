@@ -361,7 +361,7 @@ pub struct RuleSet {
     by_action: Box<[Box<[Candidate]>]>,
     /// Tells this compilation from every other one in the process (states remember which
     /// rules their pruning schedule was computed for: see `engine::prune`).
-    pub(crate) generation: u32,
+    pub(crate) generation: u64,
 }
 
 /// Two rule sets are equal when their rules are (whatever their compilation).
@@ -383,7 +383,7 @@ pub(crate) struct Candidate {
 }
 
 /// Generations of rule sets: 0 is none (a state not evaluated yet).
-static GENERATION: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl RuleSet {
     /// No rule (rules off).
@@ -392,8 +392,14 @@ impl RuleSet {
     }
 
     fn new(allowed_lateness: Duration, rules: Vec<Rule>) -> RuleSet {
+        // Only the bits an event can have (an action's, or none's) hold candidates.
+        let possible =
+            |bit: u32| 1 << bit == NONE_BIT || Action::ALL.iter().chain([&Action::Other]).any(|a| *a as u32 == bit);
         let by_action = (0..32)
             .map(|bit| {
+                if !possible(bit) {
+                    return Box::default();
+                }
                 let alternatives = rules.iter().enumerate().flat_map(|(rule, r)| {
                     r.matches.iter().enumerate().map(move |(alternative, m)| (rule, alternative, m))
                 });
@@ -409,9 +415,7 @@ impl RuleSet {
                     .collect()
             })
             .collect();
-        // Wraps after 4 billion reloads; a generation met again only makes a state prune
-        // later than it could (what it holds is still bounded by its windows).
-        let generation = GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed).max(1);
+        let generation = GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         RuleSet { allowed_lateness, rules, by_action, generation }
     }
 
@@ -547,7 +551,6 @@ fn compile_rule(config: RuleConfig) -> Result<Rule, RulesError> {
     })
 }
 
-/// Every `{name}` must be a known placeholder.
 /// A piece of a compiled title or summary: text, or a placeholder filled from the event
 /// (those filled from the rule are text once compiled).
 #[derive(Debug, Clone, PartialEq)]

@@ -97,9 +97,9 @@ pub struct RuleState {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PruneDue {
     /// The [`RuleSet`] generation it was computed for; 0: none (prune at the next event).
-    generation: u32,
-    /// The least `watermark - allowed lateness` at which a prune forgets something (a match
-    /// leaves its window, or a window goes).
+    generation: u64,
+    /// A `watermark - allowed lateness` below which a prune forgets nothing (a lower bound:
+    /// from it on, a match may leave its window, or a window go).
     at: i64,
 }
 
@@ -158,13 +158,12 @@ pub fn evaluate(
     tenant: Tenant<'_>,
 ) -> Vec<Alert> {
     let mut alerts = Vec::new();
-    evaluate_into(rules, event, view, session, tenant, |alert| alerts.push(alert.to_alert(None)));
+    evaluate_into(rules, event, view, session, tenant, |alert| alerts.push(alert.to_alert()));
     alerts
 }
 
 /// [`evaluate`], each alert given to `fired` as it fires (borrowed: encoded or copied
-/// there, without an owned alert in between), in rule order. `fired` must not evaluate
-/// (the summary it is given lives in a buffer of the thread, reused).
+/// there, without an owned alert in between), in rule order.
 pub fn evaluate_into(
     rules: &RuleSet,
     event: &Event<'_>,
@@ -256,7 +255,7 @@ pub fn evaluate_tenant<S: AsRef<str>>(
     tenant: &mut RuleState,
 ) -> Vec<Alert> {
     let mut alerts = Vec::new();
-    evaluate_tenant_into(rules, event, matched, tenant, |alert| alerts.push(alert.to_alert(None)));
+    evaluate_tenant_into(rules, event, matched, tenant, |alert| alerts.push(alert.to_alert()));
     alerts
 }
 
@@ -395,7 +394,7 @@ fn count(
         None => {}
         Some(Counted::Event) => alert(rule, event, scope_key, group, &[EvidenceRef::of(event)], fired),
         Some(Counted::Held(held)) => {
-            let evidence: SmallVec<[EvidenceRef<'_>; 4]> = held.iter().map(Evidence::as_ref).collect();
+            let evidence: SmallVec<[EvidenceRef<'_>; 4]> = held.iter().map(Evidence::borrowed).collect();
             alert(rule, event, scope_key, group, &evidence, fired);
         }
     }
@@ -477,31 +476,33 @@ fn alert(
             &rendered
         }
     };
-    SUMMARY.with_borrow_mut(|summary| {
-        summary.clear();
-        render_into(summary, &rule.summary_parts, event, count);
-        fired(&AlertView {
-            alert_id,
-            rule_id: &rule.id,
-            severity: rule.severity,
-            tenant_id: &event.tenant_id,
-            delivery_execution_id: session.then_some(&*event.delivery_execution_id),
-            test_taker: event.test_taker.as_deref().filter(|_| session),
-            title,
-            summary,
-            count,
-            window_start,
-            window_end,
-            fired_at: event.incident_time,
-            evidence,
-        })
+    // Taken out while `fired` runs: an evaluation there (none is expected) renders into a
+    // buffer of its own instead of finding this one borrowed.
+    let mut summary = SUMMARY.take();
+    summary.clear();
+    render_into(&mut summary, &rule.summary_parts, event, count);
+    fired(&AlertView {
+        alert_id,
+        rule_id: &rule.id,
+        severity: rule.severity,
+        tenant_id: &event.tenant_id,
+        delivery_execution_id: session.then_some(&*event.delivery_execution_id),
+        test_taker: event.test_taker.as_deref().filter(|_| session),
+        title,
+        summary: &summary,
+        count,
+        window_start,
+        window_end,
+        fired_at: event.incident_time,
+        evidence,
     });
+    SUMMARY.set(summary);
 }
 
 thread_local! {
     /// The summary of the alert being fired, rendered here: one buffer for every alert of
     /// the thread (`fired` copies what it keeps of it).
-    static SUMMARY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+    static SUMMARY: std::cell::Cell<String> = const { std::cell::Cell::new(String::new()) };
 }
 
 /// Fills a compiled title or summary's placeholders.

@@ -477,7 +477,7 @@ mod pruning {
     /// What one generated event is: a session (0 or 1), seconds after the previous event
     /// (negative: a late event), and which of a few matching messages it is.
     fn event() -> impl Strategy<Value = (usize, i64, usize)> {
-        (0..2usize, prop_oneof![0..30i64, 0..900i64, -400..0i64], 0..7usize)
+        (0..2usize, prop_oneof![0..30i64, 0..900i64, -400..0i64], 0..8usize)
     }
 
     /// A rules file whose windows and cooldowns are short, to be reloaded midway.
@@ -506,6 +506,7 @@ mod pruning {
                 "[Prevent Screenshot] Test taker tried to take a screenshot.",
                 "[Disable Right Click] x",
                 "flag",
+                "technical",
             ];
             let (mut lazy, mut eager) = (Run::new(), Run::new());
             let mut at = 10_000;
@@ -519,6 +520,10 @@ mod pruning {
                 let id = format!("m{i}");
                 let record = if messages[message] == "flag" {
                     rec(de, &id, at, "proctor", "flag", "succeeded", r#","reasonCode":30010,"reasonMessage":"[Pause On Blur] x""#)
+                } else if messages[message] == "technical" {
+                    // `technical-burst`, counted across the tenant (in place here).
+                    let more = r#","reasonCode":40010,"reasonMessage":"[deliver-fe] TypeError""#;
+                    rec(de, &id, at, "deliver-fe", "log", "interacting", more)
                 } else {
                     let more = format!(r#","reasonCode":20999,"reasonMessage":"{}""#, messages[message]);
                     rec(de, &id, at, "test-taker", "log", "succeeded", &more)

@@ -255,7 +255,7 @@ pub struct Sessions {
     kept: Vec<Box<str>>,
     /// How the alerts fired here become output records (encoded once: kept for a replay
     /// and published as they are).
-    alerts: AlertEncoder,
+    encoder: AlertEncoder,
 }
 
 /// Capacity the list of changed sessions keeps between two drains.
@@ -288,14 +288,14 @@ impl Sessions {
             tenant_rules: HashMap::new(),
             committed: -1,
             kept: Vec::new(),
-            alerts: AlertEncoder::default(),
+            encoder: AlertEncoder::default(),
         }
     }
 
     /// The same store, its alerts encoded by `alerts` (by default, protobuf to
     /// `acs.{tenant}.alerts`).
-    pub fn with_alerts(mut self, alerts: AlertEncoder) -> Sessions {
-        self.alerts = alerts;
+    pub fn with_alerts(mut self, encoder: AlertEncoder) -> Sessions {
+        self.encoder = encoder;
         self
     }
 
@@ -310,9 +310,10 @@ impl Sessions {
         self.committed = position;
         // Let go now, not at the session's next event: a session that ended (or went quiet)
         // would keep its last alerts until it expires. Not a change to write: a restored
-        // session that still has them lets them go at the next call past them.
-        // An entry is listed once as a rule (see `keep_fired`); after a restore it may be
-        // listed twice, which only visits it twice.
+        // session that still has them lets them go at the next call past them. An entry is
+        // listed when it starts keeping alerts (see `keep_fired`, `restore_record`); one gone
+        // (expired, evicted, a tombstone) and back before this call may be listed twice,
+        // which only visits it twice.
         let sessions = &mut self.sessions;
         self.kept.retain(|id| {
             let Some(rules) = sessions.get_mut(&**id).and_then(|state| state.rules.as_deref_mut()) else {
@@ -386,10 +387,14 @@ impl Sessions {
             }),
         };
         let mut alerts = Alerts::new();
-        let encoder = &self.alerts;
-        rules::evaluate_into(rule_set, event, &view, &mut session.state, tenant, |alert| {
-            alerts.push(Arc::new(encoder.record(alert)));
-        });
+        rules::evaluate_into(
+            rule_set,
+            event,
+            &view,
+            &mut session.state,
+            tenant,
+            encode_into(&self.encoder, &mut alerts),
+        );
         let kept = self.track_changes.then_some((&mut self.kept, &*event.delivery_execution_id));
         keep_fired(session, &alerts, position, self.committed, kept);
         (view, alerts)
@@ -439,10 +444,13 @@ impl Sessions {
         state.touched_at = now;
         let tenant = state.rules.get_or_insert_default();
         let mut alerts = Alerts::new();
-        let encoder = &self.alerts;
-        rules::evaluate_tenant_into(rule_set, event, matched, &mut tenant.state, |alert| {
-            alerts.push(Arc::new(encoder.record(alert)));
-        });
+        rules::evaluate_tenant_into(
+            rule_set,
+            event,
+            matched,
+            &mut tenant.state,
+            encode_into(&self.encoder, &mut alerts),
+        );
         keep_fired(tenant, &alerts, position, self.committed, self.track_changes.then_some((&mut self.kept, id)));
         alerts
     }
@@ -463,6 +471,11 @@ fn replayed(state: &SessionState, position: i64) -> Alerts {
     })
 }
 
+/// Each alert given encoded by `encoder` into `alerts`.
+fn encode_into<'e>(encoder: &'e AlertEncoder, alerts: &'e mut Alerts) -> impl FnMut(&rules::AlertView<'_>) + 'e {
+    |alert| alerts.push(Arc::new(encoder.record(alert)))
+}
+
 /// Keeps `alerts`, fired at `position`, for a replay (when the state is written to a
 /// changelog: `kept` is then the list of entries keeping alerts, and the entry's id), and
 /// forgets those fired below `committed`.
@@ -473,8 +486,8 @@ fn keep_fired(
     committed: i64,
     kept: Option<(&mut Vec<Box<str>>, &str)>,
 ) {
-    // In position order: when the first is not committed, none is (and `committed` let go
-    // of the alerts of listed entries already: this is for those restored unlisted).
+    // In position order: when the first is not committed, none is. (`Sessions::committed`
+    // lets go of them first, as every entry keeping alerts is listed: a safety net.)
     if rules.fired.first().is_some_and(|fired| fired.position < committed) {
         rules.fired.retain(|fired| fired.position >= committed);
     }
@@ -669,7 +682,7 @@ impl Sessions {
             Some(value) => {
                 let tenants = &mut self.tenants;
                 if let Some(state) =
-                    self.decoder.decode(value, topic, partition, |tenant| intern(tenants, tenant), &self.alerts)?
+                    self.decoder.decode(value, topic, partition, |tenant| intern(tenants, tenant), &self.encoder)?
                 {
                     let keeps =
                         |state: &SessionState| state.rules.as_ref().is_some_and(|rules| !rules.fired.is_empty());

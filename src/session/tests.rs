@@ -426,6 +426,44 @@ fn rule_state_is_restored_and_a_replay_fires_what_it_fired_until_committed() {
     assert_eq!(kept(&never), Some(0));
 }
 
+/// With JSON outputs, what a replay fires again after a restore (from the alert's protobuf
+/// bytes in the changelog) is the JSON record first published, byte for byte.
+#[test]
+fn alerts_published_in_json_are_fired_again_byte_for_byte_after_a_restore() {
+    let pipeline =
+        Pipeline::new(&Config::defaults(), ReasonCatalog::builtin()).unwrap().with_format(crate::encode::Format::Json);
+    let rules = crate::rules::RuleSet::defaults();
+    let apply = |sessions: &mut Sessions, json: &str, position: i64| {
+        let mut event = event(&pipeline, json, position);
+        sessions.apply_evaluating(&mut event, position, NOW, Some((&rules, None))).1
+    };
+    let pauses = [
+        flat("pause", "succeeded", "", 0, "p1"),
+        flat("resume", "succeeded", "", 60, "r1"),
+        flat("pause", "succeeded", "", 600, "p2"),
+        flat("resume", "succeeded", "", 660, "r2"),
+    ];
+    let third = flat("pause", "succeeded", "", 1200, "p3");
+    let mut sessions = pipeline.sessions();
+    for (position, json) in (1..).zip(&pauses) {
+        assert!(apply(&mut sessions, json, position).is_empty());
+    }
+    let fired = apply(&mut sessions, &third, 5);
+    assert_eq!(fired.len(), 1, "{fired:?}");
+    let alert = fired[0].alert().unwrap();
+    let published: serde_json::Value = serde_json::from_slice(&fired[0].output().value).unwrap();
+    assert_eq!(published["alertId"], alert.alert_id.as_str());
+    assert_eq!(*fired[0].output().value, alert.to_json().into_bytes());
+
+    let mut restored = pipeline.sessions();
+    for (key, value) in sessions.drain_changes("raw", 0) {
+        restored.restore_record("raw", 0, &key, value.as_deref()).unwrap();
+    }
+    let again = apply(&mut restored, &third, 5);
+    assert_eq!(again, fired);
+    assert_eq!(again[0].output(), fired[0].output());
+}
+
 #[test]
 fn a_tenant_entry_keeps_its_rule_state_through_a_restore() {
     let pipeline = Pipeline::new(&Config::defaults(), ReasonCatalog::builtin()).unwrap();
