@@ -83,6 +83,11 @@ impl<'a> EvidenceRef<'a> {
 
     /// An owned copy.
     pub fn to_evidence(&self) -> Evidence {
+        self.owned_with(Arc::from(self.topic))
+    }
+
+    /// An owned copy, its topic name `topic` (shared).
+    fn owned_with(&self, topic: Arc<str>) -> Evidence {
         Evidence {
             message_id: Box::from(self.message_id),
             action: self.action,
@@ -91,7 +96,7 @@ impl<'a> EvidenceRef<'a> {
                 EvidenceCodeRef::Raw(raw) => EvidenceCode::Raw(Box::from(raw)),
             }),
             incident_time: self.incident_time,
-            topic: Arc::from(self.topic),
+            topic,
             partition: self.partition,
             offset: self.offset,
         }
@@ -115,9 +120,9 @@ impl Evidence {
         }
     }
 
-    /// The evidence `event` is.
+    /// The evidence `event` is (sharing the event's topic name).
     pub fn of(event: &Event<'_>) -> Evidence {
-        EvidenceRef::of(event).to_evidence()
+        EvidenceRef::of(event).owned_with(event.source.topic.clone())
     }
 }
 
