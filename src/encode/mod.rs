@@ -14,8 +14,8 @@ pub use route::TopicTemplate;
 
 use crate::model::Event;
 
-/// One record to produce. Key and value borrow from the input record where they can
-/// (the producer copies them when it sends).
+/// One record to produce. Topic, key and value borrow where they can, from the input record
+/// or from an alert's record kept for a replay (the producer copies them when it sends).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Output<'a> {
     pub topic: Cow<'a, str>,

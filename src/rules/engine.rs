@@ -1,7 +1,9 @@
 //! Evaluation: one event against every rule, on event time (`incidentTime`).
 //!
 //! Pure and synchronous. The state is the caller's ([`RuleState`]: one per session, one per
-//! tenant for tenant-scoped rules), so that it can live beside the session state.
+//! tenant for tenant-scoped rules), so that it can live beside the session state. Alerts are
+//! given to the caller as they fire, borrowed ([`AlertView`]), their summary rendered in a
+//! buffer reused by the thread.
 //!
 //! - Duplicates (the session view says so) are skipped whole: they never count twice.
 //! - A threshold rule (count above 1) keeps its matches of the last `window` (plus the
