@@ -336,9 +336,6 @@ pub struct Rule {
     pub scope: Scope,
     pub title: String,
     pub summary: String,
-    /// The title, shared by the rule's alerts, when it has no placeholder (set by the
-    /// compilation).
-    pub(crate) literal_title: Option<Arc<str>>,
     /// The title and summary, compiled (set by the compilation).
     pub(crate) title_parts: Vec<Part>,
     pub(crate) summary_parts: Vec<Part>,
@@ -534,11 +531,6 @@ fn compile_rule(config: RuleConfig) -> Result<Rule, RulesError> {
         id: Arc::from(id),
         severity: config.severity,
         scope: config.scope,
-        literal_title: match title_parts.as_slice() {
-            [] => Some(Arc::from("")),
-            [Part::Text(text)] => Some(Arc::from(&**text)),
-            _ => None,
-        },
         title_parts,
         summary_parts,
         title: config.title,

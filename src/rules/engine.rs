@@ -471,10 +471,11 @@ fn alert(
     let alert_id = evidence.first().map_or("", |first| alert_id_in(&mut id, &rule.id, scope_key, group, first));
     let count = u32::try_from(evidence.len()).unwrap_or(u32::MAX);
     let rendered;
-    let title = match &rule.literal_title {
-        Some(title) => &**title,
-        None => {
-            rendered = render(&rule.title_parts, event, count);
+    // Most titles have no placeholder: their text as compiled.
+    let title = match rule.title_parts.as_slice() {
+        [Part::Text(text)] => &**text,
+        parts => {
+            rendered = render(parts, event, count);
             &rendered
         }
     };

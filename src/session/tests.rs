@@ -363,22 +363,39 @@ fn restored_from(changes: &[Change]) -> Sessions {
     restored
 }
 
-#[test]
-fn rule_state_is_restored_and_a_replay_fires_what_it_fired_until_committed() {
-    let pipeline = Pipeline::new(&Config::defaults(), ReasonCatalog::builtin()).unwrap();
-    let rules = crate::rules::RuleSet::defaults();
-    let apply = |sessions: &mut Sessions, json: &str, position: i64| {
-        let mut event = event(&pipeline, json, position);
-        sessions.apply_evaluating(&mut event, position, NOW, Some((&rules, None))).1
-    };
-    // `repeated-pauses`: 3 succeeded pauses within 30 minutes. Two before the restart.
+/// `repeated-pauses` (3 succeeded pauses within 30 minutes): the four events before the
+/// third pause (two pauses, each resumed), and the third.
+fn repeated_pauses() -> ([String; 4], String) {
     let before = [
         flat("pause", "succeeded", "", 0, "p1"),
         flat("resume", "succeeded", "", 60, "r1"),
         flat("pause", "succeeded", "", 600, "p2"),
         flat("resume", "succeeded", "", 660, "r2"),
     ];
-    let third = flat("pause", "succeeded", "", 1200, "p3");
+    (before, flat("pause", "succeeded", "", 1200, "p3"))
+}
+
+/// The alerts `json`, at `position`, fires in `sessions` under `rules` (tenant rules counted
+/// in place).
+fn evaluated(
+    pipeline: &Pipeline,
+    rules: &crate::rules::RuleSet,
+    sessions: &mut Sessions,
+    json: &str,
+    position: i64,
+) -> crate::encode::Alerts {
+    let mut event = event(pipeline, json, position);
+    sessions.apply_evaluating(&mut event, position, NOW, Some((rules, None))).1
+}
+
+#[test]
+fn rule_state_is_restored_and_a_replay_fires_what_it_fired_until_committed() {
+    let pipeline = Pipeline::new(&Config::defaults(), ReasonCatalog::builtin()).unwrap();
+    let rules = crate::rules::RuleSet::defaults();
+    let apply =
+        |sessions: &mut Sessions, json: &str, position: i64| evaluated(&pipeline, &rules, sessions, json, position);
+    // Two before the restart.
+    let (before, third) = repeated_pauses();
     let mut never = Sessions::new(SessionLimits::default());
     for (position, json) in (1..).zip(&before) {
         assert!(apply(&mut never, json, position).is_empty());
@@ -433,17 +450,9 @@ fn alerts_published_in_json_are_fired_again_byte_for_byte_after_a_restore() {
     let pipeline =
         Pipeline::new(&Config::defaults(), ReasonCatalog::builtin()).unwrap().with_format(crate::encode::Format::Json);
     let rules = crate::rules::RuleSet::defaults();
-    let apply = |sessions: &mut Sessions, json: &str, position: i64| {
-        let mut event = event(&pipeline, json, position);
-        sessions.apply_evaluating(&mut event, position, NOW, Some((&rules, None))).1
-    };
-    let pauses = [
-        flat("pause", "succeeded", "", 0, "p1"),
-        flat("resume", "succeeded", "", 60, "r1"),
-        flat("pause", "succeeded", "", 600, "p2"),
-        flat("resume", "succeeded", "", 660, "r2"),
-    ];
-    let third = flat("pause", "succeeded", "", 1200, "p3");
+    let apply =
+        |sessions: &mut Sessions, json: &str, position: i64| evaluated(&pipeline, &rules, sessions, json, position);
+    let (pauses, third) = repeated_pauses();
     let mut sessions = pipeline.sessions();
     for (position, json) in (1..).zip(&pauses) {
         assert!(apply(&mut sessions, json, position).is_empty());
