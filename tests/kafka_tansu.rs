@@ -149,16 +149,7 @@ fn total_records(brokers: &str, topics: &[String]) -> i64 {
 
 /// Waits until the group has committed every input partition up to its end.
 fn wait_committed(brokers: &str, group: &str, input: &str, partitions: i32) {
-    let started = std::time::Instant::now();
-    loop {
-        // A request the loaded broker times out is asked again, within the same patience.
-        let committed = common::try_committed_for(brokers, group, input, partitions);
-        if committed.as_ref().is_ok_and(|c| c.values().all(|(offset, high)| *offset == Some(*high))) {
-            return;
-        }
-        assert!(started.elapsed() < PATIENCE, "not committed to the end within {PATIENCE:?}: {committed:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    common::wait_committed(brokers, group, input, partitions, PATIENCE);
 }
 
 /// Stops a processor with SIGTERM; it must drain, commit and exit 0.

@@ -75,6 +75,21 @@ pub fn committed_for(brokers: &str, group: &str, topic: &str, partitions: i32) -
     try_committed_for(brokers, group, topic, partitions).expect("committed offsets and watermarks")
 }
 
+/// Waits until `group` has committed every partition of `topic` up to its end, failing the
+/// test after `patience`.
+pub fn wait_committed(brokers: &str, group: &str, topic: &str, partitions: i32, patience: std::time::Duration) {
+    let started = std::time::Instant::now();
+    loop {
+        // A request the loaded broker times out is asked again, within the same patience.
+        let committed = try_committed_for(brokers, group, topic, partitions);
+        if committed.as_ref().is_ok_and(|c| c.values().all(|(offset, high)| *offset == Some(*high))) {
+            return;
+        }
+        assert!(started.elapsed() < patience, "not committed to the end within {patience:?}: {committed:?}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 /// [`committed_for`], with the broker's error (a loaded broker may time out a request: a
 /// caller that polls retries).
 pub fn try_committed_for(
