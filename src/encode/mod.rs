@@ -92,21 +92,23 @@ pub fn event_record<'a>(event: &Event<'a>, template: &TopicTemplate, format: For
 }
 
 /// The alerts one record fired (most fire none or one: inline up to two).
-pub type Alerts = smallvec::SmallVec<[std::sync::Arc<Alerted>; 2]>;
+pub type Alerts = smallvec::SmallVec<[Alerted; 2]>;
 
-/// An alert's output record, and what the edge measures of it. Shared: the session store
-/// keeps it for a replay (and writes it to the changelog) while the edge produces it.
+/// An alert's output record, and what the edge measures of it. Cheap to clone, its bytes
+/// shared: the session store keeps it for a replay (and writes it to the changelog) while
+/// the edge produces it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Alerted {
-    topic: String,
-    /// Encoded as `format` says.
-    value: Vec<u8>,
-    format: Format,
-    /// Its `acs.v1.Alert` encoding when `value` is not it (JSON).
-    proto: Option<Box<[u8]>>,
-    /// Where the key (the session, or the tenant for a tenant-scoped rule) is in
-    /// [`Alerted::proto`].
+    /// Its topic, its value (encoded as `format` says) and, when that is not it (JSON), its
+    /// `acs.v1.Alert` encoding, one after the other: one allocation.
+    bytes: std::sync::Arc<[u8]>,
+    /// Where the value is in `bytes` (the topic ends where it starts).
+    value: std::ops::Range<usize>,
+    /// Where its `acs.v1.Alert` encoding starts in `bytes` (it runs to the end).
+    proto: usize,
+    /// Where the key (the session, or the tenant for a tenant-scoped rule) is in `bytes`.
     key: std::ops::Range<usize>,
+    format: Format,
     pub rule: std::sync::Arc<str>,
     pub severity: crate::rules::Severity,
 }
@@ -119,18 +121,24 @@ impl Alerted {
             (headers::CONTENT_TYPE, Cow::Borrowed(self.format.content_type())),
             (headers::SCHEMA, Cow::Borrowed(crate::rules::alert::ALERT_SCHEMA)),
         ];
-        let key = Some(Cow::Borrowed(&self.proto()[self.key.clone()]));
-        Output { topic: Cow::Borrowed(&self.topic), key, value: Cow::Borrowed(&self.value), headers }
+        let key = Some(Cow::Borrowed(&self.bytes[self.key.clone()]));
+        Output {
+            topic: Cow::Borrowed(self.topic()),
+            key,
+            value: Cow::Borrowed(&self.bytes[self.value.clone()]),
+            headers,
+        }
     }
 
     /// Its topic (its tenant's alerts topic).
     pub fn topic(&self) -> &str {
-        &self.topic
+        std::str::from_utf8(&self.bytes[..self.value.start])
+            .expect("an alert's topic is written from a template and a tenant id, both text")
     }
 
     /// Its `acs.v1.Alert` encoding (what the changelog keeps).
     pub fn proto(&self) -> &[u8] {
-        self.proto.as_deref().unwrap_or(&self.value)
+        &self.bytes[self.proto..]
     }
 
     /// The alert, decoded from [`Alerted::proto`]; `None` if it is not an alert of the
@@ -160,23 +168,43 @@ impl Default for AlertEncoder {
 }
 
 impl AlertEncoder {
-    /// An alert's output record, encoded once from its borrowed fields.
+    /// An alert's output record, encoded once from its borrowed fields (through a buffer the
+    /// thread reuses, then copied into the record's one allocation).
     pub fn record(&self, alert: &crate::rules::AlertView<'_>) -> Alerted {
-        let (proto, key) = alert.to_proto_keyed();
-        let (value, proto) = match self.format {
-            Format::Protobuf => (proto, None),
-            Format::Json => (alert.to_json().into_bytes(), Some(proto.into_boxed_slice())),
+        let mut buf = ALERT_BUFFER.take();
+        buf.clear();
+        self.template.render_into(&mut buf, alert.tenant_id);
+        let start = buf.len();
+        let (value, key) = match self.format {
+            Format::Protobuf => {
+                let key = alert.put_proto(&mut buf);
+                (start..buf.len(), key)
+            }
+            Format::Json => {
+                // Plain strings, numbers and enums into memory: serializing cannot fail.
+                if serde_json::to_writer(&mut buf, alert).is_err() {
+                    buf.truncate(start);
+                }
+                let value = start..buf.len();
+                (value, alert.put_proto(&mut buf))
+            }
         };
-        Alerted {
-            topic: self.template.render(alert.tenant_id),
-            value,
-            format: self.format,
-            proto,
-            key,
-            rule: alert.rule_id.clone(),
-            severity: alert.severity,
+        let proto = if self.format == Format::Protobuf { value.start } else { value.end };
+        let bytes = std::sync::Arc::from(&buf[..]);
+        // Kept for the next alert, unless an outsized one grew it.
+        if buf.capacity() <= MAX_KEPT_BUFFER {
+            ALERT_BUFFER.set(buf);
         }
+        Alerted { bytes, value, proto, key, format: self.format, rule: alert.rule_id.clone(), severity: alert.severity }
     }
+}
+
+/// The most capacity the thread's alert buffer keeps between alerts.
+const MAX_KEPT_BUFFER: usize = 64 * 1024;
+
+thread_local! {
+    /// Where [`AlertEncoder::record`] writes an alert before its record is allocated.
+    static ALERT_BUFFER: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 #[cfg(test)]

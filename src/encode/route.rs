@@ -53,6 +53,13 @@ impl TopicTemplate {
         topic.push_str(&self.suffix);
         topic
     }
+
+    /// [`TopicTemplate::render`], appended to `out`.
+    pub fn render_into(&self, out: &mut Vec<u8>, tenant: &str) {
+        out.extend_from_slice(self.prefix.as_bytes());
+        out.extend_from_slice(tenant.as_bytes());
+        out.extend_from_slice(self.suffix.as_bytes());
+    }
 }
 
 impl TopicTemplate {

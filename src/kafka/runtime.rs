@@ -1062,7 +1062,7 @@ fn is_size_error(error: &KafkaError) -> bool {
 // A few per record, consumed at once: boxing the owned one would cost an allocation.
 #[allow(clippy::large_enum_variant)]
 enum Extra {
-    Alert(Arc<Alerted>),
+    Alert(Alerted),
     Owned(Output<'static>),
 }
 

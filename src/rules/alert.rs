@@ -291,47 +291,108 @@ impl<'a> AlertView<'a> {
     /// [`AlertView::to_proto_vec`], and where the alert's key is in it: the session's id,
     /// or the tenant's for a tenant-scoped alert.
     pub fn to_proto_keyed(&self) -> (Vec<u8>, std::ops::Range<usize>) {
-        let severity = severity(self.severity) as i32;
-        let evidence: SmallVec<[(usize, &EvidenceRef<'_>); 4]> =
-            self.evidence.iter().map(|e| (e.proto_len(), e)).collect();
-        let mut len = str_len(1, self.alert_id)
-            + str_len(2, self.rule_id)
-            + int_len(3, i64::from(severity))
-            + str_len(4, self.tenant_id)
-            + self.delivery_execution_id.map_or(0, |v| bytes_len(5, v))
-            + self.test_taker.map_or(0, |v| bytes_len(6, v))
-            + str_len(7, self.title)
-            + str_len(8, self.summary)
-            + int_len(9, i64::from(self.count))
-            + int_len(10, self.window_start)
-            + int_len(11, self.window_end)
-            + int_len(12, self.fired_at);
-        len += evidence.iter().map(|(n, _)| bytes_len_of(13, *n)).sum::<usize>();
-        let mut buf = Vec::with_capacity(len);
-        put_str(&mut buf, 1, self.alert_id);
-        put_str(&mut buf, 2, self.rule_id);
-        put_int(&mut buf, 3, i64::from(severity));
-        put_str(&mut buf, 4, self.tenant_id);
-        let mut key = buf.len() - self.tenant_id.len()..buf.len();
+        let mut buf = Vec::new();
+        let key = self.put_proto(&mut buf);
+        (buf, key)
+    }
+
+    /// Appends [`AlertView::to_proto_vec`] to `buf`; where the key is in `buf`.
+    pub fn put_proto(&self, buf: &mut Vec<u8>) -> std::ops::Range<usize> {
+        let start = buf.len();
+        // Sized first, from the strings (every other field has a bound), then written
+        // through a cursor: no capacity check per byte.
+        let strings = [self.alert_id, self.rule_id, self.tenant_id, self.title, self.summary];
+        let bound = MESSAGE_BOUND
+            + strings.iter().map(|s| s.len()).sum::<usize>()
+            + self.delivery_execution_id.map_or(0, str::len)
+            + self.test_taker.map_or(0, str::len)
+            + self.evidence.iter().map(EvidenceRef::proto_bound).sum::<usize>();
+        buf.resize(start + bound, 0);
+        let mut out = Cursor { buf: &mut buf[start..], at: 0 };
+        out.string(1, self.alert_id);
+        out.string(2, self.rule_id);
+        out.int(3, i64::from(severity(self.severity) as i32));
+        out.string(4, self.tenant_id);
+        let mut key = out.at - self.tenant_id.len()..out.at;
         if let Some(value) = self.delivery_execution_id {
-            put_bytes(&mut buf, 5, value.as_bytes());
-            key = buf.len() - value.len()..buf.len();
+            out.bytes(5, value.as_bytes());
+            key = out.at - value.len()..out.at;
         }
         if let Some(value) = self.test_taker {
-            put_bytes(&mut buf, 6, value.as_bytes());
+            out.bytes(6, value.as_bytes());
         }
-        put_str(&mut buf, 7, self.title);
-        put_str(&mut buf, 8, self.summary);
-        put_int(&mut buf, 9, i64::from(self.count));
-        put_int(&mut buf, 10, self.window_start);
-        put_int(&mut buf, 11, self.window_end);
-        put_int(&mut buf, 12, self.fired_at);
-        for (n, e) in evidence {
-            put_key(&mut buf, 13, WireType::LengthDelimited);
-            put_varint(&mut buf, n as u64);
-            e.put_proto(&mut buf);
+        out.string(7, self.title);
+        out.string(8, self.summary);
+        out.int(9, i64::from(self.count));
+        out.int(10, self.window_start);
+        out.int(11, self.window_end);
+        out.int(12, self.fired_at);
+        for evidence in self.evidence {
+            out.key(13, WireType::LengthDelimited);
+            out.varint(evidence.proto_len() as u64);
+            evidence.put_proto(&mut out);
         }
-        (buf, key)
+        let end = start + out.at;
+        buf.truncate(end);
+        start + key.start..start + key.end
+    }
+}
+
+/// The most bytes a field's key and length (or integer value) take: every tag is below 16
+/// (a one-byte key), a varint takes at most ten.
+const FIELD_BOUND: usize = 1 + 10;
+/// An `acs.v1.Alert`'s bound without its strings and evidence: its twelve fields.
+const MESSAGE_BOUND: usize = 12 * FIELD_BOUND;
+
+/// Writes protobuf fields into a slice sized beforehand (see [`AlertView::put_proto`]).
+struct Cursor<'b> {
+    buf: &'b mut [u8],
+    at: usize,
+}
+
+impl Cursor<'_> {
+    fn byte(&mut self, byte: u8) {
+        self.buf[self.at] = byte;
+        self.at += 1;
+    }
+
+    /// The same bytes as `prost::encoding::encode_varint`.
+    fn varint(&mut self, mut value: u64) {
+        while value >= 0x80 {
+            self.byte((value as u8) | 0x80);
+            value >>= 7;
+        }
+        self.byte(value as u8);
+    }
+
+    /// The same bytes as `prost::encoding::encode_key` (tags below 16).
+    fn key(&mut self, tag: u8, wire_type: WireType) {
+        debug_assert!(tag < 16);
+        self.byte((tag << 3) | wire_type as u8);
+    }
+
+    /// A length-delimited field, written even when empty.
+    fn bytes(&mut self, tag: u8, value: &[u8]) {
+        self.key(tag, WireType::LengthDelimited);
+        self.varint(value.len() as u64);
+        self.buf[self.at..self.at + value.len()].copy_from_slice(value);
+        self.at += value.len();
+    }
+
+    /// A proto3 string field (absent when empty).
+    fn string(&mut self, tag: u8, value: &str) {
+        if !value.is_empty() {
+            self.bytes(tag, value.as_bytes());
+        }
+    }
+
+    /// A proto3 integer or enum field (absent when 0; a negative value takes ten bytes, as
+    /// its sign-extended varint).
+    fn int(&mut self, tag: u8, value: i64) {
+        if value != 0 {
+            self.key(tag, WireType::Varint);
+            self.varint(value as u64);
+        }
     }
 }
 
@@ -342,51 +403,12 @@ fn str_len(tag: u32, value: &str) -> usize {
 
 /// Encoded length of a length-delimited field that is present.
 fn bytes_len(tag: u32, value: &str) -> usize {
-    bytes_len_of(tag, value.len())
+    key_len(tag) + encoded_len_varint(value.len() as u64) + value.len()
 }
 
-fn bytes_len_of(tag: u32, len: usize) -> usize {
-    key_len(tag) + encoded_len_varint(len as u64) + len
-}
-
-/// Encoded length of a proto3 integer or enum field (absent when 0; a negative value takes
-/// ten bytes, as its sign-extended varint).
+/// Encoded length of a proto3 integer or enum field (absent when 0).
 fn int_len(tag: u32, value: i64) -> usize {
     if value == 0 { 0 } else { key_len(tag) + encoded_len_varint(value as u64) }
-}
-
-/// The same bytes as `prost::encoding::encode_varint`, without its generic `BufMut` checks
-/// per byte.
-fn put_varint(buf: &mut Vec<u8>, mut value: u64) {
-    while value >= 0x80 {
-        buf.push((value as u8) | 0x80);
-        value >>= 7;
-    }
-    buf.push(value as u8);
-}
-
-/// The same bytes as `prost::encoding::encode_key`.
-fn put_key(buf: &mut Vec<u8>, tag: u32, wire_type: WireType) {
-    put_varint(buf, u64::from((tag << 3) | wire_type as u32));
-}
-
-fn put_str(buf: &mut Vec<u8>, tag: u32, value: &str) {
-    if !value.is_empty() {
-        put_bytes(buf, tag, value.as_bytes());
-    }
-}
-
-fn put_bytes(buf: &mut Vec<u8>, tag: u32, value: &[u8]) {
-    put_key(buf, tag, WireType::LengthDelimited);
-    put_varint(buf, value.len() as u64);
-    buf.extend_from_slice(value);
-}
-
-fn put_int(buf: &mut Vec<u8>, tag: u32, value: i64) {
-    if value != 0 {
-        put_key(buf, tag, WireType::Varint);
-        put_varint(buf, value as u64);
-    }
 }
 
 fn severity(severity: Severity) -> pb::Severity {
@@ -421,21 +443,31 @@ impl EvidenceRef<'_> {
             + int_len(8, self.offset)
     }
 
-    fn put_proto(&self, buf: &mut Vec<u8>) {
-        put_str(buf, 1, self.message_id);
-        put_int(buf, 2, self.action_number());
+    /// The most bytes it takes in an alert: its field of the alert (key and length), and
+    /// its own seven fields (one of the reason code's two) and their strings.
+    fn proto_bound(&self) -> usize {
+        let raw = match self.reason_code {
+            Some(EvidenceCodeRef::Raw(raw)) => raw.len(),
+            _ => 0,
+        };
+        FIELD_BOUND + 7 * FIELD_BOUND + self.message_id.len() + self.topic.len() + raw
+    }
+
+    fn put_proto(&self, out: &mut Cursor<'_>) {
+        out.string(1, self.message_id);
+        out.int(2, self.action_number());
         match self.reason_code {
             None => {}
             Some(EvidenceCodeRef::Numeric(code)) => {
-                put_key(buf, 3, WireType::Varint);
-                put_varint(buf, code as u64);
+                out.key(3, WireType::Varint);
+                out.varint(code as u64);
             }
-            Some(EvidenceCodeRef::Raw(raw)) => put_bytes(buf, 4, raw.as_bytes()),
+            Some(EvidenceCodeRef::Raw(raw)) => out.bytes(4, raw.as_bytes()),
         }
-        put_int(buf, 5, self.incident_time);
-        put_str(buf, 6, self.topic);
-        put_int(buf, 7, i64::from(self.partition));
-        put_int(buf, 8, self.offset);
+        out.int(5, self.incident_time);
+        out.string(6, self.topic);
+        out.int(7, i64::from(self.partition));
+        out.int(8, self.offset);
     }
 }
 
@@ -659,6 +691,65 @@ mod tests {
         bad.severity = pb::Severity::High as i32;
         bad.evidence.push(pb::Evidence { action: 77, ..Default::default() });
         assert_eq!(Alert::from_proto(bad), None, "unknown action");
+    }
+
+    fn any_evidence() -> impl proptest::strategy::Strategy<Value = Evidence> {
+        use proptest::prelude::*;
+        let code = prop_oneof![
+            Just(None),
+            any::<i64>().prop_map(|c| Some(EvidenceCode::Numeric(c))),
+            ".{0,200}".prop_map(|r| Some(EvidenceCode::Raw(r.into()))),
+        ];
+        let action = proptest::option::of(proptest::sample::select(Action::ALL.to_vec()));
+        (".{0,300}", action, code, any::<i64>(), ".{0,300}", any::<i32>(), any::<i64>()).prop_map(
+            |(message_id, action, reason_code, incident_time, topic, partition, offset)| Evidence {
+                message_id: message_id.into(),
+                action,
+                reason_code,
+                incident_time,
+                topic: topic.into(),
+                partition,
+                offset,
+            },
+        )
+    }
+
+    proptest::proptest! {
+        /// Written through a cursor into a buffer sized from a bound: prost's bytes, for any
+        /// values (negative numbers take ten bytes; strings of any length, empty ones
+        /// included), after what the buffer held, and the key where it says.
+        #[test]
+        fn the_direct_protobuf_is_prosts_for_any_values(
+            strings in proptest::collection::vec(".{0,400}", 7),
+            numbers in proptest::collection::vec(proptest::prelude::any::<i64>(), 3),
+            count in proptest::prelude::any::<u32>(),
+            tenant_scope in proptest::prelude::any::<bool>(),
+            evidence in proptest::collection::vec(any_evidence(), 0..5),
+            before in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40),
+        ) {
+            let alert = Alert {
+                alert_id: strings[0].clone(),
+                rule_id: Arc::from(strings[1].as_str()),
+                severity: Severity::High,
+                tenant_id: strings[2].as_str().into(),
+                delivery_execution_id: (!tenant_scope).then(|| strings[3].clone()),
+                test_taker: (!tenant_scope).then(|| strings[4].clone()),
+                title: strings[5].as_str().into(),
+                summary: strings[6].clone(),
+                count,
+                window_start: numbers[0],
+                window_end: numbers[1],
+                fired_at: numbers[2],
+                evidence,
+            };
+            let expected = alert.to_proto().encode_to_vec();
+            let mut buf = before.clone();
+            let key = alert.with_view(|view| view.put_proto(&mut buf));
+            proptest::prop_assert_eq!(&buf[..before.len()], &before[..]);
+            proptest::prop_assert_eq!(&buf[before.len()..], &expected[..]);
+            let key_of = if tenant_scope { &strings[2] } else { &strings[3] };
+            proptest::prop_assert_eq!(&buf[key], key_of.as_bytes());
+        }
     }
 
     #[test]

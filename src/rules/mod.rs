@@ -39,7 +39,7 @@ pub struct SessionRules {
 pub struct Fired {
     pub position: i64,
     /// Its output record, as first published (kept without a copy, published again as is).
-    pub alert: std::sync::Arc<crate::encode::Alerted>,
+    pub alert: crate::encode::Alerted,
 }
 
 #[cfg(test)]

@@ -151,7 +151,7 @@ fn rules_from_proto(
             // An absent alert is refused like any alert outside the contract (no severity).
             let message = pb::Alert::decode(fired.alert.as_slice()).map_err(|_| ChangelogError::Alert)?;
             let alert = Alert::from_proto(message).ok_or(ChangelogError::Alert)?;
-            Ok(Fired { position: fired.position, alert: Arc::new(alert.with_view(|view| alerts.record(view))) })
+            Ok(Fired { position: fired.position, alert: alert.with_view(|view| alerts.record(view)) })
         })
         .collect::<Result<Vec<_>, ChangelogError>>()?;
     Ok(SessionRules {
@@ -254,10 +254,8 @@ mod tests {
         raw.action = None;
         let mut bare = evidence("m4", t0 + 30_000, 44);
         bare.reason_code = None;
-        let fired = |alert: Alert| Fired {
-            position: 40,
-            alert: Arc::new(alert.with_view(|view| AlertEncoder::default().record(view))),
-        };
+        let fired =
+            |alert: Alert| Fired { position: 40, alert: alert.with_view(|view| AlertEncoder::default().record(view)) };
         let alert = |rule: &str, severity, delivery: Option<&str>, evidence: Vec<Evidence>| Alert {
             alert_id: crate::rules::alert::alert_id(rule, "s", "", &evidence[0]),
             rule_id: Arc::from(rule),

@@ -473,7 +473,7 @@ fn replayed(state: &SessionState, position: i64) -> Alerts {
 
 /// Each alert given encoded by `encoder` into `alerts`.
 fn encode_into<'e>(encoder: &'e AlertEncoder, alerts: &'e mut Alerts) -> impl FnMut(&rules::AlertView<'_>) + 'e {
-    |alert| alerts.push(Arc::new(encoder.record(alert)))
+    |alert| alerts.push(encoder.record(alert))
 }
 
 /// Keeps `alerts`, fired at `position`, for a replay (when the state is written to a
@@ -481,7 +481,7 @@ fn encode_into<'e>(encoder: &'e AlertEncoder, alerts: &'e mut Alerts) -> impl Fn
 /// forgets those fired below `committed`.
 fn keep_fired(
     rules: &mut SessionRules,
-    alerts: &[Arc<Alerted>],
+    alerts: &[Alerted],
     position: i64,
     committed: i64,
     kept: Option<(&mut Vec<Box<str>>, &str)>,
