@@ -253,7 +253,7 @@ impl Meters {
     }
 
     /// An alert raised by `rule` (labels: its id and severity, from the rules file).
-    pub fn alert(rule: &std::sync::Arc<str>, severity: crate::rules::Severity) {
+    pub fn alert(rule: &str, severity: crate::rules::Severity) {
         metrics::counter!(ALERTS, "rule" => rule.to_string(), "severity" => severity.as_str()).increment(1);
     }
 }

@@ -438,7 +438,7 @@ async fn alerts_fire_exactly_as_without_a_sigkill_mid_window() {
         else {
             continue;
         };
-        for alerted in alerts.iter().filter(|a| rules.get(&a.rule).is_some_and(|r| r.scope == Scope::Session)) {
+        for alerted in alerts.iter().filter(|a| rules.get(a.rule()).is_some_and(|r| r.scope == Scope::Session)) {
             let pb = acs_stream::encode::proto::pb::Alert::decode(&*alerted.output().value).unwrap();
             let alert = Alert::from_proto(pb).unwrap();
             reference.insert(alert.alert_id.clone(), alert_facts(&alert));

@@ -56,8 +56,8 @@ fn expected(inputs: &[SynthRecord]) -> Expected {
         match pipeline.process(&Record::new(Some(&input.key), &input.value, source), &mut sessions, now_ms()) {
             Outcome::Event { facts, alerts: fired, .. } => {
                 for alerted in fired {
-                    if rules.get(&alerted.rule).is_some_and(|rule| rule.scope == Scope::Session) {
-                        *alerts.entry((alerted.rule.to_string(), alerted.severity.as_str())).or_default() += 1;
+                    if rules.get(alerted.rule()).is_some_and(|rule| rule.scope == Scope::Session) {
+                        *alerts.entry((alerted.rule().to_string(), alerted.severity.as_str())).or_default() += 1;
                     }
                 }
                 *tenants.entry(facts.tenant.to_string()).or_default() += 1;

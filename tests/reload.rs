@@ -42,7 +42,7 @@ fn fire(pipeline: &Pipeline, offset: i64, action: &str, code: i64) -> (Vec<Strin
     };
     let event: serde_json::Value = serde_json::from_slice(&output.value).unwrap();
     let cause = event["reason"]["cause"].as_str().map(str::to_owned);
-    (alerts.iter().map(|a| a.rule.to_string()).collect(), cause)
+    (alerts.iter().map(|a| a.rule().to_string()).collect(), cause)
 }
 
 /// Reloads counted `ok` and `failed` since the last call (a debugging snapshot drains the

@@ -119,7 +119,7 @@ pub fn run(pipeline: &Pipeline, options: &ProcessOptions) -> Result<Summary, Pro
                 summary.events += 1;
                 for alerted in alerts {
                     summary.alerts += 1;
-                    *summary.per_rule.entry((alerted.rule.to_string(), alerted.severity)).or_default() += 1;
+                    *summary.per_rule.entry((alerted.rule().to_string(), alerted.severity)).or_default() += 1;
                     let alert = alerted.output();
                     outputs.write(&alert.topic, &alert.value)?;
                     *summary.per_topic.entry(alert.topic.into_owned()).or_default() += 1;

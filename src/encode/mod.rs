@@ -106,10 +106,10 @@ pub struct Alerted {
     value: std::ops::Range<usize>,
     /// Where its `acs.v1.Alert` encoding starts in `bytes` (it runs to the end).
     proto: usize,
-    /// Where the key (the session, or the tenant for a tenant-scoped rule) is in `bytes`.
-    key: std::ops::Range<usize>,
+    /// Where the key (the session, or the tenant for a tenant-scoped rule) and the rule id are
+    /// in `bytes`.
+    spans: crate::rules::alert::ProtoSpans,
     format: Format,
-    pub rule: std::sync::Arc<str>,
     pub severity: crate::rules::Severity,
 }
 
@@ -121,7 +121,7 @@ impl Alerted {
             (headers::CONTENT_TYPE, Cow::Borrowed(self.format.content_type())),
             (headers::SCHEMA, Cow::Borrowed(crate::rules::alert::ALERT_SCHEMA)),
         ];
-        let key = Some(Cow::Borrowed(&self.bytes[self.key.clone()]));
+        let key = Some(Cow::Borrowed(&self.bytes[self.spans.key.clone()]));
         Output {
             topic: Cow::Borrowed(self.topic()),
             key,
@@ -132,8 +132,17 @@ impl Alerted {
 
     /// Its topic (its tenant's alerts topic).
     pub fn topic(&self) -> &str {
-        std::str::from_utf8(&self.bytes[..self.value.start])
-            .expect("an alert's topic is written from a template and a tenant id, both text")
+        self.text(0..self.value.start)
+    }
+
+    /// The id of the rule that fired it.
+    pub fn rule(&self) -> &str {
+        self.text(self.spans.rule.clone())
+    }
+
+    /// Text it was written from.
+    fn text(&self, span: std::ops::Range<usize>) -> &str {
+        std::str::from_utf8(&self.bytes[span]).expect("written from text (a topic, a rule id)")
     }
 
     /// Its `acs.v1.Alert` encoding (what the changelog keeps).
@@ -175,10 +184,10 @@ impl AlertEncoder {
         buf.clear();
         self.template.render_into(&mut buf, alert.tenant_id);
         let start = buf.len();
-        let (value, key) = match self.format {
+        let (value, spans) = match self.format {
             Format::Protobuf => {
-                let key = alert.put_proto(&mut buf);
-                (start..buf.len(), key)
+                let spans = alert.put_proto(&mut buf);
+                (start..buf.len(), spans)
             }
             Format::Json => {
                 // Plain strings, numbers and enums into memory: serializing cannot fail.
@@ -195,7 +204,7 @@ impl AlertEncoder {
         if buf.capacity() <= MAX_KEPT_BUFFER {
             ALERT_BUFFER.set(buf);
         }
-        Alerted { bytes, value, proto, key, format: self.format, rule: alert.rule_id.clone(), severity: alert.severity }
+        Alerted { bytes, value, proto, spans, format: self.format, severity: alert.severity }
     }
 }
 
@@ -295,7 +304,7 @@ mod tests {
                 assert_eq!(*output.value, value);
                 assert_eq!(alerted.proto(), alert.to_proto_vec(), "the changelog's bytes");
                 assert_eq!(alerted.alert(), Some(alert));
-                assert_eq!((&*alerted.rule, alerted.severity), ("repeated-pauses", crate::rules::Severity::Medium));
+                assert_eq!((alerted.rule(), alerted.severity), ("repeated-pauses", crate::rules::Severity::Medium));
             }
         }
     }

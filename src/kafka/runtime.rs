@@ -1440,7 +1440,7 @@ pub async fn run_with<P: Processor>(
                         topics_cache.ensure(&output.topic).await;
                         for alerted in alerts {
                             topics_cache.ensure(alerted.topic()).await;
-                            Meters::alert(&alerted.rule, alerted.severity);
+                            Meters::alert(alerted.rule(), alerted.severity);
                             extra.push((Extra::Alert(alerted), None, Published::Alert));
                         }
                         if let (Some(topic), Some(tenant)) = (tenant_topic, tenant) {
@@ -1458,7 +1458,7 @@ pub async fn run_with<P: Processor>(
                     Step::Tenant(alerts) => {
                         for alerted in alerts {
                             topics_cache.ensure(alerted.topic()).await;
-                            Meters::alert(&alerted.rule, alerted.severity);
+                            Meters::alert(alerted.rule(), alerted.severity);
                             extra.push((Extra::Alert(alerted), None, Published::Alert));
                         }
                         (None, Fallback::Event(input()), None, Published::Alert)

@@ -285,19 +285,13 @@ impl<'a> AlertView<'a> {
     /// The `acs.v1.Alert` encoding, written straight from the fields (no owned copy of
     /// them); equal, byte for byte, to `Alert::to_proto().encode_to_vec()` (tested).
     pub fn to_proto_vec(&self) -> Vec<u8> {
-        self.to_proto_keyed().0
-    }
-
-    /// [`AlertView::to_proto_vec`], and where the alert's key is in it: the session's id,
-    /// or the tenant's for a tenant-scoped alert.
-    pub fn to_proto_keyed(&self) -> (Vec<u8>, std::ops::Range<usize>) {
         let mut buf = Vec::new();
-        let key = self.put_proto(&mut buf);
-        (buf, key)
+        self.put_proto(&mut buf);
+        buf
     }
 
-    /// Appends [`AlertView::to_proto_vec`] to `buf`; where the key is in `buf`.
-    pub fn put_proto(&self, buf: &mut Vec<u8>) -> std::ops::Range<usize> {
+    /// Appends [`AlertView::to_proto_vec`] to `buf`; where its key and rule id are in `buf`.
+    pub fn put_proto(&self, buf: &mut Vec<u8>) -> ProtoSpans {
         let start = buf.len();
         // Sized first, from the strings (every other field has a bound), then written
         // through a cursor: no capacity check per byte.
@@ -311,6 +305,7 @@ impl<'a> AlertView<'a> {
         let mut out = Cursor { buf: &mut buf[start..], at: 0 };
         out.string(1, self.alert_id);
         out.string(2, self.rule_id);
+        let rule = out.at - self.rule_id.len()..out.at;
         out.int(3, i64::from(severity(self.severity) as i32));
         out.string(4, self.tenant_id);
         let mut key = out.at - self.tenant_id.len()..out.at;
@@ -334,8 +329,17 @@ impl<'a> AlertView<'a> {
         }
         let end = start + out.at;
         buf.truncate(end);
-        start + key.start..start + key.end
+        let shift = |range: std::ops::Range<usize>| start + range.start..start + range.end;
+        ProtoSpans { key: shift(key), rule: shift(rule) }
     }
+}
+
+/// Where [`AlertView::put_proto`] wrote an alert's key (the session's id, or the tenant's
+/// for a tenant-scoped alert) and its rule's id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProtoSpans {
+    pub key: std::ops::Range<usize>,
+    pub rule: std::ops::Range<usize>,
 }
 
 /// The most bytes a field's key and length (or integer value) take: every tag is below 16
@@ -717,7 +721,7 @@ mod tests {
     proptest::proptest! {
         /// Written through a cursor into a buffer sized from a bound: prost's bytes, for any
         /// values (negative numbers take ten bytes; strings of any length, empty ones
-        /// included), after what the buffer held, and the key where it says.
+        /// included), after what the buffer held, and the key and rule id where it says.
         #[test]
         fn the_direct_protobuf_is_prosts_for_any_values(
             strings in proptest::collection::vec(".{0,400}", 7),
@@ -744,11 +748,12 @@ mod tests {
             };
             let expected = alert.to_proto().encode_to_vec();
             let mut buf = before.clone();
-            let key = alert.with_view(|view| view.put_proto(&mut buf));
+            let spans = alert.with_view(|view| view.put_proto(&mut buf));
             proptest::prop_assert_eq!(&buf[..before.len()], &before[..]);
             proptest::prop_assert_eq!(&buf[before.len()..], &expected[..]);
             let key_of = if tenant_scope { &strings[2] } else { &strings[3] };
-            proptest::prop_assert_eq!(&buf[key], key_of.as_bytes());
+            proptest::prop_assert_eq!(&buf[spans.key], key_of.as_bytes());
+            proptest::prop_assert_eq!(&buf[spans.rule], strings[1].as_bytes());
         }
     }
 

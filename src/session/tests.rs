@@ -408,7 +408,7 @@ fn rule_state_is_restored_and_a_replay_fires_what_it_fired_until_committed() {
     let fired = apply(&mut never, &third, 5);
     assert_eq!(fired.len(), 1, "{fired:?}");
     let alert = fired[0].alert().unwrap();
-    assert_eq!((&*fired[0].rule, &*alert.rule_id), ("repeated-pauses", "repeated-pauses"));
+    assert_eq!((fired[0].rule(), &*alert.rule_id), ("repeated-pauses", "repeated-pauses"));
     let evidence: Vec<&str> = alert.evidence.iter().map(|e| &*e.message_id).collect();
     assert_eq!(evidence, ["p1", "p2", "p3"]);
     assert_eq!(apply(&mut restored, &third, 5), fired);
