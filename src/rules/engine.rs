@@ -207,9 +207,11 @@ pub fn evaluate_into(
         }
         counted = Some(candidate.rule);
         match (rule.scope, &mut tenant) {
-            (Scope::Session, _) => count(rule, lateness, event, session, &event.delivery_execution_id, &mut fired),
+            (Scope::Session, _) => {
+                count(rule, rules.generation, lateness, event, session, &event.delivery_execution_id, &mut fired)
+            }
             (Scope::Tenant, Tenant::Inline(state)) => {
-                count(rule, lateness, event, state, &event.tenant_id, &mut fired);
+                count(rule, rules.generation, lateness, event, state, &event.tenant_id, &mut fired);
             }
             (Scope::Tenant, Tenant::Forward(matched)) => matched.push(rule.id.clone()),
         }
@@ -272,7 +274,7 @@ pub fn evaluate_tenant_into<S: AsRef<str>>(
     let lateness = millis(rules.allowed_lateness);
     for rule in rules.rules() {
         if rule.scope == Scope::Tenant && matched.iter().any(|id| id.as_ref() == &*rule.id) {
-            count(rule, lateness, event, tenant, &event.tenant_id, &mut fired);
+            count(rule, rules.generation, lateness, event, tenant, &event.tenant_id, &mut fired);
         }
     }
     advance(tenant, rules, lateness, event.incident_time);
@@ -363,6 +365,7 @@ fn cooling(last_fired: Option<i64>, at: i64, cooldown: i64) -> bool {
 /// to `fired` when it fires.
 fn count(
     rule: &Rule,
+    generation: u64,
     lateness: i64,
     event: &Event<'_>,
     state: &mut RuleState,
@@ -379,10 +382,13 @@ fn count(
         // Nothing to remember.
         return alert(rule, event, scope_key, group, &[EvidenceRef::of(event)], fired);
     }
-    // By pointer first: windows share the rule set's id once pruned (see `rule_of`).
+    // By pointer: windows share the rule set's id once pruned with it (see `rule_of`), by
+    // text until then (after a restore or a reload).
+    let shared = state.prune_due.generation == generation;
     let index = match (state.windows.iter().position(|w| Arc::ptr_eq(&w.rule, &rule.id) && same_group(w.group, group)))
-        .or_else(|| state.windows.iter().position(|w| w.rule == rule.id && same_group(w.group, group)))
-    {
+        .or_else(|| {
+            (!shared).then(|| state.windows.iter().position(|w| w.rule == rule.id && same_group(w.group, group)))?
+        }) {
         Some(index) => index,
         None => {
             state.windows.push(Window { rule: rule.id.clone(), group, matches: VecDeque::new(), last_fired: None });
