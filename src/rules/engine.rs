@@ -30,9 +30,10 @@ use super::alert::{ALERT_ID_LEN, Alert, AlertView, Evidence, EvidenceRef, alert_
 use super::config::{EventBits, GroupBy, MAX_DISTINCT, Match, Part, Rule, RuleSet, Scope};
 use crate::model::{Anomaly, Event, PauseAbout, ReasonCode, SessionView, Signal, SignalKind};
 
-/// Values seen, as 64-bit hashes, at most [`MAX_DISTINCT`].
+/// Values seen, as 64-bit hashes, at most [`MAX_DISTINCT`] (inline up to two: a session
+/// mostly has one IP and one user agent, read at every event of the test taker's side).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Distinct(Vec<u64>);
+pub struct Distinct(SmallVec<[u64; 2]>);
 
 impl Distinct {
     /// Remembers `value`; true when it is new (and there was room for it).
@@ -60,7 +61,7 @@ impl Distinct {
 
     /// The hashes [`Distinct::as_raw`] gave, back.
     pub fn from_raw(hashes: Vec<u64>) -> Distinct {
-        Distinct(hashes)
+        Distinct(SmallVec::from_vec(hashes))
     }
 }
 
