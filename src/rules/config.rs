@@ -252,11 +252,30 @@ fn signal_bit(kind: SignalKind) -> u32 {
     1 << kind as u32
 }
 
-impl Match {
-    /// Whether it has conditions its prefilter does not test (see `engine::matches_rest`).
-    pub(crate) fn has_rest(&self) -> bool {
-        !self.reason_codes.is_empty()
-            || !self.commands.is_empty()
+/// The conditions of a match its prefilter ([`Quick`]) does not test, as a candidate carries
+/// them: the session conditions themselves, and whether list conditions remain (reason codes,
+/// commands: read from the match). Tested without reading the match unless those remain.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Rest {
+    pub lists: bool,
+    pub extra_time_above: Option<f64>,
+    pub distinct_ips_above: Option<usize>,
+    pub distinct_user_agents_above: Option<usize>,
+}
+
+impl Rest {
+    pub(crate) fn of(m: &Match) -> Rest {
+        Rest {
+            lists: !m.reason_codes.is_empty() || !m.commands.is_empty(),
+            extra_time_above: m.extra_time_above,
+            distinct_ips_above: m.distinct_ips_above,
+            distinct_user_agents_above: m.distinct_user_agents_above,
+        }
+    }
+
+    /// Whether something remains to test.
+    pub(crate) fn any(&self) -> bool {
+        self.lists
             || self.extra_time_above.is_some()
             || self.distinct_ips_above.is_some()
             || self.distinct_user_agents_above.is_some()
@@ -356,6 +375,8 @@ pub struct RuleSet {
     /// For each action bit of [`EventBits`] (its index), the alternatives that admit it, in
     /// rule order: what an event is tested against, laid out together.
     by_action: Box<[Box<[Candidate]>]>,
+    /// Whether a rule is tenant-scoped (asked at every event).
+    tenant_scope: bool,
     /// Tells this compilation from every other one in the process (states remember which
     /// rules their pruning schedule was computed for: see `engine::prune`).
     pub(crate) generation: u64,
@@ -368,7 +389,7 @@ impl PartialEq for RuleSet {
     }
 }
 
-/// An alternative of a rule, as the engine tests it: its prefilter, and whether conditions
+/// An alternative of a rule, as the engine tests it: its prefilter, and the conditions that
 /// remain to test after it (see `engine::matches_rest`).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Candidate {
@@ -376,7 +397,7 @@ pub(crate) struct Candidate {
     pub rule: u16,
     pub alternative: u16,
     pub quick: Quick,
-    pub rest: bool,
+    pub rest: Rest,
 }
 
 /// Generations of rule sets: 0 is none (a state not evaluated yet).
@@ -407,13 +428,14 @@ impl RuleSet {
                         rule: rule as u16,
                         alternative: alternative as u16,
                         quick: m.quick,
-                        rest: m.has_rest(),
+                        rest: Rest::of(m),
                     })
                     .collect()
             })
             .collect();
         let generation = GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        RuleSet { allowed_lateness, rules, by_action, generation }
+        let tenant_scope = rules.iter().any(|rule| rule.scope == Scope::Tenant);
+        RuleSet { allowed_lateness, rules, by_action, tenant_scope, generation }
     }
 
     /// The rules, in file order.
@@ -428,7 +450,7 @@ impl RuleSet {
 
     /// Whether a rule is tenant-scoped.
     pub fn has_tenant_scope(&self) -> bool {
-        self.rules.iter().any(|rule| rule.scope == Scope::Tenant)
+        self.tenant_scope
     }
 
     /// The built-in default rules (`config/rules.toml`).

@@ -27,7 +27,7 @@ use xxhash_rust::xxh3::xxh3_64;
 use smallvec::SmallVec;
 
 use super::alert::{ALERT_ID_LEN, Alert, AlertView, Evidence, EvidenceRef, alert_id_in};
-use super::config::{EventBits, GroupBy, MAX_DISTINCT, Match, Part, Rule, RuleSet, Scope};
+use super::config::{EventBits, GroupBy, MAX_DISTINCT, Match, Part, Rest, Rule, RuleSet, Scope};
 use crate::model::{Anomaly, Event, PauseAbout, ReasonCode, SessionView, Signal, SignalKind};
 
 /// Values seen, as 64-bit hashes, at most [`MAX_DISTINCT`] (inline up to two: a session
@@ -203,7 +203,11 @@ pub fn evaluate_into(
             continue;
         }
         let rule = &rules.rules()[usize::from(candidate.rule)];
-        if candidate.rest && !matches_rest(&rule.matches[usize::from(candidate.alternative)], event, &facts) {
+        let rest = &candidate.rest;
+        if rest.any()
+            && !(session_conditions_hold(rest, &facts)
+                && (!rest.lists || lists_hold(&rule.matches[usize::from(candidate.alternative)], event)))
+        {
             continue;
         }
         counted = Some(candidate.rule);
@@ -333,6 +337,11 @@ fn matches(m: &Match, event: &Event<'_>, facts: &Facts) -> bool {
 /// The conditions of `m` its prefilter ([`super::config::Quick`]) does not test: with it,
 /// the same as [`matches`].
 fn matches_rest(m: &Match, event: &Event<'_>, facts: &Facts) -> bool {
+    lists_hold(m, event) && session_conditions_hold(&Rest::of(m), facts)
+}
+
+/// The reason-code and command conditions of `m`.
+fn lists_hold(m: &Match, event: &Event<'_>) -> bool {
     (m.reason_codes.is_empty()
         || event.reason_code.numeric().is_some_and(|c| m.reason_codes.iter().any(|(lo, hi)| (*lo..=*hi).contains(&c))))
         && (m.commands.is_empty()
@@ -341,9 +350,14 @@ fn matches_rest(m: &Match, event: &Event<'_>, facts: &Facts) -> bool {
                 .as_ref()
                 .and_then(|s| s.command.as_deref())
                 .is_some_and(|c| m.commands.iter().any(|w| w == c)))
-        && m.extra_time_above.is_none_or(|n| facts.extra_before <= n && facts.extra_after > n)
-        && m.distinct_ips_above.is_none_or(|n| facts.new_ip && facts.ips > n)
-        && m.distinct_user_agents_above.is_none_or(|n| facts.new_user_agent && facts.user_agents > n)
+}
+
+/// The session conditions of a match (extra time crossing a bound, a new IP or user agent
+/// beyond a count).
+fn session_conditions_hold(rest: &Rest, facts: &Facts) -> bool {
+    rest.extra_time_above.is_none_or(|n| facts.extra_before <= n && facts.extra_after > n)
+        && rest.distinct_ips_above.is_none_or(|n| facts.new_ip && facts.ips > n)
+        && rest.distinct_user_agents_above.is_none_or(|n| facts.new_user_agent && facts.user_agents > n)
 }
 
 fn group_of(rule: &Rule, event: &Event<'_>) -> &'static str {
@@ -639,14 +653,14 @@ mod tests {
                 for (alternative, m) in rule.matches.iter().enumerate() {
                     let listed = rules.candidates(&bits).iter().any(|c| {
                         (usize::from(c.rule), usize::from(c.alternative), c.quick, c.rest)
-                            == (index, alternative, m.quick, m.has_rest())
+                            == (index, alternative, m.quick, Rest::of(m))
                     });
                     assert!(!m.quick.admits(&bits) || listed, "{} on {event:?}", rule.id);
                 }
             }
             for m in rules.rules().iter().flat_map(|r| &r.matches) {
                 assert_eq!(m.quick.admits(&bits) && matches_rest(m, &event, &facts), matches(m, &event, &facts));
-                assert!(m.has_rest() || matches_rest(m, &event, &facts), "{m:?}");
+                assert!(Rest::of(m).any() || matches_rest(m, &event, &facts), "{m:?}");
             }
             for m in &alternatives {
                 let full = matches(m, &event, &facts);
