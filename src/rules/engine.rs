@@ -69,12 +69,31 @@ impl Distinct {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Window {
     pub rule: Arc<str>,
+    /// Where `rule` was in the rule set last seen (a cache for [`rule_of`]).
+    rule_at: RuleAt,
     /// The group (the signal kind for `group_by = "signal"`); empty without one.
     pub group: &'static str,
     /// Matches not yet part of an alert, by incident time (count above 1 only).
     pub matches: VecDeque<Evidence>,
     /// Incident time of the event that fired the last alert.
     pub last_fired: Option<i64>,
+}
+
+impl Window {
+    pub fn new(rule: Arc<str>, group: &'static str, matches: VecDeque<Evidence>, last_fired: Option<i64>) -> Window {
+        Window { rule, rule_at: RuleAt(u16::MAX), group, matches, last_fired }
+    }
+}
+
+/// A rule's index in a rule set: a cache, checked before use (the rule there must share the
+/// window's id), so windows holding it are equal whatever it says.
+#[derive(Debug, Clone, Copy)]
+struct RuleAt(u16);
+
+impl PartialEq for RuleAt {
+    fn eq(&self, _: &RuleAt) -> bool {
+        true
+    }
 }
 
 /// The rules' state of one scope: a session, or a tenant (for tenant-scoped rules).
@@ -212,11 +231,17 @@ pub fn evaluate_into(
         }
         counted = Some(candidate.rule);
         match (rule.scope, &mut tenant) {
-            (Scope::Session, _) => {
-                count(rule, rules.generation, lateness, event, session, &event.delivery_execution_id, &mut fired)
-            }
+            (Scope::Session, _) => count(
+                (rule, candidate.rule),
+                rules.generation,
+                lateness,
+                event,
+                session,
+                &event.delivery_execution_id,
+                &mut fired,
+            ),
             (Scope::Tenant, Tenant::Inline(state)) => {
-                count(rule, rules.generation, lateness, event, state, &event.tenant_id, &mut fired);
+                count((rule, candidate.rule), rules.generation, lateness, event, state, &event.tenant_id, &mut fired);
             }
             (Scope::Tenant, Tenant::Forward(matched)) => matched.push(rule.id.clone()),
         }
@@ -277,9 +302,11 @@ pub fn evaluate_tenant_into<S: AsRef<str>>(
     mut fired: impl FnMut(&AlertView<'_>),
 ) {
     let lateness = millis(rules.allowed_lateness);
-    for rule in rules.rules() {
+    for (index, rule) in rules.rules().iter().enumerate() {
         if rule.scope == Scope::Tenant && matched.iter().any(|id| id.as_ref() == &*rule.id) {
-            count(rule, rules.generation, lateness, event, tenant, &event.tenant_id, &mut fired);
+            // At most `MAX_RULES` (checked by the compilation).
+            let at = (rule, index as u16);
+            count(at, rules.generation, lateness, event, tenant, &event.tenant_id, &mut fired);
         }
     }
     advance(tenant, rules, lateness, event.incident_time);
@@ -379,7 +406,7 @@ fn cooling(last_fired: Option<i64>, at: i64, cooldown: i64) -> bool {
 /// Counts `event`, a match of `rule`, in `state` (the scope `scope_key`'s); gives the alert
 /// to `fired` when it fires.
 fn count(
-    rule: &Rule,
+    (rule, index): (&Rule, u16),
     generation: u64,
     lateness: i64,
     event: &Event<'_>,
@@ -400,17 +427,24 @@ fn count(
     // By pointer: windows share the rule set's id once pruned with it (see `rule_of`), by
     // text until then (after a restore or a reload).
     let shared = state.prune_due.generation == generation;
-    let index = match (state.windows.iter().position(|w| Arc::ptr_eq(&w.rule, &rule.id) && same_group(w.group, group)))
+    let window = match (state.windows.iter().position(|w| Arc::ptr_eq(&w.rule, &rule.id) && same_group(w.group, group)))
         .or_else(|| {
             (!shared).then(|| state.windows.iter().position(|w| w.rule == rule.id && same_group(w.group, group)))?
         }) {
-        Some(index) => index,
+        Some(window) => window,
         None => {
-            state.windows.push(Window { rule: rule.id.clone(), group, matches: VecDeque::new(), last_fired: None });
+            let rule_at = RuleAt(index);
+            state.windows.push(Window {
+                rule: rule.id.clone(),
+                rule_at,
+                group,
+                matches: VecDeque::new(),
+                last_fired: None,
+            });
             state.windows.len() - 1
         }
     };
-    let window = &mut state.windows[index];
+    let window = &mut state.windows[window];
     let evidence = count_in(rule, window, event, cooldown);
     state.prune_due.at = state.prune_due.at.min(forget_at(window, rule, cooldown));
     match evidence {
@@ -555,14 +589,18 @@ fn render_into(out: &mut String, parts: &[Part], event: &Event<'_>, count: u32) 
     }
 }
 
-/// The rule of `rules` with id `id`, looked up by pointer first; `id` then shares the rule
-/// set's string, for the next lookup.
-fn rule_of<'r>(rules: &'r RuleSet, id: &mut Arc<str>) -> Option<&'r Rule> {
-    if let Some(rule) = rules.rules().iter().find(|rule| Arc::ptr_eq(&rule.id, id)) {
+/// The rule of `rules` that `window` counts for: where the window last saw it, when it is
+/// still there (the same id, shared); else looked up by text, the window then sharing the
+/// rule set's id and knowing where it is, for the next lookup.
+fn rule_of<'r>(rules: &'r RuleSet, window: &mut Window) -> Option<&'r Rule> {
+    let cached = rules.rules().get(usize::from(window.rule_at.0));
+    if let Some(rule) = cached.filter(|rule| Arc::ptr_eq(&rule.id, &window.rule)) {
         return Some(rule);
     }
-    let rule = rules.get(id)?;
-    *id = rule.id.clone();
+    let (at, rule) = rules.rules().iter().enumerate().find(|(_, rule)| rule.id == window.rule)?;
+    window.rule = rule.id.clone();
+    // At most `MAX_RULES` (checked by the compilation).
+    window.rule_at = RuleAt(at as u16);
     Some(rule)
 }
 
@@ -575,7 +613,7 @@ fn prune(state: &mut RuleState, rules: &RuleSet, lateness: i64) {
     let oldest_counted = watermark.saturating_sub(lateness);
     let mut next = i64::MAX;
     state.windows.retain_mut(|window| {
-        let Some(rule) = rule_of(rules, &mut window.rule) else {
+        let Some(rule) = rule_of(rules, window) else {
             return false;
         };
         let horizon = oldest_counted.saturating_sub(millis(rule.window));

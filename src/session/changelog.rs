@@ -136,12 +136,7 @@ fn rules_from_proto(
                 return Err(ChangelogError::Group { rule: window.rule, group: window.group });
             };
             let matches = window.matches.into_iter().map(Evidence::from_proto).collect::<Option<_>>();
-            Ok(Window {
-                rule: Arc::from(window.rule),
-                group,
-                matches: matches.ok_or(ChangelogError::Alert)?,
-                last_fired: window.last_fired,
-            })
+            Ok(Window::new(Arc::from(window.rule), group, matches.ok_or(ChangelogError::Alert)?, window.last_fired))
         })
         .collect::<Result<Vec<_>, _>>()?;
     let fired = message
@@ -278,24 +273,19 @@ mod tests {
                 user_agents: Distinct::from_raw(vec![7]),
                 extra_time_minutes: 12.5,
                 windows: vec![
-                    Window {
-                        rule: Arc::from("repeated-pauses"),
-                        group: "",
-                        matches: VecDeque::from([evidence("m1", t0, 41), raw]),
-                        last_fired: Some(t0 - 60_000),
-                    },
-                    Window {
-                        rule: Arc::from("security-signals"),
-                        group: SignalKind::PauseOnBlur.as_str(),
-                        matches: VecDeque::from([bare]),
-                        last_fired: None,
-                    },
-                    Window {
-                        rule: Arc::from("no-signal"),
-                        group: "none",
-                        matches: VecDeque::new(),
-                        last_fired: Some(t0),
-                    },
+                    Window::new(
+                        Arc::from("repeated-pauses"),
+                        "",
+                        VecDeque::from([evidence("m1", t0, 41), raw]),
+                        Some(t0 - 60_000),
+                    ),
+                    Window::new(
+                        Arc::from("security-signals"),
+                        SignalKind::PauseOnBlur.as_str(),
+                        VecDeque::from([bare]),
+                        None,
+                    ),
+                    Window::new(Arc::from("no-signal"), "none", VecDeque::new(), Some(t0)),
                 ],
                 prune_due: Default::default(),
             },
