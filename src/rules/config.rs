@@ -299,12 +299,14 @@ impl Quick {
 
     /// Whether `event` may match: false only when one of the list conditions fails.
     pub(crate) fn admits(&self, event: &EventBits) -> bool {
-        self.actions & event.action != 0
+        // The most selective first: most rules are about a signal or an anomaly, and most
+        // events have neither.
+        self.signals & event.signals != 0
+            && self.anomalies & event.anomalies != 0
+            && self.actions & event.action != 0
             && self.actors & event.actor != 0
             && self.action_status & event.action_status != 0
             && self.reason_categories & event.reason_category != 0
-            && self.signals & event.signals != 0
-            && self.anomalies & event.anomalies != 0
     }
 }
 
