@@ -7,6 +7,7 @@
 //! alternative matches when every condition it sets does (a list condition: any of its
 //! values). See `config/rules.toml` for the keys, documented.
 
+use std::num::NonZeroU8;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -253,32 +254,36 @@ fn signal_bit(kind: SignalKind) -> u32 {
 }
 
 /// The conditions of a match its prefilter ([`Quick`]) does not test, as a candidate carries
-/// them: the session conditions themselves, and whether list conditions remain (reason codes,
-/// commands: read from the match). Tested without reading the match unless those remain.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// them, in the bytes its layout leaves free (a candidate stays 32 bytes: every event reads
+/// its action's list): the distinct IP and user-agent bounds themselves, and whether others
+/// remain in the match (reason codes, commands, extra time), read only then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Rest {
-    pub lists: bool,
-    pub extra_time_above: Option<f64>,
-    pub distinct_ips_above: Option<usize>,
-    pub distinct_user_agents_above: Option<usize>,
+    pub in_match: bool,
+    pub distinct_ips_above: Option<NonZeroU8>,
+    pub distinct_user_agents_above: Option<NonZeroU8>,
 }
 
 impl Rest {
     pub(crate) fn of(m: &Match) -> Rest {
+        // Validated between 1 and `MAX_DISTINCT - 1`; read from the match if not.
+        let small = |above: Option<usize>| above.map(|n| u8::try_from(n).ok().and_then(NonZeroU8::new).ok_or(()));
+        let (ips, user_agents) = (small(m.distinct_ips_above), small(m.distinct_user_agents_above));
+        let in_match = !m.reason_codes.is_empty()
+            || !m.commands.is_empty()
+            || m.extra_time_above.is_some()
+            || matches!(ips, Some(Err(())))
+            || matches!(user_agents, Some(Err(())));
         Rest {
-            lists: !m.reason_codes.is_empty() || !m.commands.is_empty(),
-            extra_time_above: m.extra_time_above,
-            distinct_ips_above: m.distinct_ips_above,
-            distinct_user_agents_above: m.distinct_user_agents_above,
+            in_match,
+            distinct_ips_above: ips.and_then(Result::ok),
+            distinct_user_agents_above: user_agents.and_then(Result::ok),
         }
     }
 
     /// Whether something remains to test.
     pub(crate) fn any(&self) -> bool {
-        self.lists
-            || self.extra_time_above.is_some()
-            || self.distinct_ips_above.is_some()
-            || self.distinct_user_agents_above.is_some()
+        self.in_match || self.distinct_ips_above.is_some() || self.distinct_user_agents_above.is_some()
     }
 }
 
@@ -392,7 +397,7 @@ impl PartialEq for RuleSet {
 }
 
 /// An alternative of a rule, as the engine tests it: its prefilter, and the conditions that
-/// remain to test after it (see `engine::matches_rest`).
+/// remain to test after it (see `engine::matches_rest`). 32 bytes (tested).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Candidate {
     /// Its rule's index in [`RuleSet::rules`], and its own among the rule's matches.
@@ -401,6 +406,9 @@ pub(crate) struct Candidate {
     pub quick: Quick,
     pub rest: Rest,
 }
+
+// Every event reads its action's candidates: two to a cache line.
+const _: () = assert!(std::mem::size_of::<Candidate>() == 32);
 
 /// Generations of rule sets: 0 is none (a state not evaluated yet).
 static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);

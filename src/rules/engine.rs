@@ -222,10 +222,8 @@ pub fn evaluate_into(
             continue;
         }
         let rule = &rules.rules()[usize::from(candidate.rule)];
-        let rest = &candidate.rest;
-        if rest.any()
-            && !(session_conditions_hold(rest, &facts)
-                && (!rest.lists || lists_hold(&rule.matches[usize::from(candidate.alternative)], event)))
+        if candidate.rest.any()
+            && !rest_holds(&candidate.rest, &rule.matches[usize::from(candidate.alternative)], event, &facts)
         {
             continue;
         }
@@ -364,27 +362,32 @@ fn matches(m: &Match, event: &Event<'_>, facts: &Facts) -> bool {
 /// The conditions of `m` its prefilter ([`super::config::Quick`]) does not test: with it,
 /// the same as [`matches`].
 fn matches_rest(m: &Match, event: &Event<'_>, facts: &Facts) -> bool {
-    lists_hold(m, event) && session_conditions_hold(&Rest::of(m), facts)
+    rest_holds(&Rest::of(m), m, event, facts)
 }
 
-/// The reason-code and command conditions of `m`.
-fn lists_hold(m: &Match, event: &Event<'_>) -> bool {
-    (m.reason_codes.is_empty()
-        || event.reason_code.numeric().is_some_and(|c| m.reason_codes.iter().any(|(lo, hi)| (*lo..=*hi).contains(&c))))
-        && (m.commands.is_empty()
-            || event
-                .signal
-                .as_ref()
-                .and_then(|s| s.command.as_deref())
-                .is_some_and(|c| m.commands.iter().any(|w| w == c)))
-}
-
-/// The session conditions of a match (extra time crossing a bound, a new IP or user agent
-/// beyond a count).
-fn session_conditions_hold(rest: &Rest, facts: &Facts) -> bool {
-    rest.extra_time_above.is_none_or(|n| facts.extra_before <= n && facts.extra_after > n)
-        && rest.distinct_ips_above.is_none_or(|n| facts.new_ip && facts.ips > n)
-        && rest.distinct_user_agents_above.is_none_or(|n| facts.new_user_agent && facts.user_agents > n)
+/// [`matches_rest`], `rest` being `m`'s as a candidate carries it: `m` is read only for what
+/// `rest` says remains in it.
+fn rest_holds(rest: &Rest, m: &Match, event: &Event<'_>, facts: &Facts) -> bool {
+    let above = |bound: Option<std::num::NonZeroU8>, new: bool, count: usize| {
+        bound.is_none_or(|n| new && count > usize::from(n.get()))
+    };
+    above(rest.distinct_ips_above, facts.new_ip, facts.ips)
+        && above(rest.distinct_user_agents_above, facts.new_user_agent, facts.user_agents)
+        && (!rest.in_match
+            || ((m.reason_codes.is_empty()
+                || event
+                    .reason_code
+                    .numeric()
+                    .is_some_and(|c| m.reason_codes.iter().any(|(lo, hi)| (*lo..=*hi).contains(&c))))
+                && (m.commands.is_empty()
+                    || event
+                        .signal
+                        .as_ref()
+                        .and_then(|s| s.command.as_deref())
+                        .is_some_and(|c| m.commands.iter().any(|w| w == c)))
+                && m.extra_time_above.is_none_or(|n| facts.extra_before <= n && facts.extra_after > n)
+                && m.distinct_ips_above.is_none_or(|n| facts.new_ip && facts.ips > n)
+                && m.distinct_user_agents_above.is_none_or(|n| facts.new_user_agent && facts.user_agents > n)))
 }
 
 fn group_of(rule: &Rule, event: &Event<'_>) -> &'static str {
