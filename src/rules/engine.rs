@@ -367,27 +367,29 @@ fn matches_rest(m: &Match, event: &Event<'_>, facts: &Facts) -> bool {
 
 /// [`matches_rest`], `rest` being `m`'s as a candidate carries it: `m` is read only for what
 /// `rest` says remains in it.
+#[inline]
 fn rest_holds(rest: &Rest, m: &Match, event: &Event<'_>, facts: &Facts) -> bool {
     let above = |bound: Option<std::num::NonZeroU8>, new: bool, count: usize| {
         bound.is_none_or(|n| new && count > usize::from(n.get()))
     };
     above(rest.distinct_ips_above, facts.new_ip, facts.ips)
         && above(rest.distinct_user_agents_above, facts.new_user_agent, facts.user_agents)
-        && (!rest.in_match
-            || ((m.reason_codes.is_empty()
-                || event
-                    .reason_code
-                    .numeric()
-                    .is_some_and(|c| m.reason_codes.iter().any(|(lo, hi)| (*lo..=*hi).contains(&c))))
-                && (m.commands.is_empty()
-                    || event
-                        .signal
-                        .as_ref()
-                        .and_then(|s| s.command.as_deref())
-                        .is_some_and(|c| m.commands.iter().any(|w| w == c)))
-                && m.extra_time_above.is_none_or(|n| facts.extra_before <= n && facts.extra_after > n)
-                && m.distinct_ips_above.is_none_or(|n| facts.new_ip && facts.ips > n)
-                && m.distinct_user_agents_above.is_none_or(|n| facts.new_user_agent && facts.user_agents > n)))
+        && (!rest.in_match || rest_in_match_holds(m, event, facts))
+}
+
+/// The conditions of `m` its prefilter does not test, read from it.
+fn rest_in_match_holds(m: &Match, event: &Event<'_>, facts: &Facts) -> bool {
+    (m.reason_codes.is_empty()
+        || event.reason_code.numeric().is_some_and(|c| m.reason_codes.iter().any(|(lo, hi)| (*lo..=*hi).contains(&c))))
+        && (m.commands.is_empty()
+            || event
+                .signal
+                .as_ref()
+                .and_then(|s| s.command.as_deref())
+                .is_some_and(|c| m.commands.iter().any(|w| w == c)))
+        && m.extra_time_above.is_none_or(|n| facts.extra_before <= n && facts.extra_after > n)
+        && m.distinct_ips_above.is_none_or(|n| facts.new_ip && facts.ips > n)
+        && m.distinct_user_agents_above.is_none_or(|n| facts.new_user_agent && facts.user_agents > n)
 }
 
 fn group_of(rule: &Rule, event: &Event<'_>) -> &'static str {
