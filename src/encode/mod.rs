@@ -184,21 +184,20 @@ impl AlertEncoder {
         buf.clear();
         self.template.render_into(&mut buf, alert.tenant_id);
         let start = buf.len();
-        let (value, spans) = match self.format {
+        let (value, proto, spans) = match self.format {
             Format::Protobuf => {
                 let spans = alert.put_proto(&mut buf);
-                (start..buf.len(), spans)
+                (start..buf.len(), start, spans)
             }
             Format::Json => {
                 // Plain strings, numbers and enums into memory: serializing cannot fail.
                 if serde_json::to_writer(&mut buf, alert).is_err() {
                     buf.truncate(start);
                 }
-                let value = start..buf.len();
-                (value, alert.put_proto(&mut buf))
+                let end = buf.len();
+                (start..end, end, alert.put_proto(&mut buf))
             }
         };
-        let proto = if self.format == Format::Protobuf { value.start } else { value.end };
         let bytes = std::sync::Arc::from(&buf[..]);
         // Kept for the next alert, unless an outsized one grew it.
         if buf.capacity() <= MAX_KEPT_BUFFER {

@@ -54,7 +54,7 @@ impl TopicTemplate {
         topic
     }
 
-    /// [`TopicTemplate::render`], appended to `out`.
+    /// [`TopicTemplate::render`], appended to `out` (as bytes: an alert record's start).
     pub fn render_into(&self, out: &mut Vec<u8>, tenant: &str) {
         out.extend_from_slice(self.prefix.as_bytes());
         out.extend_from_slice(tenant.as_bytes());

@@ -293,13 +293,14 @@ impl<'a> AlertView<'a> {
     /// Appends [`AlertView::to_proto_vec`] to `buf`; where its key and rule id are in `buf`.
     pub fn put_proto(&self, buf: &mut Vec<u8>) -> ProtoSpans {
         let start = buf.len();
-        // Sized first, from the strings (every other field has a bound), then written
-        // through a cursor: no capacity check per byte.
+        // Sized first (each string field exactly, each integer field at its most), then
+        // written through a cursor: no capacity check per byte.
         let strings = [self.alert_id, self.rule_id, self.tenant_id, self.title, self.summary];
-        let bound = MESSAGE_BOUND
-            + strings.iter().map(|s| s.len()).sum::<usize>()
-            + self.delivery_execution_id.map_or(0, str::len)
-            + self.test_taker.map_or(0, str::len)
+        let bound = strings.iter().map(|s| string_bound(s)).sum::<usize>()
+            + self.delivery_execution_id.map_or(0, string_bound)
+            + self.test_taker.map_or(0, string_bound)
+            // Severity, count, window start and end, fired at.
+            + 5 * INT_BOUND
             + self.evidence.iter().map(EvidenceRef::proto_bound).sum::<usize>();
         buf.resize(start + bound, 0);
         let mut out = Cursor { buf: &mut buf[start..], at: 0 };
@@ -342,11 +343,14 @@ pub struct ProtoSpans {
     pub rule: std::ops::Range<usize>,
 }
 
-/// The most bytes a field's key and length (or integer value) take: every tag is below 16
-/// (a one-byte key), a varint takes at most ten.
-const FIELD_BOUND: usize = 1 + 10;
-/// An `acs.v1.Alert`'s bound without its strings and evidence: its twelve fields.
-const MESSAGE_BOUND: usize = 12 * FIELD_BOUND;
+/// The most bytes an integer field takes (or a field's key and length): every tag is below
+/// 16 (a one-byte key), a varint takes at most ten bytes.
+const INT_BOUND: usize = 1 + 10;
+
+/// The bytes a string field takes when present: its key, its length and its text.
+fn string_bound(value: &str) -> usize {
+    1 + encoded_len_varint(value.len() as u64) + value.len()
+}
 
 /// Writes protobuf fields into a slice sized beforehand (see [`AlertView::put_proto`]).
 struct Cursor<'b> {
@@ -447,14 +451,16 @@ impl EvidenceRef<'_> {
             + int_len(8, self.offset)
     }
 
-    /// The most bytes it takes in an alert: its field of the alert (key and length), and
-    /// its own seven fields (one of the reason code's two) and their strings.
+    /// The most bytes it takes in an alert: its field of the alert (key and length), its
+    /// strings, its reason code and its four integers.
     fn proto_bound(&self) -> usize {
-        let raw = match self.reason_code {
-            Some(EvidenceCodeRef::Raw(raw)) => raw.len(),
-            _ => 0,
+        let code = match self.reason_code {
+            None => 0,
+            Some(EvidenceCodeRef::Numeric(_)) => INT_BOUND,
+            Some(EvidenceCodeRef::Raw(raw)) => string_bound(raw),
         };
-        FIELD_BOUND + 7 * FIELD_BOUND + self.message_id.len() + self.topic.len() + raw
+        // Action, incident time, partition, offset.
+        INT_BOUND + string_bound(self.message_id) + string_bound(self.topic) + code + 4 * INT_BOUND
     }
 
     fn put_proto(&self, out: &mut Cursor<'_>) {

@@ -256,7 +256,8 @@ fn signal_bit(kind: SignalKind) -> u32 {
 /// The conditions of a match its prefilter ([`Quick`]) does not test, as a candidate carries
 /// them, in the bytes its layout leaves free (a candidate stays 32 bytes: every event reads
 /// its action's list): the distinct IP and user-agent bounds themselves, and whether others
-/// remain in the match (reason codes, commands, extra time), read only then.
+/// remain in the match (reason codes, commands, extra time), read from it only then (see
+/// `engine::rest_holds`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Rest {
     pub in_match: bool,
@@ -397,7 +398,7 @@ impl PartialEq for RuleSet {
 }
 
 /// An alternative of a rule, as the engine tests it: its prefilter, and the conditions that
-/// remain to test after it (see `engine::matches_rest`). 32 bytes (tested).
+/// remain to test after it (see `engine::rest_holds`). 32 bytes (asserted at compile time).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Candidate {
     /// Its rule's index in [`RuleSet::rules`], and its own among the rule's matches.

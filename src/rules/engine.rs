@@ -61,7 +61,8 @@ impl Distinct {
 
     /// The hashes [`Distinct::as_raw`] gave, back.
     pub fn from_raw(hashes: Vec<u64>) -> Distinct {
-        Distinct(SmallVec::from_vec(hashes))
+        // Inline when they fit (`from_vec` would keep a decoded vector's spare capacity).
+        Distinct(SmallVec::from_slice(&hashes))
     }
 }
 
@@ -82,6 +83,11 @@ pub struct Window {
 impl Window {
     pub fn new(rule: Arc<str>, group: &'static str, matches: VecDeque<Evidence>, last_fired: Option<i64>) -> Window {
         Window { rule, rule_at: RuleAt(u16::MAX), group, matches, last_fired }
+    }
+
+    /// A window with nothing yet, for the rule at `index` of the rule set.
+    fn empty(rule: &Rule, index: u16, group: &'static str) -> Window {
+        Window { rule_at: RuleAt(index), ..Window::new(rule.id.clone(), group, VecDeque::new(), None) }
     }
 }
 
@@ -109,13 +115,18 @@ pub struct RuleState {
     pub extra_time_minutes: f64,
     pub windows: Vec<Window>,
     /// When the windows next have something to forget (not part of the state: rebuilt by the
-    /// first prune after a restore or a reload).
-    pub prune_due: PruneDue,
+    /// first prune after a restore or a reload). Only the engine sets it: it vouches for the
+    /// windows it was computed over.
+    pub(crate) prune_due: PruneDue,
 }
 
 /// When a state's windows next have something to forget: a cache over them, so that an
 /// event with nothing to forget does not visit them. Prunes happen exactly when they would
 /// if they ran after every event (it only skips those that would forget nothing).
+///
+/// Its generation also says that every window of the state shares its rule's id with that
+/// rule set (a prune makes them share it, new windows take it): `count` then looks windows
+/// up by pointer only.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PruneDue {
     /// The [`RuleSet`] generation it was computed for; 0: none (prune at the next event).
@@ -140,6 +151,7 @@ impl RuleState {
 }
 
 /// What the session state says, around the event, for session conditions.
+#[derive(Debug)]
 struct Facts {
     new_ip: bool,
     ips: usize,
@@ -377,7 +389,8 @@ fn rest_holds(rest: &Rest, m: &Match, event: &Event<'_>, facts: &Facts) -> bool 
         && (!rest.in_match || rest_in_match_holds(m, event, facts))
 }
 
-/// The conditions of `m` its prefilter does not test, read from it.
+/// The conditions of `m` its prefilter does not test, read from it (the distinct bounds
+/// again: inline only when they fit a byte, see [`Rest::of`]).
 fn rest_in_match_holds(m: &Match, event: &Event<'_>, facts: &Facts) -> bool {
     (m.reason_codes.is_empty()
         || event.reason_code.numeric().is_some_and(|c| m.reason_codes.iter().any(|(lo, hi)| (*lo..=*hi).contains(&c))))
@@ -438,14 +451,7 @@ fn count(
         }) {
         Some(window) => window,
         None => {
-            let rule_at = RuleAt(index);
-            state.windows.push(Window {
-                rule: rule.id.clone(),
-                rule_at,
-                group,
-                matches: VecDeque::new(),
-                last_fired: None,
-            });
+            state.windows.push(Window::empty(rule, index, group));
             state.windows.len() - 1
         }
     };
@@ -712,5 +718,67 @@ mod tests {
             }
         }
         assert!(admitted > 10_000 && refused > 10_000, "{admitted} {refused}");
+    }
+
+    /// A candidate's remaining conditions, as it carries them ([`Rest::of`]: the distinct
+    /// bounds inline when they fit a byte, the rest read from the match), decide what the
+    /// full test of those conditions decides, for any bounds (0 and above 255 included), any
+    /// session facts and synthetic events (reason codes, commands).
+    #[test]
+    fn a_candidates_remaining_conditions_are_the_matchs() {
+        use proptest::prelude::*;
+        let pipeline = Pipeline::new(&Config::defaults(), ReasonCatalog::builtin()).unwrap();
+        let options = SynthOptions::default();
+        let now = options.start_ms + 86_400_000;
+        let events: Vec<Event<'static>> = Generator::new(options)
+            .take_records(2_000)
+            .iter()
+            .enumerate()
+            .filter_map(|(offset, record)| {
+                let source = Source { topic: Arc::from("raw"), partition: 0, offset: offset as i64 };
+                pipeline.enrich(&record.value, &source, now).ok().map(Event::into_owned)
+            })
+            .filter(|event| {
+                event.reason_code.numeric().is_some() || event.signal.as_ref().is_some_and(|s| s.command.is_some())
+            })
+            .collect();
+        assert!(events.iter().any(|e| e.signal.as_ref().is_some_and(|s| s.command.is_some())), "commands");
+        let bound = prop_oneof![Just(None), (0usize..20).prop_map(Some), (250usize..300).prop_map(Some)];
+        let commands = proptest::collection::vec(proptest::sample::select(vec!["copy", "cut", "paste", "print"]), 0..2);
+        let codes = proptest::collection::vec((20_000i64..50_000, 0i64..2_000).prop_map(|(lo, w)| (lo, lo + w)), 0..2);
+        let extra = proptest::option::of(0.0f64..120.0);
+        let m =
+            (codes, commands, extra, bound.clone(), bound).prop_map(|(codes, commands, extra, ips, agents)| Match {
+                reason_codes: codes,
+                commands: commands.into_iter().map(String::from).collect(),
+                extra_time_above: extra,
+                distinct_ips_above: ips,
+                distinct_user_agents_above: agents,
+                ..Match::default()
+            });
+        let facts = (any::<bool>(), 0usize..20, any::<bool>(), 0usize..20, 0.0f64..130.0, 0.0f64..130.0).prop_map(
+            |(new_ip, ips, new_user_agent, user_agents, extra_before, extra_after)| Facts {
+                new_ip,
+                ips,
+                new_user_agent,
+                user_agents,
+                extra_before,
+                extra_after,
+            },
+        );
+        let mut runner = proptest::test_runner::TestRunner::new(proptest::test_runner::Config::with_cases(2_000));
+        let (held, failed) = (std::cell::Cell::new(0), std::cell::Cell::new(0));
+        runner
+            .run(&(m, facts, 0..events.len()), |(m, facts, index)| {
+                let event = &events[index];
+                let full = matches(&m, event, &facts);
+                prop_assert_eq!(rest_holds(&Rest::of(&m), &m, event, &facts), full, "{:?} {:?}", m, event);
+                let outcome = if full { &held } else { &failed };
+                outcome.set(outcome.get() + 1);
+                Ok(())
+            })
+            .unwrap();
+        let (held, failed) = (held.get(), failed.get());
+        assert!(held > 50 && failed > 50, "{held} {failed}");
     }
 }

@@ -469,6 +469,36 @@ fn a_full_window_keeps_its_latest_matches() {
     assert_eq!(held, ["b3", "b4", "b5", "b6", "b7", "b8"]);
 }
 
+/// After a reload that reorders the rules and changes their windows, each window is
+/// pruned and counted by its own rule of the new set (found by id: where the rule was before
+/// now holds another), and shares that rule's id.
+#[test]
+fn a_reload_that_reorders_the_rules_prunes_each_window_by_its_new_rule() {
+    let rules = |first: (&str, &str, &str), second: (&str, &str, &str)| {
+        let rule = |(id, window, signal): (&str, &str, &str)| {
+            format!(
+                "[[rule]]\nid = \"{id}\"\nseverity = \"low\"\ntitle = \"T\"\nsummary = \"S\"\n\
+                 [rule.threshold]\ncount = 3\nwindow = \"{window}\"\n[[rule.match]]\nsignals = [\"{signal}\"]\n"
+            )
+        };
+        let text = format!("allowed_lateness = \"1s\"\n{}{}", rule(first), rule(second));
+        RuleSet::from_toml("rules", &text).unwrap()
+    };
+    let mut run = Run::with(rules(("blur", "1m", "pause-on-blur"), ("full", "10m", "full-screen")));
+    assert!(run.feed(&said("b1", 0, BLUR)).is_empty());
+    assert!(run.feed(&said("b2", 10, BLUR)).is_empty());
+    assert!(run.feed(&said("f1", 20, FULL)).is_empty());
+    // Now `blur` keeps its matches 30 minutes, and `full`, where `blur` was, 1 minute.
+    run.rules = rules(("full", "1m", "full-screen"), ("blur", "30m", "pause-on-blur"));
+    assert!(run.feed(&said("other", 200, "nothing to count")).is_empty());
+    let windows = &run.by_session[DE].windows;
+    let held: Vec<(&str, usize)> = windows.iter().map(|w| (&*w.rule, w.matches.len())).collect();
+    assert_eq!(held, [("blur", 2)], "`full`'s match is older than its new minute, `blur`'s are not");
+    assert!(Arc::ptr_eq(&windows[0].rule, &run.rules.rules()[1].id), "the window shares the new rule's id");
+    let fired = run.feed(&said("b3", 210, BLUR));
+    assert_eq!(fired.iter().map(ids).collect::<Vec<_>>(), [["b1", "b2", "b3"]]);
+}
+
 mod pruning {
     use proptest::prelude::*;
 
