@@ -158,7 +158,7 @@ pub struct Alert {
 #[serde(rename_all = "camelCase")]
 pub struct AlertView<'a> {
     pub alert_id: &'a str,
-    /// The rule's id, shared (as the records and metrics of the alert share it).
+    /// The rule's id, shared (an owned copy, [`Alert`], shares it).
     pub rule_id: &'a Arc<str>,
     pub severity: Severity,
     pub tenant_id: &'a str,

@@ -241,17 +241,11 @@ pub fn evaluate_into(
         }
         counted = Some(candidate.rule);
         match (rule.scope, &mut tenant) {
-            (Scope::Session, _) => count(
-                (rule, candidate.rule),
-                rules.generation,
-                lateness,
-                event,
-                session,
-                &event.delivery_execution_id,
-                &mut fired,
-            ),
+            (Scope::Session, _) => {
+                count(rules, candidate.rule, lateness, event, session, &event.delivery_execution_id, &mut fired);
+            }
             (Scope::Tenant, Tenant::Inline(state)) => {
-                count((rule, candidate.rule), rules.generation, lateness, event, state, &event.tenant_id, &mut fired);
+                count(rules, candidate.rule, lateness, event, state, &event.tenant_id, &mut fired);
             }
             (Scope::Tenant, Tenant::Forward(matched)) => matched.push(rule.id.clone()),
         }
@@ -315,8 +309,7 @@ pub fn evaluate_tenant_into<S: AsRef<str>>(
     for (index, rule) in rules.rules().iter().enumerate() {
         if rule.scope == Scope::Tenant && matched.iter().any(|id| id.as_ref() == &*rule.id) {
             // At most `MAX_RULES` (checked by the compilation).
-            let at = (rule, index as u16);
-            count(at, rules.generation, lateness, event, tenant, &event.tenant_id, &mut fired);
+            count(rules, index as u16, lateness, event, tenant, &event.tenant_id, &mut fired);
         }
     }
     advance(tenant, rules, lateness, event.incident_time);
@@ -421,17 +414,18 @@ fn cooling(last_fired: Option<i64>, at: i64, cooldown: i64) -> bool {
     cooldown > 0 && last_fired.is_some_and(|last| at.abs_diff(last) < cooldown.unsigned_abs())
 }
 
-/// Counts `event`, a match of `rule`, in `state` (the scope `scope_key`'s); gives the alert
-/// to `fired` when it fires.
+/// Counts `event`, a match of the rule at `index` of `rules`, in `state` (the scope
+/// `scope_key`'s); gives the alert to `fired` when it fires.
 fn count(
-    (rule, index): (&Rule, u16),
-    generation: u64,
+    rules: &RuleSet,
+    index: u16,
     lateness: i64,
     event: &Event<'_>,
     state: &mut RuleState,
     scope_key: &str,
     fired: &mut impl FnMut(&AlertView<'_>),
 ) {
+    let rule = &rules.rules()[usize::from(index)];
     let at = event.incident_time;
     if rule.count > 1 && state.watermark.is_some_and(|w| at < w.saturating_sub(lateness)) {
         return;
@@ -444,7 +438,7 @@ fn count(
     }
     // By pointer: windows share the rule set's id once pruned with it (see `rule_of`), by
     // text until then (after a restore or a reload).
-    let shared = state.prune_due.generation == generation;
+    let shared = state.prune_due.generation == rules.generation;
     let window = match (state.windows.iter().position(|w| Arc::ptr_eq(&w.rule, &rule.id) && same_group(w.group, group)))
         .or_else(|| {
             (!shared).then(|| state.windows.iter().position(|w| w.rule == rule.id && same_group(w.group, group)))?
