@@ -6,6 +6,7 @@ pub mod proto;
 pub mod route;
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use serde::Deserialize;
 
@@ -13,6 +14,7 @@ pub use dead_letter::DeadLetter;
 pub use route::TopicTemplate;
 
 use crate::model::Event;
+use crate::rules::alert::ProtoSpans;
 
 /// One record to produce. Topic, key and value borrow where they can, from the input record
 /// or from an alert's record kept for a replay (the producer copies them when it sends).
@@ -101,14 +103,15 @@ pub type Alerts = smallvec::SmallVec<[Alerted; 2]>;
 pub struct Alerted {
     /// Its topic, its value (encoded as `format` says) and, when that is not it (JSON), its
     /// `acs.v1.Alert` encoding, one after the other: one allocation.
-    bytes: std::sync::Arc<[u8]>,
+    bytes: Arc<[u8]>,
     /// Where the value is in `bytes` (the topic ends where it starts).
     value: std::ops::Range<usize>,
-    /// Where its `acs.v1.Alert` encoding starts in `bytes` (it runs to the end).
+    /// Where its `acs.v1.Alert` encoding starts in `bytes`: it runs to the end in JSON (in
+    /// protobuf it is the value, and what follows it is slack).
     proto: usize,
     /// Where the key (the session, or the tenant for a tenant-scoped rule) and the rule id are
     /// in `bytes`.
-    spans: crate::rules::alert::ProtoSpans,
+    spans: ProtoSpans,
     format: Format,
     pub severity: crate::rules::Severity,
 }
@@ -147,7 +150,10 @@ impl Alerted {
 
     /// Its `acs.v1.Alert` encoding (what the changelog keeps).
     pub fn proto(&self) -> &[u8] {
-        &self.bytes[self.proto..]
+        match self.format {
+            Format::Protobuf => &self.bytes[self.value.clone()],
+            Format::Json => &self.bytes[self.proto..],
+        }
     }
 
     /// The alert, decoded from [`Alerted::proto`]; `None` if it is not an alert of the
@@ -177,32 +183,46 @@ impl Default for AlertEncoder {
 }
 
 impl AlertEncoder {
-    /// An alert's output record, encoded once from its borrowed fields (through a buffer the
-    /// thread reuses, then copied into the record's one allocation).
+    /// An alert's output record, encoded once from its borrowed fields: in protobuf straight
+    /// into the record's one allocation (sized from a bound); in JSON through a buffer the
+    /// thread reuses, then copied into it.
     pub fn record(&self, alert: &crate::rules::AlertView<'_>) -> Alerted {
-        let mut buf = ALERT_BUFFER.take();
-        buf.clear();
-        self.template.render_into(&mut buf, alert.tenant_id);
-        let start = buf.len();
-        let (value, proto, spans) = match self.format {
+        let (bytes, value, proto, spans) = match self.format {
             Format::Protobuf => {
-                let spans = alert.put_proto(&mut buf);
-                (start..buf.len(), start, spans)
+                let topic = self.template.pieces(alert.tenant_id);
+                let start = topic.iter().map(|piece| piece.len()).sum::<usize>();
+                // Zeroed, then written: the slack the bound leaves stays at the end, unread.
+                let mut bytes: Arc<[u8]> = std::iter::repeat_n(0, start + alert.proto_bound()).collect();
+                let buf = Arc::get_mut(&mut bytes).expect("just made: not shared");
+                let mut at = 0;
+                for piece in topic {
+                    buf[at..at + piece.len()].copy_from_slice(piece.as_bytes());
+                    at += piece.len();
+                }
+                let (len, spans) = alert.write_proto(&mut buf[start..]);
+                let shift = |range: std::ops::Range<usize>| start + range.start..start + range.end;
+                let spans = ProtoSpans { key: shift(spans.key), rule: shift(spans.rule) };
+                (bytes, start..start + len, start, spans)
             }
             Format::Json => {
+                let mut buf = ALERT_BUFFER.take();
+                buf.clear();
+                self.template.render_into(&mut buf, alert.tenant_id);
+                let start = buf.len();
                 // Plain strings, numbers and enums into memory: serializing cannot fail.
                 if serde_json::to_writer(&mut buf, alert).is_err() {
                     buf.truncate(start);
                 }
                 let end = buf.len();
-                (start..end, end, alert.put_proto(&mut buf))
+                let spans = alert.put_proto(&mut buf);
+                let bytes = Arc::from(&buf[..]);
+                // Kept for the next alert, unless an outsized one grew it.
+                if buf.capacity() <= MAX_KEPT_BUFFER {
+                    ALERT_BUFFER.set(buf);
+                }
+                (bytes, start..end, end, spans)
             }
         };
-        let bytes = std::sync::Arc::from(&buf[..]);
-        // Kept for the next alert, unless an outsized one grew it.
-        if buf.capacity() <= MAX_KEPT_BUFFER {
-            ALERT_BUFFER.set(buf);
-        }
         Alerted { bytes, value, proto, spans, format: self.format, severity: alert.severity }
     }
 }

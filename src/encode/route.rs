@@ -48,17 +48,18 @@ impl TopicTemplate {
     /// The topic for a tenant (the tenant is already validated).
     pub fn render(&self, tenant: &str) -> String {
         let mut topic = String::with_capacity(self.fixed_len() + tenant.len());
-        topic.push_str(&self.prefix);
-        topic.push_str(tenant);
-        topic.push_str(&self.suffix);
+        self.pieces(tenant).iter().for_each(|piece| topic.push_str(piece));
         topic
     }
 
     /// [`TopicTemplate::render`], appended to `out` (as bytes: an alert record's start).
     pub fn render_into(&self, out: &mut Vec<u8>, tenant: &str) {
-        out.extend_from_slice(self.prefix.as_bytes());
-        out.extend_from_slice(tenant.as_bytes());
-        out.extend_from_slice(self.suffix.as_bytes());
+        self.pieces(tenant).iter().for_each(|piece| out.extend_from_slice(piece.as_bytes()));
+    }
+
+    /// The topic for a tenant, in the three pieces it is made of.
+    pub fn pieces<'a>(&'a self, tenant: &'a str) -> [&'a str; 3] {
+        [&self.prefix, tenant, &self.suffix]
     }
 }
 

@@ -293,17 +293,33 @@ impl<'a> AlertView<'a> {
     /// Appends [`AlertView::to_proto_vec`] to `buf`; where its key and rule id are in `buf`.
     pub fn put_proto(&self, buf: &mut Vec<u8>) -> ProtoSpans {
         let start = buf.len();
-        // Sized first (each string field exactly, each integer field at its most), then
-        // written through a cursor: no capacity check per byte.
+        buf.resize(start + self.proto_bound(), 0);
+        let (len, spans) = self.write_proto(&mut buf[start..]);
+        buf.truncate(start + len);
+        let shift = |range: std::ops::Range<usize>| start + range.start..start + range.end;
+        ProtoSpans { key: shift(spans.key), rule: shift(spans.rule) }
+    }
+
+    /// The most bytes its `acs.v1.Alert` encoding takes: each string field exactly, each
+    /// integer field at its most.
+    pub fn proto_bound(&self) -> usize {
         let strings = [self.alert_id, self.rule_id, self.tenant_id, self.title, self.summary];
-        let bound = strings.iter().map(|s| string_bound(s)).sum::<usize>()
+        strings.iter().map(|s| string_bound(s)).sum::<usize>()
             + self.delivery_execution_id.map_or(0, string_bound)
             + self.test_taker.map_or(0, string_bound)
             // Severity, count, window start and end, fired at.
             + 5 * INT_BOUND
-            + self.evidence.iter().map(EvidenceRef::proto_bound).sum::<usize>();
-        buf.resize(start + bound, 0);
-        let mut out = Cursor { buf: &mut buf[start..], at: 0 };
+            + self.evidence.iter().map(EvidenceRef::proto_bound).sum::<usize>()
+    }
+
+    /// Writes [`AlertView::to_proto_vec`] at the start of `out`, at least
+    /// [`AlertView::proto_bound`] long (through a cursor: no capacity check per byte); how
+    /// many bytes it took, and where its key and rule id are in `out`.
+    ///
+    /// # Panics
+    /// If `out` is shorter than the bound.
+    pub fn write_proto(&self, out: &mut [u8]) -> (usize, ProtoSpans) {
+        let mut out = Cursor { buf: out, at: 0 };
         out.string(1, self.alert_id);
         out.string(2, self.rule_id);
         let rule = out.at - self.rule_id.len()..out.at;
@@ -328,10 +344,7 @@ impl<'a> AlertView<'a> {
             out.varint(evidence.proto_len() as u64);
             evidence.put_proto(&mut out);
         }
-        let end = start + out.at;
-        buf.truncate(end);
-        let shift = |range: std::ops::Range<usize>| start + range.start..start + range.end;
-        ProtoSpans { key: shift(key), rule: shift(rule) }
+        (out.at, ProtoSpans { key, rule })
     }
 }
 
@@ -364,13 +377,17 @@ impl Cursor<'_> {
         self.at += 1;
     }
 
-    /// The same bytes as `prost::encoding::encode_varint`.
+    /// The same bytes as `prost::encoding::encode_varint`: its length first, so that the
+    /// slice is checked once, not each byte.
     fn varint(&mut self, mut value: u64) {
-        while value >= 0x80 {
-            self.byte((value as u8) | 0x80);
+        let len = encoded_len_varint(value);
+        let (last, rest) = self.buf[self.at..self.at + len].split_last_mut().expect("a varint takes a byte or more");
+        for byte in rest {
+            *byte = (value as u8) | 0x80;
             value >>= 7;
         }
-        self.byte(value as u8);
+        *last = value as u8;
+        self.at += len;
     }
 
     /// The same bytes as `prost::encoding::encode_key` (tags below 16).
