@@ -11,6 +11,13 @@
 //! log (20%), a proctor ACS action (18%), a proctor resume (10%), a navigation (6%, half of
 //! them flat records with a 40999 XML payload) or a lockdown breach (2%), and after 40
 //! steps ends in a submission (control or flat) or a proctor termination (ACS).
+//!
+//! Sessions follow the state machine (`session::machine`), and every event declares the
+//! session's status: a paused session is neither paused again nor navigated, the proctor
+//! resumes it instead (but for a navigation sent as the pause landed, in one step of a
+//! hundred: the rare illegal transition of a real deployment); a running session is not
+//! resumed, another step is drawn instead. A proctor's ACS action is a pause (a resume when
+//! paused), extra time or a note.
 
 use serde_json::{Value, json};
 
@@ -81,6 +88,8 @@ struct Session {
     item: u32,
     step: u32,
     extra_time: f64,
+    /// Paused (suspended), waiting for the proctor to resume it.
+    paused: bool,
 }
 
 /// An endless, deterministic stream of records.
@@ -155,6 +164,7 @@ impl Generator {
             item: 1,
             step: 0,
             extra_time: 0.0,
+            paused: false,
         }
     }
 
@@ -193,14 +203,30 @@ impl Generator {
         SynthRecord { key, value: serde_json::to_vec(&value).expect("JSON values serialize"), malformed: false }
     }
 
-    /// The session's next event; true when the session is over.
+    /// The session's next event; true when the session is over. Every event is one the
+    /// session's status allows (see `session::machine`), and declares that status: a paused
+    /// session is not paused again and its test taker does not move on, the proctor resumes
+    /// it; a running one is not resumed.
     fn step(&mut self, s: &Session) -> (Value, bool) {
         let t = self.clock_ms;
-        match (s.step, self.rng.u8(..100)) {
+        let status = if s.paused { "suspended" } else { "interacting" };
+        let resume = |generator: &mut Generator| {
+            generator.update(s, |x| x.paused = false);
+            generator.control(s, What::new("proctor", "resume", "succeeded", "interacting"), None, t)
+        };
+        // A running session has nothing for the proctor to resume: another event instead.
+        let draw = match self.rng.u8(..100) {
+            90.. if !s.paused => self.rng.u8(..90),
+            draw => draw,
+        };
+        match (s.step, draw) {
             (0, _) => (self.control(s, What::new("test-taker", "start", "succeeded", "interacting"), None, t), false),
+            (1..=40, 1..=5) if s.paused => (resume(self), false),
+            // A navigation, rarely, while paused: one the front-end sent as the pause landed
+            // (the illegal transitions of a real deployment).
             (1..=40, 0..=5) => {
                 let next = s.item + 1;
-                self.sessions.iter_mut().filter(|x| x.execution_id == s.execution_id).for_each(|x| x.item = next);
+                self.update(s, |x| x.item = next);
                 if self.rng.bool() {
                     let payload = format!(
                         "<navigation type=\"next\"><from>item-{}</from><to>item-{next}</to><duration>{}</duration></navigation>",
@@ -208,43 +234,53 @@ impl Generator {
                         self.rng.u32(5..300)
                     );
                     let reason = Some((40999, payload));
-                    (self.flat(s, What::new("test-taker", "navigation", "succeeded", "interacting"), reason, t), false)
+                    (self.flat(s, What::new("test-taker", "navigation", "succeeded", status), reason, t), false)
                 } else {
-                    (self.control(s, What::new("test-taker", "navigation", "succeeded", "interacting"), None, t), false)
+                    (self.control(s, What::new("test-taker", "navigation", "succeeded", status), None, t), false)
                 }
             }
             (1..=40, 6..=39) => {
                 let (code, message) = SECURITY_MESSAGES[self.rng.usize(..SECURITY_MESSAGES.len())];
                 let actor = if message.starts_with("[Security Plugin]") { "security-plugin" } else { "test-taker" };
-                let action = if code == 20060 { "pause" } else { "flag" };
-                let status = if action == "pause" { "suspended" } else { "interacting" };
+                if code != 20060 {
+                    let reason = Some((code, message.to_owned()));
+                    return (self.control(s, What::new(actor, "flag", "succeeded", status), reason, t), false);
+                }
+                if s.paused {
+                    return (resume(self), false);
+                }
+                self.update(s, |x| x.paused = true);
                 let reason = Some((code, message.to_owned()));
-                (self.control(s, What::new(actor, action, "succeeded", status), reason, t), false)
+                (self.control(s, What::new(actor, "pause", "succeeded", "suspended"), reason, t), false)
             }
             (1..=40, 40..=59) => (self.deliver_fe_log(s, t), false),
             (1..=40, 60..=77) => {
-                let action = ["pause", "resume", "update", "flag"][self.rng.usize(..4)];
+                let action = [if s.paused { "resume" } else { "pause" }, "update", "flag"][self.rng.usize(..3)];
                 (self.acs(s, action, t), false)
             }
             (1..=40, 78..=79) => {
                 let message = "[Lockdown Browser] Security breach detected. Device info: {\"os\":\"Windows 11\",\"vm\":false}. Process list: obs64.exe, discord.exe.";
                 let reason = Some((20999, message.to_owned()));
-                (self.flat(s, What::new("security-plugin", "flag", "succeeded", "interacting"), reason, t), false)
+                (self.flat(s, What::new("security-plugin", "flag", "succeeded", status), reason, t), false)
             }
             (1..=40, 80..=89) => {
                 let (code, message) = SECURITY_MESSAGES[self.rng.usize(..SECURITY_MESSAGES.len())];
                 let reason = Some((code, message.to_owned()));
-                (self.flat(s, What::new("test-taker", "flag", "succeeded", "interacting"), reason, t), false)
+                (self.flat(s, What::new("test-taker", "flag", "succeeded", status), reason, t), false)
             }
-            (1..=40, _) => {
-                (self.control(s, What::new("proctor", "resume", "succeeded", "interacting"), None, t), false)
-            }
+            // Drawn by a paused session only.
+            (1..=40, _) => (resume(self), false),
             (_, 0..=79) => {
                 (self.control(s, What::new("test-taker", "submission", "succeeded", "closed"), None, t), true)
             }
             (_, 80..=94) => (self.acs(s, "terminate", t), true),
             (_, _) => (self.flat(s, What::new("system", "submission", "succeeded", "closed"), None, t), true),
         }
+    }
+
+    /// Changes the session `s` is a copy of.
+    fn update(&mut self, s: &Session, change: impl Fn(&mut Session)) {
+        self.sessions.iter_mut().filter(|x| x.execution_id == s.execution_id).for_each(change);
     }
 
     fn control(&mut self, s: &Session, what: What<'_>, reason: Option<(i64, String)>, t: i64) -> Value {
@@ -286,9 +322,10 @@ impl Generator {
         } else {
             format!("[deliver-fe] Network request failed: timeout after 30000 ms [item-{}]", s.item)
         };
-        let mut value =
-            self.control(s, What::new("deliver-fe", "log", "interacting", "interacting"), Some((40999, message)), t);
-        value["action"] = json!({"type": "log", "status": "interacting"});
+        // A log's action status is the session's status.
+        let status = if s.paused { "suspended" } else { "interacting" };
+        let mut value = self.control(s, What::new("deliver-fe", "log", status, status), Some((40999, message)), t);
+        value["action"] = json!({"type": "log", "status": status});
         value
     }
 
@@ -296,9 +333,16 @@ impl Generator {
         let (code, message) = PROCTOR_REASONS[self.rng.usize(..PROCTOR_REASONS.len())];
         let status = match action {
             "pause" => "paused",
+            "resume" => "running",
             "terminate" => "terminated",
+            _ if s.paused => "paused",
             _ => "running",
         };
+        match action {
+            "pause" => self.update(s, |x| x.paused = true),
+            "resume" => self.update(s, |x| x.paused = false),
+            _ => {}
+        }
         let time = chrono::DateTime::from_timestamp_millis(t).unwrap_or_default().to_rfc3339();
         let mut control = json!({
             "user": {"iss": "https://tao.example.org", "sub": s.login},
@@ -312,7 +356,7 @@ impl Generator {
         });
         if action == "update" {
             let total = s.extra_time + f64::from(self.rng.u8(1..4)) * 5.0;
-            self.sessions.iter_mut().filter(|x| x.execution_id == s.execution_id).for_each(|x| x.extra_time = total);
+            self.update(s, |x| x.extra_time = total);
             control["extra_time"] = json!(total);
         }
         json!({"deliveryExecutionId": s.execution_id, "itemId": format!("item-{}", s.item), "status": status, "acsControl": control})
@@ -413,6 +457,38 @@ mod tests {
             assert!(time(capped) <= cap);
             assert_eq!(free.key, capped.key, "the same sessions in the same order");
         }
+    }
+
+    /// Every event is one its session's status allows, and declares it (no event after the
+    /// end, no declared status the tracked one contradicts), but a rare navigation sent as a
+    /// pause landed; and sessions do pause and get resumed.
+    #[test]
+    fn sessions_follow_the_state_machine() {
+        use crate::model::{Action, Anomaly, Status};
+        let pipeline = Pipeline::new(&Config::defaults(), ReasonCatalog::builtin()).unwrap();
+        let options = SynthOptions { malformed_ratio: 0.0, ..SynthOptions::default() };
+        let now = options.start_ms + 86_400_000;
+        let mut sessions = pipeline.sessions();
+        let (mut pauses, mut resumes, mut races) = (0, 0, 0);
+        for (offset, record) in Generator::new(options).take_records(10_000).iter().enumerate() {
+            let source = Source { topic: Arc::from("raw"), partition: 0, offset: offset as i64 };
+            let mut event = pipeline.enrich(&record.value, &source, now).unwrap();
+            let view = sessions.apply(&mut event, offset as i64, now);
+            let text = || String::from_utf8_lossy(&record.value).into_owned();
+            if !view.transition_valid {
+                let race = (event.action, view.status_before) == (Some(Action::Navigation), Some(Status::Suspended));
+                assert!(race, "{:?} from {:?}: {}", event.action, view.status_before, text());
+                races += 1;
+                continue;
+            }
+            for anomaly in [Anomaly::IllegalTransition, Anomaly::EventAfterFinal, Anomaly::StatusMismatch] {
+                assert!(!event.anomalies.contains(&anomaly), "{anomaly:?}: {}", text());
+            }
+            pauses += usize::from(event.action == Some(Action::Pause));
+            resumes += usize::from(event.action == Some(Action::Resume));
+        }
+        assert!(pauses > 500 && resumes > 500, "{pauses} pauses, {resumes} resumes");
+        assert!((1..100).contains(&races), "{races} navigations while paused in 10,000 records");
     }
 
     #[test]
