@@ -106,8 +106,7 @@ pub struct Alerted {
     bytes: Arc<[u8]>,
     /// Where the value is in `bytes` (the topic ends where it starts).
     value: std::ops::Range<usize>,
-    /// Where its `acs.v1.Alert` encoding starts in `bytes`: it runs to the end in JSON (in
-    /// protobuf it is the value, and what follows it is slack).
+    /// Where its `acs.v1.Alert` encoding starts in `bytes` (it runs to the end).
     proto: usize,
     /// Where the key (the session, or the tenant for a tenant-scoped rule) and the rule id are
     /// in `bytes`.
@@ -150,10 +149,7 @@ impl Alerted {
 
     /// Its `acs.v1.Alert` encoding (what the changelog keeps).
     pub fn proto(&self) -> &[u8] {
-        match self.format {
-            Format::Protobuf => &self.bytes[self.value.clone()],
-            Format::Json => &self.bytes[self.proto..],
-        }
+        &self.bytes[self.proto..]
     }
 
     /// The alert, decoded from [`Alerted::proto`]; `None` if it is not an alert of the
@@ -184,25 +180,25 @@ impl Default for AlertEncoder {
 
 impl AlertEncoder {
     /// An alert's output record, encoded once from its borrowed fields: in protobuf straight
-    /// into the record's one allocation (sized from a bound); in JSON through a buffer the
-    /// thread reuses, then copied into it.
+    /// into the record's one allocation (sized from the encoding's length); in JSON through a
+    /// buffer the thread reuses, then copied into it.
     pub fn record(&self, alert: &crate::rules::AlertView<'_>) -> Alerted {
         let (bytes, value, proto, spans) = match self.format {
             Format::Protobuf => {
                 let topic = self.template.pieces(alert.tenant_id);
                 let start = topic.iter().map(|piece| piece.len()).sum::<usize>();
-                // Zeroed, then written: the slack the bound leaves stays at the end, unread.
-                let mut bytes: Arc<[u8]> = std::iter::repeat_n(0, start + alert.proto_bound()).collect();
+                let end = start + alert.proto_len();
+                let mut bytes: Arc<[u8]> = std::iter::repeat_n(0, end).collect();
                 let buf = Arc::get_mut(&mut bytes).expect("just made: not shared");
                 let mut at = 0;
                 for piece in topic {
                     buf[at..at + piece.len()].copy_from_slice(piece.as_bytes());
                     at += piece.len();
                 }
-                let (len, spans) = alert.write_proto(&mut buf[start..]);
+                let spans = alert.write_proto(&mut buf[start..]);
                 let shift = |range: std::ops::Range<usize>| start + range.start..start + range.end;
                 let spans = ProtoSpans { key: shift(spans.key), rule: shift(spans.rule) };
-                (bytes, start..start + len, start, spans)
+                (bytes, start..end, start, spans)
             }
             Format::Json => {
                 let mut buf = ALERT_BUFFER.take();

@@ -293,32 +293,36 @@ impl<'a> AlertView<'a> {
     /// Appends [`AlertView::to_proto_vec`] to `buf`; where its key and rule id are in `buf`.
     pub fn put_proto(&self, buf: &mut Vec<u8>) -> ProtoSpans {
         let start = buf.len();
-        buf.resize(start + self.proto_bound(), 0);
-        let (len, spans) = self.write_proto(&mut buf[start..]);
-        buf.truncate(start + len);
+        buf.resize(start + self.proto_len(), 0);
+        let spans = self.write_proto(&mut buf[start..]);
         let shift = |range: std::ops::Range<usize>| start + range.start..start + range.end;
         ProtoSpans { key: shift(spans.key), rule: shift(spans.rule) }
     }
 
-    /// The most bytes its `acs.v1.Alert` encoding takes: each string field exactly, each
-    /// integer field at its most.
-    pub fn proto_bound(&self) -> usize {
-        let strings = [self.alert_id, self.rule_id, self.tenant_id, self.title, self.summary];
-        strings.iter().map(|s| string_bound(s)).sum::<usize>()
-            + self.delivery_execution_id.map_or(0, string_bound)
-            + self.test_taker.map_or(0, string_bound)
-            // Severity, count, window start and end, fired at.
-            + 5 * INT_BOUND
-            + self.evidence.iter().map(EvidenceRef::proto_bound).sum::<usize>()
+    /// The length of its `acs.v1.Alert` encoding (prost's `encoded_len`).
+    pub fn proto_len(&self) -> usize {
+        let strings = [(1, self.alert_id), (2, self.rule_id), (4, self.tenant_id), (7, self.title), (8, self.summary)];
+        let numbers = [
+            (3, i64::from(severity(self.severity) as i32)),
+            (9, i64::from(self.count)),
+            (10, self.window_start),
+            (11, self.window_end),
+            (12, self.fired_at),
+        ];
+        strings.iter().map(|(tag, value)| str_len(*tag, value)).sum::<usize>()
+            + numbers.iter().map(|(tag, value)| int_len(*tag, *value)).sum::<usize>()
+            // Optional: present even when empty.
+            + self.delivery_execution_id.map_or(0, |value| bytes_len(5, value))
+            + self.test_taker.map_or(0, |value| bytes_len(6, value))
+            + self.evidence.iter().map(|evidence| message_len(13, evidence.proto_len())).sum::<usize>()
     }
 
-    /// Writes [`AlertView::to_proto_vec`] at the start of `out`, at least
-    /// [`AlertView::proto_bound`] long (through a cursor: no capacity check per byte); how
-    /// many bytes it took, and where its key and rule id are in `out`.
+    /// Writes [`AlertView::to_proto_vec`] into `out`, exactly [`AlertView::proto_len`] long
+    /// (through a cursor: no capacity check per byte); where its key and rule id are in `out`.
     ///
     /// # Panics
-    /// If `out` is shorter than the bound.
-    pub fn write_proto(&self, out: &mut [u8]) -> (usize, ProtoSpans) {
+    /// If `out` is shorter.
+    pub fn write_proto(&self, out: &mut [u8]) -> ProtoSpans {
         let mut out = Cursor { buf: out, at: 0 };
         out.string(1, self.alert_id);
         out.string(2, self.rule_id);
@@ -344,7 +348,8 @@ impl<'a> AlertView<'a> {
             out.varint(evidence.proto_len() as u64);
             evidence.put_proto(&mut out);
         }
-        (out.at, ProtoSpans { key, rule })
+        debug_assert_eq!(out.at, out.buf.len(), "written to the length computed");
+        ProtoSpans { key, rule }
     }
 }
 
@@ -354,15 +359,6 @@ impl<'a> AlertView<'a> {
 pub struct ProtoSpans {
     pub key: std::ops::Range<usize>,
     pub rule: std::ops::Range<usize>,
-}
-
-/// The most bytes an integer field takes (or a field's key and length): every tag is below
-/// 16 (a one-byte key), a varint takes at most ten bytes.
-const INT_BOUND: usize = 1 + 10;
-
-/// The bytes a string field takes when present: its key, its length and its text.
-fn string_bound(value: &str) -> usize {
-    1 + encoded_len_varint(value.len() as u64) + value.len()
 }
 
 /// Writes protobuf fields into a slice sized beforehand (see [`AlertView::put_proto`]).
@@ -431,6 +427,11 @@ fn bytes_len(tag: u32, value: &str) -> usize {
     key_len(tag) + encoded_len_varint(value.len() as u64) + value.len()
 }
 
+/// Encoded length of an embedded message field of `len` bytes.
+fn message_len(tag: u32, len: usize) -> usize {
+    key_len(tag) + encoded_len_varint(len as u64) + len
+}
+
 /// Encoded length of a proto3 integer or enum field (absent when 0).
 fn int_len(tag: u32, value: i64) -> usize {
     if value == 0 { 0 } else { key_len(tag) + encoded_len_varint(value as u64) }
@@ -466,18 +467,6 @@ impl EvidenceRef<'_> {
             + str_len(6, self.topic)
             + int_len(7, i64::from(self.partition))
             + int_len(8, self.offset)
-    }
-
-    /// The most bytes it takes in an alert: its field of the alert (key and length), its
-    /// strings, its reason code and its four integers.
-    fn proto_bound(&self) -> usize {
-        let code = match self.reason_code {
-            None => 0,
-            Some(EvidenceCodeRef::Numeric(_)) => INT_BOUND,
-            Some(EvidenceCodeRef::Raw(raw)) => string_bound(raw),
-        };
-        // Action, incident time, partition, offset.
-        INT_BOUND + string_bound(self.message_id) + string_bound(self.topic) + code + 4 * INT_BOUND
     }
 
     fn put_proto(&self, out: &mut Cursor<'_>) {
@@ -770,6 +759,7 @@ mod tests {
                 evidence,
             };
             let expected = alert.to_proto().encode_to_vec();
+            proptest::prop_assert_eq!(alert.with_view(|view| view.proto_len()), expected.len());
             let mut buf = before.clone();
             let spans = alert.with_view(|view| view.put_proto(&mut buf));
             proptest::prop_assert_eq!(&buf[..before.len()], &before[..]);
