@@ -15,7 +15,10 @@ use acs_stream::config::Config;
 use acs_stream::model::{ReasonCatalog, Source};
 use acs_stream::pipeline::{Outcome, Pipeline, Record};
 use acs_stream::rules::RuleSet;
-use acs_stream::synth::{Generator, SynthOptions};
+
+mod common;
+
+use common::{RECORDS, corpus};
 
 /// Allocations by size class (16 bytes each; the last: 1,008 bytes and more, and
 /// reallocations).
@@ -46,16 +49,12 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
-const RECORDS: usize = 10_000;
-
 fn counts() -> Vec<usize> {
     CLASSES.iter().map(|class| class.load(Ordering::Relaxed)).collect()
 }
 
 fn main() {
-    let options = SynthOptions::default();
-    let now = options.start_ms + 86_400_000;
-    let corpus: Vec<Vec<u8>> = Generator::new(options).take_records(RECORDS).into_iter().map(|r| r.value).collect();
+    let (corpus, now) = corpus();
     let pipeline = Pipeline::new(&Config::defaults(), ReasonCatalog::builtin()).expect("defaults are valid");
     let topic: Arc<str> = Arc::from("acs.raw");
     let mut by_variant = Vec::new();

@@ -8,7 +8,7 @@
 //! what drifts (frequency, neighbours' load) moves both passes of a pair alike. Reported: the
 //! median ratio of the pairs and its quartiles, and the median pass with and without rules.
 //!
-//! Run: `cargo bench --bench rules_cost` (`ROUNDS=N` pairs, 60 by default). Figures go to
+//! Run: `cargo bench --bench rules_cost` (`ACS_BENCH_ROUNDS=N` pairs, 60 by default). Figures go to
 //! BENCHMARKS.md. Run without `--bench` (as `cargo test --all-targets` does), it is a smoke
 //! test: two pairs, and the rules must have added alerts to the output.
 
@@ -30,13 +30,9 @@ use common::{corpus, run};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
-    // `cargo bench` passes `--bench`; a filter that is not this bench's name skips it.
-    if std::env::args().skip(1).any(|arg| !arg.starts_with('-') && !"rules_cost".contains(arg.as_str())) {
-        return;
-    }
     let full = std::env::args().any(|arg| arg == "--bench");
     let rounds: usize =
-        if full { std::env::var("ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(60).max(4) } else { 2 };
+        if full { std::env::var("ACS_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(60).max(4) } else { 2 };
     let (corpus, now) = corpus();
     let with = Pipeline::new(&Config::defaults(), ReasonCatalog::builtin())
         .expect("defaults are valid")

@@ -1,5 +1,8 @@
 //! What the core benchmarks share: the corpus and one pass of the full core over it.
 
+// Each bench uses what it needs of it.
+#![allow(dead_code)]
+
 use std::sync::Arc;
 
 use acs_stream::model::Source;

@@ -195,9 +195,7 @@ impl AlertEncoder {
                     buf[at..at + piece.len()].copy_from_slice(piece.as_bytes());
                     at += piece.len();
                 }
-                let spans = alert.write_proto(&mut buf[start..]);
-                let shift = |range: std::ops::Range<usize>| start + range.start..start + range.end;
-                let spans = ProtoSpans { key: shift(spans.key), rule: shift(spans.rule) };
+                let spans = alert.write_proto(&mut buf[start..]).shifted(start);
                 (bytes, start..end, start, spans)
             }
             Format::Json => {
@@ -227,7 +225,7 @@ impl AlertEncoder {
 const MAX_KEPT_BUFFER: usize = 64 * 1024;
 
 thread_local! {
-    /// Where [`AlertEncoder::record`] writes an alert before its record is allocated.
+    /// Where [`AlertEncoder::record`] writes a JSON alert before its record is allocated.
     static ALERT_BUFFER: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
 }
 

@@ -294,9 +294,7 @@ impl<'a> AlertView<'a> {
     pub fn put_proto(&self, buf: &mut Vec<u8>) -> ProtoSpans {
         let start = buf.len();
         buf.resize(start + self.proto_len(), 0);
-        let spans = self.write_proto(&mut buf[start..]);
-        let shift = |range: std::ops::Range<usize>| start + range.start..start + range.end;
-        ProtoSpans { key: shift(spans.key), rule: shift(spans.rule) }
+        self.write_proto(&mut buf[start..]).shifted(start)
     }
 
     /// The length of its `acs.v1.Alert` encoding (prost's `encoded_len`).
@@ -317,11 +315,12 @@ impl<'a> AlertView<'a> {
             + self.evidence.iter().map(|evidence| message_len(13, evidence.proto_len())).sum::<usize>()
     }
 
-    /// Writes [`AlertView::to_proto_vec`] into `out`, exactly [`AlertView::proto_len`] long
-    /// (through a cursor: no capacity check per byte); where its key and rule id are in `out`.
+    /// Writes [`AlertView::to_proto_vec`] into `out`, which must be exactly
+    /// [`AlertView::proto_len`] long (through a cursor: no capacity check per byte); where its
+    /// key and rule id are in `out`.
     ///
     /// # Panics
-    /// If `out` is shorter.
+    /// If `out` is shorter (and, in debug builds, if it is longer).
     pub fn write_proto(&self, out: &mut [u8]) -> ProtoSpans {
         let mut out = Cursor { buf: out, at: 0 };
         out.string(1, self.alert_id);
@@ -359,6 +358,14 @@ impl<'a> AlertView<'a> {
 pub struct ProtoSpans {
     pub key: std::ops::Range<usize>,
     pub rule: std::ops::Range<usize>,
+}
+
+impl ProtoSpans {
+    /// The same spans, `by` bytes further (the encoding written `by` bytes into a buffer).
+    pub fn shifted(self, by: usize) -> ProtoSpans {
+        let shift = |range: std::ops::Range<usize>| by + range.start..by + range.end;
+        ProtoSpans { key: shift(self.key), rule: shift(self.rule) }
+    }
 }
 
 /// Writes protobuf fields into a slice sized beforehand (see [`AlertView::put_proto`]).
@@ -731,7 +738,8 @@ mod tests {
     }
 
     proptest::proptest! {
-        /// Written through a cursor into a buffer sized from a bound: prost's bytes, for any
+        /// Written through a cursor into a buffer sized from its length: prost's bytes (and
+        /// length), for any
         /// values (negative numbers take ten bytes; strings of any length, empty ones
         /// included), after what the buffer held, and the key and rule id where it says.
         #[test]

@@ -742,7 +742,7 @@ mod tests {
         let bound = prop_oneof![3 => Just(None), 4 => (0usize..8).prop_map(Some), 1 => (250usize..300).prop_map(Some)];
         let commands = proptest::collection::vec(proptest::sample::select(vec!["copy", "cut", "paste", "print"]), 0..2);
         // Code ranges placed around the event's own code (start 0-3 below it, width 0-3),
-        // so that about half contain it; the event is drawn with them.
+        // so that about 60% contain it; the event is drawn with them.
         let codes = proptest::collection::vec((0i64..4, 0i64..4), 0..2);
         let extra = proptest::option::of(0.0f64..120.0);
         let yes = proptest::bool::weighted(0.8);

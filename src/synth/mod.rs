@@ -6,18 +6,22 @@
 //! are reproducible. Used by the benchmarks, and by `demo` and `generate`.
 //!
 //! The mix follows a default TAO deployment, where test-taker navigation is published only
-//! when a tenant enables it: each session starts (control message), then each step is a
-//! security pause or flag (34%, control message; 10% more as flat records), a deliver-fe
-//! log (20%), a proctor ACS action (18%), a proctor resume (10%), a navigation (6%, half of
-//! them flat records with a 40999 XML payload) or a lockdown breach (2%), and after 40
-//! steps ends in a submission (control or flat) or a proctor termination (ACS).
+//! when a tenant enables it, and sessions follow the state machine (`session::machine`),
+//! every event declaring the session's status. Each session starts (control message); each
+//! step of a running session is then a security message (38%, control messages: a pause on
+//! blur or full screen in four cases of nine, else a flag; 11% more flags as flat records), a
+//! deliver-fe log (22%), a proctor ACS action (20%: a pause, extra time or a note), a
+//! navigation (7%, half of them flat records with a 40999 XML payload) or a lockdown breach
+//! (2%). A paused session is resumed by the proctor at about a third of its steps (instead
+//! of a navigation or a security pause, in 10% more, and in a third of its ACS actions); its
+//! other events go on, declaring it suspended, and one step in a hundred is a navigation
+//! sent as the pause landed (the rare illegal transition of a real deployment). After 40
+//! steps a session ends in a submission (control or flat) or a proctor termination (ACS).
 //!
-//! Sessions follow the state machine (`session::machine`), and every event declares the
-//! session's status: a paused session is neither paused again nor navigated, the proctor
-//! resumes it instead (but for a navigation sent as the pause landed, in one step of a
-//! hundred: the rare illegal transition of a real deployment); a running session is not
-//! resumed, another step is drawn instead. A proctor's ACS action is a pause (a resume when
-//! paused), extra time or a note.
+//! With a capped clock ([`Generator::cap_clock`]), records of one session may share a time
+//! and repeat byte for byte: the service then takes the repeat for an upstream retry (a
+//! duplicate, which changes nothing), and the statuses declared afterwards may disagree
+//! with the one it tracks.
 
 use serde_json::{Value, json};
 
@@ -194,7 +198,7 @@ impl Generator {
         if malformed {
             return SynthRecord { key, value: self.malformed(&session), malformed: true };
         }
-        let (value, finished) = self.step(&session);
+        let (value, finished) = self.step(index, &session);
         let session = &mut self.sessions[index];
         session.step += 1;
         if finished {
@@ -203,20 +207,21 @@ impl Generator {
         SynthRecord { key, value: serde_json::to_vec(&value).expect("JSON values serialize"), malformed: false }
     }
 
-    /// The session's next event; true when the session is over. Every event is one the
-    /// session's status allows (see `session::machine`), and declares that status: a paused
-    /// session is not paused again and its test taker does not move on, the proctor resumes
-    /// it; a running one is not resumed.
-    fn step(&mut self, s: &Session) -> (Value, bool) {
+    /// The next event of the session at `index` (`s`, a copy); true when the session is over.
+    /// Every event is one the session's status allows, and declares that status: a paused
+    /// session is not paused again and its test taker does not move on (but rarely), the
+    /// proctor resumes it; a running one is not resumed.
+    fn step(&mut self, index: usize, s: &Session) -> (Value, bool) {
         let t = self.clock_ms;
         let status = if s.paused { "suspended" } else { "interacting" };
         let resume = |generator: &mut Generator| {
-            generator.update(s, |x| x.paused = false);
+            generator.update(index, |x| x.paused = false);
             generator.control(s, What::new("proctor", "resume", "succeeded", "interacting"), None, t)
         };
-        // A running session has nothing for the proctor to resume: another event instead.
+        // A running session has nothing for the proctor to resume: another step instead (its
+        // last step, the end, keeps its own shares).
         let draw = match self.rng.u8(..100) {
-            90.. if !s.paused => self.rng.u8(..90),
+            90.. if !s.paused && (1..=40).contains(&s.step) => self.rng.u8(..90),
             draw => draw,
         };
         match (s.step, draw) {
@@ -226,7 +231,7 @@ impl Generator {
             // (the illegal transitions of a real deployment).
             (1..=40, 0..=5) => {
                 let next = s.item + 1;
-                self.update(s, |x| x.item = next);
+                self.update(index, |x| x.item = next);
                 if self.rng.bool() {
                     let payload = format!(
                         "<navigation type=\"next\"><from>item-{}</from><to>item-{next}</to><duration>{}</duration></navigation>",
@@ -249,14 +254,14 @@ impl Generator {
                 if s.paused {
                     return (resume(self), false);
                 }
-                self.update(s, |x| x.paused = true);
+                self.update(index, |x| x.paused = true);
                 let reason = Some((code, message.to_owned()));
                 (self.control(s, What::new(actor, "pause", "succeeded", "suspended"), reason, t), false)
             }
             (1..=40, 40..=59) => (self.deliver_fe_log(s, t), false),
             (1..=40, 60..=77) => {
                 let action = [if s.paused { "resume" } else { "pause" }, "update", "flag"][self.rng.usize(..3)];
-                (self.acs(s, action, t), false)
+                (self.acs(index, s, action, t), false)
             }
             (1..=40, 78..=79) => {
                 let message = "[Lockdown Browser] Security breach detected. Device info: {\"os\":\"Windows 11\",\"vm\":false}. Process list: obs64.exe, discord.exe.";
@@ -273,14 +278,14 @@ impl Generator {
             (_, 0..=79) => {
                 (self.control(s, What::new("test-taker", "submission", "succeeded", "closed"), None, t), true)
             }
-            (_, 80..=94) => (self.acs(s, "terminate", t), true),
+            (_, 80..=94) => (self.acs(index, s, "terminate", t), true),
             (_, _) => (self.flat(s, What::new("system", "submission", "succeeded", "closed"), None, t), true),
         }
     }
 
-    /// Changes the session `s` is a copy of.
-    fn update(&mut self, s: &Session, change: impl Fn(&mut Session)) {
-        self.sessions.iter_mut().filter(|x| x.execution_id == s.execution_id).for_each(change);
+    /// Changes the session at `index` (the one being stepped: `step` has a copy of it).
+    fn update(&mut self, index: usize, change: impl FnOnce(&mut Session)) {
+        change(&mut self.sessions[index]);
     }
 
     fn control(&mut self, s: &Session, what: What<'_>, reason: Option<(i64, String)>, t: i64) -> Value {
@@ -329,7 +334,7 @@ impl Generator {
         value
     }
 
-    fn acs(&mut self, s: &Session, action: &str, t: i64) -> Value {
+    fn acs(&mut self, index: usize, s: &Session, action: &str, t: i64) -> Value {
         let (code, message) = PROCTOR_REASONS[self.rng.usize(..PROCTOR_REASONS.len())];
         let status = match action {
             "pause" => "paused",
@@ -339,8 +344,8 @@ impl Generator {
             _ => "running",
         };
         match action {
-            "pause" => self.update(s, |x| x.paused = true),
-            "resume" => self.update(s, |x| x.paused = false),
+            "pause" => self.update(index, |x| x.paused = true),
+            "resume" => self.update(index, |x| x.paused = false),
             _ => {}
         }
         let time = chrono::DateTime::from_timestamp_millis(t).unwrap_or_default().to_rfc3339();
@@ -356,7 +361,7 @@ impl Generator {
         });
         if action == "update" {
             let total = s.extra_time + f64::from(self.rng.u8(1..4)) * 5.0;
-            self.update(s, |x| x.extra_time = total);
+            self.update(index, |x| x.extra_time = total);
             control["extra_time"] = json!(total);
         }
         json!({"deliveryExecutionId": s.execution_id, "itemId": format!("item-{}", s.item), "status": status, "acsControl": control})
