@@ -86,7 +86,7 @@ fn main() {
             .output()
             .expect("the child runs");
         assert!(output.status.success(), "child: {}", String::from_utf8_lossy(&output.stderr));
-        String::from_utf8_lossy(&output.stdout).trim().parse::<f64>().expect("the child prints its median pass")
+        String::from_utf8_lossy(&output.stdout).trim().parse::<f64>().expect("the child prints its mean pass")
     });
     report(&format!("{children} pairs of processes"), corpus.len(), &processes);
 }
