@@ -185,16 +185,11 @@ impl AlertEncoder {
     pub fn record(&self, alert: &crate::rules::AlertView<'_>) -> Alerted {
         let (bytes, value, proto, spans) = match self.format {
             Format::Protobuf => {
-                let topic = self.template.pieces(alert.tenant_id);
-                let start = topic.iter().map(|piece| piece.len()).sum::<usize>();
+                let start = self.template.fixed_len() + alert.tenant_id.len();
                 let end = start + alert.proto_len();
                 let mut bytes: Arc<[u8]> = std::iter::repeat_n(0, end).collect();
                 let buf = Arc::get_mut(&mut bytes).expect("just made: not shared");
-                let mut at = 0;
-                for piece in topic {
-                    buf[at..at + piece.len()].copy_from_slice(piece.as_bytes());
-                    at += piece.len();
-                }
+                self.template.write_to(buf, alert.tenant_id);
                 let spans = alert.write_proto(&mut buf[start..]).shifted(start);
                 (bytes, start..end, start, spans)
             }

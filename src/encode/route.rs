@@ -57,8 +57,18 @@ impl TopicTemplate {
         self.pieces(tenant).iter().for_each(|piece| out.extend_from_slice(piece.as_bytes()));
     }
 
+    /// [`TopicTemplate::render`], written at the start of `out`, which must be at least
+    /// `fixed_len() + tenant.len()` long.
+    pub fn write_to(&self, out: &mut [u8], tenant: &str) {
+        let mut at = 0;
+        for piece in self.pieces(tenant) {
+            out[at..at + piece.len()].copy_from_slice(piece.as_bytes());
+            at += piece.len();
+        }
+    }
+
     /// The topic for a tenant, in the three pieces it is made of.
-    pub fn pieces<'a>(&'a self, tenant: &'a str) -> [&'a str; 3] {
+    fn pieces<'a>(&'a self, tenant: &'a str) -> [&'a str; 3] {
         [&self.prefix, tenant, &self.suffix]
     }
 }

@@ -431,10 +431,10 @@ fn str_len(tag: u32, value: &str) -> usize {
 
 /// Encoded length of a length-delimited field that is present.
 fn bytes_len(tag: u32, value: &str) -> usize {
-    key_len(tag) + encoded_len_varint(value.len() as u64) + value.len()
+    message_len(tag, value.len())
 }
 
-/// Encoded length of an embedded message field of `len` bytes.
+/// Encoded length of a length-delimited field of `len` bytes (an embedded message, a string).
 fn message_len(tag: u32, len: usize) -> usize {
     key_len(tag) + encoded_len_varint(len as u64) + len
 }
