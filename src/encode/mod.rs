@@ -183,9 +183,10 @@ impl AlertEncoder {
     /// into the record's one allocation (sized from the encoding's length); in JSON through a
     /// buffer the thread reuses, then copied into it.
     pub fn record(&self, alert: &crate::rules::AlertView<'_>) -> Alerted {
+        // The topic first: the value starts where it ends.
+        let start = self.template.fixed_len() + alert.tenant_id.len();
         let (bytes, value, proto, spans) = match self.format {
             Format::Protobuf => {
-                let start = self.template.fixed_len() + alert.tenant_id.len();
                 let end = start + alert.proto_len();
                 let mut bytes: Arc<[u8]> = std::iter::repeat_n(0, end).collect();
                 let buf = Arc::get_mut(&mut bytes).expect("just made: not shared");
@@ -196,8 +197,8 @@ impl AlertEncoder {
             Format::Json => {
                 let mut buf = ALERT_BUFFER.take();
                 buf.clear();
-                self.template.render_into(&mut buf, alert.tenant_id);
-                let start = buf.len();
+                buf.resize(start, 0);
+                self.template.write_to(&mut buf, alert.tenant_id);
                 // Plain strings, numbers and enums into memory: serializing cannot fail.
                 if serde_json::to_writer(&mut buf, alert).is_err() {
                     buf.truncate(start);

@@ -52,13 +52,8 @@ impl TopicTemplate {
         topic
     }
 
-    /// [`TopicTemplate::render`], appended to `out` (as bytes: an alert record's start).
-    pub fn render_into(&self, out: &mut Vec<u8>, tenant: &str) {
-        self.pieces(tenant).iter().for_each(|piece| out.extend_from_slice(piece.as_bytes()));
-    }
-
-    /// [`TopicTemplate::render`], written at the start of `out`, which must be at least
-    /// `fixed_len() + tenant.len()` long.
+    /// [`TopicTemplate::render`], written at the start of `out` (as bytes: an alert record's
+    /// start), which must be at least `fixed_len() + tenant.len()` long.
     pub fn write_to(&self, out: &mut [u8], tenant: &str) {
         let mut at = 0;
         for piece in self.pieces(tenant) {

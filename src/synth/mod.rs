@@ -96,6 +96,13 @@ struct Session {
     paused: bool,
 }
 
+impl Session {
+    /// Its status, as a control message or a flat record declares it.
+    fn status(&self) -> &'static str {
+        if self.paused { "suspended" } else { "interacting" }
+    }
+}
+
 /// An endless, deterministic stream of records.
 #[derive(Debug)]
 pub struct Generator {
@@ -213,7 +220,7 @@ impl Generator {
     /// proctor resumes it; a running one is not resumed.
     fn step(&mut self, index: usize, s: &Session) -> (Value, bool) {
         let t = self.clock_ms;
-        let status = if s.paused { "suspended" } else { "interacting" };
+        let status = s.status();
         let resume = |generator: &mut Generator| {
             generator.update(index, |x| x.paused = false);
             generator.control(s, What::new("proctor", "resume", "succeeded", "interacting"), None, t)
@@ -328,7 +335,7 @@ impl Generator {
             format!("[deliver-fe] Network request failed: timeout after 30000 ms [item-{}]", s.item)
         };
         // A log's action status is the session's status.
-        let status = if s.paused { "suspended" } else { "interacting" };
+        let status = s.status();
         let mut value = self.control(s, What::new("deliver-fe", "log", status, status), Some((40999, message)), t);
         value["action"] = json!({"type": "log", "status": status});
         value
