@@ -199,6 +199,16 @@ pub struct Match {
     pub(crate) quick: Quick,
 }
 
+impl Match {
+    /// Whether it holds only for an event that brings its session news (see [`News`]): it has
+    /// a condition on distinct IPs, user agents or extra time (`engine::rest_holds`).
+    pub(crate) fn needs_news(&self) -> bool {
+        self.distinct_ips_above.is_some()
+            || self.distinct_user_agents_above.is_some()
+            || self.extra_time_above.is_some()
+    }
+}
+
 /// Bit sets over the vocabularies of a match's list conditions: an event passes when, for
 /// each, its own bit set (see [`EventBits`]) shares a bit with the match's. A condition not
 /// set is every bit, [`NONE_BIT`] included (the bit of an absent value, or of an event
@@ -255,7 +265,7 @@ fn signal_bit(kind: SignalKind) -> u32 {
 
 /// The conditions of a match its prefilter ([`Quick`]) does not test, as a candidate carries
 /// them, in the bytes its layout leaves free (a candidate stays 32 bytes: every event reads
-/// its action's list): the distinct IP and user-agent bounds themselves, and whether others
+/// its list of them): the distinct IP and user-agent bounds themselves, and whether others
 /// remain in the match (reason codes, commands, extra time), read from it only then (see
 /// `engine::rest_holds`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -319,7 +329,7 @@ impl Quick {
 /// An event's values as bit sets, for [`Quick::admits`]: one bit for the action, the
 /// actor, the action status and the reason category ([`NONE_BIT`] when absent); the
 /// signal kinds its signal is or stands for (see `engine::signal_is`); its anomalies, and
-/// [`NONE_BIT`].
+/// [`NONE_BIT`]. With them, the [`SignalKey`] of its signal.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct EventBits {
     action: u32,
@@ -328,32 +338,68 @@ pub(crate) struct EventBits {
     reason_category: u32,
     signals: u32,
     anomalies: u32,
+    signal: SignalKey,
 }
 
 impl EventBits {
     pub(crate) fn of(event: &crate::model::Event<'_>) -> EventBits {
-        use crate::model::PauseAbout;
         fn one<T>(value: Option<T>, bit: impl Fn(T) -> u32) -> u32 {
             value.map_or(NONE_BIT, bit)
         }
-        let signals = one(event.signal.as_ref(), |s| {
-            signal_bit(s.kind)
-                | match (s.kind, s.about) {
-                    (SignalKind::SecurityPlugin, Some(PauseAbout::TabSwitch)) => signal_bit(SignalKind::PauseOnBlur),
-                    (SignalKind::SecurityPlugin, Some(PauseAbout::FullScreen)) => signal_bit(SignalKind::FullScreen),
-                    _ => 0,
-                }
-        });
+        let signal = SignalKey::of(event.signal.as_ref());
         EventBits {
             action: one(event.action, |a| 1 << a as u32),
             actor: one(event.actor, |a| 1 << a as u32),
             action_status: one(event.action_status, action_status_bit),
             reason_category: one(event.reason.as_ref(), |r| 1 << r.category.index()),
-            signals,
+            signals: signal.bits(),
             anomalies: event.anomalies.iter().fold(NONE_BIT, |bits, a| bits | 1 << *a as u32),
+            signal,
         }
     }
 }
+
+/// What an event's signal is to the prefilter: none, a kind, or a `[Security Plugin]` pause
+/// about leaving the tab/app or full screen (which also stands for a pause-on-blur or a
+/// full-screen exit). Every event's signal is one of [`SignalKey::COUNT`] keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SignalKey(u8);
+
+impl SignalKey {
+    const NONE: u8 = 0;
+    const TAB_SWITCH: u8 = 1 + SignalKind::ALL.len() as u8;
+    const FULL_SCREEN_EXIT: u8 = Self::TAB_SWITCH + 1;
+    pub(crate) const COUNT: usize = Self::FULL_SCREEN_EXIT as usize + 1;
+
+    fn of(signal: Option<&crate::model::Signal>) -> SignalKey {
+        use crate::model::PauseAbout;
+        SignalKey(match signal.map(|s| (s.kind, s.about)) {
+            None => Self::NONE,
+            Some((SignalKind::SecurityPlugin, Some(PauseAbout::TabSwitch))) => Self::TAB_SWITCH,
+            Some((SignalKind::SecurityPlugin, Some(PauseAbout::FullScreen))) => Self::FULL_SCREEN_EXIT,
+            Some((kind, _)) => 1 + kind as u8,
+        })
+    }
+
+    /// The signal kinds it is or stands for, as [`Quick::admits`] tests them.
+    fn bits(self) -> u32 {
+        match self.0 {
+            Self::NONE => NONE_BIT,
+            Self::TAB_SWITCH => signal_bit(SignalKind::SecurityPlugin) | signal_bit(SignalKind::PauseOnBlur),
+            Self::FULL_SCREEN_EXIT => signal_bit(SignalKind::SecurityPlugin) | signal_bit(SignalKind::FullScreen),
+            kind => 1 << (kind - 1),
+        }
+    }
+}
+
+// A kind's key is its index in `ALL`, plus one.
+const _: () = {
+    let mut i = 0;
+    while i < SignalKind::ALL.len() {
+        assert!(SignalKind::ALL[i] as usize == i);
+        i += 1;
+    }
+};
 
 /// One compiled rule.
 #[derive(Debug, Clone, PartialEq)]
@@ -380,9 +426,12 @@ pub struct Rule {
 pub struct RuleSet {
     pub allowed_lateness: Duration,
     rules: Vec<Rule>,
-    /// For each action bit of [`EventBits`] (its index), the alternatives that admit it, in
-    /// rule order: what an event is tested against, laid out together.
-    by_action: Box<[Box<[Candidate]>]>,
+    /// The alternatives an event is tested against, in rule order, by [`list_index`]: those
+    /// its action, its signal and whether it has anomalies admit, and among them, for an
+    /// event that brings its session no news (see [`News`]), those that can hold without.
+    /// Ranges of `listed`, where equal lists are stored once.
+    lists: Box<[std::ops::Range<u32>]>,
+    listed: Box<[Candidate]>,
     /// Whether a rule is tenant-scoped (asked at every event).
     tenant_scope: bool,
     /// Tells this compilation from every other one in the process (states remember which
@@ -408,8 +457,29 @@ pub(crate) struct Candidate {
     pub rest: Rest,
 }
 
-// Every event reads its action's candidates: two to a cache line.
+// Every event reads its list of candidates: two to a cache line.
 const _: () = assert!(std::mem::size_of::<Candidate>() == 32);
+
+/// Whether an event brings its session news: a new IP or user agent, or more extra time. A
+/// condition on distinct IPs, user agents or extra time holds only then (see
+/// [`Match::needs_news`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct News(pub bool);
+
+/// Lists of candidates: one for each action bit (an action's index, or [`NONE_BIT`]'s), signal
+/// key, with or without anomalies, with or without news.
+const LISTS: usize = 32 * SignalKey::COUNT * 2 * 2;
+
+fn list_index(action: usize, signal: u8, anomalous: bool, news: bool) -> usize {
+    ((action * SignalKey::COUNT + usize::from(signal)) * 2 + usize::from(anomalous)) * 2 + usize::from(news)
+}
+
+/// What [`list_index`] took.
+fn list_key(index: usize) -> (usize, u8, bool, bool) {
+    let (rest, news) = (index / 2, index % 2 == 1);
+    let (rest, anomalous) = (rest / 2, rest % 2 == 1);
+    (rest / SignalKey::COUNT, (rest % SignalKey::COUNT) as u8, anomalous, news)
+}
 
 /// Generations of rule sets: 0 is none (a state not evaluated yet).
 static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -421,32 +491,43 @@ impl RuleSet {
     }
 
     fn new(allowed_lateness: Duration, rules: Vec<Rule>) -> RuleSet {
-        // Only the bits an event can have (an action's, or none's) hold candidates.
-        let possible =
-            |bit: u32| 1 << bit == NONE_BIT || Action::ALL.iter().chain([&Action::Other]).any(|a| *a as u32 == bit);
-        let by_action = (0..32)
-            .map(|bit| {
-                if !possible(bit) {
-                    return Box::default();
-                }
-                let alternatives = rules.iter().enumerate().flat_map(|(rule, r)| {
-                    r.matches.iter().enumerate().map(move |(alternative, m)| (rule, alternative, m))
-                });
-                alternatives
-                    .filter(|(_, _, m)| m.quick.actions & (1 << bit) != 0)
-                    // At most `MAX_RULES` and `MAX_ALTERNATIVES` (checked by the compilation).
-                    .map(|(rule, alternative, m)| Candidate {
-                        rule: rule as u16,
-                        alternative: alternative as u16,
-                        quick: m.quick,
-                        rest: Rest::of(m),
-                    })
-                    .collect()
+        let alternatives: Vec<(Candidate, bool)> = rules
+            .iter()
+            .enumerate()
+            .flat_map(|(rule, r)| r.matches.iter().enumerate().map(move |(alternative, m)| (rule, alternative, m)))
+            .map(|(rule, alternative, m)| {
+                // At most `MAX_RULES` and `MAX_ALTERNATIVES` (checked by the compilation).
+                let candidate =
+                    Candidate { rule: rule as u16, alternative: alternative as u16, quick: m.quick, rest: Rest::of(m) };
+                (candidate, m.needs_news())
             })
             .collect();
+        let mut lists = Vec::with_capacity(LISTS);
+        let mut listed: Vec<Candidate> = Vec::new();
+        let mut stored: std::collections::HashMap<Vec<usize>, std::ops::Range<u32>> = std::collections::HashMap::new();
+        for index in 0..LISTS {
+            let (action, signal, anomalous, news) = list_key(index);
+            let action_bit = 1u32 << action;
+            let signals = SignalKey(signal).bits();
+            let list: Vec<usize> = (alternatives.iter().enumerate())
+                .filter(|(_, (c, needs_news))| {
+                    c.quick.actions & action_bit != 0
+                        && c.quick.signals & signals != 0
+                        && (anomalous || c.quick.anomalies & NONE_BIT != 0)
+                        && (news || !needs_news)
+                })
+                .map(|(at, _)| at)
+                .collect();
+            let range = stored.entry(list).or_insert_with_key(|list| {
+                let start = listed.len() as u32;
+                listed.extend(list.iter().map(|at| alternatives[*at].0));
+                start..listed.len() as u32
+            });
+            lists.push(range.clone());
+        }
         let generation = GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let tenant_scope = rules.iter().any(|rule| rule.scope == Scope::Tenant);
-        RuleSet { allowed_lateness, rules, by_action, tenant_scope, generation }
+        RuleSet { allowed_lateness, rules, lists: lists.into(), listed: listed.into(), tenant_scope, generation }
     }
 
     /// The rules, in file order.
@@ -454,9 +535,17 @@ impl RuleSet {
         &self.rules
     }
 
-    /// The alternatives `event` may match (its action admitted), in rule order.
-    pub(crate) fn candidates(&self, event: &EventBits) -> &[Candidate] {
-        &self.by_action[event.action.trailing_zeros() as usize & 31]
+    /// The alternatives `event` may match, in rule order: every one its prefilter may admit
+    /// (see [`RuleSet::lists`]); `news`: whether the event brings its session news.
+    pub(crate) fn candidates(&self, event: &EventBits, news: News) -> &[Candidate] {
+        let index = list_index(
+            event.action.trailing_zeros() as usize & 31,
+            event.signal.0,
+            event.anomalies != NONE_BIT,
+            news.0,
+        );
+        let range = &self.lists[index];
+        &self.listed[range.start as usize..range.end as usize]
     }
 
     /// Whether a rule is tenant-scoped.
