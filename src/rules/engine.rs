@@ -172,8 +172,10 @@ pub type Forwarded = SmallVec<[Arc<str>; 2]>;
 /// Where the tenant-scoped rules of an evaluation are counted.
 #[derive(Debug)]
 pub enum Tenant<'s> {
-    /// Here, in this state: every event of the tenant passes through it (one process, or one
-    /// partition holding the whole tenant).
+    /// Here, in this state (one process, or one partition holding the whole tenant): after
+    /// the session's rules, as [`evaluate_tenant`] counts a forwarded event, so that the
+    /// tenant's state moves with the events that match one of its rules only, as where they
+    /// are forwarded.
     Inline(&'s mut RuleState),
     /// Elsewhere: the ids of the tenant-scoped rules the event matches are pushed here, to be
     /// counted by [`evaluate_tenant`] where all of the tenant's events meet (the Kafka
@@ -183,7 +185,8 @@ pub enum Tenant<'s> {
 
 /// Evaluates `event` (enriched, its session view `view` already applied) against `rules`.
 /// `session` is the state of the event's session; tenant-scoped rules are counted or
-/// forwarded as `tenant` says. Returns the alerts fired, in rule order.
+/// forwarded as `tenant` says. Returns the alerts fired: the session's in rule order, then
+/// the tenant's.
 pub fn evaluate(
     rules: &RuleSet,
     event: &Event<'_>,
@@ -192,18 +195,30 @@ pub fn evaluate(
     tenant: Tenant<'_>,
 ) -> Vec<Alert> {
     let mut alerts = Vec::new();
-    evaluate_into(rules, event, view, session, tenant, |alert| alerts.push(alert.to_alert()));
+    let mut fired = |alert: &AlertView<'_>| alerts.push(alert.to_alert());
+    match tenant {
+        Tenant::Forward(matched) => evaluate_into(rules, event, view, session, matched, &mut fired),
+        Tenant::Inline(state) => {
+            let mut matched = Forwarded::new();
+            evaluate_into(rules, event, view, session, &mut matched, &mut fired);
+            if !matched.is_empty() {
+                evaluate_tenant_into(rules, event, &matched, state, &mut fired);
+            }
+        }
+    }
     alerts
 }
 
-/// [`evaluate`], each alert given to `fired` as it fires (borrowed: encoded or copied
-/// there, without an owned alert in between), in rule order.
+/// [`evaluate`], the tenant-scoped rules the event matches pushed to `matched` (to be counted
+/// by [`evaluate_tenant_into`], here or where the tenant's events meet), each alert given to
+/// `fired` as it fires (borrowed: encoded or copied there, without an owned alert in
+/// between), in rule order.
 pub fn evaluate_into(
     rules: &RuleSet,
     event: &Event<'_>,
     view: &SessionView,
     session: &mut RuleState,
-    mut tenant: Tenant<'_>,
+    matched: &mut Forwarded,
     mut fired: impl FnMut(&AlertView<'_>),
 ) {
     if view.duplicate || event.anomalies.contains(&Anomaly::Duplicate) {
@@ -241,20 +256,14 @@ pub fn evaluate_into(
             continue;
         }
         counted = Some(candidate.rule);
-        match (rule.scope, &mut tenant) {
-            (Scope::Session, _) => {
+        match rule.scope {
+            Scope::Session => {
                 count(rules, candidate.rule, lateness, event, session, &event.delivery_execution_id, &mut fired);
             }
-            (Scope::Tenant, Tenant::Inline(state)) => {
-                count(rules, candidate.rule, lateness, event, state, &event.tenant_id, &mut fired);
-            }
-            (Scope::Tenant, Tenant::Forward(matched)) => matched.push(rule.id.clone()),
+            Scope::Tenant => matched.push(rule.id.clone()),
         }
     }
     advance(session, rules, lateness, event.incident_time);
-    if let Tenant::Inline(state) = tenant {
-        advance(state, rules, lateness, event.incident_time);
-    }
 }
 
 /// The tenant-scoped rules `event` matches, pushed to `matched`, for an event processed again

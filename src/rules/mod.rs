@@ -5,9 +5,11 @@
 //! Wiring: [`crate::pipeline::Pipeline::process`] evaluates after `Sessions::apply`, with
 //! the event's [`SessionView`]; a session's [`RuleState`] lives beside its session state
 //! ([`SessionRules`], in the same changelog record, with the same expiry). Tenant-scoped
-//! rules are counted in place ([`Tenant::Inline`], `process`) or forwarded
-//! ([`Tenant::Forward`]): the Kafka runtime re-keys the event by tenant through the tenant
-//! topic and [`evaluate_tenant`] counts it where the tenant's partition is.
+//! rules the event matches are listed by [`evaluate_into`] and counted by
+//! [`evaluate_tenant_into`]: in place (`process`: [`Tenant::Inline`]) or where the tenant's
+//! partition is, the Kafka runtime re-keying the event by tenant through the tenant topic
+//! ([`Tenant::Forward`]). Either way the tenant's state sees only the events that match one
+//! of its rules.
 //!
 //! [`SessionView`]: crate::model::SessionView
 

@@ -306,6 +306,41 @@ fn technical_bursts_count_across_the_sessions_of_a_tenant() {
     none("technical-burst", &slow);
 }
 
+/// Counted in place or forwarded, a tenant's rules see the same events: those that match one
+/// of them. A later event that matches none does not make a burst late in one and not in the
+/// other.
+#[test]
+fn a_tenants_rules_count_the_same_in_place_as_forwarded() {
+    let technical = |i: i64| {
+        let de = if i % 2 == 0 { DE } else { DE2 };
+        rec(de, &format!("tech-{i}"), i * 3, "deliver-fe", "log", "interacting", r#","reasonCode":40010"#)
+    };
+    // A navigation 390 s in (past the burst by more than the allowed lateness, 5 min), then the
+    // burst.
+    let mut records = vec![start("s"), rec(DE, "n1", 390, "test-taker", "navigation", "succeeded", "")];
+    records.extend((0..20).map(technical));
+
+    let in_place = Run::new().fired("technical-burst", &records);
+    let mut run = Run::new();
+    let mut forwarded = Vec::new();
+    for record in &records {
+        run.offset += 1;
+        let source = Source { topic: Arc::from("acs.raw"), partition: 2, offset: run.offset };
+        let mut event = run.pipeline.enrich(record.as_bytes(), &source, NOW).unwrap().into_owned();
+        let view = run.sessions.apply(&mut event, run.offset, NOW);
+        let session = run.by_session.entry(event.delivery_execution_id.to_string()).or_default();
+        let mut matched = Forwarded::new();
+        forwarded.extend(evaluate(&run.rules, &event, &view, session, Tenant::Forward(&mut matched)));
+        if !matched.is_empty() {
+            let tenant = run.by_tenant.entry(event.tenant_id.to_string()).or_default();
+            forwarded.extend(evaluate_tenant(&run.rules, &event, &matched, tenant));
+        }
+    }
+    forwarded.retain(|alert| &*alert.rule_id == "technical-burst");
+    assert_eq!(in_place.len(), 1, "{in_place:#?}");
+    assert_eq!(in_place, forwarded);
+}
+
 #[test]
 fn late_events_count_within_the_allowed_lateness_only() {
     // The watermark moves to 20 min; allowed lateness is 5 min.

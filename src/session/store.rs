@@ -379,22 +379,26 @@ impl Sessions {
             return (view, Alerts::new());
         };
         let session = state.rules.get_or_insert_default();
-        let tenant = match forward {
-            Some(list) => rules::Tenant::Forward(list),
-            None => rules::Tenant::Inline(match self.tenant_rules.get_mut(&*state.tenant_id) {
-                Some(tenant) => tenant,
-                None => self.tenant_rules.entry(state.tenant_id.clone()).or_default(),
-            }),
-        };
         let mut alerts = Alerts::new();
+        let mut inline = rules::Forwarded::new();
+        let matched = forward.unwrap_or(&mut inline);
         rules::evaluate_into(
             rule_set,
             event,
             &view,
             &mut session.state,
-            tenant,
+            matched,
             encode_into(&self.encoder, &mut alerts),
         );
+        if !inline.is_empty() {
+            // Counted here (see `rules::Tenant::Inline`): the tenant's state is looked up only
+            // for an event that matches one of its rules.
+            let tenant = match self.tenant_rules.get_mut(&*state.tenant_id) {
+                Some(tenant) => tenant,
+                None => self.tenant_rules.entry(state.tenant_id.clone()).or_default(),
+            };
+            rules::evaluate_tenant_into(rule_set, event, &inline, tenant, encode_into(&self.encoder, &mut alerts));
+        }
         let kept = self.track_changes.then_some((&mut self.kept, &*event.delivery_execution_id));
         keep_fired(session, &alerts, position, self.committed, kept);
         (view, alerts)
