@@ -45,4 +45,16 @@ fn the_demo_processes_everything_and_says_so() {
     assert_eq!(per_rule.iter().map(|(_, n)| n).sum::<usize>(), alerts, "{stdout}");
     let defaults = acs_stream::rules::RuleSet::defaults();
     assert!(per_rule.iter().all(|(rule, _)| defaults.get(rule).is_some()), "{stdout}");
+    // The demo stops once the tenant side has counted every event forwarded to it, so that
+    // tenant-scoped rules see all of them: as many counted as re-keyed.
+    let (forwarded, counted): (usize, usize) = stdout
+        .split(" records/s, consumer group join included), and ")
+        .nth(1)
+        .and_then(|rest| {
+            let (forwarded, rest) = rest.split_once(" re-keyed by tenant for tenant-scoped rules (")?;
+            Some((forwarded.parse().ok()?, rest.split(' ').next()?.parse().ok()?))
+        })
+        .expect("the re-keyed and counted counts");
+    assert!(forwarded > 0, "the synthetic traffic matches tenant-scoped rules:\n{stdout}");
+    assert_eq!(counted, forwarded, "{stdout}");
 }

@@ -66,6 +66,58 @@ pub enum DemoError {
     Config(#[from] crate::config::ConfigError),
     #[error("only {got} of {expected} outputs arrived within {patience:?}")]
     Incomplete { got: usize, expected: usize, patience: Duration },
+    #[error("{partitions} partitions not committed to their end within {patience:?}")]
+    Uncommitted { partitions: usize, patience: Duration },
+}
+
+/// Waits until consumer group `group` has committed, on every partition of `topics` (each
+/// with its number of partitions), the partition's end offset as it stands when first asked:
+/// every record there consumed, and its outputs acknowledged. Gives up after `patience`.
+pub fn wait_committed(
+    brokers: &str,
+    group: &str,
+    topics: &[(String, i32)],
+    patience: Duration,
+) -> Result<(), DemoError> {
+    // Asks for the group's committed offsets only: it never joins the group.
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let timeout = Duration::from_secs(10);
+    let mut ends = TopicPartitionList::new();
+    for (topic, partitions) in topics {
+        for partition in 0..*partitions {
+            let (_, high) = consumer.fetch_watermarks(topic, partition, timeout)?;
+            ends.add_partition_offset(topic, partition, Offset::Offset(high))?;
+        }
+    }
+    let started = Instant::now();
+    loop {
+        let committed = consumer.committed_offsets(ends.clone(), timeout)?;
+        let elements = ends.elements();
+        let behind = elements
+            .iter()
+            .filter(|end| {
+                let at = committed.find_partition(end.topic(), end.partition()).map(|c| c.offset());
+                match (end.offset(), at) {
+                    // An empty partition: nothing to commit.
+                    (Offset::Offset(0), _) => false,
+                    (Offset::Offset(end), Some(Offset::Offset(at))) => at < end,
+                    _ => true,
+                }
+            })
+            .count();
+        if behind == 0 {
+            return Ok(());
+        }
+        if started.elapsed() > patience {
+            return Err(DemoError::Uncommitted { partitions: behind, patience });
+        }
+        // The service commits every `kafka.commit_interval` (500 ms here).
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Reads `topics` (partitions `0..partitions`) from the beginning until `expected` records
@@ -204,10 +256,23 @@ pub async fn run(options: &DemoOptions) -> Result<(), DemoError> {
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let reader_brokers = brokers.clone();
     let expected = options.events;
+    // Once every input record has its output, and then once the service has committed every
+    // input record and every record of the tenant topic (so the tenant-scoped rules have
+    // counted every event forwarded to them: the forwards of an input record are acknowledged
+    // before its offset is committed, so the tenant topic is complete by then).
+    let group = config.kafka.group_id.clone();
+    let mut committed_topics = vec![(INPUT_TOPIC.to_owned(), input_partitions)];
+    committed_topics.extend(config.tenant_topic().map(|topic| (topic, input_partitions)));
     let reader = tokio::task::spawn_blocking(move || {
         let result =
             read_outputs(&reader_brokers, &outputs, output_partitions, expected, Duration::from_secs(600), |n| {
                 eprintln!("demo: {n}/{expected} records processed");
+            })
+            .and_then(|records| {
+                for topic in &committed_topics {
+                    wait_committed(&reader_brokers, &group, std::slice::from_ref(topic), Duration::from_secs(120))?;
+                }
+                Ok(records)
             });
         let _ = done_tx.send(());
         result
@@ -262,9 +327,10 @@ fn report(summary: &RunSummary, records: &[OutputRecord], elapsed: Duration) -> 
     let rate = input as f64 / elapsed.as_secs_f64().max(1e-9);
     out.push_str(&format!(
         "\nacs-stream demo: {input} records consumed in {:.1} s ({:.0} records/s, consumer group join included), \
-         and {} re-keyed by tenant for tenant-scoped rules\n",
+         and {} re-keyed by tenant for tenant-scoped rules ({} counted for their tenant)\n",
         elapsed.as_secs_f64(),
         rate,
+        summary.tenant_forwarded,
         summary.tenant_records
     ));
     out.push_str(&format!(

@@ -102,6 +102,8 @@ pub struct RunSummary {
     pub flushes: u64,
     /// Alerts produced (acknowledged or not).
     pub alerts: u64,
+    /// Events produced to the tenant topic, for the tenant-scoped rules they match.
+    pub tenant_forwarded: u64,
     /// Records of the tenant topic counted for their tenant (not in `consumed`; their alerts
     /// are in `alerts`).
     pub tenant_records: u64,
@@ -1499,7 +1501,10 @@ pub async fn run_with<P: Processor>(
                     (_, Fallback::Event(_), None) => state.summary.events += 1,
                     _ => state.summary.dead_letters += 1,
                 }
-                state.summary.alerts += extra.iter().filter(|(_, _, kind)| *kind == Published::Alert).count() as u64;
+                let published = |wanted: Published| extra.iter().filter(|(_, _, kind)| *kind == wanted).count() as u64;
+                state.summary.alerts += published(Published::Alert);
+                // Only an event's tenant-topic copy goes with it as a repartition record.
+                state.summary.tenant_forwarded += published(Published::Repartition);
                 let outputs = usize::from(output.is_some()) + extra.len();
                 let ticket = if hold {
                     state.tracker.begin_held(&tp, offset, outputs)
