@@ -6,27 +6,35 @@
 //! input topic, each in its own consumer group:
 //! - (a) `PassThrough`: republishes each record's key and value unchanged, without headers
 //!   (the input records carry none), to one output topic;
-//! - (b) the core (`Pipeline`, protobuf output): events to the four tenant topics (with their
-//!   four headers), dead letters (1% of the corpus) to the dead-letter topic.
+//! - (b) the core (`Pipeline`, protobuf output, the default rules): events to the four tenant
+//!   topics (with their four headers), alerts to the four alert topics, dead letters (1% of
+//!   the corpus) to the dead-letter topic, the session changelog, and the events matching the
+//!   tenant-scoped rule forwarded to the tenant topic, where the same service counts them.
 //!
 //! Corpus: `synth::Generator` with its default options (seed 42, four tenants, 1% malformed),
 //! the same `ACS_BENCH_EVENTS` records loaded once into the input topic before any round.
 //!
 //! Window: from the first record handed to the processor (the group join, about 3 s on the
 //! mock cluster, is excluded) to the first time a watcher thread, polling every 20 ms with
-//! its own client, sees the group's committed offsets equal the input's end offsets. The
-//! service is asked to stop when it has processed the N-th record; it then drains the
-//! outputs in flight and commits (the commit timer keeps its default of 5 s, so the end
-//! does not wait for a tick). CPU: the process's user + system time (getrusage) over the
+//! its own client, sees the group's committed offsets equal the input's end offsets (and,
+//! for (b), then the tenant topic's). The service is asked to stop when it has processed the
+//! N-th record (and, for (b), counted every event it forwarded); it then drains the outputs
+//! in flight and commits (the commit timer keeps its default of 5 s, so the end does not
+//! wait for a tick). CPU: the process's user + system time (getrusage) over the
 //! window; with the mock cluster the broker runs in this process, so its CPU is included.
 //!
 //! Rounds alternate a, b, a, b, ... (`ACS_BENCH_ROUNDS` pairs, default 3); each round has a
 //! fresh group and fresh output topics, and is checked: consumed = N, drained, outputs in
 //! the topics = N (pass-through) or events + dead letters = N with the expected dead-letter
-//! count (run), nothing truncated by the broker. Any mismatch stops the bench with an error.
+//! count and every forwarded event in the tenant topic and counted there (run), nothing
+//! truncated by the broker. Any mismatch stops the bench with an error.
 //!
 //! Run: `cargo bench --bench e2e`. Environment:
-//! - `ACS_BENCH_EVENTS`: records (default 200,000; 2,000 when not run by `cargo bench`);
+//! - `ACS_BENCH_EVENTS`: records (default 60,000; 2,000 when not run by `cargo bench`). The
+//!   tenant topic is keyed by tenant: the corpus's four tenants each fill one partition,
+//!   about 1.1 KB per forwarded record (the front-end logs with their stack traces), which
+//!   the mock cluster truncates beyond 5 MiB: 60,000 fits, 100,000 does not (the check
+//!   fails);
 //! - `ACS_BENCH_ROUNDS`: pairs of rounds (default 3; 1 when not run by `cargo bench`);
 //! - `ACS_BENCH_BROKERS=host:port`: a real broker instead of the in-process mock cluster
 //!   (topics created with the admin API, names unique per invocation);
@@ -41,7 +49,8 @@
 //!   output takes the shape of the run's: four constant headers like an event's, four topics
 //!   chosen by a hash of the key like the tenant topics, or both (`run`: the difference is
 //!   then the core's own cost); default `raw`;
-//! - `ACS_STREAM__...`: configuration overrides, applied to both variants, as for `run`;
+//! - `ACS_STREAM__...`: configuration overrides, applied to both variants, as for `run`; on
+//!   the mock cluster the consumer's `fetch.wait.max.ms` is 50 (see `Bench::config`);
 //! - `RUST_LOG`: the service's logs, to stderr.
 //!
 //! Run without `--bench` (as `cargo test --all-targets` does), it is a smoke test: 2,000
@@ -54,10 +63,10 @@ use std::time::{Duration, Instant};
 
 use acs_stream::commands::demo;
 use acs_stream::config::Config;
-use acs_stream::encode::{Headers, Output};
+use acs_stream::encode::{DeadLetter, Headers, Output};
 use acs_stream::kafka::runtime::{self, RunSummary};
 use acs_stream::model::ReasonCatalog;
-use acs_stream::pipeline::{Facts, Outcome, Pipeline, Processor, Record};
+use acs_stream::pipeline::{Alerts, Facts, Outcome, Pipeline, Processor, Record};
 use acs_stream::synth::{Generator, SynthOptions};
 use anyhow::{Context, bail, ensure};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -147,6 +156,11 @@ fn process_cpu() -> Duration {
 struct Probe {
     target: u64,
     seen: AtomicU64,
+    /// Input records whose event was forwarded to the tenant topic, and tenant-topic records
+    /// counted: the service stops once every input record is processed and every forwarded
+    /// event counted (the tenant-scoped rules' work is part of the run).
+    forwarded: AtomicU64,
+    tenant_seen: AtomicU64,
     first: OnceLock<Mark>,
     /// Stops the service: the N-th record was processed, or the watcher gave up.
     stop: tokio::sync::Notify,
@@ -164,6 +178,8 @@ impl Probe {
         Probe {
             target,
             seen: AtomicU64::new(0),
+            forwarded: AtomicU64::new(0),
+            tenant_seen: AtomicU64::new(0),
             first: OnceLock::new(),
             stop: tokio::sync::Notify::new(),
             origin: Instant::now(),
@@ -175,6 +191,16 @@ impl Probe {
 
     fn nanos(&self, value: &AtomicU64) -> Duration {
         Duration::from_nanos(value.load(Ordering::Relaxed))
+    }
+
+    /// Stops the service once every input record is processed and every event forwarded to
+    /// the tenant topic is counted there.
+    fn stop_when_done(&self) {
+        let seen = self.seen.load(Ordering::Relaxed);
+        if seen >= self.target && self.tenant_seen.load(Ordering::Relaxed) >= self.forwarded.load(Ordering::Relaxed) {
+            // Its output is sent before the loop looks at the shutdown future again.
+            self.stop.notify_one();
+        }
     }
 }
 
@@ -209,12 +235,15 @@ impl<P: Processor> Processor for Timed<'_, P> {
             probe.longest_ns.fetch_max(gap, Ordering::Relaxed);
         }
         let outcome = self.inner.process(record, state, now_ms);
-        if seen == self.probe.target {
-            // Its output is sent before the loop looks at the shutdown future again.
-            self.probe.stop.notify_one();
+        if matches!(&outcome, Outcome::Event { forward, .. } if !forward.is_empty()) && self.tenant_topic().is_some() {
+            probe.forwarded.fetch_add(1, Ordering::Relaxed);
         }
+        probe.stop_when_done();
         outcome
     }
+
+    // Every other method is the inner processor's: a default here would switch a part of
+    // the service off (the tenant topic, the repartition topic) and leave its work unmeasured.
 
     fn dead_letter_topic(&self) -> &str {
         self.inner.dead_letter_topic()
@@ -222,6 +251,31 @@ impl<P: Processor> Processor for Timed<'_, P> {
 
     fn changelog_topic(&self) -> Option<&str> {
         self.inner.changelog_topic()
+    }
+
+    fn repartition_topic(&self) -> Option<&str> {
+        self.inner.repartition_topic()
+    }
+
+    fn rekey(&self, record: &Record<'_>, now_ms: i64) -> Result<Vec<u8>, DeadLetter> {
+        self.inner.rekey(record, now_ms)
+    }
+
+    fn tenant_topic(&self) -> Option<&str> {
+        self.inner.tenant_topic()
+    }
+
+    fn process_tenant<'a>(
+        &self,
+        record: &Record<'a>,
+        matched: &[&str],
+        state: &mut P::State,
+        now_ms: i64,
+    ) -> Result<Alerts, DeadLetter> {
+        let result = self.inner.process_tenant(record, matched, state, now_ms);
+        self.probe.tenant_seen.fetch_add(1, Ordering::Relaxed);
+        self.probe.stop_when_done();
+        result
     }
 }
 
@@ -273,6 +327,8 @@ struct Measure {
     longest_gap: Duration,
     /// From the last record to the commits seen (drain and final commit).
     tail: Duration,
+    /// Events forwarded to the tenant topic (and counted there).
+    forwarded: u64,
 }
 
 struct Settings {
@@ -297,7 +353,7 @@ fn env_number<T: std::str::FromStr>(name: &str) -> anyhow::Result<Option<T>> {
 
 impl Settings {
     fn from_env(full: bool) -> anyhow::Result<Settings> {
-        let events = env_number("ACS_BENCH_EVENTS")?.unwrap_or(if full { 200_000 } else { 2_000 });
+        let events = env_number("ACS_BENCH_EVENTS")?.unwrap_or(if full { 60_000 } else { 2_000 });
         let rounds = env_number("ACS_BENCH_ROUNDS")?.unwrap_or(if full { 3 } else { 1 });
         let partitions = env_number("ACS_BENCH_PARTITIONS")?;
         ensure!(events > 0 && rounds > 0, "ACS_BENCH_EVENTS and ACS_BENCH_ROUNDS must be at least 1");
@@ -385,12 +441,19 @@ impl Bench {
     }
 
     fn config(&self, prefix: &str) -> anyhow::Result<Config> {
-        let file = format!(
+        let mut file = format!(
             "[output]\nevents_topic = \"{prefix}.{{tenant}}.events\"\nalerts_topic = \"{prefix}.{{tenant}}.alerts\"\n\
              dead_letter_topic = \"{prefix}.dlq\"\n\
              [kafka]\nbrokers = \"{}\"\ngroup_id = \"{prefix}\"\ninput_topics = [\"{}\"]\n[topics]\ncreate = false\n",
             self.brokers, self.input
         );
+        if matches!(self.broker, Broker::Mock(_)) {
+            // The mock cluster answers a fetch that found no data only when its wait is over,
+            // even if data arrives meanwhile (rdkafka_mock_handlers.c says so); a real broker
+            // answers at once. With the default 500 ms, the tenant topic's last records,
+            // written after the input is read, would wait up to that long.
+            file.push_str("[kafka.consumer]\n\"fetch.wait.max.ms\" = \"50\"\n");
+        }
         Ok(Config::layered(Some(("e2e bench", &file)), std::env::vars())?)
     }
 
@@ -406,10 +469,13 @@ impl Bench {
         };
         let mut created = outputs.clone();
         created.push(dead_letter_topic.clone());
-        // The run writes its session changelog too (the mock cluster cannot create topics).
+        // The run writes its session changelog and the tenant topic too (the mock cluster
+        // cannot create topics).
+        let tenant_topic = config.tenant_topic().filter(|_| variant == Variant::Run);
         if let (Variant::Run, Some(changelog)) = (variant, config.changelog_topic()) {
             created.push(changelog);
         }
+        created.extend(tenant_topic.clone());
         self.create_topics(&created)?;
 
         let pipeline = match variant {
@@ -421,7 +487,10 @@ impl Bench {
         let patience = Duration::from_secs(120) + Duration::from_millis(self.events as u64);
         let (started, summary, end) = std::thread::scope(|scope| {
             let (brokers, input, ends) = (&self.brokers, &self.input, &self.ends);
-            let watcher = scope.spawn(|| watch(brokers, input, ends, &prefix, &probe, &ended, patience));
+            let tenant = tenant_topic.as_deref().map(|topic| (topic, self.partitions));
+            let (prefix, probe_ref, ended_ref) = (&prefix, &probe, &ended);
+            let watcher =
+                scope.spawn(move || watch(brokers, input, ends, tenant, prefix, probe_ref, ended_ref, patience));
             let started = Instant::now();
             let shutdown = probe.stop.notified();
             let summary = match &pipeline {
@@ -482,6 +551,18 @@ impl Bench {
                 );
             }
             Variant::Run => {
+                // The tenant topic is keyed by tenant: the corpus's four tenants fill four of
+                // its partitions, which the mock cluster truncates beyond 5 MiB.
+                let tenant_topic = tenant_topic.as_deref().context("the run has a tenant topic")?;
+                let in_tenant_topic = self.count(&consumer, tenant_topic)?;
+                ensure!(
+                    summary.tenant_forwarded > 0
+                        && summary.tenant_records == summary.tenant_forwarded
+                        && in_tenant_topic == summary.tenant_forwarded as i64,
+                    "run round {round}: {} events forwarded to the tenant topic, {in_tenant_topic} in it, {} counted",
+                    summary.tenant_forwarded,
+                    summary.tenant_records
+                );
                 ensure!(
                     summary.events + summary.dead_letters == n
                         && written == summary.events as i64
@@ -501,17 +582,22 @@ impl Bench {
             idle: probe.nanos(&probe.idle_ns),
             longest_gap: probe.nanos(&probe.longest_ns),
             tail: end.at.saturating_duration_since(last),
+            forwarded: summary.tenant_forwarded,
         })
     }
 }
 
-/// Polls the group's committed offsets until they equal the input's end offsets; the
-/// moment it sees them is the end of the window. Gives up after `patience` (and stops the
-/// service), or when the service ended without draining.
+/// Polls the group's committed offsets until they equal the input's end offsets, then (with
+/// a tenant topic: its name and partitions) the tenant topic's, as they stand once the input
+/// is committed (complete then: an event's forward is acknowledged before its offset is
+/// committed); the moment it sees them is the end of the window. Gives up after `patience`
+/// (and stops the service), or when the service ended without draining.
+#[allow(clippy::too_many_arguments)]
 fn watch(
     brokers: &str,
     input: &str,
     ends: &[i64],
+    tenant: Option<(&str, i32)>,
     group: &str,
     probe: &Probe,
     ended: &AtomicBool,
@@ -522,22 +608,47 @@ fn watch(
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .create()?;
+    let deadline = Instant::now() + patience;
+    committed_to(&consumer, input, ends, group, probe, ended, deadline, patience)?;
+    if let Some((topic, partitions)) = tenant {
+        let ends = (0..partitions)
+            .map(|partition| Ok(consumer.fetch_watermarks(topic, partition, Duration::from_secs(10))?.1))
+            .collect::<anyhow::Result<Vec<i64>>>()?;
+        committed_to(&consumer, topic, &ends, group, probe, ended, deadline, patience)?;
+    }
+    // Everything is committed: the window is over, whether or not the service has stopped
+    // itself (it has not when records of the tenant topic were lost: the checks say so).
+    probe.stop.notify_one();
+    Ok(Mark::now())
+}
+
+/// Polls `group`'s committed offsets on `topic` until they equal `ends` (see [`watch`]).
+#[allow(clippy::too_many_arguments)]
+fn committed_to(
+    consumer: &BaseConsumer,
+    topic: &str,
+    ends: &[i64],
+    group: &str,
+    probe: &Probe,
+    ended: &AtomicBool,
+    deadline: Instant,
+    patience: Duration,
+) -> anyhow::Result<()> {
     let mut list = TopicPartitionList::new();
     for partition in 0..ends.len() as i32 {
-        list.add_partition(input, partition);
+        list.add_partition(topic, partition);
     }
-    let deadline = Instant::now() + patience;
     let mut last = None;
     loop {
         match consumer.committed_offsets(list.clone(), Duration::from_secs(5)) {
             Ok(committed) => {
                 // An empty partition has nothing to commit.
                 let done = ends.iter().enumerate().all(|(partition, end)| {
-                    let offset = committed.find_partition(input, partition as i32).map(|e| e.offset());
+                    let offset = committed.find_partition(topic, partition as i32).map(|e| e.offset());
                     offset == Some(Offset::Offset(*end)) || (*end == 0 && offset == Some(Offset::Invalid))
                 });
                 if done {
-                    return Ok(Mark::now());
+                    return Ok(());
                 }
                 last = Some(committed);
             }
@@ -546,9 +657,8 @@ fn watch(
         if ended.load(Ordering::Relaxed) || Instant::now() > deadline {
             probe.stop.notify_one();
             bail!(
-                "{group}: the committed offsets did not reach the input's end {:?} within {patience:?} \
+                "{group}: the committed offsets did not reach the end {ends:?} of {topic} within {patience:?} \
                  ({} records processed); last seen: {last:?}",
-                ends,
                 probe.seen.load(Ordering::Relaxed)
             );
         }
@@ -665,7 +775,7 @@ fn main() -> anyhow::Result<()> {
             let measure = bench.round(variant, round)?;
             eprintln!(
                 "e2e: round {round} {}: {} records in {:.3} s = {:.0} records/s; CPU {:.2} s = {:.2} s per million; \
-                 idle gaps {:.2} s (longest {:.3} s); last record to commits {:.3} s; group join {:.1} s (excluded)",
+                 idle gaps {:.2} s (longest {:.3} s); last record to commits {:.3} s; group join {:.1} s (excluded){}",
                 variant.label(settings.shape),
                 settings.events,
                 measure.wall.as_secs_f64(),
@@ -676,6 +786,10 @@ fn main() -> anyhow::Result<()> {
                 measure.longest_gap.as_secs_f64(),
                 measure.tail.as_secs_f64(),
                 measure.startup.as_secs_f64(),
+                match measure.forwarded {
+                    0 => String::new(),
+                    n => format!("; {n} forwarded to the tenant topic and counted there"),
+                },
             );
             results[slot].push(measure);
         }
