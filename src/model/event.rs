@@ -423,6 +423,31 @@ impl SignalKind {
     ];
 }
 
+// Every kind is in `ALL`, at the index of its discriminant (rules name kinds from it; their
+// prefilter lists are indexed by it): a kind added to the enum fails to compile here until
+// it is listed in this match, next to which `ALL` must take it too.
+const _: () = match SignalKind::PauseOnBlur {
+    SignalKind::PauseOnBlur
+    | SignalKind::FullScreen
+    | SignalKind::DisableRightClick
+    | SignalKind::DisableCommands
+    | SignalKind::PreventScreenshot
+    | SignalKind::LockdownBrowser
+    | SignalKind::SecurityPlugin
+    | SignalKind::IpChange
+    | SignalKind::DeliverFe
+    | SignalKind::Realtime
+    | SignalKind::ProctorComment
+    | SignalKind::StructuredData => {
+        let mut i = 0;
+        while i < SignalKind::ALL.len() {
+            assert!(SignalKind::ALL[i] as usize == i, "SignalKind::ALL is in declaration order");
+            i += 1;
+        }
+        assert!(SignalKind::StructuredData as usize + 1 == SignalKind::ALL.len(), "SignalKind::ALL has every kind");
+    }
+};
+
 /// Format a structured payload was parsed from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -161,6 +161,14 @@ struct Facts {
     extra_after: f64,
 }
 
+impl Facts {
+    /// Whether the event brought something a session condition can fire on: a new IP, a new
+    /// user agent, more extra time (the rules that need one are listed only then).
+    fn news(&self) -> News {
+        News(self.new_ip || self.new_user_agent || self.extra_after > self.extra_before)
+    }
+}
+
 fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
@@ -241,7 +249,7 @@ pub fn evaluate_into(
     session.extra_time_minutes = view.extra_time_minutes;
     let lateness = millis(rules.allowed_lateness);
     let bits = EventBits::of(event);
-    let news = News(new_ip || new_user_agent || facts.extra_after > facts.extra_before);
+    let news = facts.news();
     // The alternatives of a rule are next to each other: a rule is counted once, at its
     // first alternative that matches.
     let mut counted = None;
@@ -691,8 +699,15 @@ mod tests {
         }
         let facts =
             Facts { new_ip: true, ips: 0, new_user_agent: true, user_agents: 0, extra_before: 0.0, extra_after: 0.0 };
-        let facts_with_news =
-            Facts { new_ip: true, ips: 2, new_user_agent: true, user_agents: 2, extra_before: 0.0, extra_after: 90.0 };
+        // News: all of it, and each kind alone.
+        let unchanged =
+            Facts { new_ip: false, ips: 2, new_user_agent: false, user_agents: 2, extra_before: 0.0, extra_after: 0.0 };
+        let with_news = [
+            Facts { new_ip: true, new_user_agent: true, extra_after: 90.0, ..unchanged },
+            Facts { new_ip: true, ..unchanged },
+            Facts { new_user_agent: true, ..unchanged },
+            Facts { extra_before: 50.0, extra_after: 61.0, ..unchanged },
+        ];
         // No news: every count, every extra time (unchanged).
         let without_news = [(1, 0.0), (2, 60.0), (3, 61.0), (9, 200.0)].map(|(count, extra)| Facts {
             new_ip: false,
@@ -723,8 +738,8 @@ mod tests {
                         })
                     };
                     // Every alternative that holds is listed, with news or without.
-                    for facts in std::iter::once(&facts_with_news).chain(&without_news) {
-                        let news = facts.new_ip || facts.new_user_agent || facts.extra_after > facts.extra_before;
+                    for facts in with_news.iter().chain(&without_news) {
+                        let News(news) = facts.news();
                         if m.quick.admits(&bits) && matches_rest(m, &event, facts) {
                             assert!(listed(news), "{} on {event:?} with {facts:?}", rule.id);
                         }
