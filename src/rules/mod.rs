@@ -6,10 +6,11 @@
 //! the event's [`SessionView`]; a session's [`RuleState`] lives beside its session state
 //! ([`SessionRules`], in the same changelog record, with the same expiry). Tenant-scoped
 //! rules the event matches are listed by [`evaluate_into`] and counted by
-//! [`evaluate_tenant_into`]: in place (`process`: [`Tenant::Inline`]) or where the tenant's
-//! partition is, the Kafka runtime re-keying the event by tenant through the tenant topic
-//! ([`Tenant::Forward`]). Either way the tenant's state sees only the events that match one
-//! of its rules.
+//! [`evaluate_tenant_into`]: in place, right after the session's rules (`process`, or no
+//! tenant topic: the session store does it; [`evaluate`] with [`Tenant::Inline`] likewise),
+//! or where the tenant's partition is, the Kafka runtime re-keying the event by tenant
+//! through the tenant topic ([`Tenant::Forward`]). Either way the tenant's state sees only
+//! the events that match one of its rules.
 //!
 //! [`SessionView`]: crate::model::SessionView
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::*;
 use crate::config::Config;
 use crate::model::{ReasonCatalog, Source};
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Outcome, Pipeline, Record};
 use crate::session::{SessionLimits, Sessions};
 
 const NOW: i64 = 1_767_261_400_000;
@@ -339,6 +339,23 @@ fn a_tenants_rules_count_the_same_in_place_as_forwarded() {
     forwarded.retain(|alert| &*alert.rule_id == "technical-burst");
     assert_eq!(in_place.len(), 1, "{in_place:#?}");
     assert_eq!(in_place, forwarded);
+
+    // And as `process` runs the pipeline (no tenant topic: counted in the session store).
+    let pipeline = Pipeline::new(&Config::defaults(), ReasonCatalog::builtin()).unwrap().with_inline_tenants();
+    let mut sessions = pipeline.sessions();
+    let mut processed = Vec::new();
+    for (offset, record) in (1..).zip(&records) {
+        let source = Source { topic: Arc::from("acs.raw"), partition: 2, offset };
+        match pipeline.process(&Record::new(None, record.as_bytes(), source), &mut sessions, NOW) {
+            Outcome::Event { alerts, forward, .. } => {
+                assert!(forward.is_empty(), "nothing forwarded without a tenant topic");
+                processed.extend(alerts.iter().map(|alerted| alerted.alert().expect("an alert of the contract")));
+            }
+            Outcome::DeadLetter(dead) => panic!("{dead:?}"),
+        }
+    }
+    processed.retain(|alert| &*alert.rule_id == "technical-burst");
+    assert_eq!(in_place, processed);
 }
 
 #[test]

@@ -391,8 +391,8 @@ impl Sessions {
             encode_into(&self.encoder, &mut alerts),
         );
         if !inline.is_empty() {
-            // Counted here (see `rules::Tenant::Inline`): the tenant's state is looked up only
-            // for an event that matches one of its rules.
+            // Counted here, as `rules::Tenant::Inline` does: the tenant's state is looked up
+            // only for an event that matches one of its rules.
             let tenant = match self.tenant_rules.get_mut(&*state.tenant_id) {
                 Some(tenant) => tenant,
                 None => self.tenant_rules.entry(state.tenant_id.clone()).or_default(),
