@@ -102,7 +102,8 @@ pub struct RunSummary {
     pub flushes: u64,
     /// Alerts produced (acknowledged or not).
     pub alerts: u64,
-    /// Events produced to the tenant topic, for the tenant-scoped rules they match.
+    /// Events produced to the tenant topic, for the tenant-scoped rules they match
+    /// (acknowledged or not: a refused one is in `produce_failed`).
     pub tenant_forwarded: u64,
     /// Records of the tenant topic counted for their tenant (not in `consumed`; their alerts
     /// are in `alerts`).
