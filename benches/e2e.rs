@@ -162,7 +162,8 @@ struct Probe {
     forwarded: AtomicU64,
     tenant_seen: AtomicU64,
     first: OnceLock<Mark>,
-    /// Stops the service: the N-th record was processed, or the watcher gave up.
+    /// Stops the service: the N-th record was processed and every forwarded event counted,
+    /// or the watcher saw everything committed, or it gave up.
     stop: tokio::sync::Notify,
     /// Times below are nanoseconds since this instant.
     origin: Instant,
@@ -204,7 +205,8 @@ impl Probe {
     }
 }
 
-/// Wraps either variant identically: marks the first record, stops after the N-th.
+/// Wraps either variant identically: marks the first record, stops after the N-th (and
+/// the last forwarded event counted); every other method is the inner processor's.
 struct Timed<'p, P> {
     inner: &'p P,
     probe: &'p Probe,
