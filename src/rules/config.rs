@@ -377,6 +377,7 @@ impl SignalKey {
             None => Self::NONE,
             Some((SignalKind::SecurityPlugin, Some(PauseAbout::TabSwitch))) => Self::TAB_SWITCH,
             Some((SignalKind::SecurityPlugin, Some(PauseAbout::FullScreen))) => Self::FULL_SCREEN_EXIT,
+            // Its index in `SignalKind::ALL` (its discriminant: asserted there), plus one.
             Some((kind, _)) => 1 + kind as u8,
         })
     }
@@ -391,9 +392,6 @@ impl SignalKey {
         }
     }
 }
-
-// A kind's key is its index in `ALL` (its discriminant: asserted beside `SignalKind::ALL`),
-// plus one.
 
 /// One compiled rule.
 #[derive(Debug, Clone, PartialEq)]
