@@ -203,18 +203,30 @@ pub fn evaluate(
     tenant: Tenant<'_>,
 ) -> Vec<Alert> {
     let mut alerts = Vec::new();
-    let mut fired = |alert: &AlertView<'_>| alerts.push(alert.to_alert());
+    let fired = |alert: &AlertView<'_>| alerts.push(alert.to_alert());
     match tenant {
-        Tenant::Forward(matched) => evaluate_into(rules, event, view, session, matched, &mut fired),
-        Tenant::Inline(state) => {
-            let mut matched = Forwarded::new();
-            evaluate_into(rules, event, view, session, &mut matched, &mut fired);
-            if !matched.is_empty() {
-                evaluate_tenant_into(rules, event, &matched, state, &mut fired);
-            }
-        }
+        Tenant::Forward(matched) => evaluate_into(rules, event, view, session, matched, fired),
+        Tenant::Inline(state) => evaluate_inline_into(rules, event, view, session, || state, fired),
     }
     alerts
+}
+
+/// [`evaluate_into`], then the tenant-scoped rules the event matched counted here by
+/// [`evaluate_tenant_into`], in the state `tenant` gives (asked for only then): as
+/// [`Tenant::Inline`] says, the tenant's state moves with those events only.
+pub fn evaluate_inline_into<'t>(
+    rules: &RuleSet,
+    event: &Event<'_>,
+    view: &SessionView,
+    session: &mut RuleState,
+    tenant: impl FnOnce() -> &'t mut RuleState,
+    mut fired: impl FnMut(&AlertView<'_>),
+) {
+    let mut matched = Forwarded::new();
+    evaluate_into(rules, event, view, session, &mut matched, &mut fired);
+    if !matched.is_empty() {
+        evaluate_tenant_into(rules, event, &matched, tenant(), fired);
+    }
 }
 
 /// [`evaluate`], the tenant-scoped rules the event matches pushed to `matched` (to be counted

@@ -6,11 +6,11 @@
 //! the event's [`SessionView`]; a session's [`RuleState`] lives beside its session state
 //! ([`SessionRules`], in the same changelog record, with the same expiry). Tenant-scoped
 //! rules the event matches are listed by [`evaluate_into`] and counted by
-//! [`evaluate_tenant_into`]: in place, right after the session's rules (`process`, or no
-//! tenant topic: the session store does it; [`evaluate`] with [`Tenant::Inline`] likewise),
-//! or where the tenant's partition is, the Kafka runtime re-keying the event by tenant
-//! through the tenant topic ([`Tenant::Forward`]). Either way the tenant's state sees only
-//! the events that match one of its rules.
+//! [`evaluate_tenant_into`]: in place, right after the session's rules
+//! ([`evaluate_inline_into`]: `process`, or no tenant topic), or where the tenant's partition
+//! is, the Kafka runtime re-keying the event by tenant through the tenant topic
+//! ([`Tenant::Forward`]). Either way the tenant's state sees only the events that match one
+//! of its rules.
 //!
 //! [`SessionView`]: crate::model::SessionView
 
@@ -21,7 +21,8 @@ pub mod engine;
 pub use alert::{Alert, AlertView, Evidence, EvidenceCode};
 pub use config::{GroupBy, Rule, RuleSet, RulesError, Scope, Severity};
 pub use engine::{
-    Forwarded, RuleState, Tenant, evaluate, evaluate_into, evaluate_tenant, evaluate_tenant_into, forward_again,
+    Forwarded, RuleState, Tenant, evaluate, evaluate_inline_into, evaluate_into, evaluate_tenant, evaluate_tenant_into,
+    forward_again,
 };
 
 /// The rules' state of one session (or, on the tenant side, one tenant), kept by the session

@@ -380,24 +380,22 @@ impl Sessions {
         };
         let session = state.rules.get_or_insert_default();
         let mut alerts = Alerts::new();
-        let mut inline = rules::Forwarded::new();
-        let matched = forward.unwrap_or(&mut inline);
-        rules::evaluate_into(
-            rule_set,
-            event,
-            &view,
-            &mut session.state,
-            matched,
-            encode_into(&self.encoder, &mut alerts),
-        );
-        if !inline.is_empty() {
-            // Counted here, as `rules::Tenant::Inline` does: the tenant's state is looked up
-            // only for an event that matches one of its rules.
-            let tenant = match self.tenant_rules.get_mut(&*state.tenant_id) {
-                Some(tenant) => tenant,
-                None => self.tenant_rules.entry(state.tenant_id.clone()).or_default(),
-            };
-            rules::evaluate_tenant_into(rule_set, event, &inline, tenant, encode_into(&self.encoder, &mut alerts));
+        let fired = encode_into(&self.encoder, &mut alerts);
+        match forward {
+            Some(matched) => rules::evaluate_into(rule_set, event, &view, &mut session.state, matched, fired),
+            None => {
+                // Counted here: the tenant's state is looked up only for an event that matches
+                // one of its rules.
+                let (tenant_rules, tenant_id) = (&mut self.tenant_rules, &state.tenant_id);
+                rules::evaluate_inline_into(
+                    rule_set,
+                    event,
+                    &view,
+                    &mut session.state,
+                    move || tenant_rules.entry(tenant_id.clone()).or_default(),
+                    fired,
+                );
+            }
         }
         let kept = self.track_changes.then_some((&mut self.kept, &*event.delivery_execution_id));
         keep_fired(session, &alerts, position, self.committed, kept);
