@@ -75,7 +75,6 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
-use rdkafka::{Offset, TopicPartitionList};
 
 /// As in the binary.
 #[global_allocator]
@@ -398,8 +397,6 @@ struct Bench {
     /// Unique per invocation: topic and group names.
     run_id: String,
     input: String,
-    /// Input end offsets, per partition.
-    ends: Vec<i64>,
     events: usize,
     malformed: usize,
     shape: Shape,
@@ -488,11 +485,10 @@ impl Bench {
         let ended = AtomicBool::new(false);
         let patience = Duration::from_secs(120) + Duration::from_millis(self.events as u64);
         let (started, summary, end) = std::thread::scope(|scope| {
-            let (brokers, input, ends) = (&self.brokers, &self.input, &self.ends);
+            let (brokers, input) = (&self.brokers, (self.input.as_str(), self.partitions));
             let tenant = tenant_topic.as_deref().map(|topic| (topic, self.partitions));
             let (prefix, probe_ref, ended_ref) = (&prefix, &probe, &ended);
-            let watcher =
-                scope.spawn(move || watch(brokers, input, ends, tenant, prefix, probe_ref, ended_ref, patience));
+            let watcher = scope.spawn(move || watch(brokers, input, tenant, prefix, probe_ref, ended_ref, patience));
             let started = Instant::now();
             let shutdown = probe.stop.notified();
             let summary = match &pipeline {
@@ -589,83 +585,31 @@ impl Bench {
     }
 }
 
-/// Polls the group's committed offsets until they equal the input's end offsets, then (with
-/// a tenant topic: its name and partitions) the tenant topic's, as they stand once the input
-/// is committed (complete then: an event's forward is acknowledged before its offset is
-/// committed); the moment it sees them is the end of the window. Gives up after `patience`
+/// Waits until the group has committed the input to its end, then (with a tenant topic: its
+/// name and partitions) the tenant topic to its end as it stands once the input is
+/// committed (complete then: an event's forward is acknowledged before its offset is
+/// committed); the moment it sees that is the end of the window. Gives up after `patience`
 /// (and stops the service), or when the service ended without draining.
 #[allow(clippy::too_many_arguments)]
 fn watch(
     brokers: &str,
-    input: &str,
-    ends: &[i64],
+    input: (&str, i32),
     tenant: Option<(&str, i32)>,
     group: &str,
     probe: &Probe,
     ended: &AtomicBool,
     patience: Duration,
 ) -> anyhow::Result<Mark> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .create()?;
-    let deadline = Instant::now() + patience;
-    committed_to(&consumer, input, ends, group, probe, ended, deadline, patience)?;
-    if let Some((topic, partitions)) = tenant {
-        let ends = (0..partitions)
-            .map(|partition| Ok(consumer.fetch_watermarks(topic, partition, Duration::from_secs(10))?.1))
-            .collect::<anyhow::Result<Vec<i64>>>()?;
-        committed_to(&consumer, topic, &ends, group, probe, ended, deadline, patience)?;
-    }
-    // Everything is committed: the window is over, whether or not the service has stopped
-    // itself (it has not when records of the tenant topic were lost: the checks say so).
+    let topics: Vec<(String, i32)> =
+        std::iter::once(input).chain(tenant).map(|(topic, partitions)| (topic.to_owned(), partitions)).collect();
+    let committed =
+        demo::wait_committed(brokers, group, &topics, patience, WATCH_EVERY, || ended.load(Ordering::Relaxed));
+    // Everything is committed, or never will be: the window is over, whether or not the
+    // service has stopped itself (it has not when records of the tenant topic were lost: the
+    // checks say so).
     probe.stop.notify_one();
+    committed.with_context(|| format!("{group}: {} records processed", probe.seen.load(Ordering::Relaxed)))?;
     Ok(Mark::now())
-}
-
-/// Polls `group`'s committed offsets on `topic` until they equal `ends` (see [`watch`]).
-#[allow(clippy::too_many_arguments)]
-fn committed_to(
-    consumer: &BaseConsumer,
-    topic: &str,
-    ends: &[i64],
-    group: &str,
-    probe: &Probe,
-    ended: &AtomicBool,
-    deadline: Instant,
-    patience: Duration,
-) -> anyhow::Result<()> {
-    let mut list = TopicPartitionList::new();
-    for partition in 0..ends.len() as i32 {
-        list.add_partition(topic, partition);
-    }
-    let mut last = None;
-    loop {
-        match consumer.committed_offsets(list.clone(), Duration::from_secs(5)) {
-            Ok(committed) => {
-                // An empty partition has nothing to commit.
-                let done = ends.iter().enumerate().all(|(partition, end)| {
-                    let offset = committed.find_partition(topic, partition as i32).map(|e| e.offset());
-                    offset == Some(Offset::Offset(*end)) || (*end == 0 && offset == Some(Offset::Invalid))
-                });
-                if done {
-                    return Ok(());
-                }
-                last = Some(committed);
-            }
-            Err(error) => eprintln!("e2e: committed offsets of {group}: {error} (retrying)"),
-        }
-        if ended.load(Ordering::Relaxed) || Instant::now() > deadline {
-            probe.stop.notify_one();
-            bail!(
-                "{group}: the committed offsets did not reach the end {ends:?} of {topic} within {patience:?} \
-                 ({} records processed); last seen: {last:?}",
-                probe.seen.load(Ordering::Relaxed)
-            );
-        }
-        std::thread::sleep(WATCH_EVERY);
-    }
 }
 
 fn now_nanos() -> u128 {
@@ -728,14 +672,13 @@ fn main() -> anyhow::Result<()> {
         }
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let mut bench = Bench {
+    let bench = Bench {
         broker,
         brokers,
         partitions,
         runtime,
         input: format!("bench-{run_id}.raw"),
         run_id,
-        ends: Vec::new(),
         events: settings.events,
         malformed,
         shape: settings.shape,
@@ -751,15 +694,8 @@ fn main() -> anyhow::Result<()> {
     bench.create_topics(std::slice::from_ref(&bench.input))?;
     let loading = Instant::now();
     demo::produce(&bench.brokers, &bench.input, corpus).context("loading the corpus")?;
-    {
-        let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &bench.brokers).create()?;
-        for partition in 0..partitions {
-            let (low, high) = consumer.fetch_watermarks(&bench.input, partition, Duration::from_secs(10))?;
-            ensure!(low == 0, "{}[{partition}]: the broker dropped input (low watermark {low})", bench.input);
-            bench.ends.push(high);
-        }
-    }
-    let loaded: i64 = bench.ends.iter().sum();
+    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &bench.brokers).create()?;
+    let loaded = bench.count(&consumer, &bench.input)?;
     ensure!(loaded == settings.events as i64, "{loaded} records in the input topic, {} produced", settings.events);
     eprintln!("e2e: loaded in {:.1} s", loading.elapsed().as_secs_f64());
 
@@ -797,10 +733,7 @@ fn main() -> anyhow::Result<()> {
         }
     }
     // The input is checked again: nothing was dropped while the rounds ran.
-    {
-        let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &bench.brokers).create()?;
-        ensure!(bench.count(&consumer, &bench.input)? == loaded, "the input topic changed during the bench");
-    }
+    ensure!(bench.count(&consumer, &bench.input)? == loaded, "the input topic changed during the bench");
 
     let n = settings.events as f64;
     let walls = |m: &[Measure]| m.iter().map(|m| m.wall.as_secs_f64()).collect::<Vec<_>>();

@@ -66,8 +66,13 @@ pub enum DemoError {
     Config(#[from] crate::config::ConfigError),
     #[error("only {got} of {expected} outputs arrived within {patience:?}")]
     Incomplete { got: usize, expected: usize, patience: Duration },
-    #[error("{partitions} partitions not committed to their end within {patience:?}{}", last_error.as_ref().map(|e| format!(" (last error: {e})")).unwrap_or_default())]
-    Uncommitted { partitions: usize, patience: Duration, last_error: Option<rdkafka::error::KafkaError> },
+    #[error("{topic}: {partitions} partitions not committed to their end after {waited:?}{}", last_error.as_ref().map(|e| format!(" (last error: {e})")).unwrap_or_default())]
+    Uncommitted {
+        topic: String,
+        partitions: usize,
+        waited: Duration,
+        last_error: Option<Box<rdkafka::error::KafkaError>>,
+    },
     #[error(
         "the tenant topic lost records: {forwarded} events forwarded to it, {counted} counted (the embedded \
          broker keeps 5 MiB per partition and a tenant's forwarded events share one: use fewer --events or more \
@@ -76,14 +81,17 @@ pub enum DemoError {
     TenantTopicTruncated { forwarded: u64, counted: u64 },
 }
 
-/// Waits until consumer group `group` has committed, on every partition of `topics` (each
-/// with its number of partitions), the partition's end offset as it stands when first asked:
-/// every record there consumed, and its outputs acknowledged. Gives up after `patience`.
+/// Waits until consumer group `group` has committed each of `topics` (with its number of
+/// partitions), in order, to its end offsets as they stand when its turn comes: every record
+/// consumed and its outputs acknowledged (a topic the ones before it feed is then complete).
+/// Asks every `poll`; gives up after `patience`, or as soon as `give_up` says so.
 pub fn wait_committed(
     brokers: &str,
     group: &str,
     topics: &[(String, i32)],
     patience: Duration,
+    poll: Duration,
+    give_up: impl Fn() -> bool,
 ) -> Result<(), DemoError> {
     // Asks for the group's committed offsets only: it never joins the group.
     let consumer: BaseConsumer = ClientConfig::new()
@@ -92,44 +100,45 @@ pub fn wait_committed(
         .set("enable.auto.commit", "false")
         .create()?;
     let timeout = Duration::from_secs(10);
-    let mut ends = TopicPartitionList::new();
+    let started = Instant::now();
     for (topic, partitions) in topics {
+        let mut ends = TopicPartitionList::new();
         for partition in 0..*partitions {
             let (_, high) = consumer.fetch_watermarks(topic, partition, timeout)?;
             ends.add_partition_offset(topic, partition, Offset::Offset(high))?;
         }
-    }
-    let started = Instant::now();
-    let (mut behind, mut last_error) = (ends.count(), None);
-    loop {
-        // An error (the group coordinator still loading, say) is asked again until `patience`.
-        match consumer.committed_offsets(ends.clone(), timeout) {
-            Ok(committed) => {
-                behind = ends
-                    .elements()
-                    .iter()
-                    .filter(|end| {
-                        let at = committed.find_partition(end.topic(), end.partition()).map(|c| c.offset());
-                        match (end.offset(), at) {
-                            // An empty partition: nothing to commit.
-                            (Offset::Offset(0), _) => false,
-                            (Offset::Offset(end), Some(Offset::Offset(at))) => at < end,
-                            _ => true,
-                        }
-                    })
-                    .count();
-                if behind == 0 {
-                    return Ok(());
+        let (mut behind, mut last_error) = (ends.count(), None);
+        loop {
+            // An error (the group coordinator still loading, say) is asked again.
+            match consumer.committed_offsets(ends.clone(), timeout) {
+                Ok(committed) => {
+                    behind = ends
+                        .elements()
+                        .iter()
+                        .filter(|end| {
+                            let at = committed.find_partition(end.topic(), end.partition()).map(|c| c.offset());
+                            match (end.offset(), at) {
+                                // An empty partition: nothing to commit.
+                                (Offset::Offset(0), _) => false,
+                                (Offset::Offset(end), Some(Offset::Offset(at))) => at < end,
+                                _ => true,
+                            }
+                        })
+                        .count();
+                    if behind == 0 {
+                        break;
+                    }
                 }
+                Err(error) => last_error = Some(Box::new(error)),
             }
-            Err(error) => last_error = Some(error),
+            if give_up() || started.elapsed() > patience {
+                let (topic, waited) = (topic.clone(), started.elapsed());
+                return Err(DemoError::Uncommitted { topic, partitions: behind, waited, last_error });
+            }
+            std::thread::sleep(poll);
         }
-        if started.elapsed() > patience {
-            return Err(DemoError::Uncommitted { partitions: behind, patience, last_error });
-        }
-        // The service commits every `kafka.commit_interval` (500 ms here).
-        std::thread::sleep(Duration::from_millis(50));
     }
+    Ok(())
 }
 
 /// Reads `topics` (partitions `0..partitions`) from the beginning until `expected` records
@@ -281,9 +290,9 @@ pub async fn run(options: &DemoOptions) -> Result<(), DemoError> {
                 eprintln!("demo: {n}/{expected} records processed");
             })
             .and_then(|records| {
-                for topic in &committed_topics {
-                    wait_committed(&reader_brokers, &group, std::slice::from_ref(topic), Duration::from_secs(120))?;
-                }
+                // The service commits every `kafka.commit_interval` (500 ms here).
+                let (patience, poll) = (Duration::from_secs(240), Duration::from_millis(50));
+                wait_committed(&reader_brokers, &group, &committed_topics, patience, poll, || false)?;
                 Ok(records)
             });
         let _ = done_tx.send(());
