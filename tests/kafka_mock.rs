@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use acs_stream::commands::demo::{self, OutputRecord};
 use acs_stream::config::Config;
-use acs_stream::kafka::runtime::{self, Assignment, RunSummary};
+use acs_stream::kafka::runtime::{self, RunSummary};
 use acs_stream::model::ReasonCatalog;
 use acs_stream::pipeline::Pipeline;
 use acs_stream::synth::{Generator, SynthOptions, SynthRecord};
+use common::service::{Service, logs};
 use common::{check_outputs, committed_for, reference_sessions, sessions_of};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -111,49 +112,6 @@ fn output_count(brokers: &str) -> i64 {
         .flat_map(|topic| (0..2).map(move |partition| (topic, partition)))
         .map(|(topic, partition)| consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)).unwrap().1)
         .sum()
-}
-
-/// A service running in the background, stopped on demand.
-struct Service {
-    stop: tokio::sync::oneshot::Sender<()>,
-    assignment: tokio::sync::watch::Receiver<Assignment>,
-    task: tokio::task::JoinHandle<RunSummary>,
-}
-
-/// The service's logs, to the test's output, at `ACS_TEST_LOG` (e.g. `warn`): off by default.
-fn logs() {
-    if let Ok(filter) = std::env::var("ACS_TEST_LOG") {
-        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
-    }
-}
-
-impl Service {
-    fn start(config: Config) -> Service {
-        logs();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (assigned, assignment) = tokio::sync::watch::channel(Assignment::new());
-        let task = tokio::spawn(async move {
-            let pipeline = Pipeline::new(&config, ReasonCatalog::builtin()).unwrap();
-            let shutdown = async {
-                let _ = stopped.await;
-            };
-            runtime::run_observed(&config, &pipeline, shutdown, assigned)
-                .await
-                .unwrap_or_else(|error| panic!("the service stopped: {error}"))
-        });
-        Service { stop, assignment, task }
-    }
-
-    /// Waits until the partitions it owns satisfy `condition`.
-    async fn owns(&mut self, condition: impl FnMut(&Assignment) -> bool) -> Assignment {
-        let owned = tokio::time::timeout(PATIENCE, self.assignment.wait_for(condition));
-        owned.await.expect("assignment within the patience").expect("service running").clone()
-    }
-
-    async fn stop(self) -> RunSummary {
-        let _ = self.stop.send(());
-        self.task.await.expect("the service task")
-    }
 }
 
 /// A one-broker cluster with the input and output topics (the mock cluster does not
@@ -546,7 +504,7 @@ async fn a_second_processor_takes_over_partitions_without_loss_or_duplicates() {
     let (_cluster, brokers) = cluster_for(input, PARTITIONS, "acs-rebalance");
     let config = || config_for(&brokers, "acs-rebalance", &format!("\"{input}\""), "");
 
-    let mut first = Service::start(config());
+    let mut first = Service::start(config(), PATIENCE);
     first.owns(|owned| owned.len() == PARTITIONS as usize).await;
     let before = records(4, 300);
     produce_to(&brokers, input, &before);
@@ -562,7 +520,7 @@ async fn a_second_processor_takes_over_partitions_without_loss_or_duplicates() {
 
     // A second member joins: the first revokes (draining what it holds), the partitions are
     // shared, each resumes from the committed offsets.
-    let mut second = Service::start(config());
+    let mut second = Service::start(config(), PATIENCE);
     let taken = second.owns(|owned| !owned.is_empty()).await;
     let kept = first.owns(|owned| !owned.is_empty() && owned.len() < PARTITIONS as usize).await;
     assert!(taken.is_disjoint(&kept), "a partition has one owner: {taken:?} / {kept:?}");
@@ -614,9 +572,9 @@ async fn the_survivor_of_a_rebalance_restores_the_moved_sessions_and_continues_t
     let input = "acs.raw.moved";
     let (_cluster, brokers) = cluster_for(input, PARTITIONS, "acs-moved");
     let config = || config_for(&brokers, "acs-moved", &format!("\"{input}\""), "");
-    let mut survivor = Service::start(config());
+    let mut survivor = Service::start(config(), PATIENCE);
     survivor.owns(|owned| owned.len() == PARTITIONS as usize).await;
-    let mut leaving = Service::start(config());
+    let mut leaving = Service::start(config(), PATIENCE);
     let moved = leaving.owns(|owned| !owned.is_empty()).await;
     survivor.owns(|owned| owned.len() < PARTITIONS as usize).await;
 
@@ -664,7 +622,7 @@ async fn a_regex_subscription_picks_up_matching_topics_even_new_ones() {
     let a = records(6, 150);
     produce_to(&brokers, "acs.raw.a", &a);
 
-    let mut service = Service::start(config_for(&brokers, "acs-regex", r"'^acs\.raw\..*'", ""));
+    let mut service = Service::start(config_for(&brokers, "acs-regex", r"'^acs\.raw\..*'", ""), PATIENCE);
     service.owns(|owned| owned.len() == 2).await;
     read_outputs_blocking(&brokers, a.len()).await;
 

@@ -2,6 +2,9 @@
 
 #![allow(dead_code)] // each test target uses its own part
 
+pub mod broker;
+pub mod service;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -75,14 +78,14 @@ pub fn committed_for(brokers: &str, group: &str, topic: &str, partitions: i32) -
     try_committed_for(brokers, group, topic, partitions).expect("committed offsets and watermarks")
 }
 
-/// Waits until `group` has committed every partition of `topic` up to its end, failing the
-/// test after `patience`.
+/// Waits until `group` has committed every partition of `topic` up to its end (an empty
+/// partition needs no commit), failing the test after `patience`.
 pub fn wait_committed(brokers: &str, group: &str, topic: &str, partitions: i32, patience: std::time::Duration) {
     let started = std::time::Instant::now();
     loop {
         // A request the loaded broker times out is asked again, within the same patience.
         let committed = try_committed_for(brokers, group, topic, partitions);
-        if committed.as_ref().is_ok_and(|c| c.values().all(|(offset, high)| *offset == Some(*high))) {
+        if committed.as_ref().is_ok_and(|c| c.values().all(|(offset, high)| offset.unwrap_or(0) == *high)) {
             return;
         }
         assert!(started.elapsed() < patience, "not committed to the end within {patience:?}: {committed:?}");
@@ -166,4 +169,17 @@ pub fn reference_sessions(inputs: &[SynthRecord], now_ms: i64) -> BTreeMap<Strin
 pub fn counters(session: &pb::Session) -> (i32, u64, u32, u32, u64) {
     let extra = (session.extra_time_minutes * 1000.0).round() as u64;
     (session.status_after, session.sequence, session.pause_count, session.security_flag_count, extra)
+}
+
+/// Where the input record of an output (an event, or a dead letter in `<prefix>.dlq`) was
+/// read: its source partition and offset.
+pub fn source_position(output: &OutputRecord, prefix: &str) -> (i32, i64) {
+    if output.topic == format!("{prefix}.dlq") {
+        let header = |name: &str| output.headers.get(name).unwrap_or_else(|| panic!("{name} missing"));
+        (header("acs.source.partition").parse().unwrap(), header("acs.source.offset").parse().unwrap())
+    } else {
+        let event = pb::EnrichedEvent::decode(output.value.as_slice()).expect("protobuf event");
+        let source = event.source.expect("source");
+        (source.partition, source.offset)
+    }
 }
