@@ -468,6 +468,11 @@ impl Bench {
         };
         let mut created = outputs.clone();
         created.push(dead_letter_topic.clone());
+        // The alerts' topics: a broker that does not create topics on first use (Apache
+        // Kafka as the tests run it) refuses the alerts otherwise.
+        if variant == Variant::Run {
+            created.extend((1..=TENANTS).map(|n| format!("{prefix}.tenant-{n:02}.alerts")));
+        }
         // The run writes its session changelog and the tenant topic too (the mock cluster
         // cannot create topics).
         let tenant_topic = config.tenant_topic().filter(|_| variant == Variant::Run);
