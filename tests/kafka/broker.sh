@@ -48,10 +48,12 @@ classpath() {
     echo "== resolving the Apache Kafka broker's jars with Maven into ${dir} (once per machine)" >&2
     rm -rf "${dir}"
     mkdir -p "${dir}"
-    mvn -q -B -Dstyle.color=never -f "${here}/pom.xml" \
+    if ! mvn -q -B -f "${here}/pom.xml" \
       org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies \
-      -DincludeScope=runtime -DoutputDirectory="${dir}/lib" >&2 ||
-      die "Maven could not resolve the broker's jars (see above)"
+      -DincludeScope=runtime -DoutputDirectory="${dir}/lib" >"${dir}/maven.log" 2>&1; then
+      cat "${dir}/maven.log" >&2
+      die "Maven could not resolve the broker's jars (its output above)"
+    fi
     touch "${dir}/complete"
   fi
   echo "${dir}/lib"
