@@ -169,9 +169,17 @@ pub struct KafkaConfig {
     pub group_id: String,
     /// Topics to consume; an entry starting with `^` is a regex subscription.
     pub input_topics: Vec<String>,
-    /// How often stored offsets are committed (also on revoke and shutdown).
+    /// The delivery guarantee (see [`Guarantee`]).
+    pub guarantee: Guarantee,
+    /// How often the work done is committed (also on revoke and shutdown): 5 s at least
+    /// once, 100 ms exactly once, when not set.
     #[serde(with = "humantime_serde")]
     pub commit_interval: Duration,
+    /// Exactly once: the transaction timeout (librdkafka `transaction.timeout.ms`).
+    #[serde(with = "humantime_serde")]
+    pub transaction_timeout: Duration,
+    /// Exactly once: this instance's stable, unique name (see [`KafkaConfig::instance`]).
+    pub instance_id: String,
     /// Records produced but not yet acknowledged before the consumer pauses.
     pub max_in_flight: usize,
     /// Bytes held for records produced but not yet acknowledged (input copies and outputs)
@@ -192,6 +200,58 @@ pub struct KafkaConfig {
     /// librdkafka producer settings passed through as they are (keys refused in
     /// [`PRODUCER_FIXED`]).
     pub producer: BTreeMap<String, String>,
+}
+
+/// What a downstream consumer can count on (DESIGN.md §8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Guarantee {
+    /// Every output at least once: an input offset is committed only after every output of
+    /// the record is acknowledged; a crash replays what was not committed.
+    AtLeastOnce,
+    /// Every output exactly once to a `read_committed` consumer: outputs, state changes and
+    /// input offsets commit together in Kafka transactions.
+    ExactlyOnce,
+}
+
+impl Guarantee {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Guarantee::AtLeastOnce => "at_least_once",
+            Guarantee::ExactlyOnce => "exactly_once",
+        }
+    }
+}
+
+impl KafkaConfig {
+    /// This instance's name for its transactional id: `kafka.instance_id`, else the
+    /// consumer's `group.instance.id`, else the host name.
+    pub fn instance(&self) -> String {
+        let configured = self.instance_id.trim();
+        if !configured.is_empty() {
+            return configured.to_owned();
+        }
+        if let Some(member) = self.consumer.get("group.instance.id").filter(|m| !m.trim().is_empty()) {
+            return member.trim().to_owned();
+        }
+        host_name()
+    }
+
+    /// The transactional id of this instance (exactly once): `<group_id>-<instance>`.
+    pub fn transactional_id(&self) -> String {
+        format!("{}-{}", self.group_id, self.instance())
+    }
+}
+
+/// The host name (`HOSTNAME`, else `/proc/sys/kernel/hostname`, else `localhost`).
+fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.trim().is_empty())
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
 }
 
 /// `[topics]`: creation of the per-tenant output topics.
@@ -241,7 +301,8 @@ pub const PRODUCER_FIXED: &[(&str, &str)] = &[
     ("request.required.acks", "fixed to all: an output counts as written only once every in-sync replica has it"),
     ("bootstrap.servers", "use kafka.brokers"),
     ("metadata.broker.list", "use kafka.brokers"),
-    ("transactional.id", "not supported: acs-stream is at-least-once, without transactions"),
+    ("transactional.id", "set by acs-stream under exactly_once from kafka.group_id and kafka.instance_id"),
+    ("transaction.timeout.ms", "use kafka.transaction_timeout"),
     ("message.timeout.ms", "fixed to 0 (no timeout): a retriable error is retried, never turned into a loss"),
     ("delivery.timeout.ms", "fixed to 0 (no timeout): a retriable error is retried, never turned into a loss"),
     ("retries", "fixed by librdkafka's idempotent producer: retriable errors are retried without end"),
@@ -312,6 +373,7 @@ impl Config {
             let keys: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
             merge(&mut table, env_overlay(&keys, &value));
         }
+        default_commit_interval(&mut table);
         let config: Config = toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| ConfigError::Parse {
             origin: "configuration".into(),
             message: e.to_string(),
@@ -495,6 +557,21 @@ impl Config {
         if kafka.commit_interval.is_zero() {
             return Err(invalid("kafka.commit_interval", "must be longer than 0 (e.g. \"5s\")".into()));
         }
+        if kafka.transaction_timeout < Duration::from_secs(1) || kafka.transaction_timeout > Duration::from_secs(900) {
+            return Err(invalid(
+                "kafka.transaction_timeout",
+                format!("is {:?}; expected 1s to 15m (the brokers' transaction.max.timeout.ms)", kafka.transaction_timeout),
+            ));
+        }
+        if kafka.guarantee == Guarantee::ExactlyOnce && kafka.commit_interval >= kafka.transaction_timeout {
+            return Err(invalid(
+                "kafka.commit_interval",
+                format!(
+                    "({:?}) must stay below kafka.transaction_timeout ({:?}) under exactly_once: each interval is one transaction",
+                    kafka.commit_interval, kafka.transaction_timeout
+                ),
+            ));
+        }
         if kafka.max_in_flight == 0 {
             return Err(invalid("kafka.max_in_flight", "must be at least 1".into()));
         }
@@ -579,6 +656,18 @@ impl Config {
 }
 
 /// Lays `overlay` over `base`, table by table.
+/// `kafka.commit_interval` when no layer set it: 100 ms under exactly-once (each interval is
+/// one transaction, Kafka Streams' default), 5 s at least once.
+fn default_commit_interval(table: &mut toml::Table) {
+    let Some(toml::Value::Table(kafka)) = table.get_mut("kafka") else { return };
+    if kafka.contains_key("commit_interval") {
+        return;
+    }
+    let exactly_once = kafka.get("guarantee").and_then(toml::Value::as_str) == Some("exactly_once");
+    let interval = if exactly_once { "100ms" } else { "5s" };
+    kafka.insert("commit_interval".to_owned(), toml::Value::String(interval.to_owned()));
+}
+
 fn merge(base: &mut toml::Table, overlay: toml::Table) {
     for (key, value) in overlay {
         match (base.get_mut(&key), value) {
@@ -704,6 +793,42 @@ mod tests {
         assert_eq!(config.input.max_event_bytes, 2048);
         assert_eq!(config.output.dead_letter_topic, "dead.letters");
         assert_eq!(config.output.events_topic, "acs.{tenant}.events", "untouched keys keep their default");
+    }
+
+    #[test]
+    fn the_guarantee_sets_the_commit_interval_unless_it_is_given() {
+        let defaults = Config::defaults();
+        assert_eq!(defaults.kafka.guarantee, Guarantee::AtLeastOnce);
+        assert_eq!(defaults.kafka.commit_interval, Duration::from_secs(5));
+        let eos = Config::layered(None, env(&[("ACS_STREAM__KAFKA__GUARANTEE", "exactly_once")])).unwrap();
+        assert_eq!(eos.kafka.guarantee, Guarantee::ExactlyOnce);
+        assert_eq!(eos.kafka.commit_interval, Duration::from_millis(100), "Kafka Streams' default under EOS");
+        assert_eq!(eos.kafka.transaction_timeout, Duration::from_secs(10));
+        let given = Config::layered(
+            Some(("f", "[kafka]
+guarantee = \"exactly_once\"\ncommit_interval = \"1s\"\n")),
+            std::iter::empty(),
+        )
+        .unwrap();
+        assert_eq!(given.kafka.commit_interval, Duration::from_secs(1), "a given interval wins");
+        let too_slow = "[kafka]\nguarantee = \"exactly_once\"\ncommit_interval = \"10s\"\n";
+        let error = Config::layered(Some(("f", too_slow)), std::iter::empty()).unwrap_err().to_string();
+        assert!(error.starts_with("kafka.commit_interval") && error.contains("transaction_timeout"), "{error}");
+        // At least once, a long interval is fine (no transaction to outlast).
+        let alos = "[kafka]\ncommit_interval = \"30s\"\n";
+        assert!(Config::layered(Some(("f", alos)), std::iter::empty()).is_ok());
+    }
+
+    #[test]
+    fn the_transactional_id_names_the_group_and_a_stable_instance() {
+        let file = "[kafka]\ngroup_id = \"g\"\ninstance_id = \"pod-2\"\n[kafka.consumer]\n\"group.instance.id\" = \"m\"\n";
+        let config = Config::layered(Some(("f", file)), std::iter::empty()).unwrap();
+        assert_eq!(config.kafka.transactional_id(), "g-pod-2", "the instance id first");
+        let file = "[kafka]\ngroup_id = \"g\"\n[kafka.consumer]\n\"group.instance.id\" = \"m-1\"\n";
+        let config = Config::layered(Some(("f", file)), std::iter::empty()).unwrap();
+        assert_eq!(config.kafka.transactional_id(), "g-m-1", "then the static member id");
+        let config = Config::layered(Some(("f", "[kafka]\ngroup_id = \"g\"\n")), std::iter::empty()).unwrap();
+        assert!(config.kafka.transactional_id().starts_with("g-") && config.kafka.transactional_id().len() > 2);
     }
 
     #[test]
@@ -833,6 +958,10 @@ mod tests {
             ("[kafka]\ninput_topics = [\"\"]\n", "kafka.input_topics"),
             ("[kafka]\ninput_topics = [\"^acs.(raw\"]\n", "kafka.input_topics"),
             ("[kafka]\ncommit_interval = \"0s\"\n", "kafka.commit_interval"),
+            ("[kafka]\nguarantee = \"at_most_once\"\n", "guarantee"),
+            ("[kafka]\ntransaction_timeout = \"20m\"\n", "kafka.transaction_timeout"),
+            ("[kafka.producer]\n\"transaction.timeout.ms\" = 5000\n", "kafka.transaction_timeout"),
+            ("[kafka.producer]\n\"transactional.id\" = \"x\"\n", "transactional.id"),
             ("[kafka]\ncommit_interval = \"5 parsecs\"\n", "kafka.commit_interval"),
             ("[kafka]\ncommit_interval = 5\n", "kafka.commit_interval"),
             ("[kafka]\nmax_in_flight = 0\n", "kafka.max_in_flight"),
