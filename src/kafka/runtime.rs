@@ -76,6 +76,8 @@ pub enum RuntimeError {
     Fatal { client: &'static str, reason: String },
     #[error("cannot restore the partition state: {0}")]
     Restore(#[from] RestoreFailure),
+    #[error("kafka.guarantee = \"{0}\" is not supported by this build")]
+    Unsupported(&'static str),
 }
 
 /// What one run did.
@@ -1133,6 +1135,9 @@ pub async fn run_with<P: Processor>(
     shutdown: impl Future<Output = ()>,
     observers: Observers,
 ) -> Result<RunSummary, RuntimeError> {
+    if config.kafka.guarantee != crate::config::Guarantee::AtLeastOnce {
+        return Err(RuntimeError::Unsupported(config.kafka.guarantee.as_str()));
+    }
     let Observers { assignment, readiness, mut queries } = observers;
     let (sender, receiver) = std::sync::mpsc::channel();
     let wake = Arc::new(tokio::sync::Notify::new());
