@@ -560,7 +560,10 @@ impl Config {
         if kafka.transaction_timeout < Duration::from_secs(1) || kafka.transaction_timeout > Duration::from_secs(900) {
             return Err(invalid(
                 "kafka.transaction_timeout",
-                format!("is {:?}; expected 1s to 15m (the brokers' transaction.max.timeout.ms)", kafka.transaction_timeout),
+                format!(
+                    "is {:?}; expected 1s to 15m (the brokers' transaction.max.timeout.ms)",
+                    kafka.transaction_timeout
+                ),
             ));
         }
         if kafka.guarantee == Guarantee::ExactlyOnce && kafka.commit_interval >= kafka.transaction_timeout {
@@ -805,8 +808,11 @@ mod tests {
         assert_eq!(eos.kafka.commit_interval, Duration::from_millis(100), "Kafka Streams' default under EOS");
         assert_eq!(eos.kafka.transaction_timeout, Duration::from_secs(10));
         let given = Config::layered(
-            Some(("f", "[kafka]
-guarantee = \"exactly_once\"\ncommit_interval = \"1s\"\n")),
+            Some((
+                "f",
+                "[kafka]
+guarantee = \"exactly_once\"\ncommit_interval = \"1s\"\n",
+            )),
             std::iter::empty(),
         )
         .unwrap();
@@ -821,7 +827,8 @@ guarantee = \"exactly_once\"\ncommit_interval = \"1s\"\n")),
 
     #[test]
     fn the_transactional_id_names_the_group_and_a_stable_instance() {
-        let file = "[kafka]\ngroup_id = \"g\"\ninstance_id = \"pod-2\"\n[kafka.consumer]\n\"group.instance.id\" = \"m\"\n";
+        let file =
+            "[kafka]\ngroup_id = \"g\"\ninstance_id = \"pod-2\"\n[kafka.consumer]\n\"group.instance.id\" = \"m\"\n";
         let config = Config::layered(Some(("f", file)), std::iter::empty()).unwrap();
         assert_eq!(config.kafka.transactional_id(), "g-pod-2", "the instance id first");
         let file = "[kafka]\ngroup_id = \"g\"\n[kafka.consumer]\n\"group.instance.id\" = \"m-1\"\n";

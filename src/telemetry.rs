@@ -57,6 +57,10 @@ pub const CONFIG_RELOADS: &str = "acs_stream_config_reloads_total";
 /// Assigned partitions with records not committed and a committed position that has not
 /// moved for `admin.stuck_after`.
 pub const STUCK_PARTITIONS: &str = "acs_stream_stuck_partitions";
+/// Kafka transactions (exactly-once). Labels: `result`: `committed`, `aborted`.
+pub const TRANSACTIONS: &str = "acs_stream_transactions_total";
+/// Rebalances this instance took part in. Labels: `change`: `assigned`, `revoked`, `lost`.
+pub const REBALANCES: &str = "acs_stream_rebalances_total";
 /// 1 when `/readyz` says ready, else 0.
 pub const READY: &str = "acs_stream_ready";
 /// Always 1. Labels: `version`.
@@ -82,6 +86,8 @@ pub const METRICS: &[(&str, Kind, Option<Unit>, &str)] = &[
     (IN_FLIGHT, Kind::Gauge, None, "Input records whose outputs are not all acknowledged."),
     (CONFIG_RELOADS, Kind::Counter, None, "Rules and catalog reloads, by result."),
     (STUCK_PARTITIONS, Kind::Gauge, None, "Assigned partitions lagging without progress."),
+    (TRANSACTIONS, Kind::Counter, None, "Kafka transactions (exactly-once), by result."),
+    (REBALANCES, Kind::Counter, None, "Partition assignments, revocations and losses."),
     (READY, Kind::Gauge, None, "1 when ready (/readyz), else 0."),
     (BUILD_INFO, Kind::Gauge, None, "Always 1; the version in a label."),
 ];
@@ -137,6 +143,12 @@ pub fn describe() {
     }
     for result in ["ok", "failed"] {
         metrics::counter!(CONFIG_RELOADS, "result" => result).absolute(0);
+    }
+    for result in ["committed", "aborted"] {
+        metrics::counter!(TRANSACTIONS, "result" => result).absolute(0);
+    }
+    for change in ["assigned", "revoked", "lost"] {
+        metrics::counter!(REBALANCES, "change" => change).absolute(0);
     }
     for retriable in ["true", "false"] {
         metrics::counter!(PRODUCE_ERRORS, "retriable" => retriable).absolute(0);

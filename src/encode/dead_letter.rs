@@ -23,6 +23,10 @@ pub mod headers {
     /// Only on a dead letter sent without the original value (the full one was refused as
     /// too large): why. The value is still in the input at the source offset.
     pub const VALUE_OMITTED: &str = "acs.value.omitted";
+    /// Only on a dead letter of a record whose outputs the brokers refused for good
+    /// (`produce_failed`): which outputs, comma-separated (`event`, `alert`, `tenant_topic`,
+    /// `repartition`), once per input record.
+    pub const OUTPUT: &str = "acs.error.output";
 }
 
 /// A refused record, with where it was read.

@@ -82,6 +82,22 @@ pub fn producer(config: &Config) -> ClientConfig {
     client
 }
 
+/// The exactly-once producer: the idempotent producer's settings, a transactional id stable
+/// across restarts of this instance (`<group>-<instance>`: a restarted instance fences its
+/// zombie and aborts what it left open) and the transaction timeout. librdkafka requires the
+/// message timeout to stay within the transaction's: a record not acknowledged by then fails,
+/// and its transaction aborts and is done again (never a loss).
+pub fn transactional_producer(config: &Config) -> ClientConfig {
+    let kafka = &config.kafka;
+    let mut client = producer(config);
+    let timeout = kafka.transaction_timeout.as_millis().to_string();
+    client
+        .set("transactional.id", kafka.transactional_id())
+        .set("transaction.timeout.ms", &timeout)
+        .set("message.timeout.ms", &timeout);
+    client
+}
+
 /// The admin client (topic creation).
 pub fn admin(config: &Config) -> ClientConfig {
     let mut client = ClientConfig::new();
@@ -116,5 +132,18 @@ mod tests {
         assert_eq!(producer.get("message.timeout.ms"), Some("0"));
         assert_eq!(producer.get("retry.backoff.max.ms"), Some("10000"));
         assert_eq!(producer.get("linger.ms"), Some("20"));
+        assert_eq!(producer.get("transactional.id"), None, "at least once: no transactions");
+    }
+
+    #[test]
+    fn the_transactional_producer_keeps_the_idempotent_settings() {
+        let file = "[kafka]\nbrokers = \"b:1\"\ngroup_id = \"g\"\nguarantee = \"exactly_once\"\ninstance_id = \"pod-0\"\ntransaction_timeout = \"15s\"\n";
+        let config = Config::layered(Some(("t", file)), []).unwrap();
+        let producer = transactional_producer(&config);
+        assert_eq!(producer.get("transactional.id"), Some("g-pod-0"));
+        assert_eq!(producer.get("transaction.timeout.ms"), Some("15000"));
+        assert_eq!(producer.get("message.timeout.ms"), Some("15000"), "within the transaction's timeout");
+        assert_eq!(producer.get("enable.idempotence"), Some("true"));
+        assert_eq!(producer.get("acks"), Some("all"));
     }
 }

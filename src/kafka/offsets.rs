@@ -512,6 +512,22 @@ impl OffsetTracker {
         self.partition(tp)?.effective()
     }
 
+    /// Whether `ticket` belongs to the current assignment of its partition (not to one revoked,
+    /// reset or rewound since).
+    pub fn current(&self, ticket: Ticket) -> bool {
+        let Some(Some(p)) = self.slots.get(ticket.slot as usize) else { return false };
+        if ticket.flush { p.assignment == ticket.epoch } else { p.epoch == ticket.epoch }
+    }
+
+    /// The position just past the last record begun on `tp` since it was (re)assigned, never
+    /// past a record poisoned by a [`fail`](Self::fail): what a transaction commits, since every
+    /// output of those records is in it (exactly-once). `None` when no record was begun.
+    pub fn processed(&self, tp: &TopicPartition) -> Option<i64> {
+        let p = self.partition(tp)?;
+        let next = p.last_begun? + 1;
+        Some(p.cap.map_or(next, |cap| cap.min(next)))
+    }
+
     /// The offset past which `tp` can no longer commit because of a [`fail`](Self::fail), if the
     /// partition is poisoned. The runtime should stop consuming it (pause, or seek back to this
     /// offset and [`reset_partition`](Self::reset_partition)), since records begun after it can

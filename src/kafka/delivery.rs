@@ -1,0 +1,276 @@
+//! The delivery guarantee: one seam between the service loop and Kafka (as Kafka Streams'
+//! `StreamsProducer`). The loop sends and commits through a [`Delivery`] and never asks which
+//! guarantee is on; the two implementations differ in what a commit is, where a committed
+//! position may be, and what a refused output does.
+//!
+//! - [`AtLeastOnce`]: an input position is committed only past records whose every output
+//!   (and state change) is acknowledged ([`OffsetTracker::position`]), with the consumer's
+//!   own commit; a refused output is rerouted to the dead-letter topic at once.
+//! - [`ExactlyOnce`]: one transactional producer per instance, its id stable across restarts
+//!   (`<group>-<instance>`): `init_transactions` fences a zombie of the same instance and
+//!   aborts what it left open. A transaction begins with the first record sent after a
+//!   commit; a commit sends the input positions of every record processed since
+//!   ([`OffsetTracker::processed`]) into it with the consumer's group metadata (KIP-447:
+//!   a member of an older generation is fenced) and commits it. A refused output cannot be
+//!   rerouted inside a transaction that will not commit: the transaction aborts, and the
+//!   loop processes its records again, the refused outputs dead-lettered then.
+//!
+//! The transactional calls block (`commit_transaction` flushes first): they run on the
+//! service loop's own thread, never on an async worker. Retriable errors are retried,
+//! abortable ones returned as [`DeliveryError::Abortable`], fatal ones (fenced) as
+//! [`DeliveryError::Fatal`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, ConsumerGroupMetadata};
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::producer::Producer as _;
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::events;
+use super::health::Heartbeat;
+use super::offsets::{OffsetTracker, TopicPartition};
+use super::outbox::Producer;
+
+/// Why a commit (or a send's transaction) failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(super) enum DeliveryError {
+    /// The open transaction cannot commit: abort it, rewind, process again.
+    #[error("transaction must abort: {0}")]
+    Abortable(String),
+    /// This instance cannot go on: fenced by a newer instance with its transactional id, or
+    /// the producer failed for good.
+    #[error("{0}")]
+    Fatal(String),
+}
+
+/// The consumer, as a commit needs it.
+pub(super) trait GroupConsumer {
+    fn commit_list(&self, list: &TopicPartitionList, mode: CommitMode) -> KafkaResult<()>;
+    fn metadata(&self) -> Option<ConsumerGroupMetadata>;
+}
+
+impl<C: ConsumerContext> GroupConsumer for BaseConsumer<C> {
+    fn commit_list(&self, list: &TopicPartitionList, mode: CommitMode) -> KafkaResult<()> {
+        self.commit(list, mode)
+    }
+
+    fn metadata(&self) -> Option<ConsumerGroupMetadata> {
+        self.group_metadata()
+    }
+}
+
+/// The delivery guarantee, as the service loop uses it.
+pub(super) trait Delivery: Send {
+    /// Readies the producer for a send: opens a transaction when the guarantee needs one and
+    /// none is open.
+    fn before_send(&mut self) -> Result<(), DeliveryError>;
+    /// Where `tp` may be committed now.
+    fn committable(&self, tracker: &OffsetTracker, tp: &TopicPartition) -> Option<i64>;
+    /// Commits the work done so far at `positions`; `sync`: wait for the outcome (on revoke
+    /// and shutdown). `Ok(false)`: the commit failed and a later one retries it (logged).
+    fn commit(
+        &mut self,
+        consumer: &dyn GroupConsumer,
+        positions: &[(TopicPartition, i64)],
+        sync: bool,
+    ) -> Result<bool, DeliveryError>;
+    /// Drops the work not committed yet. True when there was some (a transaction aborted):
+    /// the caller then processes again from the committed positions.
+    fn abort(&mut self) -> Result<bool, DeliveryError>;
+    /// Whether a refused output can be rerouted now (at least once), or makes the open
+    /// transaction abort (exactly once).
+    fn reroutes_refusals(&self) -> bool;
+    /// Whether records were sent since the last commit.
+    fn open(&self) -> bool;
+    /// Forgets what it knows of partitions no longer assigned.
+    fn forget(&mut self, _tps: &[TopicPartition]) {}
+}
+
+/// An offset list.
+fn offsets(positions: &[(TopicPartition, i64)]) -> TopicPartitionList {
+    let mut list = TopicPartitionList::new();
+    for (tp, offset) in positions {
+        // A partition listed twice cannot happen (the positions come from a set).
+        let _ = list.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*offset));
+    }
+    list
+}
+
+/// At least once: commit what is acknowledged.
+#[derive(Debug, Default)]
+pub(super) struct AtLeastOnce;
+
+impl Delivery for AtLeastOnce {
+    fn before_send(&mut self) -> Result<(), DeliveryError> {
+        Ok(())
+    }
+
+    fn committable(&self, tracker: &OffsetTracker, tp: &TopicPartition) -> Option<i64> {
+        tracker.position(tp)
+    }
+
+    fn commit(
+        &mut self,
+        consumer: &dyn GroupConsumer,
+        positions: &[(TopicPartition, i64)],
+        sync: bool,
+    ) -> Result<bool, DeliveryError> {
+        if positions.is_empty() {
+            return Ok(true);
+        }
+        let mode = if sync { CommitMode::Sync } else { CommitMode::Async };
+        match consumer.commit_list(&offsets(positions), mode) {
+            // The outcome of an asynchronous commit is reported to no one (rust-rdkafka's
+            // event API leaves librdkafka without a commit callback for manual commits): it
+            // is counted as sent; a failed one is retried by the next commit.
+            Ok(()) => {
+                events::committed(positions.len(), sync);
+                Ok(true)
+            }
+            Err(error) => {
+                events::commit_failed(positions.len(), &error);
+                Ok(false)
+            }
+        }
+    }
+
+    fn abort(&mut self) -> Result<bool, DeliveryError> {
+        Ok(false)
+    }
+
+    fn reroutes_refusals(&self) -> bool {
+        true
+    }
+
+    fn open(&self) -> bool {
+        false
+    }
+}
+
+/// Exactly once: Kafka transactions.
+pub(super) struct ExactlyOnce {
+    producer: Arc<Producer>,
+    /// A transaction is open (begun, not committed or aborted).
+    open: bool,
+    /// The positions of the last commit: a commit with nothing new is skipped.
+    committed: HashMap<TopicPartition, i64>,
+    /// How long one transactional call may take before it is tried again.
+    call_timeout: Duration,
+    /// Beaten between the attempts of a call retried (a loop waiting on the brokers is alive).
+    heartbeat: Arc<Heartbeat>,
+    /// Records sent in the open transaction.
+    sent: u64,
+}
+
+/// Pause between two attempts of a transactional call that failed with a retriable error.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+impl ExactlyOnce {
+    /// Initializes the producer's transactions: fences an older producer with the same
+    /// transactional id (a zombie of this instance) and aborts what it left open. Retried
+    /// while the brokers answer with retriable errors.
+    pub fn init(
+        producer: Arc<Producer>,
+        call_timeout: Duration,
+        heartbeat: Arc<Heartbeat>,
+    ) -> Result<Self, DeliveryError> {
+        let mut delivery =
+            ExactlyOnce { producer, open: false, committed: HashMap::new(), call_timeout, heartbeat, sent: 0 };
+        delivery.call("init_transactions", |p, t| p.init_transactions(t))?;
+        Ok(delivery)
+    }
+
+    /// Runs a transactional call, again while it fails with a retriable error.
+    fn call(&mut self, what: &str, call: impl Fn(&Producer, Duration) -> KafkaResult<()>) -> Result<(), DeliveryError> {
+        loop {
+            self.heartbeat.beat();
+            match call(&self.producer, self.call_timeout) {
+                Ok(()) => return Ok(()),
+                Err(KafkaError::Transaction(error)) if error.is_retriable() => {
+                    tracing::warn!(call = what, %error, "Transactional call failed; retrying.");
+                    std::thread::sleep(RETRY_PAUSE);
+                }
+                Err(KafkaError::Transaction(error)) if error.txn_requires_abort() => {
+                    return Err(DeliveryError::Abortable(format!("{what}: {error}")));
+                }
+                Err(error) => return Err(DeliveryError::Fatal(format!("{what}: {error}"))),
+            }
+        }
+    }
+}
+
+impl Delivery for ExactlyOnce {
+    fn before_send(&mut self) -> Result<(), DeliveryError> {
+        if !self.open {
+            self.call("begin_transaction", |p, _| p.begin_transaction())?;
+            self.open = true;
+            self.sent = 0;
+        }
+        self.sent += 1;
+        Ok(())
+    }
+
+    fn committable(&self, tracker: &OffsetTracker, tp: &TopicPartition) -> Option<i64> {
+        tracker.processed(tp)
+    }
+
+    fn commit(
+        &mut self,
+        consumer: &dyn GroupConsumer,
+        positions: &[(TopicPartition, i64)],
+        _sync: bool,
+    ) -> Result<bool, DeliveryError> {
+        let moved: Vec<(TopicPartition, i64)> =
+            positions.iter().filter(|(tp, at)| self.committed.get(tp) != Some(at)).cloned().collect();
+        if !self.open && moved.is_empty() {
+            return Ok(true);
+        }
+        if !self.open {
+            // Records processed without an output (a tenant-topic record that fired nothing):
+            // their positions still commit in a transaction of their own.
+            self.call("begin_transaction", |p, _| p.begin_transaction())?;
+            self.open = true;
+            self.sent = 0;
+        }
+        if !moved.is_empty() {
+            let metadata = consumer
+                .metadata()
+                .ok_or_else(|| DeliveryError::Abortable("no consumer group metadata (not in the group)".into()))?;
+            let list = offsets(&moved);
+            self.call("send_offsets_to_transaction", |p, t| p.send_offsets_to_transaction(&list, &metadata, t))?;
+        }
+        self.call("commit_transaction", |p, t| p.commit_transaction(t))?;
+        self.open = false;
+        events::transaction_committed(moved.len(), self.sent);
+        self.committed.extend(moved);
+        Ok(true)
+    }
+
+    fn abort(&mut self) -> Result<bool, DeliveryError> {
+        if !self.open {
+            return Ok(false);
+        }
+        self.call("abort_transaction", |p, t| p.abort_transaction(t))?;
+        self.open = false;
+        Ok(true)
+    }
+
+    fn reroutes_refusals(&self) -> bool {
+        false
+    }
+
+    fn open(&self) -> bool {
+        self.open
+    }
+
+    /// Their committed positions are forgotten: their next commit, after another assignment,
+    /// is never skipped.
+    fn forget(&mut self, tps: &[TopicPartition]) {
+        for tp in tps {
+            self.committed.remove(tp);
+        }
+    }
+}
