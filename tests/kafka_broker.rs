@@ -9,160 +9,24 @@
 mod common;
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::Write;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use acs_stream::commands::demo::{self, OutputRecord};
+use acs_stream::commands::demo;
 use acs_stream::synth::{Generator, SynthOptions, SynthRecord};
+use common::BROKER_PATIENCE as PATIENCE;
+use common::alerts::{assert_same_alerts, published_alerts, reference_session_alerts};
 use common::broker::{Broker, Cluster, NodeAction};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use common::processor::{RunConfig, expected_id, outputs, start, terminate, wait_committed};
+use common::topics::{
+    create_replicated_topics, create_topics, input_ends, leaders_and_isr, now_ms, partitions_of, produce,
+    produce_acknowledged, total_records, unique, wait_for_metadata,
+};
 use rdkafka::config::ClientConfig;
-
-/// Upper bound on waiting for outputs and commits: a guard against a hang, not a speed
-/// assertion.
-const PATIENCE: Duration = Duration::from_secs(240);
 
 /// The broker of these tests (see `common::broker::shared`): `None` only with the explicit
 /// opt-out, which names the skipped test.
 fn broker() -> Option<&'static Broker> {
     common::broker::shared()
-}
-
-fn unique(prefix: &str) -> String {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
-    format!("{prefix}-{}-{}", std::process::id(), now.as_nanos() % 1_000_000_000)
-}
-
-fn now_ms() -> i64 {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
-    i64::try_from(now.as_millis()).unwrap()
-}
-
-async fn create_topics(brokers: &str, topics: &[(&str, i32)]) {
-    create_replicated_topics(brokers, topics, 1).await;
-}
-
-async fn create_replicated_topics(brokers: &str, topics: &[(&str, i32)], replicas: i32) {
-    let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", brokers).create().unwrap();
-    let new: Vec<NewTopic<'_>> =
-        topics.iter().map(|(name, p)| NewTopic::new(name, *p, TopicReplication::Fixed(replicas))).collect();
-    for result in admin.create_topics(&new, &AdminOptions::new()).await.unwrap() {
-        result.unwrap_or_else(|(topic, code)| panic!("cannot create {topic}: {code}"));
-    }
-}
-
-fn produce(brokers: &str, topic: &str, records: &[SynthRecord]) {
-    demo::produce(brokers, topic, records.iter().cloned()).expect("input produced");
-}
-
-/// Writes a service configuration for this test's topics and group.
-/// `consumer`: the `[kafka.consumer]` lines (a short session by default).
-/// Rules are off: these tests are about the runtime, and alerts (with the tenant topic and the
-/// rule state in the changelog) about double what the broker must carry; the alerts test
-/// turns them on ([`config_file_with_rules`]).
-fn config_file(dir: &std::path::Path, brokers: &str, input: &str, prefix: &str, consumer: &str) -> std::path::PathBuf {
-    config_file_with_rules(dir, brokers, input, prefix, consumer, false)
-}
-
-fn config_file_with_rules(
-    dir: &std::path::Path,
-    brokers: &str,
-    input: &str,
-    prefix: &str,
-    consumer: &str,
-    rules: bool,
-) -> std::path::PathBuf {
-    let consumer = if consumer.is_empty() { "\"session.timeout.ms\" = 6000" } else { consumer };
-    let path = dir.join("acs-stream.toml");
-    let mut file = std::fs::File::create(&path).unwrap();
-    write!(
-        file,
-        "[output]\nevents_topic = \"{prefix}.{{tenant}}.events\"\nalerts_topic = \"{prefix}.{{tenant}}.alerts\"\n\
-         dead_letter_topic = \"{prefix}.dlq\"\n\
-         [kafka]\nbrokers = \"{brokers}\"\ngroup_id = \"{prefix}\"\ninput_topics = [\"{input}\"]\ncommit_interval = \"200ms\"\n\
-         [kafka.consumer]\n{consumer}\n[topics]\ncreate = true\npartitions = 2\nreplication_factor = 1\n[shutdown]\ngrace = \"20s\"\n\
-         [admin]\nlisten = \"127.0.0.1:0\"\n[rules]\nenabled = {rules}\n"
-    )
-    .unwrap();
-    path
-}
-
-/// A running `acs-stream run`; killed if the test fails before stopping it.
-struct Processor(Child);
-
-impl Drop for Processor {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start(config: &std::path::Path) -> Processor {
-    Processor(
-        Command::new(env!("CARGO_BIN_EXE_acs-stream"))
-            .args(["run", "--config"])
-            .arg(config)
-            .env("RUST_LOG", std::env::var("ACS_TEST_LOG").unwrap_or_else(|_| "warn".into()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("acs-stream starts"),
-    )
-}
-
-fn outputs(brokers: &str, prefix: &str, tenants: usize, at_least: usize) -> Vec<OutputRecord> {
-    let mut topics: Vec<String> = (1..=tenants).map(|n| format!("{prefix}.tenant-{n:02}.events")).collect();
-    topics.push(format!("{prefix}.dlq"));
-    demo::read_outputs(brokers, &topics, 2, at_least, PATIENCE, |_| {}).expect("outputs arrive")
-}
-
-/// The message id each valid input's event must carry: its own, or the one generated from
-/// its bytes.
-fn expected_id(record: &SynthRecord) -> String {
-    let value: serde_json::Value = serde_json::from_slice(&record.value).unwrap();
-    match value.get("messageId").and_then(|id| id.as_str()) {
-        Some(id) => id.to_owned(),
-        None => acs_stream::decode::message_id::generate(&record.value),
-    }
-}
-
-/// Records in `topics` (all of them: the topics are this test's own).
-fn total_records(brokers: &str, topics: &[String]) -> i64 {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", brokers).create().unwrap();
-    topics
-        .iter()
-        .flat_map(|topic| (0..2).map(move |partition| (topic, partition)))
-        .map(|(topic, partition)| {
-            let (low, high) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)).unwrap();
-            high - low
-        })
-        .sum()
-}
-
-/// The end offset of each of the `partitions` partitions of `topic`.
-fn input_ends(brokers: &str, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", brokers).create().unwrap();
-    (0..partitions)
-        .map(|partition| (partition, consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)).unwrap().1))
-        .collect()
-}
-
-/// Waits until the group has committed every input partition up to its end.
-fn wait_committed(brokers: &str, group: &str, input: &str, partitions: i32) {
-    common::wait_committed(brokers, group, input, partitions, PATIENCE);
-}
-
-/// Stops a processor with SIGTERM; it must drain, commit and exit 0.
-fn terminate(mut processor: Processor) {
-    let status = Command::new("kill").args(["-TERM", &processor.0.id().to_string()]).status().unwrap();
-    assert!(status.success());
-    let status = processor.0.wait().unwrap();
-    assert!(status.success(), "SIGTERM: {status:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -184,7 +48,7 @@ async fn every_record_lands_in_topics_the_service_creates_and_a_restart_resumes(
     let first = Generator::new(options(11)).take_records(1_000);
     produce(&brokers, &input, &first);
     let dir = tempfile::tempdir().unwrap();
-    let config = config_file(dir.path(), &brokers, &input, &prefix, "");
+    let config = RunConfig::new(&brokers, &input, &prefix).write(dir.path());
     let processor = start(&config);
     wait_committed(&brokers, &prefix, &input, 3);
     terminate(processor);
@@ -247,11 +111,10 @@ async fn sigkill_mid_stream_loses_nothing() {
     // Dynamic membership: the restarted processor joins as a new member; the group
     // rebalances once the killed member's session (6 s) has expired, and the new member gets
     // every partition from the committed offsets.
-    let config = config_file(dir.path(), &brokers, &input, &prefix, "");
-    let mut first = start(&config);
+    let config = RunConfig::new(&brokers, &input, &prefix).write(dir.path());
+    let first = start(&config);
     let _ = outputs(&brokers, &prefix, 2, 500);
-    first.0.kill().expect("SIGKILL");
-    first.0.wait().unwrap();
+    first.kill();
     let second = start(&config);
     producer.join().unwrap();
 
@@ -375,7 +238,7 @@ async fn sigterm_mid_stream_drains_loses_nothing_and_exits_0() {
     };
     let dir = tempfile::tempdir().unwrap();
     // Dynamic membership: the stopped member leaves the group, the restarted one joins anew.
-    let config = config_file(dir.path(), &brokers, &input, &prefix, "");
+    let config = RunConfig::new(&brokers, &input, &prefix).write(dir.path());
     let first = start(&config);
     // Mid-stream: some outputs are out, input is still arriving.
     let _ = outputs(&brokers, &prefix, 2, 300);
@@ -393,112 +256,6 @@ async fn sigterm_mid_stream_drains_loses_nothing_and_exits_0() {
     terminate(second);
     assert_eq!(total_records(&brokers, &topics), inputs.len() as i64, "one output per input");
     common::check_outputs(&inputs, &outputs(&brokers, &prefix, 2, inputs.len()), &prefix, &input);
-}
-
-/// What an alert says, without where its evidence was read (input offsets depend on how the
-/// producer spread the records over partitions): id, rule, count, window, evidence ids.
-type AlertFacts = (String, String, u32, i64, i64, i64, Vec<String>);
-
-fn alert_facts(alert: &acs_stream::rules::Alert) -> AlertFacts {
-    (
-        alert.alert_id.clone(),
-        alert.rule_id.to_string(),
-        alert.count,
-        alert.window_start,
-        alert.window_end,
-        alert.fired_at,
-        alert.evidence.iter().map(|e| e.message_id.to_string()).collect(),
-    )
-}
-
-/// The session-scoped alerts the core fires over `inputs` in order, without a restart: what
-/// any run must publish. Session-scoped rules see each session in input order, as a
-/// partition keyed by session gives them.
-fn reference_session_alerts(inputs: &[SynthRecord], input: &str) -> BTreeMap<String, AlertFacts> {
-    use acs_stream::config::Config;
-    use acs_stream::model::{ReasonCatalog, Source};
-    use acs_stream::pipeline::{Outcome, Pipeline, Record};
-    use acs_stream::rules::{Alert, Scope};
-    use prost::Message as _;
-
-    let pipeline = Pipeline::new(&Config::defaults(), ReasonCatalog::builtin()).unwrap().with_inline_tenants();
-    let rules = pipeline.rules();
-    let mut sessions = pipeline.sessions();
-    let mut reference = BTreeMap::new();
-    for (offset, record) in inputs.iter().enumerate() {
-        let source = Source { topic: std::sync::Arc::from(input), partition: 0, offset: offset as i64 };
-        let Outcome::Event { alerts, .. } =
-            pipeline.process(&Record::new(Some(&record.key), &record.value, source), &mut sessions, now_ms())
-        else {
-            continue;
-        };
-        for alerted in alerts.iter().filter(|a| rules.get(a.rule()).is_some_and(|r| r.scope == Scope::Session)) {
-            let pb = acs_stream::encode::proto::pb::Alert::decode(&*alerted.output().value).unwrap();
-            let alert = Alert::from_proto(pb).unwrap();
-            reference.insert(alert.alert_id.clone(), alert_facts(&alert));
-        }
-    }
-    reference
-}
-
-/// The alerts published to the alert topics of `prefix` (two tenants), read back whole.
-struct PublishedAlerts {
-    /// Alert records read (duplicates included).
-    records: usize,
-    /// Distinct alert ids.
-    distinct: usize,
-    /// The session-scoped alerts, by id.
-    session: BTreeMap<String, AlertFacts>,
-    /// Tenant-scoped alerts (distinct).
-    tenant: usize,
-}
-
-/// Reads every alert of `prefix`'s alert topics and checks each: a duplicate (at-least-once
-/// replay) is a byte-identical copy; an alert is keyed by its session (or tenant, for a
-/// tenant-scoped rule); a tenant alert's evidence matches its count within its window.
-fn published_alerts(brokers: &str, prefix: &str) -> PublishedAlerts {
-    use acs_stream::config::Config;
-    use acs_stream::model::ReasonCatalog;
-    use acs_stream::pipeline::Pipeline;
-    use acs_stream::rules::{Alert, Scope};
-    use prost::Message as _;
-
-    let rules = Pipeline::new(&Config::defaults(), ReasonCatalog::builtin()).unwrap().rules();
-    let alert_topics = vec![format!("{prefix}.tenant-01.alerts"), format!("{prefix}.tenant-02.alerts")];
-    let written = total_records(brokers, &alert_topics) as usize;
-    let records = demo::read_outputs(brokers, &alert_topics, 2, written, PATIENCE, |_| {}).expect("alerts read");
-    let mut bytes_by_id: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-    let mut session = BTreeMap::new();
-    let mut tenant = HashSet::new();
-    for record in &records {
-        let alert =
-            Alert::from_proto(acs_stream::encode::proto::pb::Alert::decode(record.value.as_slice()).unwrap()).unwrap();
-        let first_copy = bytes_by_id.entry(alert.alert_id.clone()).or_insert_with(|| record.value.clone());
-        assert_eq!(*first_copy, record.value, "a replayed alert is the same alert: {}", alert.alert_id);
-        let rule = rules.get(&alert.rule_id).expect("a default rule");
-        match rule.scope {
-            Scope::Session => {
-                assert_eq!(record.key.as_deref(), alert.delivery_execution_id.as_deref().map(str::as_bytes));
-                session.insert(alert.alert_id.clone(), alert_facts(&alert));
-            }
-            // Tenant-wide counts depend on how the partitions interleave: only checked whole.
-            Scope::Tenant => {
-                assert_eq!(record.key.as_deref(), Some(alert.tenant_id.as_bytes()));
-                assert_eq!(alert.count as usize, alert.evidence.len());
-                assert!(alert.window_end - alert.window_start < 60_000, "{alert:?}");
-                tenant.insert(alert.alert_id.clone());
-            }
-        }
-    }
-    PublishedAlerts { records: records.len(), distinct: bytes_by_id.len(), session, tenant: tenant.len() }
-}
-
-/// `actual` holds exactly the alerts of `reference`, with the same facts.
-fn assert_same_alerts(actual: &BTreeMap<String, AlertFacts>, reference: &BTreeMap<String, AlertFacts>) {
-    let missing: Vec<_> = reference.keys().filter(|id| !actual.contains_key(*id)).collect();
-    let extra: Vec<_> = actual.keys().filter(|id| !reference.contains_key(*id)).collect();
-    assert!(missing.is_empty() && extra.is_empty(), "missing {missing:?}, not in the reference {extra:?}");
-    assert_eq!(actual, reference);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -534,11 +291,11 @@ async fn alerts_fire_exactly_as_without_a_sigkill_mid_window() {
     };
     let dir = tempfile::tempdir().unwrap();
     let static_member = format!("\"group.instance.id\" = \"{prefix}-0\"\n\"session.timeout.ms\" = 20000");
-    let config = config_file_with_rules(dir.path(), &brokers, &input, &prefix, &static_member, true);
-    let mut first = start(&config);
+    let config = RunConfig { consumer: &static_member, rules: true, ..RunConfig::new(&brokers, &input, &prefix) }
+        .write(dir.path());
+    let first = start(&config);
     let _ = outputs(&brokers, &prefix, 2, 400);
-    first.0.kill().expect("SIGKILL");
-    first.0.wait().unwrap();
+    first.kill();
     let second = start(&config);
     producer.join().unwrap();
     wait_committed(&brokers, &prefix, &input, 3);
@@ -582,7 +339,7 @@ async fn rules_sessions_and_the_tenant_topic_come_through_a_rebalance_exactly() 
     // Everything on: the default rules (their tenant topic, consumed by the same group), the
     // session changelog, output topics created by the service.
     let dir = tempfile::tempdir().unwrap();
-    let path = config_file_with_rules(dir.path(), &brokers, &input, &prefix, "", true);
+    let path = RunConfig { rules: true, ..RunConfig::new(&brokers, &input, &prefix) }.write(dir.path());
     let config = || Config::load(Some(&path)).expect("the test's configuration");
     let owned_input =
         |owned: &acs_stream::kafka::runtime::Assignment| owned.iter().filter(|tp| *tp.topic == *input).count();
@@ -654,71 +411,6 @@ async fn rules_sessions_and_the_tenant_topic_come_through_a_rebalance_exactly() 
     ));
 }
 
-/// The number of partitions of `topic`.
-fn partitions_of(brokers: &str, topic: &str) -> i32 {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", brokers).create().unwrap();
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
-    metadata.topics().first().map_or(0, |t| t.partitions().len() as i32)
-}
-
-/// Per partition of `topic`: its leader and its in-sync replicas, as the cluster says now.
-fn leaders_and_isr(brokers: &str, topic: &str) -> BTreeMap<i32, (i32, Vec<i32>)> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", brokers).create().unwrap();
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
-    let topic = metadata.topics().first().expect("the topic's metadata");
-    topic.partitions().iter().map(|p| (p.id(), (p.leader(), p.isr().to_vec()))).collect()
-}
-
-/// Produces `records` with an idempotent producer (acks=all); every one must be acknowledged.
-fn produce_acknowledged(brokers: &str, topic: &str, records: &[SynthRecord]) {
-    use rdkafka::producer::{FutureProducer, FutureRecord};
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("enable.idempotence", "true")
-        .set("message.timeout.ms", "120000")
-        .create()
-        .unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    // Every record is queued first (send_result), then every delivery awaited.
-    let deliveries: Vec<_> = records
-        .iter()
-        .map(|record| {
-            producer
-                .send_result(FutureRecord::to(topic).key(&record.key).payload(&record.value))
-                .unwrap_or_else(|(error, _)| panic!("a record not queued: {error}"))
-        })
-        .collect();
-    runtime.block_on(async {
-        for delivery in deliveries {
-            delivery
-                .await
-                .expect("delivery reported")
-                .unwrap_or_else(|(error, _)| panic!("a record not acknowledged: {error}"));
-        }
-    });
-}
-
-/// Polls `condition` on the cluster's metadata until it holds (a guard against a hang after
-/// `PATIENCE`): the cluster moves leaders and replicas on its own time.
-fn wait_for_metadata(
-    brokers: &str,
-    topic: &str,
-    what: &str,
-    condition: impl Fn(&BTreeMap<i32, (i32, Vec<i32>)>) -> bool,
-) {
-    let started = std::time::Instant::now();
-    loop {
-        let now = leaders_and_isr(brokers, topic);
-        if condition(&now) {
-            return;
-        }
-        assert!(started.elapsed() < PATIENCE, "{what}: not within {PATIENCE:?}: {now:?}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 #[test]
 fn a_three_node_cluster_loses_a_node_to_sigkill_and_gets_it_back() {
     if std::env::var("ACS_TEST_SKIP_BROKER").is_ok_and(|v| v == "1") {
@@ -770,5 +462,111 @@ fn a_three_node_cluster_loses_a_node_to_sigkill_and_gets_it_back() {
     common::broker::say(&format!(
         "three nodes: node {victim} killed and restarted; {} records acknowledged, all read back",
         records.len()
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_alerts_are_dead_lettered_once_per_input_and_their_event_stays_published() {
+    use acs_stream::config::Config;
+    use acs_stream::model::{ReasonCatalog, Source};
+    use acs_stream::pipeline::{Outcome, Pipeline, Record};
+    use common::service::Service;
+    use prost::Message as _;
+
+    let Some(Broker { brokers, .. }) = broker().cloned() else { return };
+    let prefix = unique("refused");
+    let input = format!("{prefix}.raw");
+    create_topics(&brokers, &[(&input, 3)]).await;
+    // tenant-02's alerts topic takes no record as large as an alert.
+    let refused = format!("{prefix}.tenant-02.alerts");
+    common::topics::create_topics_with(&brokers, &[(&refused, 2)], &[("max.message.bytes", "64")]).await;
+    // Two session rules matching every flag: a flag of tenant-02 has two alerts refused.
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.toml");
+    let rule = |id: &str| {
+        format!(
+            "[[rule]]\nid = \"{id}\"\nseverity = \"low\"\ntitle = \"t\"\nsummary = \"s\"\n[[rule.match]]\nactions = [\"flag\"]\n"
+        )
+    };
+    std::fs::write(&rules, format!("{}{}", rule("flag-a"), rule("flag-b"))).unwrap();
+    let more = format!("file = \"{}\"\n", rules.display());
+    let path = RunConfig { rules: true, more: &more, ..RunConfig::new(&brokers, &input, &prefix) }.write(dir.path());
+    let config = Config::load(Some(&path)).unwrap();
+    let inputs =
+        Generator::new(SynthOptions { seed: 83, tenants: 2, start_ms: now_ms() - 3_600_000, ..Default::default() })
+            .take_records(600);
+
+    // The reference: which inputs fire alerts, each tenant-02 one to be dead-lettered once.
+    let pipeline = Pipeline::new(&config, ReasonCatalog::builtin()).unwrap().with_rules(config.rules().unwrap());
+    let mut sessions = pipeline.sessions();
+    let mut alerted = BTreeMap::new();
+    for (offset, record) in inputs.iter().enumerate() {
+        let source = Source { topic: std::sync::Arc::from(input.as_str()), partition: 0, offset: offset as i64 };
+        if let Outcome::Event { alerts, .. } =
+            pipeline.process(&Record::new(Some(&record.key), &record.value, source), &mut sessions, now_ms())
+        {
+            if !alerts.is_empty() {
+                alerted.insert(expected_id(record), String::from_utf8_lossy(&record.key).ends_with("#tenant-02"));
+            }
+        }
+    }
+    let expected_failed: HashSet<&String> = alerted.iter().filter(|(_, refused)| **refused).map(|(id, _)| id).collect();
+    assert!(expected_failed.len() > 5, "tenant-02's flags fire alerts: {}", expected_failed.len());
+
+    produce(&brokers, &input, &inputs);
+    let mut service = Service::start(config, PATIENCE);
+    service.owns(|o| !o.is_empty()).await;
+    let waited = tokio::task::spawn_blocking({
+        let (brokers, prefix, input) = (brokers.clone(), prefix.clone(), input.clone());
+        move || wait_committed(&brokers, &prefix, &input, 3)
+    });
+    waited.await.unwrap();
+    let summary = service.stop().await;
+    assert!(summary.drained, "{summary:?}");
+
+    let topics =
+        vec![format!("{prefix}.tenant-01.events"), format!("{prefix}.tenant-02.events"), format!("{prefix}.dlq")];
+    let all = common::topics::read_committed(&brokers, &topics, 2);
+    // Upstream re-sends some records (same bytes, same message id): each input record, by its
+    // position, is one event, and at most one dead letter.
+    let mut failed: BTreeMap<(i32, i64), String> = BTreeMap::new();
+    let mut events: BTreeMap<(i32, i64), String> = BTreeMap::new();
+    for output in &all {
+        let position = common::source_position(output, &prefix);
+        match output.headers.get("acs.error.code").map(String::as_str) {
+            Some("produce_failed") => {
+                assert_eq!(
+                    output.headers.get("acs.error.output").map(String::as_str),
+                    Some("alert"),
+                    "{:?}",
+                    output.headers
+                );
+                let record =
+                    SynthRecord { key: output.key.clone().unwrap(), value: output.value.clone(), malformed: false };
+                let previous = failed.insert(position, expected_id(&record));
+                assert!(
+                    previous.is_none(),
+                    "one dead letter per input record, however many of its alerts were refused"
+                );
+            }
+            Some(_) => {}
+            None => {
+                let event = acs_stream::encode::proto::pb::EnrichedEvent::decode(output.value.as_slice()).unwrap();
+                assert!(events.insert(position, event.message_id).is_none(), "one event per input record");
+            }
+        }
+    }
+    let failed_ids: HashSet<&String> = failed.values().collect();
+    let missing: Vec<_> = expected_failed.difference(&failed_ids).collect();
+    let extra: Vec<_> = failed_ids.difference(&expected_failed).collect();
+    assert!(missing.is_empty() && extra.is_empty(), "dead letters: missing {missing:?}, unexpected {extra:?}");
+    for (position, id) in &failed {
+        assert_eq!(events.get(position), Some(id), "the event of an input whose alerts were refused stays published");
+    }
+    assert_eq!(events.len(), inputs.iter().filter(|r| !r.malformed).count(), "every valid input's event");
+    common::broker::say(&format!(
+        "refused alerts: {} refusals, {} inputs dead-lettered once each, their events published",
+        summary.produce_failed,
+        failed.len()
     ));
 }

@@ -476,6 +476,7 @@ async fn an_output_the_broker_refuses_is_dead_lettered_as_produce_failed() {
         let input = inputs.iter().find(|r| r.value == dead.value).expect("the original value, unchanged");
         assert!(!input.malformed);
         assert_eq!(dead.key.as_deref(), Some(input.key.as_slice()), "the original key");
+        assert_eq!(dead.headers.get("acs.error.output").map(String::as_str), Some("event"), "names the refused output");
     }
     // Malformed records whose dead letter was in the refused batch: sent again without the
     // value, saying why; the others keep their original bytes.

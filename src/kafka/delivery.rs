@@ -196,6 +196,11 @@ impl ExactlyOnce {
                 Err(KafkaError::Transaction(error)) if error.txn_requires_abort() => {
                     return Err(DeliveryError::Abortable(format!("{what}: {error}")));
                 }
+                // `commit_transaction` flushes first; records of a transaction that failed
+                // meanwhile may never leave: the transaction cannot commit.
+                Err(error @ KafkaError::Flush(_)) => {
+                    return Err(DeliveryError::Abortable(format!("{what}: {error}")));
+                }
                 Err(error) => return Err(DeliveryError::Fatal(format!("{what}: {error}"))),
             }
         }

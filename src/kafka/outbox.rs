@@ -341,8 +341,7 @@ impl Outbox {
     /// acknowledges the ticket once per refused output when delivered.
     pub fn dead_letter_input(&mut self, input: &Input, refused: RefusedOutputs, at: PendingTicket) -> Refusal {
         Meters::dead_letter(ErrorCode::ProduceFailed);
-        let roles: Vec<&str> = refused.iter().map(|(role, _)| role.name()).collect();
-        let roles = roles.join(",");
+        let roles = plan::role_names(refused.iter().map(|(role, _)| *role));
         let detail = refused.first().map(|(_, error)| error.clone()).unwrap_or_default();
         let letter = DeadLetter {
             rejection: Rejection::new(ErrorCode::ProduceFailed, detail),
@@ -385,9 +384,14 @@ impl Outbox {
     }
 
     /// Exactly once: a refused record makes its transaction abort; what to do differently
-    /// when its input record is processed again.
+    /// when its input record is processed again. A record failed only because its
+    /// transaction is failing (purged from the queue, timed out) was not refused: it is sent
+    /// again as it was.
     pub fn refused_in_transaction(&mut self, pending: Pending, error: &KafkaError) -> Refusal {
         self.in_flight_bytes = self.in_flight_bytes.saturating_sub(pending.bytes);
+        if is_collateral(error) {
+            return Refusal::Abort { tp: pending.tp, offset: pending.offset, refused: Refused::default(), lost: false };
+        }
         let Pending { tp, offset, index, fallback, .. } = pending;
         let detail = error.to_string();
         let (refused, lost) = match fallback {
@@ -419,6 +423,20 @@ pub(super) struct PendingTicket {
     pub index: usize,
     pub bytes: usize,
     pub consumed_at: Option<Instant>,
+}
+
+/// A record that failed with its transaction, not for what it is: purged when the
+/// transaction failed, or not acknowledged in time (the brokers away).
+pub(super) fn is_collateral(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::PurgeQueue
+                | RDKafkaErrorCode::PurgeInflight
+                | RDKafkaErrorCode::MessageTimedOut
+                | RDKafkaErrorCode::State
+        )
+    )
 }
 
 /// The brokers refused a record for its size: a smaller one may still pass.

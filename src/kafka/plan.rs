@@ -204,8 +204,7 @@ pub(super) fn plan<'a>(
     }
     if let Some(refused) = refused.filter(|r| !r.outputs.is_empty() && dead.is_none()) {
         // The refused outputs are left out, and the record dead-lettered once, naming them.
-        let roles: Vec<&str> =
-            refused.outputs.iter().filter_map(|at| outgoing.get(*at)).map(|o| o.role.name()).collect();
+        let roles = role_names(refused.outputs.iter().filter_map(|at| outgoing.get(*at)).map(|o| o.role));
         let mut kept = Vec::with_capacity(outgoing.len());
         for (at, out) in outgoing.into_iter().enumerate() {
             if !refused.outputs.contains(&at) {
@@ -218,14 +217,25 @@ pub(super) fn plan<'a>(
             source: record.source.clone(),
             processed_at: now_ms,
         };
-        let output =
-            dead_letter_naming(&letter, to.dead_letter, record, &roles.join(","), refused.dead_letter_too_large);
+        let output = dead_letter_naming(&letter, to.dead_letter, record, &roles, refused.dead_letter_too_large);
         outgoing.push(Outgoing { role: Role::DeadLetter, body: Body::Output(output), headers: None });
         dead = Some(letter);
     }
     tally.alerts = outgoing.iter().filter(|o| o.role == Role::Alert).count() as u64;
     tally.tenant_forwarded = outgoing.iter().filter(|o| o.role == Role::TenantTopic).count() as u64;
     Plan { outgoing, dead, tally }
+}
+
+/// The names of `roles`, each once, in their first order, comma-separated (the value of
+/// `acs.error.output`).
+pub(super) fn role_names(roles: impl IntoIterator<Item = Role>) -> String {
+    let mut names: Vec<&str> = Vec::new();
+    for role in roles {
+        if !names.contains(&role.name()) {
+            names.push(role.name());
+        }
+    }
+    names.join(",")
 }
 
 fn push_alerts<'a>(outgoing: &mut Vec<Outgoing<'a>>, alerts: Alerts) {
@@ -375,6 +385,12 @@ mod tests {
         assert_eq!(header("acs.error.code").as_deref(), Some("produce_failed"));
         assert_eq!(again.tally.tenant_forwarded, 0);
         assert_eq!(again.dead.as_ref().map(|d| d.processed_at), Some(5));
+    }
+
+    #[test]
+    fn refused_outputs_are_named_once_each_in_their_order() {
+        assert_eq!(role_names([Role::Alert, Role::Event, Role::Alert, Role::TenantTopic]), "alert,event,tenant_topic");
+        assert_eq!(role_names([]), "");
     }
 
     #[test]

@@ -73,12 +73,11 @@ impl<S: PartitionState + 'static> ConsumerCtx<S> {
             // once, the open transaction held their work with everyone else's: it aborts, and
             // the partitions kept are processed again from their committed offsets.
             events::lost(revoked.len(), "the assignment was lost");
+            shared.forget(&revoked);
+            shared.outbox.tracker.revoke(&revoked);
             if shared.delivery.open() {
                 let rewind = shared.abort("the assignment was lost");
-                shared.forget(&revoked);
                 rewind.apply(consumer, self.reset);
-            } else {
-                shared.forget(&revoked);
             }
             self.publish(&shared);
             return;
@@ -116,24 +115,23 @@ impl<S: PartitionState + 'static> ConsumerCtx<S> {
             count
         } else {
             // Exactly once: the open transaction commits, every partition's state changes and
-            // positions with it (the partitions kept lose nothing by an early commit).
+            // positions with it (the partitions kept lose nothing by an early commit). One that
+            // cannot commit aborts: the revoked partitions go to their next owner as
+            // committed, the kept ones are processed again from there.
+            if shared.must_abort.is_none() {
+                shared.flush(None, now_ms());
+                shared.commit(consumer, true);
+            }
             if let Some(reason) = shared.must_abort.clone() {
+                shared.forget(&revoked);
+                shared.outbox.tracker.revoke(&revoked);
                 let rewind = shared.abort(&reason);
                 rewind.apply(consumer, self.reset);
-            } else {
-                shared.flush(None, now_ms());
-                if !shared.commit(consumer, true) {
-                    if let Some(reason) = shared.must_abort.clone() {
-                        let rewind = shared.abort(&reason);
-                        rewind.apply(consumer, self.reset);
-                    }
-                }
             }
             revoked.len()
         };
         shared.forget(&revoked);
-        let tps: Vec<TopicPartition> = revoked.clone();
-        shared.outbox.tracker.revoke(&tps);
+        shared.outbox.tracker.revoke(&revoked);
         events::revoked(revoked.len(), committed);
         self.publish(&shared);
     }

@@ -148,6 +148,7 @@ pub(super) fn run<P: Processor>(
         paused_poisoned: BTreeSet::new(),
         heartbeat: &heartbeat,
         reset,
+        commit_now: false,
     };
     let mut next_commit = Instant::now() + config.kafka.commit_interval;
     let outcome = loop {
@@ -181,7 +182,7 @@ pub(super) fn run<P: Processor>(
             }
         }
         lock(&shared).settle_ready();
-        if Instant::now() >= next_commit {
+        if Instant::now() >= next_commit || std::mem::take(&mut service.commit_now) {
             next_commit = Instant::now() + config.kafka.commit_interval;
             service.commit_tick();
         }
@@ -236,6 +237,9 @@ struct Service<'s, P: Processor> {
     paused_poisoned: BTreeSet<TopicPartition>,
     heartbeat: &'s Heartbeat,
     reset: Offset,
+    /// Commit at the next turn, whatever the interval says (exactly once, caught up after
+    /// an abort).
+    commit_now: bool,
 }
 
 impl<P: Processor> Service<'_, P> {
@@ -540,6 +544,9 @@ impl<P: Processor> Service<'_, P> {
                 consumed_at: own.then_some(consumed_at),
             });
             shared.send(Raw::output(&output, out.headers.clone()), pending);
+        }
+        if shared.caught_up(&tp, offset + 1) {
+            self.commit_now = true;
         }
         let live = shared.live_in_flight();
         let bytes = shared.outbox.in_flight_bytes;

@@ -23,7 +23,7 @@ use super::delivery::{Delivery, DeliveryError, GroupConsumer};
 use super::events;
 use super::health::Health;
 use super::offsets::TopicPartition;
-use super::outbox::{Delivery as Report, Fallback, Outbox, Pending, PendingTicket, Raw, Refusal};
+use super::outbox::{Delivery as Report, Fallback, Outbox, Pending, PendingTicket, Raw, Refusal, is_collateral};
 use super::plan::Refused;
 use super::runtime::RunSummary;
 use crate::pipeline::PartitionState;
@@ -75,6 +75,10 @@ pub(super) struct Shared<S> {
     pub refusals: HashMap<(TopicPartition, i64), Refused>,
     /// Exactly once: why the open transaction must abort, if it must.
     pub must_abort: Option<String>,
+    /// Exactly once, after an abort: where each partition's aborted work ended. Once every
+    /// partition is processed again up to there, the loop commits at once, before new input
+    /// joins the transaction (a refusal in new input would abort the work done again too).
+    pub catch_up: HashMap<TopicPartition, i64>,
     /// Set when the service cannot go on (fenced); the loop stops with it.
     pub fatal: Option<String>,
     pub names: Names,
@@ -103,6 +107,7 @@ impl<S: PartitionState> Shared<S> {
             closing: false,
             refusals: HashMap::new(),
             must_abort: None,
+            catch_up: HashMap::new(),
             fatal: None,
             names,
             revoke_timeout,
@@ -222,7 +227,7 @@ impl<S: PartitionState> Shared<S> {
             debug!(topic = %pending.tp.topic, partition = pending.tp.partition, %error, "A stale record failed.");
             return;
         }
-        if matches!(pending.fallback, Fallback::Input { .. }) {
+        if matches!(pending.fallback, Fallback::Input { .. }) && !is_collateral(&error) {
             self.summary.produce_failed += 1;
         }
         let refusal = if self.delivery.reroutes_refusals() {
@@ -242,7 +247,7 @@ impl<S: PartitionState> Shared<S> {
             Refusal::Abort { tp, offset, refused, lost } => {
                 if lost {
                     self.poisoned.insert(tp.clone());
-                } else {
+                } else if refused != Refused::default() {
                     let entry = self.refusals.entry((tp, offset)).or_default();
                     entry.outputs.extend(refused.outputs);
                     entry.dead_letter_too_large |= refused.dead_letter_too_large;
@@ -319,6 +324,9 @@ impl<S: PartitionState> Shared<S> {
     /// Commits the position of every assigned partition (exactly once: with the open
     /// transaction); then what was kept for a replay below them can go.
     pub fn commit(&mut self, consumer: &dyn GroupConsumer, sync: bool) -> bool {
+        if !self.delivery.reroutes_refusals() && !self.acknowledged(self.revoke_timeout) {
+            return false;
+        }
         let positions = self.positions();
         match self.delivery.commit(consumer, &positions, sync) {
             Ok(true) => {
@@ -336,6 +344,29 @@ impl<S: PartitionState> Shared<S> {
         }
     }
 
+    /// Exactly once, before a commit: waits (at most `wait`) until every record sent in the
+    /// transaction is acknowledged, or one is refused (the transaction must then abort: its
+    /// commit would wait for records that never leave a failed transaction). False when the
+    /// transaction must abort.
+    fn acknowledged(&mut self, wait: Duration) -> bool {
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            self.settle_ready();
+            if self.must_abort.is_some() || self.fatal.is_some() {
+                return false;
+            }
+            if self.outbox.tracker.in_flight() == 0 {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                // The commit's own flush waits on.
+                return true;
+            }
+            self.settle_one(left.min(Duration::from_millis(50)));
+        }
+    }
+
     /// The partitions are committed up to `positions`.
     pub fn committed(&mut self, positions: &[(TopicPartition, i64)]) {
         for (tp, position) in positions {
@@ -349,9 +380,20 @@ impl<S: PartitionState> Shared<S> {
         }
     }
 
+    /// Exactly once: `tp` was processed again up to `position` (exclusive) after an abort;
+    /// true when that completes the catch-up of every partition (time to commit).
+    pub fn caught_up(&mut self, tp: &TopicPartition, position: i64) -> bool {
+        if self.catch_up.get(tp).is_some_and(|end| position >= *end) {
+            self.catch_up.remove(tp);
+            return self.catch_up.is_empty();
+        }
+        false
+    }
+
     /// Forgets the partitions `tps` (revoked, lost): their state, bookkeeping and lag.
     pub fn forget(&mut self, tps: &[TopicPartition]) {
         for tp in tps {
+            self.catch_up.remove(tp);
             self.assigned.remove(tp);
             self.poisoned.remove(tp);
             self.restoring.remove(tp);
@@ -392,6 +434,8 @@ impl<S: PartitionState> Shared<S> {
             }
         }
         events::transaction_aborted(reason, self.assigned.len());
+        let tracker = &self.outbox.tracker;
+        self.catch_up = self.assigned.iter().filter_map(|tp| Some((tp.clone(), tracker.processed(tp)?))).collect();
         let mut rewind = Rewind::default();
         let assigned: Vec<TopicPartition> = self.assigned.iter().cloned().collect();
         for tp in assigned {

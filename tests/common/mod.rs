@@ -2,8 +2,15 @@
 
 #![allow(dead_code)] // each test target uses its own part
 
+pub mod alerts;
 pub mod broker;
+pub mod processor;
 pub mod service;
+pub mod topics;
+
+/// Upper bound on waiting for outputs and commits in the broker tests: a guard against a
+/// hang, not a speed assertion.
+pub const BROKER_PATIENCE: Duration = Duration::from_secs(240);
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -25,13 +25,15 @@ pub fn logs() {
 }
 
 impl Service {
-    /// Starts the service on `config` with the default pipeline (the rules as configured).
+    /// Starts the service on `config` (the rules as configured, file included).
     pub fn start(config: Config, patience: Duration) -> Service {
         logs();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (assigned, assignment) = tokio::sync::watch::channel(Assignment::new());
         let task = tokio::spawn(async move {
-            let pipeline = Pipeline::new(&config, ReasonCatalog::builtin()).unwrap();
+            // As `acs-stream run` builds it: the rules file, when one is set.
+            let pipeline =
+                Pipeline::new(&config, ReasonCatalog::builtin()).unwrap().with_rules(config.rules().unwrap());
             let shutdown = async {
                 let _ = stopped.await;
             };
