@@ -1,9 +1,10 @@
 //! The admin HTTP edge of `run` (DESIGN.md §9): probes and introspection.
 //!
-//! - `GET /healthz`: 200 while the process runs.
+//! - `GET /healthz`: 200 while the service loop turns (it beats at every turn); 503 once it
+//!   has not for `admin.liveness_timeout` (a hung loop: restart the process).
 //! - `GET /readyz`: 200 once the consumer has joined its group, every assigned partition's
-//!   session state is restored, a broker is reachable and no partition is stuck; 503 naming
-//!   each reason otherwise.
+//!   session state is restored, a broker is reachable, no partition is stuck and the service
+//!   reported its state within `admin.liveness_timeout`; 503 naming each reason otherwise.
 //! - `GET /metrics`: the Prometheus scrape page ([`crate::telemetry`]).
 //! - `GET /sessions/{deliveryExecutionId}`: the live state of a session owned by this
 //!   instance (asked of the service loop, which holds it), with its input partition; 404
@@ -13,7 +14,8 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
@@ -23,7 +25,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::kafka::runtime::{Readiness, SessionQuery};
+use crate::kafka::runtime::{Heartbeat, Readiness, SessionQuery};
 
 /// How long a session query may wait for the service loop.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -35,6 +37,9 @@ pub struct Admin {
     pub queries: mpsc::Sender<SessionQuery>,
     /// The Prometheus recorder's handle (`None`: `/metrics` answers 404).
     pub metrics: Option<PrometheusHandle>,
+    /// The service loop's heartbeat, and how old it (and a readiness snapshot) may get
+    /// (`admin.liveness_timeout`); `None`: `/healthz` answers while the process runs.
+    pub liveness: Option<(Arc<Heartbeat>, Duration)>,
 }
 
 /// The routes.
@@ -60,13 +65,22 @@ pub async fn bind(
     Ok((bound, async move { serve.await }))
 }
 
-async fn healthz() -> &'static str {
-    "ok\n"
+async fn healthz(State(admin): State<Admin>) -> (StatusCode, String) {
+    match &admin.liveness {
+        Some((heartbeat, timeout)) if heartbeat.age() > *timeout => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the service loop has not turned for {} s\n", heartbeat.age().as_secs()),
+        ),
+        _ => (StatusCode::OK, "ok\n".to_owned()),
+    }
 }
 
 async fn readyz(State(admin): State<Admin>) -> (StatusCode, Json<Value>) {
     let readiness = admin.readiness.borrow().clone();
-    let reasons = readiness.reasons();
+    let reasons = match &admin.liveness {
+        Some((_, too_old)) => readiness.reasons_at(Instant::now(), *too_old),
+        None => readiness.reasons(),
+    };
     if reasons.is_empty() {
         (StatusCode::OK, Json(json!({"ready": true, "assignedPartitions": readiness.assigned})))
     } else {
@@ -117,7 +131,7 @@ mod tests {
     async fn readiness_names_what_is_missing() {
         let (readiness, watched) = watch::channel(Readiness::default());
         let (queries, _answered) = mpsc::channel(1);
-        let admin = Admin { readiness: watched, queries, metrics: None };
+        let admin = Admin { readiness: watched, queries, metrics: None, liveness: None };
         let (status, body) = get(&admin, "/readyz").await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(body["reasons"], json!(["not in the consumer group yet"]));
@@ -140,10 +154,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_loop_that_stopped_turning_is_neither_alive_nor_ready() {
+        let heartbeat = Arc::new(Heartbeat::new());
+        heartbeat.beat();
+        let reported = Readiness { joined: true, assigned: 1, at: Some(Instant::now()), ..Readiness::default() };
+        let (_readiness, watched) = watch::channel(reported);
+        let (queries, _answered) = mpsc::channel(1);
+        let alive = Admin {
+            readiness: watched,
+            queries,
+            metrics: None,
+            liveness: Some((heartbeat.clone(), Duration::from_secs(3600))),
+        };
+        assert_eq!(get(&alive, "/healthz").await.0, StatusCode::OK);
+        assert_eq!(get(&alive, "/readyz").await.0, StatusCode::OK);
+        // A heartbeat and a snapshot judged with no patience at all: too old (some time passes
+        // between their creation and the request).
+        let hung = Admin { liveness: Some((Arc::new(Heartbeat::new()), Duration::ZERO)), ..alive };
+        let (status, body) = get(&hung, "/healthz").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body, Value::Null, "a text body");
+        let (status, body) = get(&hung, "/readyz").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body["reasons"][0].as_str().unwrap().starts_with("the service has not reported its state"), "{body}");
+    }
+
+    #[tokio::test]
     async fn metrics_are_served_when_a_recorder_is_there() {
         let (_readiness, watched) = watch::channel(Readiness::default());
         let (queries, _answered) = mpsc::channel(1);
-        let mut admin = Admin { readiness: watched, queries, metrics: None };
+        let mut admin = Admin { readiness: watched, queries, metrics: None, liveness: None };
         assert_eq!(get(&admin, "/metrics").await.0, StatusCode::NOT_FOUND);
         // A recorder of this test's own (the global one belongs to the binary).
         let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
@@ -168,7 +208,7 @@ mod tests {
     async fn a_session_is_asked_of_the_service() {
         let (_readiness, watched) = watch::channel(Readiness::default());
         let (queries, mut asked) = mpsc::channel::<SessionQuery>(1);
-        let admin = Admin { readiness: watched, queries, metrics: None };
+        let admin = Admin { readiness: watched, queries, metrics: None, liveness: None };
         let service = tokio::spawn(async move {
             while let Some(query) = asked.recv().await {
                 let found = (query.id == "u#d#h#acme").then(|| json!({"session": {"sequence": 4}}));

@@ -61,6 +61,10 @@ pub struct AdminConfig {
     /// An assigned partition lagging without progress for this long is stuck.
     #[serde(with = "humantime_serde")]
     pub stuck_after: Duration,
+    /// `/healthz` fails once the service loop has not turned for this long, and `/readyz`
+    /// once the service has not reported its state for this long.
+    #[serde(with = "humantime_serde")]
+    pub liveness_timeout: Duration,
     /// Tenants with a metric label of their own.
     pub tenant_label_limit: usize,
 }
@@ -525,6 +529,9 @@ impl Config {
         if self.shutdown.grace.is_zero() {
             return Err(invalid("shutdown.grace", "must be longer than 0 (e.g. \"30s\")".into()));
         }
+        if self.admin.liveness_timeout < Duration::from_secs(1) {
+            return Err(invalid("admin.liveness_timeout", "must be at least 1s (e.g. \"60s\")".into()));
+        }
         if self.admin.stuck_after.is_zero() {
             return Err(invalid("admin.stuck_after", "must be longer than 0 (e.g. \"2m\")".into()));
         }
@@ -977,6 +984,7 @@ guarantee = \"exactly_once\"\ncommit_interval = \"1s\"\n",
             ("[sessions]\nremembered_ids = 0\n", "sessions.remembered_ids"),
             ("[admin]\nlisten = \"localhost\"\n", "admin.listen"),
             ("[admin]\nstuck_after = \"0s\"\n", "admin.stuck_after"),
+            ("[admin]\nliveness_timeout = \"0s\"\n", "admin.liveness_timeout"),
             ("[sessions]\nduplicate_horizon = \"30s\"\n", "sessions.duplicate_horizon"),
             ("[sessions]\nduplicate_horizon = \"60d\"\n", "sessions.duplicate_horizon"),
             ("[sessions]\nfinished_ttl = \"0s\"\n", "sessions.finished_ttl"),

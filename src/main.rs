@@ -449,6 +449,7 @@ async fn serve(
         })
     };
     let (readiness, watched) = tokio::sync::watch::channel(Readiness::default());
+    let heartbeat = std::sync::Arc::new(acs_stream::kafka::runtime::Heartbeat::new());
     let (queries, asked) = tokio::sync::mpsc::channel(16);
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     let admin = match config.admin.address() {
@@ -464,7 +465,8 @@ async fn serve(
                     upkeep.run_upkeep();
                 }
             });
-            let admin = acs_stream::admin::Admin { readiness: watched, queries, metrics: Some(metrics) };
+            let liveness = Some((heartbeat.clone(), config.admin.liveness_timeout));
+            let admin = acs_stream::admin::Admin { readiness: watched, queries, metrics: Some(metrics), liveness };
             let stopped = async {
                 let _ = admin_stopped.await;
             };
@@ -478,7 +480,7 @@ async fn serve(
         None => None,
     };
     acs_stream::telemetry::describe_rules(&pipeline.rules());
-    let observers = Observers { readiness, queries: Some(asked), ..Observers::default() };
+    let observers = Observers { readiness, queries: Some(asked), heartbeat, ..Observers::default() };
     let summary = runtime::run_with(config, pipeline, shutdown, observers).await;
     reloads.abort();
     let _ = stop_admin.send(());

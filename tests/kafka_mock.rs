@@ -249,12 +249,15 @@ async fn the_admin_port_serves_readiness_and_live_sessions() {
     let (queries, asked) = tokio::sync::mpsc::channel(4);
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     let mut ready = watched.clone();
-    let (address, serving) =
-        admin::bind("127.0.0.1:0".parse().unwrap(), Admin { readiness: watched, queries, metrics: None }, async {
+    let (address, serving) = admin::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        Admin { readiness: watched, queries, metrics: None, liveness: None },
+        async {
             let _ = admin_stopped.await;
-        })
-        .await
-        .unwrap();
+        },
+    )
+    .await
+    .unwrap();
     let serving = tokio::spawn(serving);
     assert_eq!(http_get(address, "/readyz").await.0, 503, "not in the group yet");
     let (stop, service) = spawn_service(config, Observers { readiness, queries: Some(asked), ..Observers::default() });
@@ -329,7 +332,7 @@ async fn metrics_lag_and_readiness_follow_the_processing_and_the_brokers() {
     let (queries, asked) = tokio::sync::mpsc::channel(4);
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     let mut ready = watched.clone();
-    let admin = Admin { readiness: watched, queries, metrics: Some(prometheus()) };
+    let admin = Admin { readiness: watched, queries, metrics: Some(prometheus()), liveness: None };
     let (address, serving) = admin::bind("127.0.0.1:0".parse().unwrap(), admin, async {
         let _ = admin_stopped.await;
     })
