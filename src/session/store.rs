@@ -665,7 +665,11 @@ impl Sessions {
     /// `topic`/`partition` (from the changelog partition of the same number): a session of
     /// that partition is put back, a tombstone forgets one; a record of another input topic
     /// sharing the changelog partition (its key names that topic) is ignored, tombstones
-    /// included. A value must also say it belongs to this input partition.
+    /// included. A value must also say it belongs to this input partition. A state older
+    /// (by the input offset it applied last) than the one restored already for its session
+    /// is ignored: the late write of a member whose partition was revoked never overwrites
+    /// the new owner's (until compaction keeps only the latest record of a key: the newer
+    /// state is then gone only if the late write came after it and nothing changed since).
     pub fn restore_record(
         &mut self,
         topic: &str,
@@ -686,6 +690,11 @@ impl Sessions {
                 if let Some(state) =
                     self.decoder.decode(value, topic, partition, |tenant| intern(tenants, tenant), &self.encoder)?
                 {
+                    // Older than the state restored already: a member whose partition was
+                    // revoked wrote it late, after the new owner's. The newer state stays.
+                    if self.sessions.get(id).is_some_and(|newer| newer.applied_offset > state.applied_offset) {
+                        return Ok(());
+                    }
                     let keeps =
                         |state: &SessionState| state.rules.as_ref().is_some_and(|rules| !rules.fired.is_empty());
                     // Not listed again when the entry it replaces is.

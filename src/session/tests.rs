@@ -233,6 +233,22 @@ fn a_store_rebuilt_from_its_changes_goes_on_identically() {
 }
 
 #[test]
+fn a_late_write_of_an_older_state_does_not_overwrite_the_newer_one_on_restore() {
+    // The old owner's state after two events, then the new owner's after a third: the old
+    // owner's write lands last in the changelog (it was revoked, and wrote late).
+    let mut run = Run::new();
+    run.apply(&flat("start", "succeeded", "", 0, "m1"));
+    run.apply(&flat("pause", "succeeded", "", 5, "m2"));
+    let old = run.sessions.drain_changes("raw", 0);
+    run.apply(&flat("resume", "succeeded", "", 6, "m3"));
+    let new = run.sessions.drain_changes("raw", 0);
+    let log: Vec<Change> = old.iter().chain(&new).chain(&old).cloned().collect();
+    let restored = restored_from(&log);
+    assert_eq!(restored.get(DE), run.sessions.get(DE), "the newer state stays");
+    assert_eq!(restored.get(DE).unwrap().applied_offset, 3);
+}
+
+#[test]
 fn a_session_that_expires_and_comes_back_before_a_drain_is_restored() {
     let mut run = Run::new();
     run.apply(&flat("start", "succeeded", "", 0, "m1"));
