@@ -49,6 +49,9 @@
 //!   output takes the shape of the run's: four constant headers like an event's, four topics
 //!   chosen by a hash of the key like the tenant topics, or both (`run`: the difference is
 //!   then the core's own cost); default `raw`;
+//! - `ACS_STREAM__KAFKA__GUARANTEE=exactly_once`: both variants with Kafka transactions (a
+//!   real broker only: the mock cluster does not keep offsets committed in a transaction);
+//!   outputs are then counted as a `read_committed` consumer reads them;
 //! - `ACS_STREAM__...`: configuration overrides, applied to both variants, as for `run`; on
 //!   the mock cluster the consumer's `fetch.wait.max.ms` is 50 (see `Bench::config`);
 //! - `RUST_LOG`: the service's logs, to stderr.
@@ -62,7 +65,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use acs_stream::commands::demo;
-use acs_stream::config::Config;
+use acs_stream::config::{Config, Guarantee};
 use acs_stream::encode::{DeadLetter, Headers, Output};
 use acs_stream::kafka::runtime::{self, RunSummary};
 use acs_stream::model::ReasonCatalog;
@@ -400,6 +403,9 @@ struct Bench {
     events: usize,
     malformed: usize,
     shape: Shape,
+    /// `kafka.guarantee = "exactly_once"` (an `ACS_STREAM__KAFKA__GUARANTEE` override): both
+    /// variants run transactions.
+    exactly_once: bool,
 }
 
 impl Bench {
@@ -426,8 +432,13 @@ impl Bench {
         Ok(())
     }
 
-    /// Records in `topic`, checking that the broker dropped none (low watermark 0).
+    /// Records in `topic`, checking that the broker dropped none (low watermark 0). Under
+    /// exactly-once, the records a `read_committed` consumer reads (each transaction's
+    /// markers take offsets: the end offsets do not count records).
     fn count(&self, consumer: &BaseConsumer, topic: &str) -> anyhow::Result<i64> {
+        if self.exactly_once {
+            return self.count_committed(topic);
+        }
         let mut total = 0;
         for partition in 0..self.partitions {
             let (low, high) = consumer
@@ -435,6 +446,38 @@ impl Bench {
                 .with_context(|| format!("watermarks of {topic}[{partition}]"))?;
             ensure!(low == 0, "{topic}[{partition}]: the broker dropped records (low watermark {low})");
             total += high;
+        }
+        Ok(total)
+    }
+
+    /// The records of `topic` a `read_committed` consumer reads, to the end.
+    fn count_committed(&self, topic: &str) -> anyhow::Result<i64> {
+        use rdkafka::error::KafkaError;
+        use rdkafka::{Offset, TopicPartitionList};
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set("group.id", "e2e-bench-count")
+            .set("isolation.level", "read_committed")
+            .set("enable.partition.eof", "true")
+            .set("enable.auto.commit", "false")
+            .create()?;
+        let mut list = TopicPartitionList::new();
+        for partition in 0..self.partitions {
+            list.add_partition_offset(topic, partition, Offset::Beginning)?;
+        }
+        consumer.assign(&list)?;
+        let mut open: std::collections::BTreeSet<i32> = (0..self.partitions).collect();
+        let (mut total, started) = (0, Instant::now());
+        while !open.is_empty() {
+            ensure!(started.elapsed() < Duration::from_secs(120), "{topic}: not read to its end: {open:?} left");
+            match consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(_)) => total += 1,
+                Some(Err(KafkaError::PartitionEOF(partition))) => {
+                    open.remove(&partition);
+                }
+                Some(Err(error)) => return Err(error).with_context(|| format!("reading {topic}")),
+                None => {}
+            }
         }
         Ok(total)
     }
@@ -687,7 +730,14 @@ fn main() -> anyhow::Result<()> {
         events: settings.events,
         malformed,
         shape: settings.shape,
+        exactly_once: false,
     };
+    let bench = Bench { exactly_once: bench.config("probe")?.kafka.guarantee == Guarantee::ExactlyOnce, ..bench };
+    ensure!(
+        !(bench.exactly_once && matches!(bench.broker, Broker::Mock(_))),
+        "exactly-once needs a real broker (ACS_BENCH_BROKERS): the mock cluster does not keep offsets committed in a \
+         transaction"
+    );
     eprintln!(
         "e2e: {} at {}; input {} with {partitions} partitions; loading {} records ({malformed} malformed, {:.1} MB) ...",
         where_,
