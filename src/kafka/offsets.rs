@@ -21,7 +21,7 @@
 //!
 //! A committed position follows Kafka semantics: it is the offset of the *next* record to consume,
 //! i.e. the last fully-completed contiguous record's offset + 1. Every tracked record with an
-//! offset below a reported position is complete.
+//! offset below the position is complete.
 //!
 //! # Usage
 //!
@@ -32,13 +32,20 @@
 //! let mut tracker = OffsetTracker::new();
 //! let a = tracker.begin(&tp, 10, 2); // two outputs (e.g. event + alert)
 //! let b = tracker.begin(&tp, 11, 1);
+//! assert_eq!(tracker.processed(&tp), Some(12), "past every record begun");
 //! tracker.ack(b); // out of order: offset 11 is done, 10 is not
-//! assert_eq!(tracker.committable(&tp), None);
+//! assert_eq!(tracker.position(&tp), None, "nothing completed in order yet");
 //! tracker.ack(a);
+//! assert_eq!(tracker.position(&tp), None, "one output of offset 10 still unacknowledged");
 //! tracker.ack(a); // both outputs of offset 10 acknowledged: 10 and 11 are complete
-//! assert_eq!(tracker.drain_committable(), vec![(tp.clone(), 12)]);
+//! assert_eq!(tracker.position(&tp), Some(12));
 //! assert_eq!(tracker.in_flight(), 0);
 //! ```
+//!
+//! [`position`](OffsetTracker::position) is the position to commit now (at least once);
+//! [`processed`](OffsetTracker::processed) is the position past every record begun, for a
+//! transaction that carries all their outputs (exactly once). Neither changes when read: the
+//! caller reads them when it commits, and committing an unchanged position again is harmless.
 //!
 //! # State written later: holds and flushes
 //!
@@ -70,7 +77,9 @@
 //!
 //! - A failed output that was rerouted (dead letter acknowledged) is just an [`ack`](OffsetTracker::ack).
 //!   [`fail`](OffsetTracker::fail) is for an output that is lost for good: the partition is
-//!   *poisoned* and never commits past that record until [`reset_partition`](OffsetTracker::reset_partition).
+//!   *poisoned* and never commits past that record until [`reset_partition`](OffsetTracker::reset_partition)
+//!   (neither [`position`](OffsetTracker::position) nor [`processed`](OffsetTracker::processed)
+//!   passes it).
 //! - On revocation, [`revoke`](OffsetTracker::revoke) returns the final positions to commit and
 //!   forgets the partitions. Each partition assignment has its own epoch, carried in every
 //!   [`Ticket`], so acknowledgements that arrive later for a forgotten (or re-assigned) partition
@@ -129,17 +138,6 @@ pub struct Ticket {
     flush: bool,
 }
 
-/// Counters of anomalies the tracker absorbed without panicking (for metrics and logs).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct TrackerStats {
-    /// `ack`/`fail` reports that were ignored: stale ticket (partition forgotten or rewound), or
-    /// more reports than the record's declared outputs.
-    pub ignored_reports: u64,
-    /// `begin` calls whose offset was not above the previous one of the partition; each reset the
-    /// partition as a seek backwards (see [`OffsetTracker::begin`]).
-    pub rewinds: u64,
-}
-
 /// One input record in flight.
 #[derive(Debug)]
 struct Record {
@@ -172,7 +170,6 @@ struct Flush {
 #[derive(Debug)]
 struct Partition {
     tp: TopicPartition,
-    slot: u32,
     epoch: u64,
     /// The epoch the partition had when assigned: kept over rewinds, which leave the state
     /// changes being written alone (flush tickets carry it).
@@ -190,10 +187,6 @@ struct Partition {
     position: Option<i64>,
     /// Poison: never report a position above this.
     cap: Option<i64>,
-    /// Last position returned by `drain_committable`.
-    reported: Option<i64>,
-    /// Queued in the tracker's dirty list since the last drain.
-    dirty: bool,
     /// The lowest record held ([`OffsetTracker::begin_held`]) since the last flush started.
     held: Option<i64>,
     /// Flushes not fully acknowledged, oldest first.
@@ -203,10 +196,9 @@ struct Partition {
 }
 
 impl Partition {
-    fn new(tp: TopicPartition, slot: u32, epoch: u64) -> Self {
+    fn new(tp: TopicPartition, epoch: u64) -> Self {
         Self {
             tp,
-            slot,
             epoch,
             assignment: epoch,
             records: VecDeque::new(),
@@ -215,16 +207,13 @@ impl Partition {
             incomplete: 0,
             position: None,
             cap: None,
-            reported: None,
-            dirty: false,
             held: None,
             flushes: VecDeque::new(),
             base_flush: 0,
         }
     }
 
-    /// The position to commit now (regardless of what was reported), poison and state
-    /// changes not yet durable applied.
+    /// The position to commit now, poison and state changes not yet durable applied.
     fn effective(&self) -> Option<i64> {
         let mut position = self.position?;
         if let Some(cap) = self.cap {
@@ -247,23 +236,14 @@ impl Partition {
         }
     }
 
-    /// The position to commit if it advanced past the last reported one.
-    fn committable(&self) -> Option<i64> {
-        match (self.effective(), self.reported) {
-            (Some(e), Some(r)) if e <= r => None,
-            (e, _) => e,
-        }
-    }
-
     /// Index in `records` of the ticket's record, if still tracked.
     fn index(&self, seq: u64) -> Option<usize> {
         let idx = usize::try_from(seq.checked_sub(self.base_seq)?).ok()?;
         (idx < self.records.len()).then_some(idx)
     }
 
-    /// Pops the completed prefix; true when the position moved.
-    fn advance(&mut self) -> bool {
-        let mut moved = false;
+    /// Pops the completed prefix, moving the position past it.
+    fn advance(&mut self) {
         while let Some(front) = self.records.front() {
             if !front.is_complete() {
                 break;
@@ -271,9 +251,7 @@ impl Partition {
             self.position = Some(front.offset.saturating_add(1));
             self.records.pop_front();
             self.base_seq += 1;
-            moved = true;
         }
-        moved
     }
 
     /// Lowers the poison cap to `at`.
@@ -282,35 +260,24 @@ impl Partition {
     }
 }
 
-/// Queues a partition whose position moved for the next drain (once per drain).
-fn mark_dirty(dirty: &mut Vec<(u32, u64)>, p: &mut Partition) {
-    if !p.dirty {
-        p.dirty = true;
-        dirty.push((p.slot, p.epoch));
-    }
-}
-
 /// Tracks, per topic partition, the input records whose outputs are in flight, and computes the
 /// offsets that are safe to commit under at-least-once delivery (see the [module docs](self)).
 ///
 /// Pure and synchronous: the runtime calls [`begin`](Self::begin) when it hands an input record's
-/// outputs to the producer, [`ack`](Self::ack) from delivery reports, and periodically
-/// [`drain_committable`](Self::drain_committable) to get the offsets to commit.
+/// outputs to the producer, [`ack`](Self::ack) from delivery reports, and, when it commits, reads
+/// each partition's [`position`](Self::position) (or [`processed`](Self::processed)).
 #[derive(Debug, Default)]
 pub struct OffsetTracker {
     /// Partition states; `None` slots are free (listed in `free`).
     slots: Vec<Option<Partition>>,
     free: Vec<u32>,
     index: HashMap<TopicPartition, u32>,
-    /// `(slot, epoch)` of partitions whose position moved since the last drain.
-    dirty: Vec<(u32, u64)>,
     /// Next assignment epoch (tracker-wide, never reused).
     next_epoch: u64,
     /// Records not complete, all partitions.
     in_flight: usize,
     /// `(slot, epoch)` of the previous `begin`, to skip the hash lookup on runs of one partition.
     last: Option<(u32, u64)>,
-    stats: TrackerStats,
 }
 
 impl OffsetTracker {
@@ -326,9 +293,9 @@ impl OffsetTracker {
     /// increasing order; gaps are fine (Kafka offsets skip over transaction markers and compacted
     /// records). An offset that is not above the partition's previous one is taken as a seek
     /// backwards: the partition is reset (as by [`reset_partition`](Self::reset_partition), poison
-    /// included, counted in [`TrackerStats::rewinds`]) before the record is registered, so
-    /// outstanding tickets become stale and positions restart from the re-consumed records. This is
-    /// safe for at-least-once because every record from `offset` on will be begun again. Flushes
+    /// included) before the record is registered, so outstanding tickets become stale and
+    /// positions restart from the re-consumed records. This is safe for at-least-once because
+    /// every record from `offset` on will be begun again. Flushes
     /// (state changes being written, see [`flush`](Self::flush)) and held records survive a
     /// rewind: the state was not rewound, so they still hold positions back.
     pub fn begin(&mut self, tp: &TopicPartition, offset: i64, outputs: usize) -> Ticket {
@@ -344,13 +311,13 @@ impl OffsetTracker {
 
     fn begin_with(&mut self, tp: &TopicPartition, offset: i64, outputs: usize, hold: bool) -> Ticket {
         let slot = self.slot_for(tp);
-        let Self { slots, dirty, next_epoch, in_flight, last, stats, .. } = self;
+        let Self { slots, next_epoch, in_flight, last, .. } = self;
         let p = slots[slot as usize].as_mut().expect("slot_for returns a live slot");
         if p.last_begun.is_some_and(|prev| offset <= prev) {
             // The records are begun again (their tickets go stale), but the state was not
             // rewound: its changes being written, or held for the next flush, still hold
             // positions back, and a lost one still stops the partition.
-            let mut fresh = Partition::new(p.tp.clone(), slot, *next_epoch);
+            let mut fresh = Partition::new(p.tp.clone(), *next_epoch);
             fresh.assignment = p.assignment;
             fresh.flushes = std::mem::take(&mut p.flushes);
             fresh.base_flush = p.base_flush;
@@ -360,7 +327,6 @@ impl OffsetTracker {
             *in_flight -= p.incomplete - fresh.incomplete;
             *p = fresh;
             *next_epoch += 1;
-            stats.rewinds += 1;
         }
         *last = Some((slot, p.epoch));
         let seq = p.base_seq + p.records.len() as u64;
@@ -374,56 +340,42 @@ impl OffsetTracker {
         if remaining > 0 {
             p.incomplete += 1;
             *in_flight += 1;
-        } else if p.records.len() == 1 && p.advance() {
-            mark_dirty(dirty, p);
+        } else if p.records.len() == 1 {
+            p.advance();
         }
         Ticket { slot, epoch: p.epoch, seq, flush: false }
     }
 
     /// One output of the ticket's record was acknowledged by the broker (or, after a failure, its
     /// dead-letter reroute was). When all outputs of the record and of every earlier record of the
-    /// partition are acknowledged, the partition's committable position advances.
+    /// partition are acknowledged, the partition's [`position`](Self::position) advances.
     ///
     /// Stale tickets (partition revoked, reset or rewound since `begin`) and acknowledgements beyond
-    /// the record's declared outputs are ignored (counted in [`TrackerStats::ignored_reports`]).
+    /// the record's declared outputs are ignored.
     pub fn ack(&mut self, ticket: Ticket) {
-        let Self { slots, dirty, in_flight, stats, .. } = self;
-        let Some(p) = live(slots, ticket) else {
-            stats.ignored_reports += 1;
-            return;
-        };
+        let Self { slots, in_flight, .. } = self;
+        let Some(p) = live(slots, ticket) else { return };
         if ticket.flush {
-            let Some(flush) = flush_of(p, ticket.seq).filter(|flush| flush.remaining > 0) else {
-                stats.ignored_reports += 1;
-                return;
-            };
+            let Some(flush) = flush_of(p, ticket.seq).filter(|flush| flush.remaining > 0) else { return };
             flush.remaining -= 1;
             if flush.remaining == 0 && !flush.failed {
-                let held = flush.from.is_some();
                 p.incomplete -= 1;
                 *in_flight -= 1;
                 p.pop_flushes();
-                if held {
-                    mark_dirty(dirty, p);
-                }
             }
             return;
         }
-        let Some(idx) = p.index(ticket.seq) else {
-            stats.ignored_reports += 1;
-            return;
-        };
+        let Some(idx) = p.index(ticket.seq) else { return };
         let rec = &mut p.records[idx];
         if rec.remaining == 0 {
-            stats.ignored_reports += 1;
             return;
         }
         rec.remaining -= 1;
         if rec.is_complete() {
             p.incomplete -= 1;
             *in_flight -= 1;
-            if idx == 0 && p.advance() {
-                mark_dirty(dirty, p);
+            if idx == 0 {
+                p.advance();
             }
         }
     }
@@ -431,26 +383,24 @@ impl OffsetTracker {
     /// One output of the ticket's record failed permanently and was not rerouted: the partition is
     /// poisoned and will never commit past this record (records before it may still complete and
     /// commit) until [`reset_partition`](Self::reset_partition) (or a revoke or rewind). The record
-    /// stays in flight for good.
+    /// stays in flight for good. Returns true when the partition is poisoned: records begun after
+    /// this one can never be committed, so the runtime should stop consuming it (pause, or seek
+    /// back to the record and [`reset_partition`](Self::reset_partition)).
     ///
     /// A stale ticket (forgotten partition) is ignored: returns false then (the partition's
     /// current assignment is not concerned). A ticket whose record was already completed and
-    /// passed (more reports than outputs, a caller bug) is counted as ignored and, to stay on
-    /// the safe side, freezes the partition at its current position.
+    /// passed (more reports than outputs, a caller bug) freezes the partition at its current
+    /// position, to stay on the safe side.
     ///
     /// A record of a [`flush`](Self::flush): the partition never commits past the first record
     /// the flush held. A flush that held none (tombstones of expired entries only) loses no
     /// state: its record counts as written, and false is returned (nothing to stop).
     pub fn fail(&mut self, ticket: Ticket) -> bool {
-        let Self { slots, in_flight, stats, .. } = self;
-        let Some(p) = live(slots, ticket) else {
-            stats.ignored_reports += 1;
-            return false;
-        };
+        let Self { slots, in_flight, .. } = self;
+        let Some(p) = live(slots, ticket) else { return false };
         if ticket.flush {
             let Some(flush) = flush_of(p, ticket.seq).filter(|flush| flush.remaining > 0) else {
                 // More reports than records (a caller bug): frozen where it is, to be safe.
-                stats.ignored_reports += 1;
                 if let Some(position) = p.effective() {
                     p.poison(position);
                 }
@@ -486,7 +436,6 @@ impl OffsetTracker {
                 p.poison(offset);
             }
             None => {
-                stats.ignored_reports += 1;
                 if ticket.seq < p.base_seq {
                     // Already passed: the position is set since a record was popped.
                     if let Some(pos) = p.position {
@@ -498,16 +447,10 @@ impl OffsetTracker {
         true
     }
 
-    /// The next offset to commit for `tp` (last fully-completed contiguous record's offset + 1: all
-    /// tracked records below it are complete), or `None` when the position has not advanced since
-    /// the last [`drain_committable`](Self::drain_committable) (or nothing completed yet, or the
-    /// partition is unknown).
-    pub fn committable(&self, tp: &TopicPartition) -> Option<i64> {
-        self.partition(tp)?.committable()
-    }
-
-    /// The current commit position of `tp`, whether or not it was already drained; `None` when
-    /// no record completed since the partition was (re)assigned.
+    /// The offset to commit for `tp` now (at least once): the last fully-completed contiguous
+    /// record's offset + 1, so every tracked record below it is complete, never past a record
+    /// whose state change is not durable yet nor past a poisoned record. `None` when no record
+    /// completed since the partition was (re)assigned or rewound, or the partition is unknown.
     pub fn position(&self, tp: &TopicPartition) -> Option<i64> {
         self.partition(tp)?.effective()
     }
@@ -528,36 +471,6 @@ impl OffsetTracker {
         Some(p.cap.map_or(next, |cap| cap.min(next)))
     }
 
-    /// The offset past which `tp` can no longer commit because of a [`fail`](Self::fail), if the
-    /// partition is poisoned. The runtime should stop consuming it (pause, or seek back to this
-    /// offset and [`reset_partition`](Self::reset_partition)), since records begun after it can
-    /// never be committed.
-    pub fn poisoned_at(&self, tp: &TopicPartition) -> Option<i64> {
-        self.partition(tp)?.cap
-    }
-
-    /// For every partition whose committable position advanced since the previous drain, the new
-    /// position (to commit). Each position is reported once; completed records are already
-    /// forgotten, so memory holds only the in-flight window.
-    pub fn drain_committable(&mut self) -> Vec<(TopicPartition, i64)> {
-        let mut pending = std::mem::take(&mut self.dirty);
-        let mut out = Vec::with_capacity(pending.len());
-        for &(slot, epoch) in &pending {
-            let Some(p) = self.slots.get_mut(slot as usize).and_then(Option::as_mut) else { continue };
-            if p.epoch != epoch || !p.dirty {
-                continue;
-            }
-            p.dirty = false;
-            if let Some(pos) = p.committable() {
-                p.reported = Some(pos);
-                out.push((p.tp.clone(), pos));
-            }
-        }
-        pending.clear();
-        self.dirty = pending;
-        out
-    }
-
     /// Input records not complete yet (outputs unacknowledged, or failed), all partitions.
     pub fn in_flight(&self) -> usize {
         self.in_flight
@@ -568,33 +481,20 @@ impl OffsetTracker {
         self.partition(tp).map_or(0, |p| p.incomplete)
     }
 
-    /// Number of partitions currently tracked.
-    pub fn partitions(&self) -> usize {
-        self.index.len()
-    }
-
-    /// Anomaly counters (ignored reports, rewinds).
-    pub fn stats(&self) -> TrackerStats {
-        self.stats
-    }
-
     /// Starts the write of the state changes of `tp` held so far, in `outputs` records:
     /// returns the ticket to [`ack`](Self::ack) (or [`fail`](Self::fail)) each of them with,
     /// or `None` when there is nothing to wait for (no record; held records, if any, are
     /// released: their changes needed no write). The flush counts as one record in flight
-    /// until its records are acknowledged. Without a held record since the last flush, the flush
-    /// holds no position back (e.g. tombstones of expired entries), but is still waited for
-    /// by drains.
+    /// ([`in_flight`](Self::in_flight)) until its records are acknowledged. Without a held record
+    /// since the last flush, the flush holds no position back (e.g. tombstones of expired
+    /// entries).
     pub fn flush(&mut self, tp: &TopicPartition, outputs: usize) -> Option<Ticket> {
         // A partition with no record yet (tombstones of restored entries) is tracked from now.
         let slot = if outputs == 0 { *self.index.get(tp)? } else { self.slot_for(tp) };
-        let Self { slots, dirty, in_flight, .. } = self;
+        let Self { slots, in_flight, .. } = self;
         let p = slots[slot as usize].as_mut()?;
         let from = p.held.take();
         if outputs == 0 {
-            if from.is_some() {
-                mark_dirty(dirty, p);
-            }
             return None;
         }
         let seq = p.base_flush + p.flushes.len() as u64;
@@ -606,9 +506,9 @@ impl OffsetTracker {
     }
 
     /// Forgets the partitions (on revocation) and returns, for each that has one, its final commit
-    /// position (the same value [`position`](Self::position) would give, whether or not it was
-    /// already drained: committing it again is harmless), for a synchronous commit before the
-    /// partitions go. Unknown partitions and partitions with no completed record are omitted.
+    /// position (the value [`position`](Self::position) gives: committing it again if it was
+    /// committed already is harmless), for a synchronous commit before the partitions go.
+    /// Unknown partitions and partitions with no completed record are omitted.
     /// Later reports with tickets of these partitions are ignored.
     pub fn revoke(&mut self, tps: &[TopicPartition]) -> Vec<(TopicPartition, i64)> {
         let mut out = Vec::with_capacity(tps.len());
@@ -655,7 +555,7 @@ impl OffsetTracker {
                 slot
             }
         };
-        self.slots[slot as usize] = Some(Partition::new(tp.clone(), slot, epoch));
+        self.slots[slot as usize] = Some(Partition::new(tp.clone(), epoch));
         self.index.insert(tp.clone(), slot);
         slot
     }
@@ -665,9 +565,6 @@ impl OffsetTracker {
         let p = self.slots[slot as usize].take()?;
         self.free.push(slot);
         self.in_flight -= p.incomplete;
-        if p.dirty {
-            self.dirty.retain(|&(s, _)| s != slot);
-        }
         Some(p)
     }
 }
@@ -724,24 +621,17 @@ mod tests {
         Begin(&'static str, i32, i64, usize),
         Ack(&'static str),
         Fail(&'static str),
-        /// `committable(tp(p))`.
-        Committable(i32, Option<i64>),
-        /// `drain_committable()`, sorted by partition.
-        Drain(Vec<(i32, i64)>),
+        /// `position(tp(p))`.
+        Position(i32, Option<i64>),
+        /// `processed(tp(p))`: past the last record begun, never past a poisoned one.
+        Processed(i32, Option<i64>),
         /// `in_flight()` and `in_flight_partition(tp(p))` for the listed partitions.
         InFlight(usize, Vec<(i32, usize)>),
         /// `revoke(partitions)` and its expected result.
         Revoke(Vec<i32>, Vec<(i32, i64)>),
         Reset(i32),
-        Poisoned(i32, Option<i64>),
-        Position(i32, Option<i64>),
-        Stats(TrackerStats),
     }
     use Step::*;
-
-    fn stats(ignored_reports: u64, rewinds: u64) -> TrackerStats {
-        TrackerStats { ignored_reports, rewinds }
-    }
 
     fn cases() -> Vec<(&'static str, Vec<Step>)> {
         vec![
@@ -750,12 +640,12 @@ mod tests {
                 vec![
                     Begin("a", 0, 0, 1),
                     Begin("b", 0, 1, 1),
-                    Committable(0, None),
+                    Position(0, None),
+                    Processed(0, Some(2)),
                     Ack("a"),
-                    Committable(0, Some(1)),
+                    Position(0, Some(1)),
                     Ack("b"),
-                    Committable(0, Some(2)),
-                    Drain(vec![(0, 2)]),
+                    Position(0, Some(2)),
                     InFlight(0, vec![(0, 0)]),
                 ],
             ),
@@ -767,12 +657,10 @@ mod tests {
                     Begin("c", 0, 2, 1),
                     Ack("c"),
                     Ack("b"),
-                    Committable(0, None),
-                    Drain(vec![]),
+                    Position(0, None),
                     InFlight(1, vec![(0, 1)]),
                     Ack("a"),
-                    Committable(0, Some(3)),
-                    Drain(vec![(0, 3)]),
+                    Position(0, Some(3)),
                 ],
             ),
             (
@@ -783,10 +671,10 @@ mod tests {
                     Begin("c", 0, 2, 1),
                     Ack("a"),
                     Ack("c"),
-                    Committable(0, Some(1)),
-                    Drain(vec![(0, 1)]),
+                    Position(0, Some(1)),
+                    InFlight(1, vec![(0, 1)]),
                     Ack("b"),
-                    Drain(vec![(0, 3)]),
+                    Position(0, Some(3)),
                 ],
             ),
             (
@@ -795,10 +683,10 @@ mod tests {
                     Begin("a", 0, 7, 3),
                     Ack("a"),
                     Ack("a"),
-                    Committable(0, None),
+                    Position(0, None),
                     InFlight(1, vec![(0, 1)]),
                     Ack("a"),
-                    Committable(0, Some(8)),
+                    Position(0, Some(8)),
                     InFlight(0, vec![(0, 0)]),
                 ],
             ),
@@ -806,11 +694,10 @@ mod tests {
                 "zero-output records complete at once",
                 vec![
                     Begin("a", 0, 0, 0),
-                    Committable(0, Some(1)),
+                    Position(0, Some(1)),
                     InFlight(0, vec![(0, 0)]),
                     Begin("b", 0, 1, 0),
-                    Drain(vec![(0, 2)]),
-                    Drain(vec![]),
+                    Position(0, Some(2)),
                 ],
             ),
             (
@@ -819,10 +706,10 @@ mod tests {
                     Begin("a", 0, 0, 1),
                     Begin("b", 0, 1, 0),
                     Begin("c", 0, 2, 0),
-                    Committable(0, None),
+                    Position(0, None),
                     InFlight(1, vec![(0, 1)]),
                     Ack("a"),
-                    Committable(0, Some(3)),
+                    Position(0, Some(3)),
                 ],
             ),
             (
@@ -832,11 +719,11 @@ mod tests {
                     Begin("b", 0, 9, 1),
                     Begin("c", 0, 20, 1),
                     Ack("b"),
-                    Committable(0, None),
+                    Position(0, None),
                     Ack("a"),
-                    Drain(vec![(0, 10)]),
+                    Position(0, Some(10)),
                     Ack("c"),
-                    Drain(vec![(0, 21)]),
+                    Position(0, Some(21)),
                 ],
             ),
             (
@@ -846,19 +733,18 @@ mod tests {
                     Begin("b", 0, 1, 2),
                     Begin("c", 0, 2, 1),
                     Fail("b"),
-                    Poisoned(0, Some(1)),
+                    Processed(0, Some(1)),
                     Ack("c"),
                     Ack("b"),
-                    Committable(0, None),
+                    Position(0, None),
                     Ack("a"),
-                    Drain(vec![(0, 1)]),
+                    Position(0, Some(1)),
                     Begin("d", 0, 3, 0),
                     Begin("e", 0, 4, 1),
                     Ack("e"),
-                    Committable(0, None),
-                    Drain(vec![]),
-                    InFlight(1, vec![(0, 1)]),
                     Position(0, Some(1)),
+                    Processed(0, Some(1)),
+                    InFlight(1, vec![(0, 1)]),
                 ],
             ),
             (
@@ -866,17 +752,18 @@ mod tests {
                 vec![
                     Begin("a", 0, 0, 1),
                     Fail("a"),
-                    Poisoned(0, Some(0)),
+                    Processed(0, Some(0)),
                     InFlight(1, vec![(0, 1)]),
                     Reset(0),
-                    Poisoned(0, None),
+                    Processed(0, None),
                     InFlight(0, vec![(0, 0)]),
                     Begin("b", 0, 0, 1),
-                    Ack("a"), // stale: old assignment
-                    Committable(0, None),
+                    Processed(0, Some(1)),
+                    Ack("a"), // stale: old assignment, must not complete "b"
+                    Position(0, None),
+                    InFlight(1, vec![(0, 1)]),
                     Ack("b"),
-                    Drain(vec![(0, 1)]),
-                    Stats(stats(1, 0)),
+                    Position(0, Some(1)),
                 ],
             ),
             (
@@ -889,8 +776,8 @@ mod tests {
                     Fail("b"),
                     InFlight(2, vec![(0, 2)]),
                     Ack("a"),
-                    Drain(vec![(0, 1)]),
-                    Poisoned(0, Some(1)),
+                    Position(0, Some(1)),
+                    Processed(0, Some(1)),
                 ],
             ),
             (
@@ -898,13 +785,14 @@ mod tests {
                 vec![
                     Begin("a", 0, 0, 1),
                     Ack("a"),
-                    Drain(vec![(0, 1)]),
+                    Position(0, Some(1)),
                     Fail("a"),
-                    Poisoned(0, Some(1)),
+                    Processed(0, Some(1)),
                     Begin("b", 0, 1, 1),
                     Ack("b"),
-                    Committable(0, None),
-                    Stats(stats(1, 0)),
+                    InFlight(0, vec![(0, 0)]),
+                    Position(0, Some(1)),
+                    Processed(0, Some(1)),
                 ],
             ),
             (
@@ -914,27 +802,36 @@ mod tests {
                     Begin("b", 0, 1, 1),
                     Begin("x", 1, 0, 1),
                     Ack("a"),
-                    Drain(vec![(0, 1)]),
+                    Position(0, Some(1)),
                     Revoke(vec![0, 1, 9], vec![(0, 1)]),
                     InFlight(0, vec![(0, 0), (1, 0)]),
                     Ack("b"),
                     Ack("x"),
                     Fail("b"),
-                    Committable(0, None),
-                    Drain(vec![]),
-                    // Re-assigned: a fresh epoch, old tickets cannot complete new records.
+                    Position(0, None),
+                    Position(1, None),
+                    // Re-assigned: a fresh epoch, old tickets cannot complete new records (nor
+                    // poison them), even those of a partition whose slot it reuses.
                     Begin("b2", 0, 1, 1),
                     Ack("b"),
-                    Committable(0, None),
+                    Ack("x"),
+                    Fail("b"),
+                    Position(0, None),
+                    Processed(0, Some(2)),
                     InFlight(1, vec![(0, 1)]),
                     Ack("b2"),
-                    Drain(vec![(0, 2)]),
-                    Stats(stats(4, 0)),
+                    Position(0, Some(2)),
                 ],
             ),
             (
                 "revoke before any completion returns nothing",
-                vec![Begin("a", 0, 0, 1), Revoke(vec![0], vec![]), Ack("a"), Stats(stats(1, 0))],
+                vec![
+                    Begin("a", 0, 0, 1),
+                    Revoke(vec![0], vec![]),
+                    Ack("a"),
+                    InFlight(0, vec![(0, 0)]),
+                    Position(0, None),
+                ],
             ),
             (
                 "multiple partitions are independent",
@@ -945,34 +842,35 @@ mod tests {
                     Begin("b1", 1, 101, 1),
                     Ack("b1"),
                     Ack("a0"),
-                    Committable(0, Some(1)),
-                    Committable(1, None),
-                    Drain(vec![(0, 1)]),
+                    Position(0, Some(1)),
+                    Position(1, None),
                     Fail("b0"),
                     Ack("a1"),
-                    Drain(vec![(1, 102)]),
-                    Poisoned(0, Some(1)),
-                    Poisoned(1, None),
+                    Position(0, Some(1)),
+                    Position(1, Some(102)),
+                    Processed(0, Some(1)),
+                    Processed(1, Some(102)),
                     InFlight(1, vec![(0, 1), (1, 0)]),
                 ],
             ),
             (
-                "drain reports only partitions that advanced, each once",
+                "a partition's position moves with its own records only",
                 vec![
-                    Drain(vec![]),
+                    Position(0, None),
                     Begin("a", 0, 0, 1),
                     Begin("b", 1, 0, 1),
                     Begin("c", 0, 1, 1),
-                    Drain(vec![]),
+                    Position(0, None),
+                    Position(1, None),
                     Ack("a"),
-                    Drain(vec![(0, 1)]),
-                    Drain(vec![]),
+                    Position(0, Some(1)),
+                    Position(1, None),
                     Ack("b"),
+                    Position(0, Some(1)),
+                    Position(1, Some(1)),
                     Ack("c"),
-                    Drain(vec![(0, 2), (1, 1)]),
-                    Drain(vec![]),
-                    Committable(0, None),
                     Position(0, Some(2)),
+                    Position(1, Some(1)),
                 ],
             ),
             (
@@ -982,11 +880,17 @@ mod tests {
                     Begin("b", 0, 1, 1),
                     Ack("b"),
                     Ack("b"),
-                    Committable(0, None),
+                    Position(0, None),
+                    InFlight(1, vec![(0, 1)]),
                     Ack("a"),
                     Ack("a"),
-                    Drain(vec![(0, 2)]),
-                    Stats(stats(2, 0)),
+                    Position(0, Some(2)),
+                    InFlight(0, vec![(0, 0)]),
+                    Begin("c", 0, 2, 1),
+                    Ack("a"), // its record is passed: must not complete "c"
+                    Ack("b"),
+                    Position(0, Some(2)),
+                    InFlight(1, vec![(0, 1)]),
                 ],
             ),
             (
@@ -995,28 +899,27 @@ mod tests {
                     Begin("a", 0, 10, 1),
                     Ack("a"),
                     Begin("b", 0, 11, 1),
-                    Drain(vec![(0, 11)]),
+                    Position(0, Some(11)),
+                    Processed(0, Some(12)),
                     Begin("a2", 0, 5, 1),
-                    Stats(stats(0, 1)),
+                    Processed(0, Some(6)),
                     InFlight(1, vec![(0, 1)]),
                     Position(0, None),
                     Ack("b"), // stale
-                    Committable(0, None),
+                    Position(0, None),
+                    InFlight(1, vec![(0, 1)]),
                     Ack("a2"),
-                    Drain(vec![(0, 6)]),
-                    Stats(stats(1, 1)),
+                    Position(0, Some(6)),
                 ],
             ),
             (
                 "unknown partitions answer empty",
                 vec![
-                    Committable(3, None),
                     Position(3, None),
-                    Poisoned(3, None),
+                    Processed(3, None),
                     InFlight(0, vec![(3, 0)]),
                     Revoke(vec![3], vec![]),
                     Reset(3),
-                    Drain(vec![]),
                 ],
             ),
         ]
@@ -1037,13 +940,8 @@ mod tests {
                     Fail(label) => {
                         t.fail(tickets[label]);
                     }
-                    Committable(p, want) => assert_eq!(t.committable(&tp(p)), want, "{at}"),
-                    Drain(want) => {
-                        let mut got: Vec<(i32, i64)> =
-                            t.drain_committable().into_iter().map(|(tp, o)| (tp.partition, o)).collect();
-                        got.sort_unstable();
-                        assert_eq!(got, want, "{at}");
-                    }
+                    Position(p, want) => assert_eq!(t.position(&tp(p)), want, "{at}"),
+                    Processed(p, want) => assert_eq!(t.processed(&tp(p)), want, "{at}"),
                     InFlight(total, per) => {
                         assert_eq!(t.in_flight(), total, "{at}");
                         for (p, n) in per {
@@ -1057,9 +955,6 @@ mod tests {
                         assert_eq!(got, want, "{at}");
                     }
                     Reset(p) => t.reset_partition(&tp(p)),
-                    Poisoned(p, want) => assert_eq!(t.poisoned_at(&tp(p)), want, "{at}"),
-                    Position(p, want) => assert_eq!(t.position(&tp(p)), want, "{at}"),
-                    Stats(want) => assert_eq!(t.stats(), want, "{at}"),
                 }
             }
         }
@@ -1076,14 +971,13 @@ mod tests {
         let slot = t.index[&p];
         let state = t.slots[slot as usize].as_ref().unwrap();
         assert!(state.records.is_empty());
-        assert_eq!(t.drain_committable(), vec![(p.clone(), 100_000)]);
+        assert_eq!(t.position(&p), Some(100_000));
         for round in 0..100u32 {
             t.revoke(std::slice::from_ref(&p));
             t.begin(&p, i64::from(round), 1);
         }
         assert_eq!(t.slots.len(), 1, "freed slots are reused");
-        assert!(t.dirty.is_empty());
-        assert_eq!(t.partitions(), 1);
+        assert_eq!(t.index.len(), 1);
     }
 
     #[test]
@@ -1096,10 +990,12 @@ mod tests {
         let current = t.begin(&p, 10, 1);
         assert!(!t.fail(old), "stale: not applied");
         t.ack(current);
-        assert_eq!(t.committable(&p), Some(11), "the current assignment commits on");
+        assert_eq!(t.position(&p), Some(11), "the current assignment commits on");
+        assert_eq!(t.processed(&p), Some(11), "not poisoned");
         let next = t.begin(&p, 11, 1);
         assert!(t.fail(next), "live: applied");
-        assert_eq!(t.poisoned_at(&p), Some(11));
+        assert_eq!(t.processed(&p), Some(11), "poisoned at the failed record");
+        assert_eq!(t.position(&p), Some(11));
     }
 
     #[test]
@@ -1110,10 +1006,10 @@ mod tests {
         let ta = t.begin(&a, 0, 1);
         let tb = t.begin(&b, 0, 1);
         t.ack(tb);
-        assert_eq!(t.committable(&a), None);
-        assert_eq!(t.committable(&b), Some(1));
+        assert_eq!(t.position(&a), None);
+        assert_eq!(t.position(&b), Some(1));
         t.ack(ta);
-        assert_eq!(t.committable(&a), Some(1));
+        assert_eq!(t.position(&a), Some(1));
         assert_eq!(a.to_string(), "a[0]");
     }
 
@@ -1128,20 +1024,20 @@ mod tests {
         let _ = t.begin_held(&a, 12, 0); // held by the next flush
         assert_eq!(t.in_flight_partition(&a), 1, "the flush is in flight");
         t.ack(flush);
+        assert_eq!(t.position(&a), Some(10), "one changelog record unacknowledged");
         t.ack(flush);
         t.ack(flush); // one report too many: ignored
-        assert_eq!(t.stats().ignored_reports, 1);
-        assert_eq!(t.drain_committable(), vec![(a.clone(), 12)]);
+        assert_eq!(t.position(&a), Some(12));
         assert_eq!(t.in_flight(), 0);
         assert!(t.flush(&a, 0).is_none(), "nothing to write: record 12 is released");
-        assert_eq!(t.drain_committable(), vec![(a.clone(), 13)]);
-        t.ack(first); // a record's ticket with no output left: ignored (2)
         assert_eq!(t.position(&a), Some(13));
+        t.ack(first); // a record's ticket with no output left: ignored
+        assert_eq!((t.position(&a), t.in_flight()), (Some(13), 0));
 
         // Tombstones only (no record held): losing one stops nothing.
         let tombstones = t.flush(&a, 1).expect("one tombstone");
         assert!(!t.fail(tombstones), "no state lost");
-        assert_eq!((t.poisoned_at(&a), t.in_flight()), (None, 0));
+        assert_eq!((t.position(&a), t.processed(&a), t.in_flight()), (Some(13), Some(13), 0));
 
         // A lost state change: never past the first record it held.
         let _ = t.begin_held(&a, 20, 0);
@@ -1149,7 +1045,7 @@ mod tests {
         let flush = t.flush(&a, 2).expect("two records");
         t.ack(flush);
         assert!(t.fail(flush));
-        assert_eq!(t.poisoned_at(&a), Some(20));
+        assert_eq!(t.processed(&a), Some(20), "poisoned at the first record held");
         assert_eq!(t.position(&a), Some(20));
         assert_eq!(t.in_flight_partition(&a), 1, "the failed flush never completes");
 
@@ -1157,9 +1053,11 @@ mod tests {
         // tracked, and a revoke makes its ticket stale.
         let b = tp(1);
         let flush = t.flush(&b, 1).expect("tracked from now");
+        assert_eq!(t.in_flight_partition(&b), 1);
         assert_eq!(t.revoke(std::slice::from_ref(&b)), vec![]);
         t.ack(flush);
-        assert_eq!(t.stats().ignored_reports, 3);
+        assert_eq!(t.in_flight(), 1, "only the failed flush of {a}");
+        assert_eq!(t.position(&b), None);
     }
 
     /// A random operation of the property test.
@@ -1167,28 +1065,16 @@ mod tests {
     enum Op {
         /// Begin the next record of partition `p` after an offset gap, with `outputs` outputs,
         /// held until flushed if `held`.
-        Begin {
-            p: usize,
-            gap: i64,
-            outputs: usize,
-            held: bool,
-        },
+        Begin { p: usize, gap: i64, outputs: usize, held: bool },
         /// Flush partition `p`'s held records in `outputs` records.
-        Flush {
-            p: usize,
-            outputs: usize,
-        },
+        Flush { p: usize, outputs: usize },
         /// The next record of partition `p` comes `back` offsets before the last one (a seek
         /// backwards).
-        Rewind {
-            p: usize,
-            back: i64,
-        },
+        Rewind { p: usize, back: i64 },
         /// Acknowledge the pending output picked (modulo the count) from the pending list.
         Ack(usize),
         /// Fail the pending output picked (modulo the count).
         Fail(usize),
-        Drain,
         /// Revoke partition `p`, and re-assign it (offsets continue where they were).
         Revoke(usize),
     }
@@ -1202,7 +1088,6 @@ mod tests {
             2 => (0..PARTITIONS, 0usize..3).prop_map(|(p, outputs)| Op::Flush { p, outputs }),
             1 => (0..PARTITIONS, 0i64..4).prop_map(|(p, back)| Op::Rewind { p, back }),
             8 => any::<usize>().prop_map(Op::Ack),
-            2 => Just(Op::Drain),
             1 => (0..PARTITIONS).prop_map(Op::Revoke),
         ]
     }
@@ -1225,8 +1110,9 @@ mod tests {
         /// (offsets of the held records covered, records not reported, failed)
         flushes: Vec<(Vec<i64>, usize, bool)>,
         next_offset: i64,
-        /// Highest position seen from drain/revoke since the last revoke or rewind.
-        reported: Option<i64>,
+        /// Position the tracker gave at the previous step, since the last revoke or rewind
+        /// (positions never go back within one).
+        seen: Option<i64>,
     }
 
     impl Model {
@@ -1263,6 +1149,18 @@ mod tests {
         fn poisoned_by_flush(&self) -> Option<i64> {
             self.flushes.iter().filter(|f| f.2).filter_map(|f| f.0.iter().copied().min()).min()
         }
+
+        /// The lowest record lost for good: a failed output, or the first record a failed
+        /// flush held.
+        fn poisoned(&self) -> Option<i64> {
+            self.records.iter().filter(|r| r.2).map(|r| r.0).chain(self.poisoned_by_flush()).min()
+        }
+
+        /// Past the last record begun, never past a record lost for good.
+        fn expected_processed(&self) -> Option<i64> {
+            let next = self.records.last()?.0 + 1;
+            Some(self.poisoned().map_or(next, |poisoned| poisoned.min(next)))
+        }
     }
 
     /// What a pending report is for.
@@ -1279,14 +1177,21 @@ mod tests {
         // Pending outputs: (ticket, partition, model epoch, record or flush index).
         let mut pending: Vec<(Ticket, usize, u32, Target)> = Vec::new();
 
-        let check_drain = |got: Vec<(TopicPartition, i64)>, models: &mut [Model]| -> Result<(), TestCaseError> {
-            for (tp, pos) in got {
-                let m = &mut models[tp.partition as usize];
-                prop_assert!(m.reported.is_none_or(|r| pos > r), "drain went backwards or repeated: {pos}");
-                prop_assert!(m.all_complete_below(pos), "drained {pos} past an incomplete record: {m:?}");
-                prop_assert_eq!(Some(pos), m.expected_position());
-                m.reported = Some(pos);
+        // The tracker's positions of `p` against the model: the position is the complete and
+        // durable prefix, never past an incomplete record, never back; `processed` never
+        // passes a record lost for good.
+        let check_positions = |t: &OffsetTracker, p: usize, m: &Model| -> Result<(), TestCaseError> {
+            let position = t.position(&tps[p]);
+            if let Some(pos) = position {
+                prop_assert!(m.all_complete_below(pos), "position {pos} past an incomplete record: {m:?}");
             }
+            prop_assert_eq!(position, m.expected_position(), "partition {}", p);
+            prop_assert!(
+                m.seen.is_none_or(|seen| position.is_some_and(|pos| pos >= seen)),
+                "position went back from {:?} to {position:?}",
+                m.seen
+            );
+            prop_assert_eq!(t.processed(&tps[p]), m.expected_processed(), "partition {}", p);
             Ok(())
         };
 
@@ -1325,7 +1230,7 @@ mod tests {
                         // Records begin again from `offset`; flushes and held records stay.
                         m.epoch += 1;
                         m.records = vec![(offset, 1, false)];
-                        m.reported = None;
+                        m.seen = None;
                         m.next_offset = offset + 1;
                         pending.push((ticket, p, m.epoch, Target::Record(0)));
                     }
@@ -1359,7 +1264,6 @@ mod tests {
                     }
                 }
                 Op::Ack(_) | Op::Fail(_) => {}
-                Op::Drain => check_drain(t.drain_committable(), &mut models)?,
                 Op::Revoke(p) => {
                     let got = t.revoke(std::slice::from_ref(&tps[p]));
                     let m = &mut models[p];
@@ -1372,15 +1276,9 @@ mod tests {
             }
             // Invariants after every step.
             let mut total = 0;
-            for (p, m) in models.iter().enumerate() {
-                let want = m.expected_position();
-                prop_assert_eq!(t.position(&tps[p]), want, "partition {}", p);
-                let committable = t.committable(&tps[p]);
-                if let Some(pos) = committable {
-                    prop_assert!(m.all_complete_below(pos));
-                    prop_assert!(m.reported.is_none_or(|r| pos > r));
-                }
-                prop_assert_eq!(committable.is_some(), want.is_some_and(|w| m.reported.is_none_or(|r| w > r)));
+            for (p, m) in models.iter_mut().enumerate() {
+                check_positions(&t, p, m)?;
+                m.seen = t.position(&tps[p]);
                 prop_assert_eq!(t.in_flight_partition(&tps[p]), m.incomplete());
                 total += m.incomplete();
             }
@@ -1405,21 +1303,20 @@ mod tests {
                 _ => {}
             }
         }
-        check_drain(t.drain_committable(), &mut models)?;
         for (p, m) in models.iter().enumerate() {
+            check_positions(&t, p, m)?;
             let last = m.records.last().map(|r| r.0 + 1);
-            let failed = m.records.iter().filter(|r| r.2).map(|r| r.0).chain(m.poisoned_by_flush()).min();
-            match failed {
+            match m.poisoned() {
                 None => {
                     prop_assert_eq!(t.position(&tps[p]), last);
+                    prop_assert_eq!(t.processed(&tps[p]), last);
                     prop_assert_eq!(t.in_flight_partition(&tps[p]), 0);
                 }
                 Some(failed) => {
                     prop_assert!(t.position(&tps[p]).is_none_or(|pos| pos <= failed));
-                    prop_assert_eq!(t.poisoned_at(&tps[p]), Some(failed));
+                    prop_assert_eq!(t.processed(&tps[p]), last.map(|last| last.min(failed)));
                 }
             }
-            prop_assert_eq!(t.committable(&tps[p]), None);
         }
         Ok(())
     }
