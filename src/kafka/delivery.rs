@@ -50,6 +50,10 @@ pub(super) enum DeliveryError {
 pub(super) trait GroupConsumer {
     fn commit_list(&self, list: &TopicPartitionList, mode: CommitMode) -> KafkaResult<()>;
     fn metadata(&self) -> Option<ConsumerGroupMetadata>;
+    /// Each assigned partition's position as the application sees it: past the last record
+    /// handed over, and past the transaction markers that followed it (librdkafka steps over
+    /// control records it does not hand over).
+    fn app_positions(&self) -> HashMap<TopicPartition, i64>;
 }
 
 impl<C: ConsumerContext> GroupConsumer for BaseConsumer<C> {
@@ -59,6 +63,17 @@ impl<C: ConsumerContext> GroupConsumer for BaseConsumer<C> {
 
     fn metadata(&self) -> Option<ConsumerGroupMetadata> {
         self.group_metadata()
+    }
+
+    fn app_positions(&self) -> HashMap<TopicPartition, i64> {
+        let Ok(list) = self.position() else { return HashMap::new() };
+        list.elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(at) => Some((TopicPartition::new(e.topic(), e.partition()), at)),
+                _ => None,
+            })
+            .collect()
     }
 }
 

@@ -99,8 +99,9 @@ impl<S: PartitionState + 'static> ConsumerCtx<S> {
                 }
                 shared.settle_one(left.min(Duration::from_millis(100)));
             }
+            let app = super::delivery::GroupConsumer::app_positions(consumer);
             let positions: Vec<(TopicPartition, i64)> =
-                shared.positions().into_iter().filter(|(tp, _)| revoked.contains(tp)).collect();
+                shared.positions(&app).into_iter().filter(|(tp, _)| revoked.contains(tp)).collect();
             let count = positions.len();
             let saved = match shared.delivery.commit(consumer, &positions, true) {
                 Ok(saved) => saved,

@@ -566,7 +566,7 @@ impl<P: Processor> Service<'_, P> {
             // At least once: what was kept for a replay below the positions already durable
             // goes first (the flush does not write it); the flush's records are committed at
             // the next tick (or on revoke or shutdown, which wait for them).
-            let positions = shared.positions();
+            let positions = shared.positions(&super::delivery::GroupConsumer::app_positions(self.consumer));
             shared.committed(&positions);
             shared.flush(None, now_ms());
             shared.commit(self.consumer, false);

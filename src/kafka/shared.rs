@@ -140,11 +140,30 @@ impl<S: PartitionState> Shared<S> {
 
     /// The position of every assigned partition that may be committed now (committing an
     /// unchanged one again is harmless, and retries a commit that failed).
-    pub fn positions(&self) -> Vec<(TopicPartition, i64)> {
+    ///
+    /// `app`: the consumer's positions ([`GroupConsumer::app_positions`]). Where everything
+    /// begun on a partition may be committed, the position steps over the transaction markers
+    /// after its last record (a topic written in transactions, such as the tenant topic under
+    /// exactly-once, ends each transaction with one): otherwise the committed offset would
+    /// stay one below the end for good, a lag of 1 that never goes. Records the consumer
+    /// handed over are all begun before the next poll, except on partitions restoring,
+    /// rewinding or stopped, which keep their own position.
+    pub fn positions(&self, app: &HashMap<TopicPartition, i64>) -> Vec<(TopicPartition, i64)> {
+        let tracker = &self.outbox.tracker;
         self.assigned
             .iter()
             .filter_map(|tp| {
-                let position = self.delivery.committable(&self.outbox.tracker, tp);
+                let committable = self.delivery.committable(tracker, tp);
+                let settled = committable == tracker.processed(tp)
+                    && !self.restoring.contains_key(tp)
+                    && !self.rewind.contains(tp)
+                    && !self.poisoned.contains(tp);
+                let position = match (committable, app.get(tp).filter(|_| settled)) {
+                    (Some(at), Some(&past)) => Some(at.max(past)),
+                    // Nothing begun since the assignment: only markers were stepped over.
+                    (None, Some(&past)) => Some(past),
+                    (at, _) => at,
+                };
                 Some((tp.clone(), position.or_else(|| self.unsaved.get(tp).copied())?))
             })
             .collect()
@@ -327,7 +346,7 @@ impl<S: PartitionState> Shared<S> {
         if !self.delivery.reroutes_refusals() && !self.acknowledged(self.revoke_timeout) {
             return false;
         }
-        let positions = self.positions();
+        let positions = self.positions(&consumer.app_positions());
         match self.delivery.commit(consumer, &positions, sync) {
             Ok(true) => {
                 if sync {
