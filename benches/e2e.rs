@@ -167,6 +167,12 @@ struct Probe {
     /// Stops the service: the N-th record was processed and every forwarded event counted,
     /// or the watcher saw everything committed, or it gave up.
     stop: tokio::sync::Notify,
+    /// Stop as soon as the work is done (at least once: the drain commits at once, instead of
+    /// at the next tick of the 5 s commit timer). Not under exactly-once: the service commits
+    /// every 100 ms anyway, and must poll once more after the last tenant-topic record to
+    /// step over the transaction marker that follows it (its commit reaches the topic's end
+    /// only then, which the watcher waits for).
+    stop_early: bool,
     /// Times below are nanoseconds since this instant.
     origin: Instant,
     /// When the last record was handed to the processor.
@@ -177,9 +183,10 @@ struct Probe {
 }
 
 impl Probe {
-    fn new(target: u64) -> Probe {
+    fn new(target: u64, stop_early: bool) -> Probe {
         Probe {
             target,
+            stop_early,
             seen: AtomicU64::new(0),
             forwarded: AtomicU64::new(0),
             tenant_seen: AtomicU64::new(0),
@@ -200,7 +207,10 @@ impl Probe {
     /// the tenant topic is counted there.
     fn stop_when_done(&self) {
         let seen = self.seen.load(Ordering::Relaxed);
-        if seen >= self.target && self.tenant_seen.load(Ordering::Relaxed) >= self.forwarded.load(Ordering::Relaxed) {
+        if self.stop_early
+            && seen >= self.target
+            && self.tenant_seen.load(Ordering::Relaxed) >= self.forwarded.load(Ordering::Relaxed)
+        {
             // Its output is sent before the loop looks at the shutdown future again.
             self.stop.notify_one();
         }
@@ -529,7 +539,7 @@ impl Bench {
             Variant::PassThrough => None,
             Variant::Run => Some(Pipeline::new(&config, ReasonCatalog::builtin())?),
         };
-        let probe = Probe::new(self.events as u64);
+        let probe = Probe::new(self.events as u64, !self.exactly_once);
         let ended = AtomicBool::new(false);
         let patience = Duration::from_secs(120) + Duration::from_millis(self.events as u64);
         let (started, summary, end) = std::thread::scope(|scope| {
