@@ -225,6 +225,8 @@ impl Alert {
             window_end: self.window_end,
             fired_at: self.fired_at,
             evidence: self.evidence.iter().map(Evidence::to_proto).collect(),
+            // Stamped by the encoder (`encode::AlertEncoder`), not part of the alert itself.
+            ..pb::Alert::default()
         }
     }
 
