@@ -480,6 +480,7 @@ async fn serve(
         None => None,
     };
     acs_stream::telemetry::describe_rules(&pipeline.rules());
+    acs_stream::telemetry::config_info(&pipeline.stamp(), pipeline.privacy().key_id());
     let observers = Observers { readiness, queries: Some(asked), heartbeat, ..Observers::default() };
     let summary = runtime::run_with(config, pipeline, shutdown, observers).await;
     reloads.abort();

@@ -11,7 +11,8 @@ use crate::config::{Config, ConfigError};
 use crate::decode::Decoder;
 use crate::encode::{self, AlertEncoder, DeadLetter, Format, Output, TopicTemplate};
 use crate::enrich;
-use crate::model::{Event, ReasonCatalog, Source};
+use crate::model::{Event, ReasonCatalog, Source, Stamp};
+use crate::privacy::Privacy;
 use crate::rules::RuleSet;
 use crate::session::{SessionLimits, Sessions};
 
@@ -224,8 +225,13 @@ pub struct Pipeline {
     /// Swapped whole by [`Pipeline::reload`] (SIGHUP), shared by the clones.
     catalog: Arc<ArcSwap<ReasonCatalog>>,
     rules: Arc<ArcSwap<RuleSet>>,
+    /// The versions of the rules and catalog in force, swapped with them.
+    stamp: Arc<ArcSwap<Stamp>>,
+    /// Each tenant's personal data: applied to every event before its session and rules.
+    privacy: Arc<Privacy>,
     events: TopicTemplate,
     alerts: TopicTemplate,
+    shadow_alerts: TopicTemplate,
     /// Where tenant-scoped rules are counted: `None`, here (in the state of the partition,
     /// right when one process sees all of a tenant's events); else forwarded through it.
     tenant_topic: Option<String>,
@@ -238,7 +244,8 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// Builds the core from a validated configuration and a catalog, with the built-in rules
-    /// (none when `rules.enabled` is off; see [`Pipeline::with_rules`] for a rules file).
+    /// (none when `rules.enabled` is off; see [`Pipeline::with_rules`] for a rules file) and
+    /// the configured privacy (reading `privacy.key_file` when set).
     pub fn new(config: &Config, catalog: ReasonCatalog) -> Result<Pipeline, ConfigError> {
         let events = config
             .events_template()
@@ -246,13 +253,19 @@ impl Pipeline {
         let alerts = config
             .alerts_template()
             .map_err(|e| ConfigError::Invalid { key: "output.alerts_topic", message: e.to_string() })?;
+        let shadow_alerts = config
+            .shadow_alerts_template()
+            .map_err(|e| ConfigError::Invalid { key: "output.shadow_alerts_topic", message: e.to_string() })?;
         let rules = if config.rules.enabled { RuleSet::defaults() } else { RuleSet::empty() };
         Ok(Pipeline {
             decoder: config.decoder(),
+            stamp: Arc::new(ArcSwap::from_pointee(Stamp::of(&rules, &catalog))),
+            privacy: Arc::new(config.privacy()?),
             catalog: Arc::new(ArcSwap::from_pointee(catalog)),
             rules: Arc::new(ArcSwap::from_pointee(rules)),
             events,
             alerts,
+            shadow_alerts,
             tenant_topic: config.tenant_topic(),
             dead_letter_topic: config.output.dead_letter_topic.clone(),
             format: config.output.format,
@@ -265,7 +278,14 @@ impl Pipeline {
     /// The same core with these rules (its own: clones made before do not see them; clones
     /// made after share them, and what [`Pipeline::reload`] swaps in).
     pub fn with_rules(mut self, rules: RuleSet) -> Pipeline {
+        self.stamp = Arc::new(ArcSwap::from_pointee(Stamp::of(&rules, &self.catalog.load())));
         self.rules = Arc::new(ArcSwap::from_pointee(rules));
+        self
+    }
+
+    /// The same core with this protection of personal data (instead of the configured one).
+    pub fn with_privacy(mut self, privacy: Privacy) -> Pipeline {
+        self.privacy = Arc::new(privacy);
         self
     }
 
@@ -279,6 +299,7 @@ impl Pipeline {
     /// Replaces the rules and the catalog, for every clone of this pipeline, from the next
     /// record on (SIGHUP). State kept for rules no longer there is dropped as it is met.
     pub fn reload(&self, rules: RuleSet, catalog: ReasonCatalog) {
+        self.stamp.store(Arc::new(Stamp::of(&rules, &catalog)));
         self.rules.store(Arc::new(rules));
         self.catalog.store(Arc::new(catalog));
     }
@@ -286,6 +307,16 @@ impl Pipeline {
     /// The rules in force.
     pub fn rules(&self) -> Arc<RuleSet> {
         self.rules.load_full()
+    }
+
+    /// The versions of the rules and catalog in force.
+    pub fn stamp(&self) -> Arc<Stamp> {
+        self.stamp.load_full()
+    }
+
+    /// The protection of personal data.
+    pub fn privacy(&self) -> &Privacy {
+        &self.privacy
     }
 
     /// The same core with another value encoding.
@@ -298,16 +329,27 @@ impl Pipeline {
         &self.dead_letter_topic
     }
 
-    /// Decodes and enriches one value: the canonical event, or why it is refused.
+    /// Decodes, enriches and protects one value (its tenant's privacy mode applied), stamped
+    /// with the configuration in force: the canonical event, or why it is refused.
     #[inline]
     pub fn enrich<'a>(&self, value: &'a [u8], source: &Source, now_ms: i64) -> Result<Event<'a>, DeadLetter> {
         match self.decoder.decode(value, source, now_ms) {
             Ok(mut event) => {
                 enrich::enrich(&mut event, &self.catalog.load());
+                self.privacy.protect(&mut event);
+                event.stamp = Some(self.stamp.load_full());
                 Ok(event)
             }
-            Err(rejection) => Err(DeadLetter { rejection, source: source.clone(), processed_at: now_ms }),
+            Err(rejection) => Err(self.dead_letter(rejection, source, now_ms)),
         }
+    }
+
+    /// A refused record's dead letter, stamped, without its value when its tenant's privacy
+    /// says so.
+    fn dead_letter(&self, mut rejection: crate::decode::Rejection, source: &Source, now_ms: i64) -> DeadLetter {
+        rejection.stamp = Some(self.stamp.load_full());
+        rejection.omit_value = self.privacy.dead_letter_omission(rejection.tenant.as_deref());
+        DeadLetter { rejection, source: source.clone(), processed_at: now_ms }
     }
 
     /// The session (delivery execution id) of `record`, which re-keys it when input is not
@@ -316,13 +358,19 @@ impl Pipeline {
     pub fn rekey(&self, record: &Record<'_>, now_ms: i64) -> Result<Vec<u8>, DeadLetter> {
         match self.decoder.decode(record.value, &record.source, now_ms) {
             Ok(event) => Ok(event.delivery_execution_id.as_bytes().to_vec()),
-            Err(rejection) => Err(DeadLetter { rejection, source: record.source.clone(), processed_at: now_ms }),
+            Err(rejection) => Err(self.dead_letter(rejection, &record.source, now_ms)),
         }
     }
 
     /// Empty session state for one input partition, with the configured bounds.
     pub fn sessions(&self) -> Sessions {
-        let alerts = AlertEncoder { template: self.alerts.clone(), format: self.format };
+        let alerts = AlertEncoder {
+            template: self.alerts.clone(),
+            shadow_template: self.shadow_alerts.clone(),
+            format: self.format,
+            stamp: self.stamp.clone(),
+            privacy: self.privacy.clone(),
+        };
         let sessions = Sessions::new(self.session_limits).with_alerts(alerts);
         // Changes are recorded only for a changelog to write them to.
         if self.changelog_topic.is_some() { sessions } else { sessions.untracked() }

@@ -10,20 +10,18 @@ use sha2::{Digest, Sha256};
 const HASH_DIGITS: usize = 12;
 
 /// The configuration in force when an output was made: the versions of the rules and of the
-/// reason catalog (see [`content_version`]). Swapped whole on a reload (SIGHUP).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// reason catalog (see [`content_version`]). Swapped whole on a reload (SIGHUP). The default
+/// has empty versions: nothing is stamped (tests of encodings alone).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stamp {
     pub rules_version: Arc<str>,
     pub catalog_version: Arc<str>,
 }
 
-impl Default for Stamp {
-    /// The built-in rules and catalog.
-    fn default() -> Stamp {
-        Stamp {
-            rules_version: crate::rules::RuleSet::defaults().version.clone(),
-            catalog_version: super::ReasonCatalog::builtin().version().clone(),
-        }
+impl Stamp {
+    /// The versions of `rules` and `catalog`.
+    pub fn of(rules: &crate::rules::RuleSet, catalog: &super::ReasonCatalog) -> Stamp {
+        Stamp { rules_version: rules.version.clone(), catalog_version: catalog.version().clone() }
     }
 }
 

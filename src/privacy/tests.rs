@@ -76,7 +76,12 @@ fn networks_and_browsers_may_stand_for_ips_and_user_agents() {
 
 #[test]
 fn other_tenants_are_untouched_and_tenants_get_different_tokens() {
-    let privacy = policy(Mode::Keep, &[("eu", Mode::Pseudonymize), ("eu2", Mode::Pseudonymize)], IpForm::Token, UserAgentForm::Token);
+    let privacy = policy(
+        Mode::Keep,
+        &[("eu", Mode::Pseudonymize), ("eu2", Mode::Pseudonymize)],
+        IpForm::Token,
+        UserAgentForm::Token,
+    );
     let kept_record = RECORD.replace("#eu\"", "#us\"");
     let mut kept = event(&kept_record);
     let before = kept.clone();

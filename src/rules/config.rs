@@ -162,7 +162,7 @@ pub enum Scope {
 }
 
 /// Whether a rule's alerts are published (`live`) or only tried out (`shadow`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RuleMode {
     /// Published to `output.alerts_topic`.
@@ -173,6 +173,10 @@ pub enum RuleMode {
 }
 
 impl RuleMode {
+    pub fn is_live(&self) -> bool {
+        *self == RuleMode::Live
+    }
+
     /// The `mode` label of `acs_stream_alerts_total`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -553,7 +557,15 @@ impl RuleSet {
         let generation = GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let tenant_scope = rules.iter().any(|rule| rule.scope == Scope::Tenant);
         let version = Arc::from("off");
-        RuleSet { allowed_lateness, rules, lists: lists.into(), listed: listed.into(), tenant_scope, generation, version }
+        RuleSet {
+            allowed_lateness,
+            rules,
+            lists: lists.into(),
+            listed: listed.into(),
+            tenant_scope,
+            generation,
+            version,
+        }
     }
 
     /// The rules, in file order.
