@@ -71,6 +71,26 @@ enum Command {
         #[arg(long)]
         now: Option<i64>,
     },
+    /// What a new rules file would fire, offline: the core over JSON lines with the rules in
+    /// force (the configuration's) and with the new ones; per rule, the alerts each fires,
+    /// the sessions (or tenants) whose alerts differ, and a few examples.
+    RulesDiff {
+        /// Input file of JSON lines (as for `process`), or `-` for standard input.
+        #[arg(long)]
+        input: PathBuf,
+        /// The new rules file.
+        #[arg(long)]
+        rules: PathBuf,
+        /// Configuration file (TOML) naming the rules in force (default: the built-in rules).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Processing time, epoch milliseconds (default: now).
+        #[arg(long)]
+        now: Option<i64>,
+        /// Differing sessions shown as examples.
+        #[arg(long, default_value_t = acs_stream::commands::rules_diff::EXAMPLES)]
+        examples: usize,
+    },
     /// Realistic synthetic traffic (every upstream shape, real message texts, a share of
     /// malformed records), the same for a seed: JSON lines to a file (`--out`), or records
     /// keyed by delivery execution id to a Kafka topic (`--brokers` and `--topic`).
@@ -253,6 +273,9 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_USAGE)
             }
         },
+        Command::RulesDiff { input, rules, config, now, examples } => {
+            rules_diff(&input, &rules, config.as_deref(), now, examples)
+        }
         Command::Process { input, out, config, source_topic, now } => {
             let pipeline = match load(config.as_deref()) {
                 Ok((_, pipeline)) => pipeline,
@@ -274,6 +297,51 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// `rules-diff`: 64 for a bad configuration or rules file, 74 when the input cannot be read.
+fn rules_diff(
+    input: &std::path::Path,
+    rules: &std::path::Path,
+    config: Option<&std::path::Path>,
+    now: Option<i64>,
+    examples: usize,
+) -> ExitCode {
+    let pipeline = match load(config) {
+        Ok((_, pipeline)) => pipeline,
+        Err(error) => {
+            eprintln!("acs-stream: invalid configuration: {error:#}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let new = std::fs::read_to_string(rules).map_err(|error| error.to_string()).and_then(|text| {
+        acs_stream::rules::RuleSet::from_toml(&rules.display().to_string(), &text).map_err(|e| e.to_string())
+    });
+    let new = match new {
+        Ok(new) => new,
+        Err(error) => {
+            eprintln!("acs-stream: {}: {error}", rules.display());
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let bytes = if input.as_os_str() == "-" {
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut bytes).map(|_| bytes)
+    } else {
+        std::fs::read(input)
+    };
+    let bytes = match bytes {
+        Ok(bytes) => bytes,
+        Err(error) => {
+            eprintln!("acs-stream: cannot read {}: {error}", input.display());
+            return ExitCode::from(EXIT_IO);
+        }
+    };
+    let current = (*pipeline.rules()).clone();
+    let diff =
+        acs_stream::commands::rules_diff::diff(&pipeline, current, new, &bytes, now.unwrap_or_else(now_ms), examples);
+    print!("{diff}");
+    ExitCode::SUCCESS
 }
 
 fn generate(options: GenerateOptions) -> ExitCode {

@@ -508,4 +508,65 @@ mod tests {
         assert_eq!(output.topic, "x.acme");
         assert!(output.value.starts_with(b"{\"tenantId\":\"acme\""));
     }
+
+    #[test]
+    fn shadow_rules_fire_to_the_shadow_topic_only() {
+        let rules = RuleSet::from_toml(
+            "test",
+            "name = \"trial\"\n\
+             [[rule]]\nid = \"pause-live\"\nseverity = \"low\"\ntitle = \"t\"\nsummary = \"s\"\n\
+             [[rule.match]]\nactions = [\"pause\"]\n\
+             [[rule]]\nid = \"pause-trial\"\nmode = \"shadow\"\nseverity = \"high\"\ntitle = \"t\"\nsummary = \"s\"\n\
+             [[rule.match]]\nactions = [\"pause\"]\n",
+        )
+        .unwrap();
+        assert!(rules.version.starts_with("trial@"), "{}", rules.version);
+        let config = Config::layered(Some(("t", "[output]\nformat = \"json\"\n")), []).unwrap();
+        let pipeline = Pipeline::new(&config, ReasonCatalog::builtin()).unwrap().with_rules(rules);
+        let value = br#"{"deliveryExecutionId":"u#d#h#acme","incidentTime":1767261300,"action":"pause"}"#;
+        let Outcome::Event { alerts, .. } = pipeline.process(&record(value), &mut pipeline.sessions(), NOW) else {
+            panic!("an event")
+        };
+        let routed: Vec<(&str, &str, crate::rules::RuleMode)> =
+            alerts.iter().map(|a| (a.rule(), a.topic(), a.mode)).collect();
+        assert_eq!(
+            routed,
+            [
+                ("pause-live", "acs.acme.alerts", crate::rules::RuleMode::Live),
+                ("pause-trial", "acs.acme.alerts.shadow", crate::rules::RuleMode::Shadow)
+            ]
+        );
+        let shadow: serde_json::Value = serde_json::from_slice(&alerts[1].output().value).unwrap();
+        assert_eq!(shadow["mode"], "shadow");
+        assert_eq!(shadow["processor"]["rulesVersion"], *pipeline.stamp().rules_version);
+        let live: serde_json::Value = serde_json::from_slice(&alerts[0].output().value).unwrap();
+        assert!(live.get("mode").is_none(), "a live alert's contract is unchanged");
+        assert_eq!(alerts[1].alert().unwrap().mode, crate::rules::RuleMode::Shadow, "kept through protobuf");
+        crate::telemetry::describe_rules(&pipeline.rules());
+        assert_eq!(crate::telemetry::rule_mode("pause-trial"), crate::rules::RuleMode::Shadow);
+        assert_eq!(crate::telemetry::rule_mode("pause-live"), crate::rules::RuleMode::Live);
+    }
+
+    #[test]
+    fn dead_letters_name_the_configuration_and_a_protected_tenants_go_without_value() {
+        let config = Config::layered(
+            Some(("t", "[privacy]\ndead_letter_value = \"omit\"\nkey = \"0123456789abcdef0123456789abcdef\"\n[privacy.tenants]\neu = \"pseudonymize\"\n")),
+            [],
+        )
+        .unwrap();
+        let pipeline = Pipeline::new(&config, ReasonCatalog::builtin()).unwrap();
+        for (tenant, omitted) in [("eu", true), ("acme", false)] {
+            let bad = format!(r#"{{"deliveryExecutionId":"eod#d#h#{tenant}","login":"doe","incidentTime":"soon"}}"#);
+            let Outcome::DeadLetter(dead) = pipeline.process(&record(bad.as_bytes()), &mut pipeline.sessions(), NOW)
+            else {
+                panic!("a dead letter")
+            };
+            assert_eq!(dead.rejection.tenant.as_deref(), Some(tenant));
+            let kafka = dead.to_record("acs.dlq", Some(b"eod#d#h#x"), bad.as_bytes());
+            let header = |name: &str| kafka.headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.to_string());
+            assert_eq!(header("acs.processor.rules-version").as_deref(), Some(&*pipeline.stamp().rules_version));
+            assert_eq!(header("acs.value.omitted").is_some(), omitted, "{tenant}");
+            assert_eq!((kafka.value.is_empty(), kafka.key.is_none()), (omitted, omitted), "{tenant}");
+        }
+    }
 }
