@@ -71,6 +71,47 @@ enum Command {
         #[arg(long)]
         now: Option<i64>,
     },
+    /// Dead letters back to their source topic (or `--to`) after a fix: each dead letter's
+    /// original key and value, with the header `acs.replayed.from` naming it. Refuses
+    /// `malformed_json` and `invalid_utf8` unless `--force`; `--dry-run` counts per code.
+    Replay {
+        /// Kafka bootstrap servers (HOST:PORT[,...]).
+        #[arg(long)]
+        brokers: String,
+        /// The dead-letter topic.
+        #[arg(long, default_value = "acs.dlq")]
+        topic: String,
+        /// Produce here instead of each dead letter's source topic.
+        #[arg(long)]
+        to: Option<String>,
+        /// Only this error code (repeatable), e.g. `unknown_tenant`.
+        #[arg(long = "code", value_name = "CODE")]
+        codes: Vec<String>,
+        /// Only dead letters of this source topic (repeatable).
+        #[arg(long = "source-topic", value_name = "TOPIC")]
+        source_topics: Vec<String>,
+        /// Only dead letters written at or after this time (epoch milliseconds or RFC 3339).
+        #[arg(long, value_parser = time_arg)]
+        since: Option<i64>,
+        /// Only dead letters written before this time (epoch milliseconds or RFC 3339).
+        #[arg(long, value_parser = time_arg)]
+        until: Option<i64>,
+        /// Records per second produced (default: as fast as the cluster takes them).
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Read and count per code what would be replayed; produce nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Replay `malformed_json` and `invalid_utf8` dead letters too.
+        #[arg(long)]
+        force: bool,
+        /// A librdkafka consumer setting, KEY=VALUE (repeatable).
+        #[arg(long, value_name = "KEY=VALUE", value_parser = key_value)]
+        consumer_config: Vec<(String, String)>,
+        /// A librdkafka producer setting, KEY=VALUE (repeatable). Idempotence is always on.
+        #[arg(long, value_name = "KEY=VALUE", value_parser = key_value)]
+        producer_config: Vec<(String, String)>,
+    },
     /// What a new rules file would fire, offline: the core over JSON lines with the rules in
     /// force (the configuration's) and with the new ones; per rule, the alerts each fires,
     /// the sessions (or tenants) whose alerts differ, and a few examples.
@@ -197,6 +238,15 @@ fn key_value(text: &str) -> Result<(String, String), String> {
     }
 }
 
+/// A time: epoch milliseconds, or RFC 3339 (`2026-03-01T10:00:00Z`).
+fn time_arg(text: &str) -> Result<i64, String> {
+    text.parse::<i64>().or_else(|_| {
+        chrono::DateTime::parse_from_rfc3339(text)
+            .map(|time| time.timestamp_millis())
+            .map_err(|error| format!("expected epoch milliseconds or RFC 3339, got `{text}`: {error}"))
+    })
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -273,6 +323,33 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_USAGE)
             }
         },
+        Command::Replay {
+            brokers,
+            topic,
+            to,
+            codes,
+            source_topics,
+            since,
+            until,
+            rate,
+            dry_run,
+            force,
+            consumer_config,
+            producer_config,
+        } => replay(acs_stream::commands::replay::ReplayOptions {
+            brokers,
+            topic,
+            to,
+            codes,
+            source_topics,
+            since,
+            until,
+            rate,
+            dry_run,
+            force,
+            consumer_config,
+            producer_config,
+        }),
         Command::RulesDiff { input, rules, config, now, examples } => {
             rules_diff(&input, &rules, config.as_deref(), now, examples)
         }
@@ -295,6 +372,48 @@ fn main() -> ExitCode {
                     ExitCode::from(EXIT_IO)
                 }
             }
+        }
+    }
+}
+
+/// `replay`: 0 when everything to replay was acknowledged (or counted, in a dry run), 1 for
+/// a failed record, a missing topic or an unreachable cluster, 64 for a wrong setting.
+fn replay(options: acs_stream::commands::replay::ReplayOptions) -> ExitCode {
+    use acs_stream::commands::replay::{self, Progress, ReplayError};
+    if options.rate.is_some_and(|rate| !(rate.is_finite() && rate > 0.0)) {
+        eprintln!("acs-stream: --rate must be a positive number of records per second");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let (_signals, stop) = match stop_on_signals() {
+        Ok(listening) => listening,
+        Err(code) => return code,
+    };
+    // Drawn only on a terminal (indicatif hides itself otherwise).
+    let bar = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} dead letters read ({per_sec}, {eta} left)")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let result = replay::run(&options, &stop, |progress| match progress {
+        Progress::Total(total) => bar.set_length(total),
+        Progress::Read => bar.inc(1),
+    });
+    bar.finish_and_clear();
+    match result {
+        Ok(summary) => {
+            eprint!("{summary}");
+            if summary.complete() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+        }
+        Err(
+            error @ (ReplayError::Fixed(_)
+            | ReplayError::Produce(_)
+            | ReplayError::Read(tail::TailError::Fixed { .. } | tail::TailError::Client(_))),
+        ) => {
+            eprintln!("acs-stream: {error}");
+            ExitCode::from(EXIT_USAGE)
+        }
+        Err(error) => {
+            eprintln!("acs-stream: {error}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -569,4 +569,45 @@ mod tests {
             assert_eq!((kafka.value.is_empty(), kafka.key.is_none()), (omitted, omitted), "{tenant}");
         }
     }
+
+    /// `acs-stream replay` produces dead letters back to their source topic: a record that
+    /// was already processed (replayed twice, or a dead letter of an output refused after its
+    /// event) comes again at a new offset, and must change nothing.
+    #[test]
+    fn input_replayed_at_new_offsets_is_a_duplicate_and_fires_nothing_again() {
+        let pipeline = Pipeline::new(&Config::defaults(), ReasonCatalog::builtin()).unwrap().with_format(Format::Json);
+        let mut sessions = pipeline.sessions();
+        let pauses: Vec<String> = (0..3)
+            .map(|i| {
+                format!(
+                    r#"{{"deliveryExecutionId":"u#d#h#acme","incidentTime":{},"actor":"test-taker","action":"pause","actionStatus":"succeeded"}}"#,
+                    1_767_261_300 + i * 60
+                )
+            })
+            .collect();
+        let run = |sessions: &mut Sessions, first_offset: i64| {
+            let mut seen = Vec::new();
+            for (offset, value) in (first_offset..).zip(&pauses) {
+                let Outcome::Event { output, alerts, .. } = pipeline.process(&record_at(value, offset), sessions, NOW)
+                else {
+                    panic!("an event")
+                };
+                let event: serde_json::Value = serde_json::from_slice(&output.value).unwrap();
+                let rules: Vec<String> = alerts.iter().map(|a| a.rule().to_owned()).collect();
+                seen.push((event["session"]["pauseCount"].clone(), event["session"]["duplicate"].clone(), rules));
+            }
+            seen
+        };
+        let first = run(&mut sessions, 10);
+        assert!(first[2].2.contains(&"repeated-pauses".to_owned()), "{first:?}");
+        let replayed = run(&mut sessions, 50);
+        for (pause_count, duplicate, rules) in replayed {
+            assert_eq!((pause_count, duplicate), (serde_json::json!(3), serde_json::json!(true)));
+            assert!(rules.is_empty(), "no alert fired again: {rules:?}");
+        }
+    }
+
+    fn record_at(value: &str, offset: i64) -> Record<'_> {
+        Record::new(None, value.as_bytes(), Source { topic: std::sync::Arc::from("raw"), partition: 0, offset })
+    }
 }

@@ -6,6 +6,7 @@ pub mod demo;
 pub mod generate;
 pub mod process;
 pub mod reload;
+pub mod replay;
 pub mod rules_diff;
 pub mod tail;
 

@@ -281,7 +281,7 @@ pub fn run(options: &TailOptions, stop: &StopRequests, out: &mut impl Write) -> 
 }
 
 /// The topic's partitions.
-fn partitions(consumer: &BaseConsumer, topic: &str) -> Result<Vec<i32>, TailError> {
+pub(crate) fn partitions(consumer: &BaseConsumer, topic: &str) -> Result<Vec<i32>, TailError> {
     let metadata = consumer
         .fetch_metadata(Some(topic), METADATA_TIMEOUT)
         .map_err(|source| TailError::Metadata { topic: topic.to_owned(), source })?;
