@@ -982,6 +982,13 @@ guarantee = \"exactly_once\"\ncommit_interval = \"1s\"\n",
             ("[input]\nmax_event_bytes = 0\n", "input.max_event_bytes"),
             ("[tenants]\nallow = [\"a b\"]\n", "tenants.allow"),
             ("[input\n", "f.toml"),
+            ("[output]\nshadow_alerts_topic = \"acs.{tenant}.alerts\"\n", "output.shadow_alerts_topic"),
+            ("[output]\nshadow_alerts_topic = \"acs.shadow\"\n", "output.shadow_alerts_topic"),
+            ("[privacy]\ndefault = \"drop\"\n", "privacy: tenant \"(default)\" is in drop mode"),
+            ("[privacy]\ndefault = \"hide\"\n", "unknown variant"),
+            ("[privacy]\nsalt = \"x\"\n", "unknown field `salt`"),
+            ("[privacy.tenants]\n\"a b\" = \"keep\"\n", "privacy.tenants"),
+            ("[privacy]\nip = \"/24\"\n", "unknown variant"),
         ];
         for (text, needle) in cases {
             let error = Config::layered(Some(("f.toml", text)), []).expect_err(text).to_string();
@@ -1170,6 +1177,19 @@ guarantee = \"exactly_once\"\ncommit_interval = \"1s\"\n",
         for (key, _) in CONSUMER_FIXED.iter().chain(PRODUCER_FIXED) {
             assert!(DEFAULT_TOML.contains(key), "{key} is not mentioned in config/default.toml");
         }
+    }
+
+    #[test]
+    fn the_privacy_key_is_never_shown() {
+        let file = "[privacy]\ndefault = \"pseudonymize\"\n";
+        let config = Config::layered(
+            Some(("f", file)),
+            env(&[("ACS_STREAM__PRIVACY__KEY", "0123456789abcdef0123456789abcdef")]),
+        )
+        .unwrap();
+        let shown = format!("{config:?} {:?}", config.privacy().unwrap());
+        assert!(!shown.contains("0123456789abcdef"), "{shown}");
+        assert!(shown.contains("Secret(..)"), "{shown}");
     }
 
     #[test]

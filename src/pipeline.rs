@@ -610,4 +610,24 @@ mod tests {
     fn record_at(value: &str, offset: i64) -> Record<'_> {
         Record::new(None, value.as_bytes(), Source { topic: std::sync::Arc::from("raw"), partition: 0, offset })
     }
+
+    #[test]
+    fn the_session_view_of_a_protected_tenant_is_keyed_by_its_pseudonymous_id() {
+        let file = "[privacy]\ndefault = \"pseudonymize\"\nkey = \"0123456789abcdef0123456789abcdef\"\n";
+        let pipeline = Pipeline::new(&Config::layered(Some(("t", file)), []).unwrap(), ReasonCatalog::builtin())
+            .unwrap()
+            .with_format(Format::Json);
+        let value = br#"{"deliveryExecutionId":"eod.nhoj#d#h#acme","login":"john.doe","ip":"10.9.8.7","incidentTime":1767261300,"action":"pause"}"#;
+        let mut sessions = pipeline.sessions();
+        let Outcome::Event { output, .. } = pipeline.process(&record(value), &mut sessions, NOW) else {
+            panic!("an event")
+        };
+        let event: serde_json::Value = serde_json::from_slice(&output.value).unwrap();
+        let id = event["deliveryExecutionId"].as_str().unwrap();
+        assert!(id.starts_with("ps_") && id.ends_with("#d#h#acme"), "{id}");
+        assert_eq!(output.key.as_deref(), Some(id.as_bytes()), "the output key is the pseudonymous id");
+        assert!(PartitionState::describe(&sessions, "eod.nhoj#d#h#acme").is_none(), "never under the user's id");
+        let view = PartitionState::describe(&sessions, id).expect("under the id the outputs show").to_string();
+        assert!(!view.contains("john") && !view.contains("nhoj") && !view.contains("10.9.8.7"), "{view}");
+    }
 }
