@@ -91,6 +91,9 @@ pub const OMITTED: &str = "privacy: the tenant's personal data is protected (pri
 /// Tenants whose secret is kept once derived (beyond: derived for each event).
 const CACHED_TENANTS: usize = 10_000;
 
+/// Tokens remembered (about 100 bytes each); when full, the memory starts over.
+const CACHED_TOKENS: usize = 100_000;
+
 /// Values shorter than this are hidden in their field but not searched for in free text.
 const MIN_SEARCHED: usize = 3;
 
@@ -111,6 +114,8 @@ pub struct Privacy {
     dropped: Option<Arc<PrivacyMark>>,
     /// Tenant secrets derived so far.
     secrets: RwLock<HashMap<Box<str>, TenantKey>>,
+    /// Tokens made so far, by a 128-bit hash of tenant, kind and value.
+    tokens: RwLock<HashMap<u128, Box<str>>>,
 }
 
 impl Default for Privacy {
@@ -162,6 +167,7 @@ impl Privacy {
             tenants,
             key,
             secrets: RwLock::new(secrets),
+            tokens: RwLock::new(HashMap::new()),
         })
     }
 
@@ -199,36 +205,57 @@ impl Privacy {
         }
         let Some(secret) = self.secret(&event.tenant_id) else { return };
         event.privacy = self.mark(&event.tenant_id).cloned();
+        let tenant: &str = &event.tenant_id;
+        let token = |kind: Kind, value: &str| self.token(tenant, &secret, kind, value);
         let mut hidden = Hidden::default();
-        let replace = |hidden: &mut Hidden, kind: Kind, value: &str, stand_in: Option<String>| {
-            let token = stand_in.unwrap_or_else(|| secret.token(kind, value));
+        let mut replace = |kind: Kind, value: &str, stand_in: Option<String>| {
             let shown = match mode {
                 Mode::Drop => None,
-                _ => Some(token),
+                _ => Some(stand_in.unwrap_or_else(|| token(kind, value))),
             };
             hidden.add(value, shown.as_deref().unwrap_or(HIDDEN));
-            shown
+            shown.map(Cow::Owned)
         };
-        for field in [&mut event.login, &mut event.test_taker, &mut event.actor_id] {
-            if let Some(value) = field.take() {
-                *field = replace(&mut hidden, Kind::User, &value, None).map(Cow::Owned);
-            }
-        }
-        if let Some(value) = event.name.take() {
-            event.name = replace(&mut hidden, Kind::Name, &value, None).map(Cow::Owned);
-        }
-        if let Some(value) = event.ip.take() {
+        let login = event.login.take().map(|value| replace(Kind::User, &value, None));
+        let test_taker = event.test_taker.take().map(|value| replace(Kind::User, &value, None));
+        let actor_id = event.actor_id.take().map(|value| replace(Kind::User, &value, None));
+        let name = event.name.take().map(|value| replace(Kind::Name, &value, None));
+        let ip = event.ip.take().map(|value| {
             let network = (self.ip == IpForm::Network).then(|| token::network(&value)).flatten();
-            event.ip = replace(&mut hidden, Kind::Ip, &value, network).map(Cow::Owned);
-        }
-        if let Some(value) = event.user_agent.take() {
+            replace(Kind::Ip, &value, network)
+        });
+        let user_agent = event.user_agent.take().map(|value| {
             let browser = (self.user_agent == UserAgentForm::Browser).then(|| token::browser(&value));
-            event.user_agent = replace(&mut hidden, Kind::UserAgent, &value, browser).map(Cow::Owned);
-        }
-        if let Some(id) = pseudonymous_execution_id(&event.delivery_execution_id, &secret, &mut hidden) {
+            replace(Kind::UserAgent, &value, browser)
+        });
+        let id = pseudonymous_execution_id(&event.delivery_execution_id, &token, &mut hidden);
+        (event.login, event.test_taker, event.actor_id) = (login.flatten(), test_taker.flatten(), actor_id.flatten());
+        (event.name, event.ip, event.user_agent) = (name.flatten(), ip.flatten(), user_agent.flatten());
+        if let Some(id) = id {
             event.delivery_execution_id = Cow::Owned(id);
         }
         hidden.scrub(event);
+    }
+
+    /// The token of `value`, a `kind`, in `tenant` (whose secret is `secret`): remembered for
+    /// the next events (a person's values come again and again), up to [`CACHED_TOKENS`].
+    fn token(&self, tenant: &str, secret: &TenantKey, kind: Kind, value: &str) -> String {
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        for part in [tenant.as_bytes(), &[0, kind as u8], value.as_bytes()] {
+            hasher.update(part);
+        }
+        let key = hasher.digest128();
+        // A poisoned lock only means another thread panicked mid-insert: the map is whole.
+        if let Some(token) = self.tokens.read().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            return token.to_string();
+        }
+        let token = secret.token(kind, value);
+        let mut tokens = self.tokens.write().unwrap_or_else(|e| e.into_inner());
+        if tokens.len() >= CACHED_TOKENS {
+            tokens.clear();
+        }
+        tokens.insert(key, Box::from(token.as_str()));
+        token
     }
 
     /// `tenant`'s secret, derived once (up to [`CACHED_TENANTS`] tenants).
@@ -249,12 +276,12 @@ impl Privacy {
 
 /// The delivery execution id with its user segment replaced by the user's token; `None` for
 /// an id of another form (it holds no user id).
-fn pseudonymous_execution_id(id: &str, secret: &TenantKey, hidden: &mut Hidden) -> Option<String> {
+fn pseudonymous_execution_id(id: &str, token: &impl Fn(Kind, &str) -> String, hidden: &mut Hidden) -> Option<String> {
     let parts = crate::decode::identity::split_execution_id(id)?;
     // The segment is the user id reversed and URL-encoded.
     let reversed: String = parts.user.chars().rev().collect();
     let user = percent_decode(&reversed).unwrap_or(reversed);
-    let token = secret.token(Kind::User, &user);
+    let token = token(Kind::User, &user);
     hidden.add(parts.user, &token);
     hidden.add(&user, &token);
     let mut out = String::with_capacity(id.len() + token.len());
@@ -296,14 +323,15 @@ fn percent_decode(text: &str) -> Option<String> {
 /// text.
 #[derive(Default)]
 struct Hidden {
+    /// The value (ASCII lowercase) and its replacement.
     pairs: Vec<(String, String)>,
 }
 
 impl Hidden {
     fn add(&mut self, value: &str, replacement: &str) {
-        let value = value.trim();
-        if value.len() >= MIN_SEARCHED && !self.pairs.iter().any(|(known, _)| known == value) {
-            self.pairs.push((value.to_owned(), replacement.to_owned()));
+        let value = value.trim().to_ascii_lowercase();
+        if value.len() >= MIN_SEARCHED && !self.pairs.iter().any(|(known, _)| *known == value) {
+            self.pairs.push((value, replacement.to_owned()));
         }
     }
 
@@ -341,39 +369,35 @@ impl Hidden {
         }
     }
 
-    /// `text` with every hidden value replaced (ASCII case ignored); `None` when none is in it.
+    /// `text` with every hidden value replaced (ASCII case ignored; a longer value first
+    /// where two overlap); `None` when none is in it.
     fn replaced(&self, text: &str) -> Option<String> {
-        let mut out: Option<String> = None;
+        // ASCII lowercasing keeps every byte where it was: positions in `lower` hold in
+        // `text`, and a match (of a whole UTF-8 needle) starts and ends on char boundaries.
+        let lower = text.to_ascii_lowercase();
+        let mut found: Vec<(usize, usize, &str)> = Vec::new();
         for (value, replacement) in &self.pairs {
-            let current = out.as_deref().unwrap_or(text);
-            if let Some(next) = replace_ignoring_case(current, value, replacement) {
-                out = Some(next);
+            for (start, _) in lower.match_indices(value.as_str()) {
+                let end = start + value.len();
+                if found.iter().all(|&(s, e, _)| end <= s || start >= e) {
+                    found.push((start, end, replacement));
+                }
             }
         }
-        out
-    }
-}
-
-/// `text` with every occurrence of `needle` (ASCII case ignored) replaced; `None` when there
-/// is none.
-fn replace_ignoring_case(text: &str, needle: &str, replacement: &str) -> Option<String> {
-    let lower = text.to_ascii_lowercase();
-    let needle_lower = needle.to_ascii_lowercase();
-    let mut found = lower.match_indices(&needle_lower).peekable();
-    found.peek()?;
-    let mut out = String::with_capacity(text.len());
-    let mut at = 0;
-    for (start, _) in found {
-        // ASCII lowercasing keeps every byte where it was: the positions hold in `text`.
-        if start < at {
-            continue;
+        if found.is_empty() {
+            return None;
         }
-        out.push_str(&text[at..start]);
-        out.push_str(replacement);
-        at = start + needle.len();
+        found.sort_unstable_by_key(|&(start, _, _)| start);
+        let mut out = String::with_capacity(text.len());
+        let mut at = 0;
+        for (start, end, replacement) in found {
+            out.push_str(&text[at..start]);
+            out.push_str(replacement);
+            at = end;
+        }
+        out.push_str(&text[at..]);
+        Some(out)
     }
-    out.push_str(&text[at..]);
-    Some(out)
 }
 
 #[cfg(test)]

@@ -121,10 +121,14 @@ fn protection_needs_a_key_and_dead_letters_follow_the_mode() {
 }
 
 #[test]
-fn text_is_replaced_ignoring_ascii_case() {
-    assert_eq!(replace_ignoring_case("Jo jo JO", "jo", "x").as_deref(), Some("x x x"));
-    assert_eq!(replace_ignoring_case("abc", "d", "x"), None);
-    assert_eq!(replace_ignoring_case("é jö JÖ", "jö", "x").as_deref(), Some("é x JÖ"), "non-ASCII: exact");
+fn text_is_replaced_ignoring_ascii_case_longest_first() {
+    let mut hidden = Hidden::default();
+    for (value, replacement) in [("Jon", "x"), ("jön", "y"), ("Jon Doe", "z")] {
+        hidden.add(value, replacement);
+    }
+    hidden.pairs.sort_by_key(|(value, _)| std::cmp::Reverse(value.len()));
+    assert_eq!(hidden.replaced("JON jon, Jon Doe, jön JÖN é").as_deref(), Some("x x, z, y JÖN é"), "non-ASCII: exact");
+    assert_eq!(hidden.replaced("nobody"), None);
     assert_eq!(percent_decode("a%40b").as_deref(), Some("a@b"));
     assert_eq!(percent_decode("ab"), None);
 }
