@@ -342,6 +342,7 @@ impl Hidden {
         }
         // Also as written inside JSON strings (structured data, a message quoting JSON).
         let escaped: Vec<(String, String)> = (self.pairs.iter())
+            .filter(|(value, _)| value.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20))
             .filter_map(|(value, replacement)| {
                 let json = serde_json::to_string(value).ok()?;
                 let inner = json[1..json.len() - 1].to_owned();
@@ -372,6 +373,11 @@ impl Hidden {
     /// `text` with every hidden value replaced (ASCII case ignored; a longer value first
     /// where two overlap); `None` when none is in it.
     fn replaced(&self, text: &str) -> Option<String> {
+        // Sorted longest first: the last is the shortest.
+        let shortest = self.pairs.last().map_or(usize::MAX, |(value, _)| value.len());
+        if text.len() < shortest {
+            return None;
+        }
         // ASCII lowercasing keeps every byte where it was: positions in `lower` hold in
         // `text`, and a match (of a whole UTF-8 needle) starts and ends on char boundaries.
         let lower = text.to_ascii_lowercase();
