@@ -383,7 +383,7 @@ impl Hidden {
         let lower = text.to_ascii_lowercase();
         let mut found: Vec<(usize, usize, &str)> = Vec::new();
         for (value, replacement) in &self.pairs {
-            for (start, _) in lower.match_indices(value.as_str()) {
+            for start in occurrences(lower.as_bytes(), value.as_bytes()) {
                 let end = start + value.len();
                 if found.iter().all(|&(s, e, _)| end <= s || start >= e) {
                     found.push((start, end, replacement));
@@ -404,6 +404,25 @@ impl Hidden {
         out.push_str(&text[at..]);
         Some(out)
     }
+}
+
+/// Where `needle` (not empty) starts in `haystack`, without overlaps: its first byte found,
+/// then the rest compared (cheaper than a substring searcher's set-up on the short texts of
+/// events).
+fn occurrences<'h>(haystack: &'h [u8], needle: &'h [u8]) -> impl Iterator<Item = usize> + 'h {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        let (&first, _) = needle.split_first()?;
+        while let Some(found) = haystack.get(at..)?.iter().position(|&b| b == first) {
+            let start = at + found;
+            if haystack[start..].starts_with(needle) {
+                at = start + needle.len();
+                return Some(start);
+            }
+            at = start + 1;
+        }
+        None
+    })
 }
 
 #[cfg(test)]

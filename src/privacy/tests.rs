@@ -132,3 +132,11 @@ fn text_is_replaced_ignoring_ascii_case_longest_first() {
     assert_eq!(percent_decode("a%40b").as_deref(), Some("a@b"));
     assert_eq!(percent_decode("ab"), None);
 }
+
+#[test]
+fn occurrences_do_not_overlap_and_find_the_last_one() {
+    let found: Vec<usize> = occurrences(b"aaaa xaax aa", b"aa").collect();
+    assert_eq!(found, [0, 2, 6, 10]);
+    assert_eq!(occurrences(b"abc", b"abcd").count(), 0);
+    assert_eq!(occurrences(b"", b"a").count(), 0);
+}
