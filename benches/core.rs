@@ -11,6 +11,8 @@
 //! - `core_protobuf_stateless`: the core without session state and rules (decode, validate,
 //!   enrich, route, encode, as before the session state existed; issue 4's target: the
 //!   state costs at most 15%);
+//! - `core_protobuf_pseudonymized`: the full core with every tenant in `pseudonymize` mode
+//!   (issue 21: keyed HMAC tokens for every personal field, free text searched);
 //! - `core_json`: the full core → JSON.
 //!
 //! Run: `cargo bench --bench core`. Figures go to BENCHMARKS.md.
@@ -110,6 +112,18 @@ fn core(c: &mut Criterion) {
             }
             bytes
         })
+    });
+    let private = Config::layered(
+        Some((
+            "bench",
+            "[privacy]\ndefault = \"pseudonymize\"\nkey = \"bench-key-0123456789abcdef0123456789abcdef\"\n",
+        )),
+        [],
+    )
+    .expect("a valid privacy configuration");
+    let pseudonymized = Pipeline::new(&private, ReasonCatalog::builtin()).expect("valid").with_format(Format::Protobuf);
+    group.bench_function("core_protobuf_pseudonymized", |b| {
+        b.iter(|| run(&pseudonymized, black_box(&corpus), &topic, now))
     });
     group.bench_function("core_json", |b| b.iter(|| run(&json, black_box(&corpus), &topic, now)));
     group.finish();

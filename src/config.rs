@@ -50,6 +50,49 @@ pub struct Config {
     pub sessions: SessionsConfig,
     pub shutdown: ShutdownConfig,
     pub admin: AdminConfig,
+    pub privacy: PrivacyConfig,
+}
+
+/// `[privacy]`: personal data per tenant (login, name, test-taker id, actor id, IP, user
+/// agent).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivacyConfig {
+    /// The mode of a tenant not listed in `tenants`: `keep`, `pseudonymize` or `drop`.
+    pub default: crate::privacy::Mode,
+    /// Modes of named tenants (`{ "umbrella.eu" = "pseudonymize" }`).
+    pub tenants: BTreeMap<String, crate::privacy::Mode>,
+    /// A file holding the key pseudonyms are derived from (at least 32 bytes; surrounding
+    /// whitespace ignored); empty: the key is `privacy.key`.
+    pub key_file: PathBuf,
+    /// The key itself, meant to come from the environment (`ACS_STREAM__PRIVACY__KEY`);
+    /// never shown. Ignored when `key_file` is set.
+    pub key: Secret,
+    /// In `pseudonymize` mode, an IP becomes a `token` or its `network` (/24, /48).
+    pub ip: crate::privacy::IpForm,
+    /// In `pseudonymize` mode, a user agent becomes a `token` or its `browser` family and
+    /// major version.
+    pub user_agent: crate::privacy::UserAgentForm,
+    /// Dead letters of a tenant in `pseudonymize` or `drop` mode: `keep` the original record,
+    /// or `omit` its key and value (they stay in the input topic only).
+    pub dead_letter_value: crate::privacy::DeadLetterValue,
+}
+
+/// A secret read from the configuration: never printed, never in a `Debug` output.
+#[derive(Clone, Default, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() { "Secret(none)" } else { "Secret(..)" })
+    }
 }
 
 /// `[admin]`: the HTTP port for probes and introspection.
@@ -136,6 +179,8 @@ pub struct OutputConfig {
     pub events_topic: String,
     /// Per-tenant alerts topic template.
     pub alerts_topic: String,
+    /// Per-tenant topic of shadow rules' alerts (`mode = "shadow"`).
+    pub shadow_alerts_topic: String,
     /// Dead-letter topic.
     pub dead_letter_topic: String,
     /// Encoding of event and alert values.
@@ -460,6 +505,15 @@ impl Config {
         }
         let events = self.events_template().map_err(|e| invalid("output.events_topic", e.to_string()))?;
         let alerts = self.alerts_template().map_err(|e| invalid("output.alerts_topic", e.to_string()))?;
+        let shadow = self.shadow_alerts_template().map_err(|e| invalid("output.shadow_alerts_topic", e.to_string()))?;
+        if shadow.may_collide(&events) || shadow.may_collide(&alerts) {
+            return Err(invalid(
+                "output.shadow_alerts_topic",
+                "can name the same topic as output.events_topic or output.alerts_topic for some tenants: give it \
+                 a suffix of its own"
+                    .into(),
+            ));
+        }
         if events.may_collide(&alerts) {
             return Err(invalid(
                 "output.alerts_topic",
@@ -473,7 +527,7 @@ impl Config {
         if self.output.dead_letter_topic.contains(route::TENANT_PLACEHOLDER) {
             return Err(invalid("output.dead_letter_topic", "is one topic for all tenants: no {tenant}".into()));
         }
-        if events.can_render(&self.output.dead_letter_topic) || alerts.can_render(&self.output.dead_letter_topic) {
+        if [&events, &alerts, &shadow].iter().any(|template| template.can_render(&self.output.dead_letter_topic)) {
             return Err(invalid(
                 "output.dead_letter_topic",
                 "is a topic some tenant's events or alerts would be written to: choose a name the tenant \
@@ -485,6 +539,7 @@ impl Config {
         for tenant in &self.tenants.allow {
             policy.check_syntax(tenant, &format_args!("{tenant:?}")).map_err(|e| invalid("tenants.allow", e.detail))?;
         }
+        self.validate_privacy()?;
         self.validate_kafka()?;
         self.validate_topics()?;
         let changelog = self.changelog_topic();
@@ -497,7 +552,9 @@ impl Config {
         ] {
             let Some(topic) = internal else { continue };
             check_topic_name(topic).map_err(|e| invalid(key, format!("{topic:?}: {e}")))?;
-            if *topic == self.output.dead_letter_topic || events.can_render(topic) || alerts.can_render(topic) {
+            if *topic == self.output.dead_letter_topic
+                || [&events, &alerts, &shadow].iter().any(|template| template.can_render(topic))
+            {
                 return Err(invalid(
                     key,
                     format!("{topic:?} is also an output topic: an internal topic needs a topic of its own"),
@@ -611,6 +668,28 @@ impl Config {
         Ok(())
     }
 
+    /// What can be checked without reading the key: tenant ids, and a key for protection.
+    fn validate_privacy(&self) -> Result<(), ConfigError> {
+        let privacy = &self.privacy;
+        let policy = self.tenant_policy();
+        for tenant in privacy.tenants.keys() {
+            policy
+                .check_syntax(tenant, &format_args!("{tenant:?}"))
+                .map_err(|e| ConfigError::Invalid { key: "privacy.tenants", message: e.detail })?;
+        }
+        let keyless = privacy.key_file.as_os_str().is_empty() && privacy.key.expose().is_empty();
+        let protected = std::iter::once(("(default)", privacy.default))
+            .chain(privacy.tenants.iter().map(|(tenant, mode)| (tenant.as_str(), *mode)))
+            .find(|(_, mode)| *mode != crate::privacy::Mode::Keep);
+        match protected {
+            Some((tenant, mode)) if keyless => Err(ConfigError::Invalid {
+                key: "privacy",
+                message: crate::privacy::PrivacyError::NoKey(tenant.to_owned(), mode.as_str()).to_string(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     fn validate_topics(&self) -> Result<(), ConfigError> {
         let invalid = |key: &'static str, message: String| ConfigError::Invalid { key, message };
         let topics = &self.topics;
@@ -637,8 +716,48 @@ impl Config {
         TopicTemplate::parse(&self.output.alerts_topic)
     }
 
+    pub fn shadow_alerts_template(&self) -> Result<TopicTemplate, route::TopicError> {
+        TopicTemplate::parse(&self.output.shadow_alerts_topic)
+    }
+
+    /// The protection of each tenant's personal data, with the key read (`privacy.key_file`,
+    /// else `privacy.key`) when one is set.
+    pub fn privacy(&self) -> Result<crate::privacy::Privacy, ConfigError> {
+        let config = &self.privacy;
+        let invalid = |message: String| ConfigError::Invalid { key: "privacy", message };
+        let key = if !config.key_file.as_os_str().is_empty() {
+            let path = &config.key_file;
+            let bytes = std::fs::read(path).map_err(|reason| ConfigError::Read { path: path.clone(), reason })?;
+            let key = crate::privacy::Key::new(&bytes).map_err(|e| ConfigError::Invalid {
+                key: "privacy.key_file",
+                message: format!("{}: the key {e}", path.display()),
+            })?;
+            Some(key)
+        } else if !config.key.expose().is_empty() {
+            let key = crate::privacy::Key::new(config.key.expose().as_bytes()).map_err(|e| ConfigError::Invalid {
+                key: "privacy.key",
+                message: format!("(ACS_STREAM__PRIVACY__KEY) the key {e}"),
+            })?;
+            Some(key)
+        } else {
+            None
+        };
+        let tenants = config.tenants.iter().map(|(tenant, mode)| (Box::from(tenant.as_str()), *mode)).collect();
+        crate::privacy::Privacy::new(
+            config.default,
+            tenants,
+            config.ip,
+            config.user_agent,
+            config.dead_letter_value,
+            key,
+        )
+        .map_err(|e| invalid(e.to_string()))
+    }
+
     /// Tenant rules: topic-name syntax within the longest template, and the allow-list.
     pub fn tenant_policy(&self) -> TenantPolicy {
+        // Not the shadow alerts topic: it would change which tenants are accepted (a tenant id
+        // too long for it has its shadow alerts refused by the brokers).
         let fixed = [&self.output.events_topic, &self.output.alerts_topic]
             .iter()
             .filter_map(|t| TopicTemplate::parse(t).ok())
@@ -863,6 +982,13 @@ guarantee = \"exactly_once\"\ncommit_interval = \"1s\"\n",
             ("[input]\nmax_event_bytes = 0\n", "input.max_event_bytes"),
             ("[tenants]\nallow = [\"a b\"]\n", "tenants.allow"),
             ("[input\n", "f.toml"),
+            ("[output]\nshadow_alerts_topic = \"acs.{tenant}.alerts\"\n", "output.shadow_alerts_topic"),
+            ("[output]\nshadow_alerts_topic = \"acs.shadow\"\n", "output.shadow_alerts_topic"),
+            ("[privacy]\ndefault = \"drop\"\n", "privacy: tenant \"(default)\" is in drop mode"),
+            ("[privacy]\ndefault = \"hide\"\n", "unknown variant"),
+            ("[privacy]\nsalt = \"x\"\n", "unknown field `salt`"),
+            ("[privacy.tenants]\n\"a b\" = \"keep\"\n", "privacy.tenants"),
+            ("[privacy]\nip = \"/24\"\n", "unknown variant"),
         ];
         for (text, needle) in cases {
             let error = Config::layered(Some(("f.toml", text)), []).expect_err(text).to_string();
@@ -1051,6 +1177,19 @@ guarantee = \"exactly_once\"\ncommit_interval = \"1s\"\n",
         for (key, _) in CONSUMER_FIXED.iter().chain(PRODUCER_FIXED) {
             assert!(DEFAULT_TOML.contains(key), "{key} is not mentioned in config/default.toml");
         }
+    }
+
+    #[test]
+    fn the_privacy_key_is_never_shown() {
+        let file = "[privacy]\ndefault = \"pseudonymize\"\n";
+        let config = Config::layered(
+            Some(("f", file)),
+            env(&[("ACS_STREAM__PRIVACY__KEY", "0123456789abcdef0123456789abcdef")]),
+        )
+        .unwrap();
+        let shown = format!("{config:?} {:?}", config.privacy().unwrap());
+        assert!(!shown.contains("0123456789abcdef"), "{shown}");
+        assert!(shown.contains("Secret(..)"), "{shown}");
     }
 
     #[test]

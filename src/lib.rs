@@ -36,6 +36,7 @@ pub mod enrich;
 pub mod kafka;
 pub mod model;
 pub mod pipeline;
+pub mod privacy;
 pub mod rules;
 pub mod session;
 pub mod synth;

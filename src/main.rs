@@ -71,6 +71,67 @@ enum Command {
         #[arg(long)]
         now: Option<i64>,
     },
+    /// Dead letters back to their source topic (or `--to`) after a fix: each dead letter's
+    /// original key and value, with the header `acs.replayed.from` naming it. Refuses
+    /// `malformed_json` and `invalid_utf8` unless `--force`; `--dry-run` counts per code.
+    Replay {
+        /// Kafka bootstrap servers (HOST:PORT[,...]).
+        #[arg(long)]
+        brokers: String,
+        /// The dead-letter topic.
+        #[arg(long, default_value = "acs.dlq")]
+        topic: String,
+        /// Produce here instead of each dead letter's source topic.
+        #[arg(long)]
+        to: Option<String>,
+        /// Only this error code (repeatable), e.g. `unknown_tenant`.
+        #[arg(long = "code", value_name = "CODE")]
+        codes: Vec<String>,
+        /// Only dead letters of this source topic (repeatable).
+        #[arg(long = "source-topic", value_name = "TOPIC")]
+        source_topics: Vec<String>,
+        /// Only dead letters written at or after this time (epoch milliseconds or RFC 3339).
+        #[arg(long, value_parser = time_arg)]
+        since: Option<i64>,
+        /// Only dead letters written before this time (epoch milliseconds or RFC 3339).
+        #[arg(long, value_parser = time_arg)]
+        until: Option<i64>,
+        /// Records per second produced (default: as fast as the cluster takes them).
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Read and count per code what would be replayed; produce nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Replay `malformed_json` and `invalid_utf8` dead letters too.
+        #[arg(long)]
+        force: bool,
+        /// A librdkafka consumer setting, KEY=VALUE (repeatable).
+        #[arg(long, value_name = "KEY=VALUE", value_parser = key_value)]
+        consumer_config: Vec<(String, String)>,
+        /// A librdkafka producer setting, KEY=VALUE (repeatable). Idempotence is always on.
+        #[arg(long, value_name = "KEY=VALUE", value_parser = key_value)]
+        producer_config: Vec<(String, String)>,
+    },
+    /// What a new rules file would fire, offline: the core over JSON lines with the rules in
+    /// force (the configuration's) and with the new ones; per rule, the alerts each fires,
+    /// the sessions (or tenants) whose alerts differ, and a few examples.
+    RulesDiff {
+        /// Input file of JSON lines (as for `process`), or `-` for standard input.
+        #[arg(long)]
+        input: PathBuf,
+        /// The new rules file.
+        #[arg(long)]
+        rules: PathBuf,
+        /// Configuration file (TOML) naming the rules in force (default: the built-in rules).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Processing time, epoch milliseconds (default: now).
+        #[arg(long)]
+        now: Option<i64>,
+        /// Differing sessions shown as examples.
+        #[arg(long, default_value_t = acs_stream::commands::rules_diff::EXAMPLES)]
+        examples: usize,
+    },
     /// Realistic synthetic traffic (every upstream shape, real message texts, a share of
     /// malformed records), the same for a seed: JSON lines to a file (`--out`), or records
     /// keyed by delivery execution id to a Kafka topic (`--brokers` and `--topic`).
@@ -177,6 +238,15 @@ fn key_value(text: &str) -> Result<(String, String), String> {
     }
 }
 
+/// A time: epoch milliseconds, or RFC 3339 (`2026-03-01T10:00:00Z`).
+fn time_arg(text: &str) -> Result<i64, String> {
+    text.parse::<i64>().or_else(|_| {
+        chrono::DateTime::parse_from_rfc3339(text)
+            .map(|time| time.timestamp_millis())
+            .map_err(|error| format!("expected epoch milliseconds or RFC 3339, got `{text}`: {error}"))
+    })
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -253,6 +323,36 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_USAGE)
             }
         },
+        Command::Replay {
+            brokers,
+            topic,
+            to,
+            codes,
+            source_topics,
+            since,
+            until,
+            rate,
+            dry_run,
+            force,
+            consumer_config,
+            producer_config,
+        } => replay(acs_stream::commands::replay::ReplayOptions {
+            brokers,
+            topic,
+            to,
+            codes,
+            source_topics,
+            since,
+            until,
+            rate,
+            dry_run,
+            force,
+            consumer_config,
+            producer_config,
+        }),
+        Command::RulesDiff { input, rules, config, now, examples } => {
+            rules_diff(&input, &rules, config.as_deref(), now, examples)
+        }
         Command::Process { input, out, config, source_topic, now } => {
             let pipeline = match load(config.as_deref()) {
                 Ok((_, pipeline)) => pipeline,
@@ -274,6 +374,93 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// `replay`: 0 when everything to replay was acknowledged (or counted, in a dry run), 1 for
+/// a failed record, a missing topic or an unreachable cluster, 64 for a wrong setting.
+fn replay(options: acs_stream::commands::replay::ReplayOptions) -> ExitCode {
+    use acs_stream::commands::replay::{self, Progress, ReplayError};
+    if options.rate.is_some_and(|rate| !(rate.is_finite() && rate > 0.0)) {
+        eprintln!("acs-stream: --rate must be a positive number of records per second");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let (_signals, stop) = match stop_on_signals() {
+        Ok(listening) => listening,
+        Err(code) => return code,
+    };
+    // Drawn only on a terminal (indicatif hides itself otherwise).
+    let bar = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} dead letters read ({per_sec}, {eta} left)")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let result = replay::run(&options, &stop, |progress| match progress {
+        Progress::Total(total) => bar.set_length(total),
+        Progress::Read => bar.inc(1),
+    });
+    bar.finish_and_clear();
+    match result {
+        Ok(summary) => {
+            eprint!("{summary}");
+            if summary.complete() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+        }
+        Err(
+            error @ (ReplayError::Fixed(_)
+            | ReplayError::Produce(_)
+            | ReplayError::Read(tail::TailError::Fixed { .. } | tail::TailError::Client(_))),
+        ) => {
+            eprintln!("acs-stream: {error}");
+            ExitCode::from(EXIT_USAGE)
+        }
+        Err(error) => {
+            eprintln!("acs-stream: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `rules-diff`: 64 for a bad configuration or rules file, 74 when the input cannot be read.
+fn rules_diff(
+    input: &std::path::Path,
+    rules: &std::path::Path,
+    config: Option<&std::path::Path>,
+    now: Option<i64>,
+    examples: usize,
+) -> ExitCode {
+    let pipeline = match load(config) {
+        Ok((_, pipeline)) => pipeline,
+        Err(error) => {
+            eprintln!("acs-stream: invalid configuration: {error:#}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let new = std::fs::read_to_string(rules).map_err(|error| error.to_string()).and_then(|text| {
+        acs_stream::rules::RuleSet::from_toml(&rules.display().to_string(), &text).map_err(|e| e.to_string())
+    });
+    let new = match new {
+        Ok(new) => new,
+        Err(error) => {
+            eprintln!("acs-stream: {}: {error}", rules.display());
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let bytes = if input.as_os_str() == "-" {
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut bytes).map(|_| bytes)
+    } else {
+        std::fs::read(input)
+    };
+    let bytes = match bytes {
+        Ok(bytes) => bytes,
+        Err(error) => {
+            eprintln!("acs-stream: cannot read {}: {error}", input.display());
+            return ExitCode::from(EXIT_IO);
+        }
+    };
+    let current = (*pipeline.rules()).clone();
+    let diff =
+        acs_stream::commands::rules_diff::diff(&pipeline, current, new, &bytes, now.unwrap_or_else(now_ms), examples);
+    print!("{diff}");
+    ExitCode::SUCCESS
 }
 
 fn generate(options: GenerateOptions) -> ExitCode {
@@ -480,6 +667,7 @@ async fn serve(
         None => None,
     };
     acs_stream::telemetry::describe_rules(&pipeline.rules());
+    acs_stream::telemetry::config_info(&pipeline.stamp(), pipeline.privacy().key_id());
     let observers = Observers { readiness, queries: Some(asked), heartbeat, ..Observers::default() };
     let summary = runtime::run_with(config, pipeline, shutdown, observers).await;
     reloads.abort();

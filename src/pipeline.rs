@@ -11,7 +11,8 @@ use crate::config::{Config, ConfigError};
 use crate::decode::Decoder;
 use crate::encode::{self, AlertEncoder, DeadLetter, Format, Output, TopicTemplate};
 use crate::enrich;
-use crate::model::{Event, ReasonCatalog, Source};
+use crate::model::{Event, ReasonCatalog, Source, Stamp};
+use crate::privacy::Privacy;
 use crate::rules::RuleSet;
 use crate::session::{SessionLimits, Sessions};
 
@@ -224,8 +225,13 @@ pub struct Pipeline {
     /// Swapped whole by [`Pipeline::reload`] (SIGHUP), shared by the clones.
     catalog: Arc<ArcSwap<ReasonCatalog>>,
     rules: Arc<ArcSwap<RuleSet>>,
+    /// The versions of the rules and catalog in force, swapped with them.
+    stamp: Arc<ArcSwap<Stamp>>,
+    /// Each tenant's personal data: applied to every event before its session and rules.
+    privacy: Arc<Privacy>,
     events: TopicTemplate,
     alerts: TopicTemplate,
+    shadow_alerts: TopicTemplate,
     /// Where tenant-scoped rules are counted: `None`, here (in the state of the partition,
     /// right when one process sees all of a tenant's events); else forwarded through it.
     tenant_topic: Option<String>,
@@ -238,7 +244,8 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// Builds the core from a validated configuration and a catalog, with the built-in rules
-    /// (none when `rules.enabled` is off; see [`Pipeline::with_rules`] for a rules file).
+    /// (none when `rules.enabled` is off; see [`Pipeline::with_rules`] for a rules file) and
+    /// the configured privacy (reading `privacy.key_file` when set).
     pub fn new(config: &Config, catalog: ReasonCatalog) -> Result<Pipeline, ConfigError> {
         let events = config
             .events_template()
@@ -246,13 +253,19 @@ impl Pipeline {
         let alerts = config
             .alerts_template()
             .map_err(|e| ConfigError::Invalid { key: "output.alerts_topic", message: e.to_string() })?;
+        let shadow_alerts = config
+            .shadow_alerts_template()
+            .map_err(|e| ConfigError::Invalid { key: "output.shadow_alerts_topic", message: e.to_string() })?;
         let rules = if config.rules.enabled { RuleSet::defaults() } else { RuleSet::empty() };
         Ok(Pipeline {
             decoder: config.decoder(),
+            stamp: Arc::new(ArcSwap::from_pointee(Stamp::of(&rules, &catalog))),
+            privacy: Arc::new(config.privacy()?),
             catalog: Arc::new(ArcSwap::from_pointee(catalog)),
             rules: Arc::new(ArcSwap::from_pointee(rules)),
             events,
             alerts,
+            shadow_alerts,
             tenant_topic: config.tenant_topic(),
             dead_letter_topic: config.output.dead_letter_topic.clone(),
             format: config.output.format,
@@ -265,7 +278,14 @@ impl Pipeline {
     /// The same core with these rules (its own: clones made before do not see them; clones
     /// made after share them, and what [`Pipeline::reload`] swaps in).
     pub fn with_rules(mut self, rules: RuleSet) -> Pipeline {
+        self.stamp = Arc::new(ArcSwap::from_pointee(Stamp::of(&rules, &self.catalog.load())));
         self.rules = Arc::new(ArcSwap::from_pointee(rules));
+        self
+    }
+
+    /// The same core with this protection of personal data (instead of the configured one).
+    pub fn with_privacy(mut self, privacy: Privacy) -> Pipeline {
+        self.privacy = Arc::new(privacy);
         self
     }
 
@@ -279,6 +299,7 @@ impl Pipeline {
     /// Replaces the rules and the catalog, for every clone of this pipeline, from the next
     /// record on (SIGHUP). State kept for rules no longer there is dropped as it is met.
     pub fn reload(&self, rules: RuleSet, catalog: ReasonCatalog) {
+        self.stamp.store(Arc::new(Stamp::of(&rules, &catalog)));
         self.rules.store(Arc::new(rules));
         self.catalog.store(Arc::new(catalog));
     }
@@ -286,6 +307,16 @@ impl Pipeline {
     /// The rules in force.
     pub fn rules(&self) -> Arc<RuleSet> {
         self.rules.load_full()
+    }
+
+    /// The versions of the rules and catalog in force.
+    pub fn stamp(&self) -> Arc<Stamp> {
+        self.stamp.load_full()
+    }
+
+    /// The protection of personal data.
+    pub fn privacy(&self) -> &Privacy {
+        &self.privacy
     }
 
     /// The same core with another value encoding.
@@ -298,16 +329,27 @@ impl Pipeline {
         &self.dead_letter_topic
     }
 
-    /// Decodes and enriches one value: the canonical event, or why it is refused.
+    /// Decodes, enriches and protects one value (its tenant's privacy mode applied), stamped
+    /// with the configuration in force: the canonical event, or why it is refused.
     #[inline]
     pub fn enrich<'a>(&self, value: &'a [u8], source: &Source, now_ms: i64) -> Result<Event<'a>, DeadLetter> {
         match self.decoder.decode(value, source, now_ms) {
             Ok(mut event) => {
                 enrich::enrich(&mut event, &self.catalog.load());
+                self.privacy.protect(&mut event);
+                event.stamp = Some(self.stamp.load_full());
                 Ok(event)
             }
-            Err(rejection) => Err(DeadLetter { rejection, source: source.clone(), processed_at: now_ms }),
+            Err(rejection) => Err(self.dead_letter(rejection, source, now_ms)),
         }
+    }
+
+    /// A refused record's dead letter, stamped, without its value when its tenant's privacy
+    /// says so.
+    fn dead_letter(&self, mut rejection: crate::decode::Rejection, source: &Source, now_ms: i64) -> DeadLetter {
+        rejection.stamp = Some(self.stamp.load_full());
+        rejection.omit_value = self.privacy.dead_letter_omission(rejection.tenant.as_deref());
+        DeadLetter { rejection, source: source.clone(), processed_at: now_ms }
     }
 
     /// The session (delivery execution id) of `record`, which re-keys it when input is not
@@ -316,13 +358,19 @@ impl Pipeline {
     pub fn rekey(&self, record: &Record<'_>, now_ms: i64) -> Result<Vec<u8>, DeadLetter> {
         match self.decoder.decode(record.value, &record.source, now_ms) {
             Ok(event) => Ok(event.delivery_execution_id.as_bytes().to_vec()),
-            Err(rejection) => Err(DeadLetter { rejection, source: record.source.clone(), processed_at: now_ms }),
+            Err(rejection) => Err(self.dead_letter(rejection, &record.source, now_ms)),
         }
     }
 
     /// Empty session state for one input partition, with the configured bounds.
     pub fn sessions(&self) -> Sessions {
-        let alerts = AlertEncoder { template: self.alerts.clone(), format: self.format };
+        let alerts = AlertEncoder {
+            template: self.alerts.clone(),
+            shadow_template: self.shadow_alerts.clone(),
+            format: self.format,
+            stamp: self.stamp.clone(),
+            privacy: self.privacy.clone(),
+        };
         let sessions = Sessions::new(self.session_limits).with_alerts(alerts);
         // Changes are recorded only for a changelog to write them to.
         if self.changelog_topic.is_some() { sessions } else { sessions.untracked() }
@@ -459,5 +507,127 @@ mod tests {
         };
         assert_eq!(output.topic, "x.acme");
         assert!(output.value.starts_with(b"{\"tenantId\":\"acme\""));
+    }
+
+    #[test]
+    fn shadow_rules_fire_to_the_shadow_topic_only() {
+        let rules = RuleSet::from_toml(
+            "test",
+            "name = \"trial\"\n\
+             [[rule]]\nid = \"pause-live\"\nseverity = \"low\"\ntitle = \"t\"\nsummary = \"s\"\n\
+             [[rule.match]]\nactions = [\"pause\"]\n\
+             [[rule]]\nid = \"pause-trial\"\nmode = \"shadow\"\nseverity = \"high\"\ntitle = \"t\"\nsummary = \"s\"\n\
+             [[rule.match]]\nactions = [\"pause\"]\n",
+        )
+        .unwrap();
+        assert!(rules.version.starts_with("trial@"), "{}", rules.version);
+        let config = Config::layered(Some(("t", "[output]\nformat = \"json\"\n")), []).unwrap();
+        let pipeline = Pipeline::new(&config, ReasonCatalog::builtin()).unwrap().with_rules(rules);
+        let value = br#"{"deliveryExecutionId":"u#d#h#acme","incidentTime":1767261300,"action":"pause"}"#;
+        let Outcome::Event { alerts, .. } = pipeline.process(&record(value), &mut pipeline.sessions(), NOW) else {
+            panic!("an event")
+        };
+        let routed: Vec<(&str, &str, crate::rules::RuleMode)> =
+            alerts.iter().map(|a| (a.rule(), a.topic(), a.mode)).collect();
+        assert_eq!(
+            routed,
+            [
+                ("pause-live", "acs.acme.alerts", crate::rules::RuleMode::Live),
+                ("pause-trial", "acs.acme.alerts.shadow", crate::rules::RuleMode::Shadow)
+            ]
+        );
+        let shadow: serde_json::Value = serde_json::from_slice(&alerts[1].output().value).unwrap();
+        assert_eq!(shadow["mode"], "shadow");
+        assert_eq!(shadow["processor"]["rulesVersion"], *pipeline.stamp().rules_version);
+        let live: serde_json::Value = serde_json::from_slice(&alerts[0].output().value).unwrap();
+        assert!(live.get("mode").is_none(), "a live alert's contract is unchanged");
+        assert_eq!(alerts[1].alert().unwrap().mode, crate::rules::RuleMode::Shadow, "kept through protobuf");
+        crate::telemetry::describe_rules(&pipeline.rules());
+        assert_eq!(crate::telemetry::rule_mode("pause-trial"), crate::rules::RuleMode::Shadow);
+        assert_eq!(crate::telemetry::rule_mode("pause-live"), crate::rules::RuleMode::Live);
+    }
+
+    #[test]
+    fn dead_letters_name_the_configuration_and_a_protected_tenants_go_without_value() {
+        let config = Config::layered(
+            Some(("t", "[privacy]\ndead_letter_value = \"omit\"\nkey = \"0123456789abcdef0123456789abcdef\"\n[privacy.tenants]\neu = \"pseudonymize\"\n")),
+            [],
+        )
+        .unwrap();
+        let pipeline = Pipeline::new(&config, ReasonCatalog::builtin()).unwrap();
+        for (tenant, omitted) in [("eu", true), ("acme", false)] {
+            let bad = format!(r#"{{"deliveryExecutionId":"eod#d#h#{tenant}","login":"doe","incidentTime":"soon"}}"#);
+            let Outcome::DeadLetter(dead) = pipeline.process(&record(bad.as_bytes()), &mut pipeline.sessions(), NOW)
+            else {
+                panic!("a dead letter")
+            };
+            assert_eq!(dead.rejection.tenant.as_deref(), Some(tenant));
+            let kafka = dead.to_record("acs.dlq", Some(b"eod#d#h#x"), bad.as_bytes());
+            let header = |name: &str| kafka.headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.to_string());
+            assert_eq!(header("acs.processor.rules-version").as_deref(), Some(&*pipeline.stamp().rules_version));
+            assert_eq!(header("acs.value.omitted").is_some(), omitted, "{tenant}");
+            assert_eq!((kafka.value.is_empty(), kafka.key.is_none()), (omitted, omitted), "{tenant}");
+        }
+    }
+
+    /// `acs-stream replay` produces dead letters back to their source topic: a record that
+    /// was already processed (replayed twice, or a dead letter of an output refused after its
+    /// event) comes again at a new offset, and must change nothing.
+    #[test]
+    fn input_replayed_at_new_offsets_is_a_duplicate_and_fires_nothing_again() {
+        let pipeline = Pipeline::new(&Config::defaults(), ReasonCatalog::builtin()).unwrap().with_format(Format::Json);
+        let mut sessions = pipeline.sessions();
+        let pauses: Vec<String> = (0..3)
+            .map(|i| {
+                format!(
+                    r#"{{"deliveryExecutionId":"u#d#h#acme","incidentTime":{},"actor":"test-taker","action":"pause","actionStatus":"succeeded"}}"#,
+                    1_767_261_300 + i * 60
+                )
+            })
+            .collect();
+        let run = |sessions: &mut Sessions, first_offset: i64| {
+            let mut seen = Vec::new();
+            for (offset, value) in (first_offset..).zip(&pauses) {
+                let Outcome::Event { output, alerts, .. } = pipeline.process(&record_at(value, offset), sessions, NOW)
+                else {
+                    panic!("an event")
+                };
+                let event: serde_json::Value = serde_json::from_slice(&output.value).unwrap();
+                let rules: Vec<String> = alerts.iter().map(|a| a.rule().to_owned()).collect();
+                seen.push((event["session"]["pauseCount"].clone(), event["session"]["duplicate"].clone(), rules));
+            }
+            seen
+        };
+        let first = run(&mut sessions, 10);
+        assert!(first[2].2.contains(&"repeated-pauses".to_owned()), "{first:?}");
+        let replayed = run(&mut sessions, 50);
+        for (pause_count, duplicate, rules) in replayed {
+            assert_eq!((pause_count, duplicate), (serde_json::json!(3), serde_json::json!(true)));
+            assert!(rules.is_empty(), "no alert fired again: {rules:?}");
+        }
+    }
+
+    fn record_at(value: &str, offset: i64) -> Record<'_> {
+        Record::new(None, value.as_bytes(), Source { topic: std::sync::Arc::from("raw"), partition: 0, offset })
+    }
+
+    #[test]
+    fn the_session_view_of_a_protected_tenant_is_keyed_by_its_pseudonymous_id() {
+        let file = "[privacy]\ndefault = \"pseudonymize\"\nkey = \"0123456789abcdef0123456789abcdef\"\n";
+        let pipeline = Pipeline::new(&Config::layered(Some(("t", file)), []).unwrap(), ReasonCatalog::builtin())
+            .unwrap()
+            .with_format(Format::Json);
+        let value = br#"{"deliveryExecutionId":"eod.nhoj#d#h#acme","login":"john.doe","ip":"10.9.8.7","incidentTime":1767261300,"action":"pause"}"#;
+        let mut sessions = pipeline.sessions();
+        let Outcome::Event { output, .. } = pipeline.process(&record(value), &mut sessions, NOW) else {
+            panic!("an event")
+        };
+        let event: serde_json::Value = serde_json::from_slice(&output.value).unwrap();
+        let id = event["deliveryExecutionId"].as_str().unwrap();
+        assert!(id.starts_with("ps_") && id.ends_with("#d#h#acme"), "{id}");
+        assert_eq!(output.key.as_deref(), Some(id.as_bytes()), "the output key is the pseudonymous id");
+        assert!(PartitionState::describe(&sessions, "eod.nhoj#d#h#acme").is_none(), "never under the user's id");
+        let view = PartitionState::describe(&sessions, id).expect("under the id the outputs show").to_string();
+        assert!(!view.contains("john") && !view.contains("nhoj") && !view.contains("10.9.8.7"), "{view}");
     }
 }

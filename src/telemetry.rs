@@ -20,7 +20,8 @@ pub const RECORDS_CONSUMED: &str = "acs_stream_records_consumed_total";
 pub const RECORDS_PUBLISHED: &str = "acs_stream_records_published_total";
 /// Records dead-lettered. Labels: `code` (the dead-letter error code).
 pub const DEAD_LETTERS: &str = "acs_stream_dead_letters_total";
-/// Flag alerts raised. Labels: `rule`, `severity` (from the rules file: bounded).
+/// Flag alerts raised. Labels: `rule`, `severity` (from the rules file: bounded), `mode`
+/// (`live`, or `shadow` for a rule only tried out).
 pub const ALERTS: &str = "acs_stream_alerts_total";
 /// Anomalies marked on events. Labels: `kind`.
 pub const ANOMALIES: &str = "acs_stream_anomalies_total";
@@ -65,13 +66,16 @@ pub const REBALANCES: &str = "acs_stream_rebalances_total";
 pub const READY: &str = "acs_stream_ready";
 /// Always 1. Labels: `version`.
 pub const BUILD_INFO: &str = "acs_stream_build_info";
+/// 1 for the configuration in force, 0 for one a reload replaced. Labels: `rules_version`,
+/// `catalog_version` (as stamped on outputs), `privacy_key_id` (empty without a key).
+pub const CONFIG_INFO: &str = "acs_stream_config_info";
 
 /// Every metric: name, kind, unit, description.
 pub const METRICS: &[(&str, Kind, Option<Unit>, &str)] = &[
     (RECORDS_CONSUMED, Kind::Counter, None, "Input records consumed, by topic."),
     (RECORDS_PUBLISHED, Kind::Counter, None, "Records published and acknowledged, by kind."),
     (DEAD_LETTERS, Kind::Counter, None, "Records dead-lettered, by error code."),
-    (ALERTS, Kind::Counter, None, "Flag alerts raised, by rule and severity."),
+    (ALERTS, Kind::Counter, None, "Flag alerts raised, by rule, severity and mode (live, shadow)."),
     (ANOMALIES, Kind::Counter, None, "Anomalies marked on events, by kind."),
     (TENANT_EVENTS, Kind::Counter, None, "Events processed, by tenant (capped; the rest as other)."),
     (PROCESSING_SECONDS, Kind::Histogram, Some(Unit::Seconds), "From consuming a record to its output's ack."),
@@ -90,6 +94,12 @@ pub const METRICS: &[(&str, Kind, Option<Unit>, &str)] = &[
     (REBALANCES, Kind::Counter, None, "Partition assignments, revocations and losses."),
     (READY, Kind::Gauge, None, "1 when ready (/readyz), else 0."),
     (BUILD_INFO, Kind::Gauge, None, "Always 1; the version in a label."),
+    (
+        CONFIG_INFO,
+        Kind::Gauge,
+        None,
+        "1 for the rules, catalog and privacy key in force (labels), 0 for replaced ones.",
+    ),
 ];
 
 /// A metric's kind.
@@ -264,18 +274,52 @@ impl Meters {
         metrics::counter!(DEAD_LETTERS, "code" => code.as_str()).increment(1);
     }
 
-    /// An alert raised by `rule` (labels: its id and severity, from the rules file).
+    /// An alert raised by `rule` (labels: its id and severity, from the rules file, and its
+    /// mode, as [`describe_rules`] last saw it).
     pub fn alert(rule: &str, severity: crate::rules::Severity) {
-        metrics::counter!(ALERTS, "rule" => rule.to_string(), "severity" => severity.as_str()).increment(1);
+        let mode = rule_mode(rule).as_str();
+        metrics::counter!(ALERTS, "rule" => rule.to_string(), "severity" => severity.as_str(), "mode" => mode)
+            .increment(1);
     }
 }
 
+/// The rules in shadow mode, as [`describe_rules`] last saw them: the `mode` label of
+/// [`ALERTS`] (the runtime counts an alert by its rule's id and severity).
+static SHADOW_RULES: std::sync::RwLock<Vec<Arc<str>>> = std::sync::RwLock::new(Vec::new());
+
+/// `rule`'s mode, as [`describe_rules`] last saw it.
+pub fn rule_mode(rule: &str) -> crate::rules::RuleMode {
+    // A poisoned lock only means a writer panicked: the list is whole (replaced at once).
+    let shadow = SHADOW_RULES.read().unwrap_or_else(|e| e.into_inner());
+    if shadow.iter().any(|id| &**id == rule) { crate::rules::RuleMode::Shadow } else { crate::rules::RuleMode::Live }
+}
+
 /// Starts the alert counter of every rule of `rules` at 0 (at start-up and after a reload):
-/// an alert on `increase(acs_stream_alerts_total[5m]) > 0` sees the first one.
+/// an alert on `increase(acs_stream_alerts_total[5m]) > 0` sees the first one; remembers
+/// which rules are shadow rules.
 pub fn describe_rules(rules: &crate::rules::RuleSet) {
+    let shadow = rules.rules().iter().filter(|rule| rule.mode == crate::rules::RuleMode::Shadow);
+    *SHADOW_RULES.write().unwrap_or_else(|e| e.into_inner()) = shadow.map(|rule| rule.id.clone()).collect();
     for rule in rules.rules() {
-        metrics::counter!(ALERTS, "rule" => rule.id.to_string(), "severity" => rule.severity.as_str()).absolute(0);
+        let (id, severity, mode) = (rule.id.to_string(), rule.severity.as_str(), rule.mode.as_str());
+        metrics::counter!(ALERTS, "rule" => id, "severity" => severity, "mode" => mode).absolute(0);
     }
+}
+
+/// The label set [`config_info`] last set to 1.
+static CONFIG_IN_FORCE: std::sync::Mutex<Option<[String; 3]>> = std::sync::Mutex::new(None);
+
+/// Sets [`CONFIG_INFO`] to 1 for `stamp` and the privacy key `key_id`, and to 0 for the
+/// configuration it replaces (at start-up and after a reload).
+pub fn config_info(stamp: &crate::model::Stamp, key_id: Option<&str>) {
+    let labels = [stamp.rules_version.to_string(), stamp.catalog_version.to_string(), key_id.unwrap_or("").to_owned()];
+    let gauge = |[rules, catalog, key]: [String; 3]| metrics::gauge!(CONFIG_INFO, "rules_version" => rules, "catalog_version" => catalog, "privacy_key_id" => key);
+    let mut in_force = CONFIG_IN_FORCE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(previous) = in_force.take().filter(|previous| *previous != labels) {
+        gauge(previous).set(0.0);
+    }
+    gauge(labels.clone()).set(1.0);
+    *in_force = Some(labels);
 }
 
 /// The metric handles of delivery reports (settled on any thread holding the runtime's state).

@@ -161,3 +161,25 @@ fn a_broken_rules_file_is_refused_with_the_rule_and_the_key() {
     let file = write_temp(&dir, "rules.toml", "[[rule]]\nname = \"many-pauses\"\n");
     assert_refused(&check_config(&file), &["rules.toml", "invalid rules file", "unknown field `name`"]);
 }
+
+#[test]
+fn privacy_needs_a_long_enough_key_and_never_shows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let protected = "[privacy.tenants]\n\"umbrella.eu\" = \"pseudonymize\"\n";
+    let keyless = write_temp(&dir, "keyless.toml", protected);
+    assert_refused(&check_config(&keyless), &["privacy", "umbrella.eu", "ACS_STREAM__PRIVACY__KEY"]);
+
+    let key = "a-key-of-forty-bytes-0123456789abcdefghij";
+    let output = check_config_with(&keyless, &[("ACS_STREAM__PRIVACY__KEY", key)]);
+    assert!(output.status.success(), "stderr: {}", stderr(&output));
+
+    let short = write_temp(&dir, "short.key", "too-short\n");
+    let file = write_temp(&dir, "short.toml", &format!("{protected}[privacy]\nkey_file = \"{}\"\n", short.display()));
+    assert_refused(&check_config(&file), &["privacy.key_file", "9 bytes long; at least 32"]);
+    let output = check_config_with(&keyless, &[("ACS_STREAM__PRIVACY__KEY", "short-secret-value")]);
+    assert_refused(&output, &["privacy.key"]);
+    assert!(!stderr(&output).contains("short-secret-value"), "the key is never shown: {}", stderr(&output));
+
+    let missing = write_temp(&dir, "missing.toml", &format!("{protected}[privacy]\nkey_file = \"/nonexistent/key\"\n"));
+    assert_refused(&check_config(&missing), &["/nonexistent/key"]);
+}

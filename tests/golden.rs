@@ -62,6 +62,11 @@ fn run_case(case: &Path) -> BTreeMap<String, Vec<u8>> {
     files
 }
 
+/// An alerts file: live (`acs.<tenant>.alerts.jsonl`) or shadow (`...alerts.shadow.jsonl`).
+fn is_alerts(name: &str) -> bool {
+    name.ends_with(".alerts.jsonl") || name.ends_with(".alerts.shadow.jsonl")
+}
+
 fn line_count(bytes: &[u8]) -> usize {
     bytes.iter().filter(|&&b| b == b'\n').count()
 }
@@ -77,13 +82,13 @@ fn golden_cases_produce_their_expected_outputs() {
         let input = fs::read(case.join("input.jsonl")).unwrap();
         let outputs: usize = actual
             .iter()
-            .filter(|(name, _)| name.ends_with(".jsonl") && !name.ends_with(".alerts.jsonl"))
+            .filter(|(name, _)| name.ends_with(".jsonl") && !is_alerts(name))
             .map(|(_, b)| line_count(b))
             .sum();
         let records = line_count(&input) + usize::from(!input.is_empty() && !input.ends_with(b"\n"));
         assert_eq!(outputs, records, "{}: every input line ends in exactly one event or dead letter", case.display());
         // Alerts are replayable: every one has its own id, and evidence read from this input.
-        for (name, bytes) in actual.iter().filter(|(name, _)| name.ends_with(".alerts.jsonl")) {
+        for (name, bytes) in actual.iter().filter(|(name, _)| is_alerts(name)) {
             let mut ids = std::collections::HashSet::new();
             for line in String::from_utf8_lossy(bytes).lines() {
                 let alert: serde_json::Value = serde_json::from_str(line).expect("an alert is JSON");

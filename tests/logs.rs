@@ -2,7 +2,7 @@
 //! input (all four upstream shapes, hostile and malformed records, session scenarios), with
 //! an output refused by the broker on the way, logging everything at TRACE; no login, name,
 //! IP, user agent, reason message or delivery execution id (it holds the user id) of the
-//! input appears in what it logged.
+//! input appears in what it logged, nor the privacy key.
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -85,7 +85,8 @@ async fn no_personal_data_is_logged() {
         "[kafka]\nbrokers = \"BROKERS\"\ngroup_id = \"acs-logs\"\ncommit_interval = \"200ms\"\n\
          [kafka.consumer]\n\"session.timeout.ms\" = 6000\n\"fetch.wait.max.ms\" = 10\n\"statistics.interval.ms\" = 100\n\
          [kafka.producer]\n\"max.in.flight.requests.per.connection\" = 1\n\
-         [topics]\ncreate = false\n[sessions]\nchangelog_topic = \"\"\n[shutdown]\ngrace = \"20s\"\n",
+         [topics]\ncreate = false\n[sessions]\nchangelog_topic = \"\"\n[shutdown]\ngrace = \"20s\"\n\
+         [privacy]\nkey = \"PRIVACY-KEY-never-logged-0123456789abcdef\"\n[privacy.tenants]\nglobex = \"pseudonymize\"\n",
     );
     // The output topics, as the core routes the inputs (the mock cluster cannot create them
     // on request).
@@ -140,4 +141,5 @@ async fn no_personal_data_is_logged() {
     for value in &personal {
         assert!(!logs.contains(value.as_str()), "personal data {value:?} in the logs:\n{logs}");
     }
+    assert!(!logs.contains("PRIVACY-KEY"), "the privacy key in the logs:\n{logs}");
 }

@@ -163,7 +163,8 @@ async fn processing_moves_exactly_the_expected_counters() {
     let rules = acs_stream::rules::RuleSet::defaults();
     let mut raised = 0;
     for rule in rules.rules() {
-        let count = counter(telemetry::ALERTS, &[("rule", &rule.id), ("severity", rule.severity.as_str())]);
+        let labels = [("mode", rule.mode.as_str()), ("rule", &rule.id), ("severity", rule.severity.as_str())];
+        let count = counter(telemetry::ALERTS, &labels);
         raised += count;
         if rule.scope == Scope::Session {
             let want = alerts.get(&(rule.id.to_string(), rule.severity.as_str())).copied().unwrap_or(0);

@@ -150,3 +150,38 @@ fn environment_overrides_apply() {
     assert!(output.status.success());
     assert_eq!(lines(&dir.path().join("t.acme.e.jsonl")).len(), 1);
 }
+
+#[test]
+fn rules_diff_prints_per_rule_counts_and_refuses_a_bad_rules_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("new.toml");
+    std::fs::write(
+        &rules,
+        "name = \"trial\"\n[[rule]]\nid = \"any-pause\"\nmode = \"shadow\"\nseverity = \"low\"\ntitle = \"t\"\n\
+         summary = \"s\"\n[[rule.match]]\nactions = [\"pause\"]\n",
+    )
+    .unwrap();
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/sample.jsonl");
+    let diff = |rules: &Path| {
+        acs_stream()
+            .args(["rules-diff", "--now", NOW, "--input"])
+            .arg(&sample)
+            .arg("--rules")
+            .arg(rules)
+            .output()
+            .expect("acs-stream runs")
+    };
+    let output = diff(&rules);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("new rules trial@"), "{text}");
+    let line = text.lines().find(|line| line.starts_with("any-pause")).expect("the new rule's line");
+    let columns: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(&columns[..3], ["any-pause", "shadow", "-"], "{line}");
+    assert!(columns[3].parse::<u32>().unwrap() > 0, "the sample has pauses: {line}");
+    assert!(text.lines().any(|line| line.starts_with("security-flag") && line.ends_with("(removed)")), "{text}");
+
+    std::fs::write(&rules, "[[rule]]\nid = \"x\"\n").unwrap();
+    let output = diff(&rules);
+    assert_eq!(output.status.code(), Some(64), "{}", String::from_utf8_lossy(&output.stderr));
+}

@@ -45,6 +45,25 @@ fn fire(pipeline: &Pipeline, offset: i64, action: &str, code: i64) -> (Vec<Strin
     (alerts.iter().map(|a| a.rule().to_string()).collect(), cause)
 }
 
+/// The rules and catalog versions an event of `pipeline` names now.
+fn versions(pipeline: &Pipeline) -> (String, String) {
+    let value = br#"{"deliveryExecutionId":"u#d#h#acme","incidentTime":1767261000}"#;
+    let source = Source { topic: Arc::from("acs.raw"), partition: 0, offset: 0 };
+    let Outcome::Event { output, .. } =
+        pipeline.process(&Record::new(None, value, source), &mut pipeline.sessions(), NOW)
+    else {
+        panic!("an event")
+    };
+    let event: serde_json::Value = serde_json::from_slice(&output.value).unwrap();
+    let processor = &event["processor"];
+    (processor["rulesVersion"].as_str().unwrap().to_owned(), processor["catalogVersion"].as_str().unwrap().to_owned())
+}
+
+/// A file's version as stamped on outputs: its SHA-256's first 12 hex digits.
+fn version_of(path: &Path) -> String {
+    acs_stream::model::provenance::content_version(None, &std::fs::read(path).unwrap()).to_string()
+}
+
 /// Reloads counted `ok` and `failed` since the last call (a debugging snapshot drains the
 /// counters).
 fn reloads(snapshotter: &Snapshotter) -> (u64, u64) {
@@ -88,6 +107,8 @@ fn a_reload_swaps_valid_files_in_and_keeps_the_old_ones_on_error() {
     let running = pipeline.clone();
     assert_eq!(fire(&running, 1, "pause", 20010).0, ["pause-watch"]);
     assert_ne!(fire(&running, 2, "flag", 20777).1.as_deref(), Some("PET"), "code not in the catalog yet");
+    let (rules_file, catalog_file) = (dir.path().join("rules.toml"), dir.path().join("catalog.toml"));
+    assert_eq!(versions(&running), (version_of(&rules_file), version_of(&catalog_file)));
 
     std::fs::write(dir.path().join("rules.toml"), rule("flag-watch", "flag")).unwrap();
     std::fs::write(dir.path().join("catalog.toml"), CATALOG).unwrap();
@@ -95,6 +116,8 @@ fn a_reload_swaps_valid_files_in_and_keeps_the_old_ones_on_error() {
     assert!(fire(&running, 3, "pause", 20010).0.is_empty(), "the old rule is gone");
     assert_eq!(fire(&running, 4, "flag", 20777), (vec!["flag-watch".to_owned()], Some("PET".to_owned())));
     assert_eq!(reloads(&snapshotter), (1, 0));
+    let reloaded = (version_of(&rules_file), version_of(&catalog_file));
+    assert_eq!(versions(&running), reloaded, "outputs name the configuration that made them");
 
     // A bad rules file: refused with the rule id and the key; the rules in force stay.
     let bad = rule("flag-watch", "flag").replace("severity = \"low\"", "severity = \"urgent\"")
@@ -109,6 +132,7 @@ fn a_reload_swaps_valid_files_in_and_keeps_the_old_ones_on_error() {
     assert!(reload(&config, &pipeline).unwrap_err().to_string().contains("catalog.toml"));
     assert_eq!(fire(&running, 6, "flag", 20777), (vec!["flag-watch".to_owned()], Some("PET".to_owned())));
     assert_eq!(reloads(&snapshotter), (0, 2));
+    assert_eq!(versions(&running), reloaded, "a refused reload changes no version");
 }
 
 /// `GET /metrics` on the admin port, `None` while it does not answer.
@@ -164,13 +188,25 @@ fn sighup_reloads_the_running_service() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Started: the rule's alert counter exists at 0.
-    wait_for_metric(port, r#"acs_stream_alerts_total{rule="pause-watch",severity="low"} 0"#);
+    // Started: the rule's alert counter exists at 0; the configuration's versions are shown.
+    wait_for_metric(port, r#"acs_stream_alerts_total{rule="pause-watch",severity="low",mode="live"} 0"#);
+    let (rules_file, catalog_file) = (dir.path().join("rules.toml"), dir.path().join("catalog.toml"));
+    let info = |rules: &str| {
+        format!(
+            r#"acs_stream_config_info{{rules_version="{rules}",catalog_version="{}",privacy_key_id=""}}"#,
+            version_of(&catalog_file)
+        )
+    };
+    let first = version_of(&rules_file);
+    wait_for_metric(port, &format!("{} 1", info(&first)));
 
-    std::fs::write(dir.path().join("rules.toml"), rule("flag-watch", "flag")).unwrap();
+    std::fs::write(&rules_file, rule("flag-watch", "flag").replace("[[rule]]", "name = \"v2\"\n[[rule]]")).unwrap();
     signal(&child, "HUP");
     wait_for_metric(port, r#"acs_stream_config_reloads_total{result="ok"} 1"#);
-    wait_for_metric(port, r#"acs_stream_alerts_total{rule="flag-watch",severity="low"} 0"#);
+    wait_for_metric(port, r#"acs_stream_alerts_total{rule="flag-watch",severity="low",mode="live"} 0"#);
+    let second = format!("v2@{}", version_of(&rules_file));
+    wait_for_metric(port, &format!("{} 1", info(&second)));
+    wait_for_metric(port, &format!("{} 0", info(&first)));
 
     // Valid TOML, but a rule without a match: refused, naming the rule.
     let broken = "[[rule]]\nid = \"broken\"\nseverity = \"low\"\ntitle = \"t\"\nsummary = \"s\"\n";

@@ -480,3 +480,84 @@ fn tail_with_a_group_goes_on_where_it_stopped() {
     let again = tail(&brokers, EVENT_TOPICS[0], &["--exit-at-end"]);
     assert_eq!(again.len(), 30, "without a group, from the beginning");
 }
+
+/// Dead letters as the service writes them (through the core), and one without its value.
+fn dead_letters(brokers: &str) -> Vec<(String, Vec<u8>)> {
+    let config = Config::layered(Some(("t", "[tenants]\nallow = [\"acme\"]\n")), []).unwrap();
+    let pipeline = Pipeline::new(&config, ReasonCatalog::builtin()).unwrap();
+    let bad = [
+        r#"{"deliveryExecutionId":"u1#d#h#acme","incidentTime":"soon"}"#,
+        r#"{"deliveryExecutionId":"u2#d#h#globex","incidentTime":1767261300}"#,
+        r#"{"deliveryExecutionId":"u3#d#h#acme","incident"#,
+    ];
+    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", brokers).create().unwrap();
+    let mut sent = Vec::new();
+    for (offset, value) in (0..).zip(bad) {
+        let source = Source { topic: Arc::from("acs.raw"), partition: 0, offset };
+        let key = format!("key-{offset}");
+        let Outcome::DeadLetter(dead) = pipeline.process(
+            &Record::new(Some(key.as_bytes()), value.as_bytes(), source),
+            &mut pipeline.sessions(),
+            NOW_MS,
+        ) else {
+            panic!("{value} is refused")
+        };
+        let record = dead.to_record("acs.dlq", Some(key.as_bytes()), value.as_bytes());
+        let mut headers = OwnedHeaders::new();
+        for (name, text) in &record.headers {
+            headers = headers.insert(Header { key: name, value: Some(text.as_ref()) });
+        }
+        let base = BaseRecord::to("acs.dlq").key(key.as_bytes()).payload(value.as_bytes()).headers(headers);
+        producer.send(base).map_err(|(error, _)| error).unwrap();
+        sent.push((dead.rejection.code.as_str().to_owned(), value.as_bytes().to_vec()));
+    }
+    let omitted = OwnedHeaders::new()
+        .insert(Header { key: "acs.error.code", value: Some("invalid_time") })
+        .insert(Header { key: "acs.source.topic", value: Some("acs.raw") })
+        .insert(Header { key: "acs.value.omitted", value: Some("privacy: ...") });
+    producer.send(BaseRecord::<(), [u8]>::to("acs.dlq").payload(&[][..]).headers(omitted)).map_err(|(e, _)| e).unwrap();
+    producer.flush(Duration::from_secs(30)).unwrap();
+    sent
+}
+
+#[test]
+fn replay_sends_dead_letters_back_refusing_what_it_cannot_fix() {
+    let (_cluster, brokers) = cluster(&[("acs.dlq", 1), ("acs.raw", 1), ("acs.fixed", 1)]);
+    let sent = dead_letters(&brokers);
+    let codes: Vec<&str> = sent.iter().map(|(code, _)| code.as_str()).collect();
+    assert_eq!(codes, ["invalid_time", "unknown_tenant", "malformed_json"]);
+    let replay = |extra: &[&str]| {
+        acs_stream().args(["replay", "--brokers", &brokers, "--topic", "acs.dlq"]).args(extra).output().unwrap()
+    };
+
+    let dry = replay(&["--dry-run"]);
+    assert!(dry.status.success(), "{}", stderr(&dry));
+    let text = stderr(&dry);
+    assert!(
+        text.contains("4 dead letters read from acs.dlq; would replay 2; refused 1 (use --force), 1 without value"),
+        "{text}"
+    );
+    assert!(
+        text.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["malformed_json", "0", "1", "0", "0"]),
+        "{text}"
+    );
+    assert_eq!(records_in(&brokers, "acs.raw", 1), 0, "a dry run produces nothing");
+
+    let only = replay(&["--code", "invalid_time", "--rate", "100"]);
+    assert!(only.status.success(), "{}", stderr(&only));
+    let raw = demo::read_outputs(&brokers, &["acs.raw".to_owned()], 1, 1, PATIENCE, |_| {}).unwrap();
+    assert_eq!(raw.len(), 1);
+    assert_eq!((raw[0].key.as_deref(), raw[0].value.as_slice()), (Some(&b"key-0"[..]), sent[0].1.as_slice()));
+    assert_eq!(raw[0].headers["acs.replayed.from"], "acs.dlq/0/0", "names the dead letter");
+
+    let forced = replay(&["--force", "--to", "acs.fixed"]);
+    assert!(forced.status.success(), "{}", stderr(&forced));
+    let fixed = demo::read_outputs(&brokers, &["acs.fixed".to_owned()], 1, 3, PATIENCE, |_| {}).unwrap();
+    let values: Vec<&[u8]> = fixed.iter().map(|r| r.value.as_slice()).collect();
+    let expected: Vec<&[u8]> = sent.iter().map(|(_, v)| v.as_slice()).collect();
+    assert_eq!(values, expected, "forced: the malformed record too, in order");
+    assert!(stderr(&forced).contains("1 without value"), "never replayable");
+
+    let missing = acs_stream().args(["replay", "--brokers", &brokers, "--topic", "acs.nothing"]).output().unwrap();
+    assert_eq!(missing.status.code(), Some(1), "{}", stderr(&missing));
+}

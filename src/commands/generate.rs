@@ -185,14 +185,14 @@ impl fmt::Display for ProduceSummary {
 
 /// Delivery reports, counted (they arrive during `poll`, on the producing thread).
 #[derive(Default)]
-struct Deliveries {
-    acknowledged: AtomicU64,
-    failed: AtomicU64,
-    first_error: Mutex<Option<String>>,
+pub(crate) struct Deliveries {
+    pub(crate) acknowledged: AtomicU64,
+    pub(crate) failed: AtomicU64,
+    pub(crate) first_error: Mutex<Option<String>>,
 }
 
 impl Deliveries {
-    fn fail(&self, error: &KafkaError) {
+    pub(crate) fn fail(&self, error: &KafkaError) {
         self.failed.fetch_add(1, Ordering::Relaxed);
         let mut first = self.first_error.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         first.get_or_insert_with(|| error.to_string());
@@ -230,14 +230,14 @@ impl ProducerContext for Deliveries {
 /// the waiting (here: serving delivery reports meanwhile) and the catching up would still
 /// be ours, for six more crates.
 #[derive(Debug, Clone, Copy)]
-struct Pacer {
-    start: Instant,
-    rate: f64,
+pub(crate) struct Pacer {
+    pub(crate) start: Instant,
+    pub(crate) rate: f64,
 }
 
 impl Pacer {
     /// How long record `n` must still wait at `now` (zero once due).
-    fn wait(&self, n: u64, now: Instant) -> Duration {
+    pub(crate) fn wait(&self, n: u64, now: Instant) -> Duration {
         let due = Duration::try_from_secs_f64(n as f64 / self.rate).unwrap_or(Duration::MAX);
         due.saturating_sub(now.saturating_duration_since(self.start))
     }

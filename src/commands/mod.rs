@@ -6,6 +6,8 @@ pub mod demo;
 pub mod generate;
 pub mod process;
 pub mod reload;
+pub mod replay;
+pub mod rules_diff;
 pub mod tail;
 
 use std::sync::Arc;

@@ -26,8 +26,11 @@ pub fn reload(config: &Config, pipeline: &Pipeline) -> Result<Reloaded, ConfigEr
             let reloaded = Reloaded { rules: rules.rules().len() };
             telemetry::describe_rules(&rules);
             pipeline.reload(rules, catalog);
+            let stamp = pipeline.stamp();
+            telemetry::config_info(&stamp, pipeline.privacy().key_id());
             metrics::counter!(telemetry::CONFIG_RELOADS, "result" => "ok").increment(1);
-            tracing::info!(rules = reloaded.rules, "Reloaded the rules and the reason catalog.");
+            tracing::info!(rules = reloaded.rules, rules_version = %stamp.rules_version,
+                           catalog_version = %stamp.catalog_version, "Reloaded the rules and the reason catalog.");
             Ok(reloaded)
         }
         Err(error) => {

@@ -281,7 +281,7 @@ pub fn run(options: &TailOptions, stop: &StopRequests, out: &mut impl Write) -> 
 }
 
 /// The topic's partitions.
-fn partitions(consumer: &BaseConsumer, topic: &str) -> Result<Vec<i32>, TailError> {
+pub(crate) fn partitions(consumer: &BaseConsumer, topic: &str) -> Result<Vec<i32>, TailError> {
     let metadata = consumer
         .fetch_metadata(Some(topic), METADATA_TIMEOUT)
         .map_err(|source| TailError::Metadata { topic: topic.to_owned(), source })?;
@@ -496,9 +496,14 @@ fn event_json(value: &[u8]) -> Result<Vec<u8>, String> {
 /// A protobuf alert in the alert JSON contract.
 fn alert_json(value: &[u8]) -> Result<Vec<u8>, String> {
     let alert = pb::Alert::decode(value).map_err(|error| format!("cannot decode {ALERT_SCHEMA}: {error}"))?;
+    let stamped = crate::encode::stamp::AlertStamp::fields(&alert);
     let alert = Alert::from_proto(alert)
         .ok_or_else(|| format!("cannot convert {ALERT_SCHEMA}: a severity or an action outside the alert contract"))?;
-    Ok(alert.to_json().into_bytes())
+    let mut json = alert.to_json().into_bytes();
+    if let Some(stamp) = crate::encode::stamp::AlertStamp::of(&stamped) {
+        stamp.put_json(&mut json);
+    }
+    Ok(json)
 }
 
 /// A header that holds a number: the number, else its text (`null` when absent).
@@ -519,6 +524,12 @@ fn dead_letter_line(record: &RecordView<'_>) -> Vec<u8> {
         source_partition: serde_json::Value,
         source_offset: serde_json::Value,
         processor_version: Option<Cow<'a, str>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        rules_version: Option<Cow<'a, str>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        catalog_version: Option<Cow<'a, str>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        value_omitted: Option<Cow<'a, str>>,
     }
     #[derive(Serialize)]
     #[serde(rename_all = "camelCase")]
@@ -546,6 +557,9 @@ fn dead_letter_line(record: &RecordView<'_>) -> Vec<u8> {
             source_partition: number_or_text(record.header(dead_letter::SOURCE_PARTITION)),
             source_offset: number_or_text(record.header(dead_letter::SOURCE_OFFSET)),
             processor_version: record.header(dead_letter::PROCESSOR_VERSION),
+            rules_version: record.header(dead_letter::RULES_VERSION),
+            catalog_version: record.header(dead_letter::CATALOG_VERSION),
+            value_omitted: record.header(dead_letter::VALUE_OMITTED),
         },
         key: kafka.key.clone(),
         key_encoding: kafka.key_encoding,

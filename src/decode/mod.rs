@@ -60,9 +60,14 @@ impl Decoder {
                 Rejection::new(ErrorCode::NotAnObject, format!("the value is {found}; expected a JSON object"))
             }
         })?;
-        self.build(&mut shapes::parts(envelope), value, source, now_ms)
+        let mut tenant = None;
+        self.build(&mut shapes::parts(envelope), value, source, now_ms, &mut tenant).map_err(|mut rejection| {
+            rejection.tenant = tenant.map(|tenant: Text<'_>| Box::from(&*tenant));
+            rejection
+        })
     }
 
+    /// The event; `tenant` is set as soon as the tenant is read, for a refusal after that.
     #[inline]
     fn build<'a>(
         &self,
@@ -70,6 +75,7 @@ impl Decoder {
         value: &[u8],
         source: &Source,
         now_ms: i64,
+        tenant: &mut Option<Text<'a>>,
     ) -> Result<Event<'a>, Rejection> {
         let mut anomalies = Vec::new();
 
@@ -82,6 +88,7 @@ impl Decoder {
         };
         let derived_tenant = id_parts.map(|p| sub(&execution_id, p.tenant));
         let tenant_id = self.tenant(parts, &execution_id, derived_tenant)?;
+        *tenant = Some(tenant_id.clone());
         for other in std::mem::take(&mut parts.other_execution_ids) {
             match other.value {
                 None => {}
@@ -213,6 +220,8 @@ impl Decoder {
             session: None,
             source: source.clone(),
             processed_at: now_ms,
+            stamp: None,
+            privacy: None,
         };
         if event.message_id_generated {
             event.message_id = Text::Owned(message_id::generate(value));

@@ -93,11 +93,20 @@ impl serde::Serialize for ErrorCode {
 pub struct Rejection {
     pub code: ErrorCode,
     pub detail: String,
+    /// The record's tenant, when decoding read it before refusing the record (its privacy
+    /// mode decides whether the dead letter keeps the value).
+    pub tenant: Option<Box<str>>,
+    /// Set by the pipeline as the record becomes a dead letter: the configuration that refused
+    /// it (`None` for the Kafka runtime's own `produce_failed`).
+    pub stamp: Option<std::sync::Arc<crate::model::Stamp>>,
+    /// Set by the pipeline when the dead letter must not carry the original value (its
+    /// tenant's personal data is protected and `privacy.dead_letter_value = "omit"`): why.
+    pub omit_value: Option<&'static str>,
 }
 
 impl Rejection {
     pub fn new(code: ErrorCode, detail: impl Into<String>) -> Rejection {
-        Rejection { code, detail: detail.into() }
+        Rejection { code, detail: detail.into(), tenant: None, stamp: None, omit_value: None }
     }
 }
 

@@ -20,8 +20,14 @@ pub mod headers {
     pub const SOURCE_PARTITION: &str = "acs.source.partition";
     pub const SOURCE_OFFSET: &str = "acs.source.offset";
     pub const PROCESSOR_VERSION: &str = "acs.processor.version";
+    /// The rules and catalog versions in force (absent on the Kafka runtime's own
+    /// `produce_failed`).
+    pub const RULES_VERSION: &str = "acs.processor.rules-version";
+    pub const CATALOG_VERSION: &str = "acs.processor.catalog-version";
     /// Only on a dead letter sent without the original value (the full one was refused as
-    /// too large): why. The value is still in the input at the source offset.
+    /// too large, or its tenant's personal data is protected and
+    /// `privacy.dead_letter_value = "omit"`): why. The value is still in the input at the
+    /// source offset.
     pub const VALUE_OMITTED: &str = "acs.value.omitted";
     /// Only on a dead letter of a record whose outputs the brokers refused for good
     /// (`produce_failed`): which outputs, comma-separated (`event`, `alert`, `tenant_topic`,
@@ -39,9 +45,10 @@ pub struct DeadLetter {
 }
 
 impl DeadLetter {
-    /// The Kafka record: original key and value, error and lineage in headers.
+    /// The Kafka record: original key and value, error and lineage in headers (without the
+    /// value when [`Rejection::omit_value`] says why).
     pub fn to_record<'a>(&self, topic: &str, key: Option<&'a [u8]>, value: &'a [u8]) -> Output<'a> {
-        let headers = smallvec::smallvec![
+        let mut headers: super::Headers = smallvec::smallvec![
             (headers::CODE, Cow::Borrowed(self.rejection.code.as_str())),
             (headers::DETAIL, Cow::Owned(self.rejection.detail.clone())),
             (headers::SOURCE_TOPIC, Cow::Owned(self.source.topic.to_string())),
@@ -49,6 +56,19 @@ impl DeadLetter {
             (headers::SOURCE_OFFSET, Cow::Owned(self.source.offset.to_string())),
             (headers::PROCESSOR_VERSION, Cow::Borrowed(crate::VERSION)),
         ];
+        if let Some(stamp) = &self.rejection.stamp {
+            headers.push((headers::RULES_VERSION, Cow::Owned(stamp.rules_version.to_string())));
+            headers.push((headers::CATALOG_VERSION, Cow::Owned(stamp.catalog_version.to_string())));
+        }
+        // The key goes with the value: upstream keys by delivery execution id, which holds the
+        // user id.
+        let (key, value) = match self.rejection.omit_value {
+            Some(why) => {
+                headers.push((headers::VALUE_OMITTED, Cow::Borrowed(why)));
+                (None, &[][..])
+            }
+            None => (key, value),
+        };
         Output {
             topic: Cow::Owned(topic.to_owned()),
             key: key.map(Cow::Borrowed),
@@ -61,7 +81,9 @@ impl DeadLetter {
     /// large: the headers still say what was refused, why, and where it is in the input.
     pub fn to_record_without_value<'a>(&self, topic: &str, key: Option<&'a [u8]>, why: &str) -> Output<'a> {
         let mut record = self.to_record(topic, key, &[]);
-        record.headers.push((headers::VALUE_OMITTED, Cow::Owned(why.to_owned())));
+        if self.rejection.omit_value.is_none() {
+            record.headers.push((headers::VALUE_OMITTED, Cow::Owned(why.to_owned())));
+        }
         record
     }
 
@@ -75,6 +97,9 @@ impl DeadLetter {
             source_partition: self.source.partition,
             source_offset: self.source.offset,
             processor_version: crate::VERSION.to_owned(),
+            rules_version: self.rejection.stamp.as_ref().map(|s| s.rules_version.to_string()).unwrap_or_default(),
+            catalog_version: self.rejection.stamp.as_ref().map(|s| s.catalog_version.to_string()).unwrap_or_default(),
+            value_omitted: self.rejection.omit_value.unwrap_or_default().to_owned(),
         }
     }
 
@@ -84,7 +109,8 @@ impl DeadLetter {
     }
 
     /// One `process` output line: `{"error": {...}, "value": "<original>", ...}`. A value
-    /// that is not UTF-8 is given decoded lossily in `value` and exactly in `valueBase64`.
+    /// that is not UTF-8 is given decoded lossily in `value` and exactly in `valueBase64`; a
+    /// value withheld ([`Rejection::omit_value`]) is `null`, with `valueOmitted` saying why.
     pub fn to_json_line(&self, key: Option<&[u8]>, value: &[u8]) -> Vec<u8> {
         #[derive(Serialize)]
         #[serde(rename_all = "camelCase")]
@@ -92,11 +118,13 @@ impl DeadLetter {
             error: ErrorJson<'a>,
             #[serde(skip_serializing_if = "Option::is_none")]
             key: Option<Cow<'a, str>>,
-            value: Cow<'a, str>,
+            value: Option<Cow<'a, str>>,
             #[serde(skip_serializing_if = "Option::is_none")]
             value_base64: Option<String>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            value_omitted: Option<&'a str>,
             source: &'a Source,
-            processor: Processor,
+            processor: Processor<'a>,
         }
         #[derive(Serialize)]
         struct ErrorJson<'a> {
@@ -105,19 +133,32 @@ impl DeadLetter {
         }
         #[derive(Serialize)]
         #[serde(rename_all = "camelCase")]
-        struct Processor {
+        struct Processor<'a> {
             version: &'static str,
             processed_at: i64,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            rules_version: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            catalog_version: Option<&'a str>,
         }
+        let omitted = self.rejection.omit_value;
         let text = String::from_utf8_lossy(value);
         let exact = matches!(text, Cow::Borrowed(_));
+        let stamp = self.rejection.stamp.as_deref();
         let line = Line {
             error: ErrorJson { code: self.rejection.code, detail: &self.rejection.detail },
-            key: key.map(String::from_utf8_lossy),
-            value: text,
-            value_base64: (!exact).then(|| base64::engine::general_purpose::STANDARD.encode(value)),
+            key: key.filter(|_| omitted.is_none()).map(String::from_utf8_lossy),
+            value: omitted.is_none().then_some(text),
+            value_base64: (!exact && omitted.is_none())
+                .then(|| base64::engine::general_purpose::STANDARD.encode(value)),
+            value_omitted: omitted,
             source: &self.source,
-            processor: Processor { version: crate::VERSION, processed_at: self.processed_at },
+            processor: Processor {
+                version: crate::VERSION,
+                processed_at: self.processed_at,
+                rules_version: stamp.map(|s| &*s.rules_version),
+                catalog_version: stamp.map(|s| &*s.catalog_version),
+            },
         };
         serde_json::to_vec(&line).expect("a dead letter always serializes to JSON")
     }

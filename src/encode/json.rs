@@ -69,6 +69,9 @@ struct EventJson<'a, R, S, A> {
     session: Option<&'a SessionView>,
     source: SourceJson<'a>,
     processor: ProcessorJson<'a>,
+    /// Only for a tenant whose personal data is protected.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    privacy: Option<PrivacyJson<'a>>,
 }
 
 #[derive(Serialize)]
@@ -83,6 +86,18 @@ struct SourceJson<'a> {
 struct ProcessorJson<'a> {
     version: &'a str,
     processed_at: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rules_version: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    catalog_version: Option<&'a str>,
+}
+
+/// `privacy`: how a tenant's personal data was protected (`[privacy]`).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PrivacyJson<'a> {
+    pub mode: &'a str,
+    pub key_id: &'a str,
 }
 
 /// Serializes an event to its JSON contract.
@@ -132,7 +147,13 @@ pub fn to_vec(event: &Event) -> Vec<u8> {
             partition: event.source.partition,
             offset: event.source.offset,
         },
-        processor: ProcessorJson { version: crate::VERSION, processed_at: event.processed_at },
+        processor: ProcessorJson {
+            version: crate::VERSION,
+            processed_at: event.processed_at,
+            rules_version: event.stamp.as_ref().map(|s| &*s.rules_version),
+            catalog_version: event.stamp.as_ref().map(|s| &*s.catalog_version),
+        },
+        privacy: event.privacy.as_ref().map(|p| PrivacyJson { mode: p.mode, key_id: &p.key_id }),
     };
     // Serializing plain data with string keys into a Vec cannot fail.
     serde_json::to_vec(&view).expect("an event always serializes to JSON")
@@ -305,7 +326,13 @@ pub fn from_proto(event: &pb::EnrichedEvent) -> Result<Vec<u8>, FromProtoError> 
             partition: source.map_or(0, |s| s.partition),
             offset: source.map_or(0, |s| s.offset),
         },
-        processor: ProcessorJson { version: &event.processor_version, processed_at: event.processed_at },
+        processor: ProcessorJson {
+            version: &event.processor_version,
+            processed_at: event.processed_at,
+            rules_version: Some(event.rules_version.as_str()).filter(|v| !v.is_empty()),
+            catalog_version: Some(event.catalog_version.as_str()).filter(|v| !v.is_empty()),
+        },
+        privacy: event.privacy.as_ref().map(|p| PrivacyJson { mode: &p.mode, key_id: &p.key_id }),
     };
     Ok(serde_json::to_vec(&view).expect("an event always serializes to JSON"))
 }

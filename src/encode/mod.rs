@@ -4,6 +4,7 @@ pub mod dead_letter;
 pub mod json;
 pub mod proto;
 pub mod route;
+pub mod stamp;
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -113,6 +114,8 @@ pub struct Alerted {
     spans: ProtoSpans,
     format: Format,
     pub severity: crate::rules::Severity,
+    /// A shadow rule's alert goes to the shadow alerts topic (see [`Alerted::topic`]).
+    pub mode: crate::rules::RuleMode,
 }
 
 impl Alerted {
@@ -161,50 +164,94 @@ impl Alerted {
     }
 }
 
-/// How alerts become output records: to their tenant's topic (rendered from the template),
-/// keyed by their session (their tenant for a tenant-scoped rule), encoded as the format
-/// says.
-#[derive(Debug, Clone, PartialEq)]
+/// How alerts become output records: to their tenant's topic (rendered from the template; a
+/// shadow rule's to the shadow template's), keyed by their session (their tenant for a
+/// tenant-scoped rule), encoded as the format says, stamped with the configuration in force
+/// and the tenant's privacy mark ([`stamp::AlertStamp`]).
+#[derive(Debug, Clone)]
 pub struct AlertEncoder {
     pub template: TopicTemplate,
+    /// Where the alerts of shadow rules go.
+    pub shadow_template: TopicTemplate,
     pub format: Format,
+    /// The rules and catalog versions in force, shared with the pipeline (swapped on a
+    /// reload); empty versions (the default): alerts are not stamped.
+    pub stamp: Arc<arc_swap::ArcSwap<crate::model::Stamp>>,
+    /// Whose alerts carry a privacy mark.
+    pub privacy: Arc<crate::privacy::Privacy>,
 }
 
-/// Protobuf, to `acs.{tenant}.alerts` (the defaults).
+/// Protobuf, to `acs.{tenant}.alerts` (shadow: `acs.{tenant}.alerts.shadow`), not stamped.
 impl Default for AlertEncoder {
     fn default() -> AlertEncoder {
         let template = TopicTemplate::parse("acs.{tenant}.alerts").expect("the default template is valid");
-        AlertEncoder { template, format: Format::Protobuf }
+        let shadow_template =
+            TopicTemplate::parse("acs.{tenant}.alerts.shadow").expect("the default template is valid");
+        AlertEncoder {
+            template,
+            shadow_template,
+            format: Format::Protobuf,
+            stamp: Arc::default(),
+            privacy: Arc::default(),
+        }
     }
 }
 
 impl AlertEncoder {
-    /// An alert's output record, encoded once from its borrowed fields: in protobuf straight
-    /// into the record's one allocation (sized from the encoding's length); in JSON through a
-    /// buffer the thread reuses, then copied into it.
+    /// An alert's output record, stamped with the configuration in force.
     pub fn record(&self, alert: &crate::rules::AlertView<'_>) -> Alerted {
+        let stamp = self.stamp.load();
+        let mark = self.privacy.mark(alert.tenant_id);
+        let stamp = (!stamp.rules_version.is_empty()).then(|| stamp::AlertStamp {
+            processor_version: crate::VERSION,
+            rules_version: &stamp.rules_version,
+            catalog_version: &stamp.catalog_version,
+            privacy: mark.map(|mark| (mark.mode, &*mark.key_id)),
+        });
+        self.record_stamped(alert, stamp.as_ref())
+    }
+
+    /// An alert's output record, encoded once from its borrowed fields and `stamp` (none: not
+    /// stamped): in protobuf straight into the record's one allocation (sized from the
+    /// encoding's length); in JSON through a buffer the thread reuses, then copied into it.
+    pub fn record_stamped(
+        &self,
+        alert: &crate::rules::AlertView<'_>,
+        stamp: Option<&stamp::AlertStamp<'_>>,
+    ) -> Alerted {
+        let template = match alert.mode {
+            crate::rules::RuleMode::Live => &self.template,
+            crate::rules::RuleMode::Shadow => &self.shadow_template,
+        };
+        let tail = stamp.map(stamp::AlertStamp::to_proto).unwrap_or_default();
         // The topic first: the value starts where it ends.
-        let start = self.template.fixed_len() + alert.tenant_id.len();
+        let start = template.fixed_len() + alert.tenant_id.len();
         let (bytes, value, proto, spans) = match self.format {
             Format::Protobuf => {
-                let end = start + alert.proto_len();
+                let end = start + alert.proto_len() + tail.len();
                 let mut bytes: Arc<[u8]> = std::iter::repeat_n(0, end).collect();
                 let buf = Arc::get_mut(&mut bytes).expect("just made: not shared");
-                self.template.write_to(buf, alert.tenant_id);
-                let spans = alert.write_proto(&mut buf[start..]).shifted(start);
+                template.write_to(buf, alert.tenant_id);
+                let own = end - tail.len();
+                let spans = alert.write_proto(&mut buf[start..own]).shifted(start);
+                buf[own..].copy_from_slice(&tail);
                 (bytes, start..end, start, spans)
             }
             Format::Json => {
                 let mut buf = ALERT_BUFFER.take();
                 buf.clear();
                 buf.resize(start, 0);
-                self.template.write_to(&mut buf, alert.tenant_id);
+                template.write_to(&mut buf, alert.tenant_id);
                 // Plain strings, numbers and enums into memory: serializing cannot fail.
                 if serde_json::to_writer(&mut buf, alert).is_err() {
                     buf.truncate(start);
                 }
+                if let Some(stamp) = stamp {
+                    stamp.put_json(&mut buf);
+                }
                 let end = buf.len();
                 let spans = alert.put_proto(&mut buf);
+                buf.extend_from_slice(&tail);
                 let bytes = Arc::from(&buf[..]);
                 // Kept for the next alert, unless an outsized one grew it.
                 if buf.capacity() <= MAX_KEPT_BUFFER {
@@ -213,7 +260,7 @@ impl AlertEncoder {
                 (bytes, start..end, end, spans)
             }
         };
-        Alerted { bytes, value, proto, spans, format: self.format, severity: alert.severity }
+        Alerted { bytes, value, proto, spans, format: self.format, severity: alert.severity, mode: alert.mode }
     }
 }
 
@@ -292,11 +339,12 @@ mod tests {
             window_end: 1,
             fired_at: 1,
             evidence: evidence.clone(),
+            mode: crate::rules::RuleMode::Live,
         };
         let template = TopicTemplate::parse("x.{tenant}.alerts").unwrap();
         for (format, content_type) in [(Format::Protobuf, "application/x-protobuf"), (Format::Json, "application/json")]
         {
-            let encoder = AlertEncoder { template: template.clone(), format };
+            let encoder = AlertEncoder { template: template.clone(), format, ..AlertEncoder::default() };
             // Keyed by the session; by the tenant for a tenant-scoped alert.
             for (delivery, key) in [(Some("u#d#h#acme"), "u#d#h#acme"), (None, "acme")] {
                 let alert = alert(delivery);

@@ -389,6 +389,18 @@ fn event_body<S: Sink>(s: &mut S, e: &Event<'_>) {
     if let Some(session) = &e.session {
         nested!(s, 39, session_body(session));
     }
+    if let Some(stamp) = &e.stamp {
+        string3(s, 40, &stamp.rules_version);
+        string3(s, 41, &stamp.catalog_version);
+    }
+    if let Some(privacy) = &e.privacy {
+        nested!(s, 42, privacy_body(privacy));
+    }
+}
+
+fn privacy_body<S: Sink>(s: &mut S, privacy: &model::PrivacyMark) {
+    string3(s, 1, privacy.mode);
+    string3(s, 2, &privacy.key_id);
 }
 
 /// Encodes an event as `acs.v1.EnrichedEvent` bytes.
@@ -495,6 +507,9 @@ pub fn to_message(event: &Event<'_>) -> pb::EnrichedEvent {
             last_seen: session.last_seen,
             duplicate: session.duplicate,
         }),
+        rules_version: event.stamp.as_ref().map(|s| s.rules_version.to_string()).unwrap_or_default(),
+        catalog_version: event.stamp.as_ref().map(|s| s.catalog_version.to_string()).unwrap_or_default(),
+        privacy: event.privacy.as_ref().map(|p| pb::Privacy { mode: p.mode.to_owned(), key_id: p.key_id.to_string() }),
     }
 }
 

@@ -120,6 +120,10 @@ pub enum CatalogError {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CatalogFile {
+    /// A name for this catalog, shown before its content hash in `processor.catalogVersion`
+    /// (e.g. `"2026-03"`); optional.
+    #[serde(default)]
+    pub name: Option<String>,
     /// When true, the built-in table is not used at all: only the file's codes are known
     /// (range fallbacks still apply).
     #[serde(default)]
@@ -148,6 +152,10 @@ pub struct ReasonCatalog {
     /// What codes in a category's range but not in the table get (cause `OTHER`), in
     /// [`Category::ALL`] order.
     other: [Arc<ReasonInfo>; 4],
+    /// `builtin@<hash of the built-in table>`, or the file's [`content_version`].
+    ///
+    /// [`content_version`]: super::provenance::content_version
+    version: Arc<str>,
 }
 
 impl Default for ReasonCatalog {
@@ -167,7 +175,9 @@ impl ReasonCatalog {
                 (code, info)
             })
             .collect();
-        let mut catalog = ReasonCatalog { entries, other: Self::range_others() };
+        let table = format!("{BUILTIN:?}");
+        let version = super::provenance::content_version(Some("builtin"), table.as_bytes());
+        let mut catalog = ReasonCatalog { entries, other: Self::range_others(), version };
         catalog.entries.sort_by_key(|(code, _)| *code);
         catalog
     }
@@ -179,10 +189,11 @@ impl ReasonCatalog {
     /// The built-in table extended / overridden by a catalog file's text.
     pub fn from_toml(text: &str) -> Result<ReasonCatalog, CatalogError> {
         let file: CatalogFile = toml::from_str(text)?;
+        let version = super::provenance::content_version(file.name.as_deref(), text.as_bytes());
         let mut catalog = if file.replace_builtin {
-            ReasonCatalog { entries: Vec::new(), other: Self::range_others() }
+            ReasonCatalog { entries: Vec::new(), other: Self::range_others(), version }
         } else {
-            Self::builtin()
+            ReasonCatalog { version, ..Self::builtin() }
         };
         let mut seen = std::collections::HashSet::new();
         for entry in file.codes {
@@ -207,6 +218,11 @@ impl ReasonCatalog {
             }
         }
         Ok(catalog)
+    }
+
+    /// Its version (`processor.catalogVersion` on outputs).
+    pub fn version(&self) -> &Arc<str> {
+        &self.version
     }
 
     /// Number of codes in the table.

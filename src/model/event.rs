@@ -570,6 +570,12 @@ pub struct Event<'a> {
     pub source: Source,
     /// Epoch milliseconds at which the record was processed (the clock passed in).
     pub processed_at: i64,
+    /// The configuration that processed it (rules and catalog versions), set by the pipeline;
+    /// `None` before (then not written).
+    pub stamp: Option<Arc<super::Stamp>>,
+    /// How its tenant's personal data was protected, set by the privacy step; `None`: kept as
+    /// sent.
+    pub privacy: Option<Arc<super::PrivacyMark>>,
 }
 
 impl Event<'_> {
@@ -623,6 +629,8 @@ impl Event<'_> {
             session: self.session,
             source: self.source,
             processed_at: self.processed_at,
+            stamp: self.stamp,
+            privacy: self.privacy,
         }
     }
 

@@ -2,6 +2,7 @@
 
 pub mod catalog;
 pub mod event;
+pub mod provenance;
 pub mod session;
 pub mod vocab;
 
@@ -10,4 +11,5 @@ pub use event::{
     AcsStatus, Action, ActionStatus, Actor, Anomaly, DataFormat, Event, JsonText, LockdownIssue, PauseAbout,
     ReasonCode, Shape, Signal, SignalKind, Source, Status, Text,
 };
+pub use provenance::{PrivacyMark, Stamp};
 pub use session::SessionView;

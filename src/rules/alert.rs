@@ -8,7 +8,7 @@ use serde::Serialize;
 use smallvec::SmallVec;
 use xxhash_rust::xxh3::xxh3_128;
 
-use super::config::Severity;
+use super::config::{RuleMode, Severity};
 use crate::encode::proto::pb;
 use crate::model::{Action, Event, ReasonCode};
 
@@ -150,6 +150,8 @@ pub struct Alert {
     pub fired_at: i64,
     /// The events counted, by incident time.
     pub evidence: Vec<Evidence>,
+    /// The rule's mode: a shadow rule's alerts go to the shadow alerts topic only.
+    pub mode: RuleMode,
 }
 
 /// An alert's fields, borrowed: what the engine fires without copying them, and what an
@@ -171,6 +173,9 @@ pub struct AlertView<'a> {
     pub window_end: i64,
     pub fired_at: i64,
     pub evidence: &'a [EvidenceRef<'a>],
+    /// Written (`"mode": "shadow"`) only for a shadow rule's alert.
+    #[serde(skip_serializing_if = "RuleMode::is_live")]
+    pub mode: RuleMode,
 }
 
 /// The JSON contract: the same document as its [`AlertView`]'s.
@@ -201,6 +206,7 @@ impl Alert {
             window_end: self.window_end,
             fired_at: self.fired_at,
             evidence: &evidence,
+            mode: self.mode,
         })
     }
 
@@ -225,6 +231,9 @@ impl Alert {
             window_end: self.window_end,
             fired_at: self.fired_at,
             evidence: self.evidence.iter().map(Evidence::to_proto).collect(),
+            shadow: self.mode == RuleMode::Shadow,
+            // Stamped by the encoder (`encode::AlertEncoder`), not part of the alert itself.
+            ..pb::Alert::default()
         }
     }
 
@@ -247,6 +256,7 @@ impl Alert {
             window_end: message.window_end,
             fired_at: message.fired_at,
             evidence,
+            mode: if message.shadow { RuleMode::Shadow } else { RuleMode::Live },
         })
     }
 
@@ -273,6 +283,7 @@ impl<'a> AlertView<'a> {
             window_end: self.window_end,
             fired_at: self.fired_at,
             evidence: self.evidence.iter().map(EvidenceRef::to_evidence).collect(),
+            mode: self.mode,
         }
     }
 
@@ -313,6 +324,7 @@ impl<'a> AlertView<'a> {
             + self.delivery_execution_id.map_or(0, |value| bytes_len(5, value))
             + self.test_taker.map_or(0, |value| bytes_len(6, value))
             + self.evidence.iter().map(|evidence| message_len(13, evidence.proto_len())).sum::<usize>()
+            + int_len(14, i64::from(self.mode == RuleMode::Shadow))
     }
 
     /// Writes [`AlertView::to_proto_vec`] into `out`, which must be exactly
@@ -347,6 +359,7 @@ impl<'a> AlertView<'a> {
             out.varint(evidence.proto_len() as u64);
             evidence.put_proto(&mut out);
         }
+        out.int(14, i64::from(self.mode == RuleMode::Shadow));
         debug_assert_eq!(out.at, out.buf.len(), "written to the length computed");
         ProtoSpans { key, rule }
     }
@@ -615,6 +628,7 @@ mod tests {
             window_end: 1_767_261_060_000,
             fired_at: 1_767_261_060_000,
             evidence: vec![first, second],
+            mode: RuleMode::Live,
         };
         let value: serde_json::Value = serde_json::from_str(&alert.to_json()).unwrap();
         assert_eq!(
@@ -662,6 +676,7 @@ mod tests {
             window_end: 2,
             fired_at: 3,
             evidence,
+            mode: RuleMode::Live,
         }
     }
 
@@ -689,6 +704,7 @@ mod tests {
                 window_end: 2,
                 fired_at: 3,
                 evidence: vec![first.clone(), second.clone(), third.clone()],
+                mode: if tenant_scope { RuleMode::Shadow } else { RuleMode::Live },
             };
             let bytes = alert.to_proto_vec();
             assert_eq!(bytes, alert.to_proto().encode_to_vec());
@@ -765,6 +781,7 @@ mod tests {
                 window_end: numbers[1],
                 fired_at: numbers[2],
                 evidence,
+                mode: if numbers[0] % 2 == 0 { RuleMode::Live } else { RuleMode::Shadow },
             };
             let expected = alert.to_proto().encode_to_vec();
             proptest::prop_assert_eq!(alert.with_view(|view| view.proto_len()), expected.len());

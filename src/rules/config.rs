@@ -36,6 +36,10 @@ pub const PLACEHOLDERS: &[&str] =
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RulesFile {
+    /// A name for this set, shown before its content hash in `processor.rulesVersion` (e.g.
+    /// `"eu-strict"`); optional.
+    #[serde(default)]
+    pub name: Option<String>,
     /// How far behind a scope's latest event time an event may be and still count in a
     /// threshold window.
     #[serde(with = "humantime_serde", default = "default_lateness")]
@@ -56,6 +60,10 @@ pub struct RuleConfig {
     pub severity: Severity,
     #[serde(default)]
     pub scope: Scope,
+    /// `live` (the default) publishes its alerts; `shadow` evaluates and counts them but
+    /// publishes them only to `output.shadow_alerts_topic`, to try a rule before it pages.
+    #[serde(default)]
+    pub mode: RuleMode,
     pub title: String,
     pub summary: String,
     /// After an alert, no other alert of the rule (and scope, and group) for this long
@@ -151,6 +159,31 @@ pub enum Scope {
     Session,
     /// Every session of a tenant.
     Tenant,
+}
+
+/// Whether a rule's alerts are published (`live`) or only tried out (`shadow`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleMode {
+    /// Published to `output.alerts_topic`.
+    #[default]
+    Live,
+    /// Evaluated and counted, published only to `output.shadow_alerts_topic`.
+    Shadow,
+}
+
+impl RuleMode {
+    pub fn is_live(&self) -> bool {
+        *self == RuleMode::Live
+    }
+
+    /// The `mode` label of `acs_stream_alerts_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuleMode::Live => "live",
+            RuleMode::Shadow => "shadow",
+        }
+    }
 }
 
 /// What a rule's counting and cooldown are split by, within its scope.
@@ -399,6 +432,7 @@ pub struct Rule {
     pub id: Arc<str>,
     pub severity: Severity,
     pub scope: Scope,
+    pub mode: RuleMode,
     pub title: String,
     pub summary: String,
     /// The title and summary, compiled (set by the compilation).
@@ -429,6 +463,9 @@ pub struct RuleSet {
     /// Tells this compilation from every other one in the process (states remember which
     /// rules their pruning schedule was computed for: see `engine::prune`).
     pub(crate) generation: u64,
+    /// `processor.rulesVersion` on outputs: `builtin@<hash>` for the built-in set, the
+    /// file's `[name@]<hash>` (`model::provenance::content_version`), `off` for none.
+    pub version: Arc<str>,
 }
 
 /// Two rule sets are equal when their rules are (whatever their compilation).
@@ -477,7 +514,7 @@ fn list_key(index: usize) -> (usize, u8, bool, bool) {
 static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl RuleSet {
-    /// No rule (rules off).
+    /// No rule (rules off); its version is `off`.
     pub fn empty() -> RuleSet {
         RuleSet::new(default_lateness(), Vec::new())
     }
@@ -519,7 +556,16 @@ impl RuleSet {
         }
         let generation = GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let tenant_scope = rules.iter().any(|rule| rule.scope == Scope::Tenant);
-        RuleSet { allowed_lateness, rules, lists: lists.into(), listed: listed.into(), tenant_scope, generation }
+        let version = Arc::from("off");
+        RuleSet {
+            allowed_lateness,
+            rules,
+            lists: lists.into(),
+            listed: listed.into(),
+            tenant_scope,
+            generation,
+            version,
+        }
     }
 
     /// The rules, in file order.
@@ -547,14 +593,17 @@ impl RuleSet {
 
     /// The built-in default rules (`config/rules.toml`).
     pub fn defaults() -> RuleSet {
-        RuleSet::from_toml("embedded rules", DEFAULT_RULES_TOML).expect("the embedded rules are valid")
+        let mut rules = RuleSet::from_toml("embedded rules", DEFAULT_RULES_TOML).expect("the embedded rules are valid");
+        rules.version = crate::model::provenance::content_version(Some("builtin"), DEFAULT_RULES_TOML.as_bytes());
+        rules
     }
 
     /// Reads and validates a rules file's text; `origin` names it in parse errors.
     pub fn from_toml(origin: &str, text: &str) -> Result<RuleSet, RulesError> {
         let file: RulesFile =
             toml::from_str(text).map_err(|e| RulesError::Parse { origin: origin.into(), message: e.to_string() })?;
-        RuleSet::compile(file)
+        let version = crate::model::provenance::content_version(file.name.as_deref(), text.as_bytes());
+        Ok(RuleSet { version, ..RuleSet::compile(file)? })
     }
 
     /// Validates a parsed file.
@@ -577,7 +626,11 @@ impl RuleSet {
             }
             rules.push(rule);
         }
-        Ok(RuleSet::new(file.allowed_lateness, rules))
+        let mut set = RuleSet::new(file.allowed_lateness, rules);
+        // Not from a file's text: named by the file's own name, or by the rules' ids.
+        let ids: Vec<&str> = set.rules.iter().map(|rule| &*rule.id).collect();
+        set.version = crate::model::provenance::content_version(file.name.as_deref(), ids.join(",").as_bytes());
+        Ok(set)
     }
 
     pub fn get(&self, id: &str) -> Option<&Rule> {
@@ -645,6 +698,7 @@ fn compile_rule(config: RuleConfig) -> Result<Rule, RulesError> {
         id: Arc::from(id),
         severity: config.severity,
         scope: config.scope,
+        mode: config.mode,
         title_parts,
         summary_parts,
         title: config.title,

@@ -588,6 +588,7 @@ fn alert(
         window_end,
         fired_at: event.incident_time,
         evidence,
+        mode: rule.mode,
     });
     SUMMARY.set(summary);
 }

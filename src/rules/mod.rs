@@ -19,7 +19,7 @@ pub mod config;
 pub mod engine;
 
 pub use alert::{Alert, AlertView, Evidence, EvidenceCode};
-pub use config::{GroupBy, Rule, RuleSet, RulesError, Scope, Severity};
+pub use config::{GroupBy, Rule, RuleMode, RuleSet, RulesError, Scope, Severity};
 pub use engine::{
     Forwarded, RuleState, Tenant, evaluate, evaluate_inline_into, evaluate_into, evaluate_tenant, evaluate_tenant_into,
     forward_again,

@@ -145,8 +145,12 @@ fn rules_from_proto(
         .map(|fired| {
             // An absent alert is refused like any alert outside the contract (no severity).
             let message = pb::Alert::decode(fired.alert.as_slice()).map_err(|_| ChangelogError::Alert)?;
+            // Published again as first stamped (by the configuration that fired it).
+            let stamped = crate::encode::stamp::AlertStamp::fields(&message);
             let alert = Alert::from_proto(message).ok_or(ChangelogError::Alert)?;
-            Ok(Fired { position: fired.position, alert: alert.with_view(|view| alerts.record(view)) })
+            let stamp = crate::encode::stamp::AlertStamp::of(&stamped);
+            let alert = alert.with_view(|view| alerts.record_stamped(view, stamp.as_ref()));
+            Ok(Fired { position: fired.position, alert })
         })
         .collect::<Result<Vec<_>, ChangelogError>>()?;
     Ok(SessionRules {
@@ -265,6 +269,7 @@ mod tests {
             window_end: evidence[evidence.len() - 1].incident_time,
             fired_at: evidence[evidence.len() - 1].incident_time,
             evidence,
+            mode: crate::rules::RuleMode::Live,
         };
         SessionRules {
             state: RuleState {

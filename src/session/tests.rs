@@ -478,7 +478,16 @@ fn alerts_published_in_json_are_fired_again_byte_for_byte_after_a_restore() {
     let alert = fired[0].alert().unwrap();
     let published: serde_json::Value = serde_json::from_slice(&fired[0].output().value).unwrap();
     assert_eq!(published["alertId"], alert.alert_id.as_str());
-    assert_eq!(*fired[0].output().value, alert.to_json().into_bytes());
+    let stamp = pipeline.stamp();
+    let mut expected = alert.to_json().into_bytes();
+    crate::encode::stamp::AlertStamp {
+        processor_version: crate::VERSION,
+        rules_version: &stamp.rules_version,
+        catalog_version: &stamp.catalog_version,
+        privacy: None,
+    }
+    .put_json(&mut expected);
+    assert_eq!(*fired[0].output().value, expected, "the alert, stamped with the configuration in force");
 
     let mut restored = pipeline.sessions();
     for (key, value) in sessions.drain_changes("raw", 0) {
