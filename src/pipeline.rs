@@ -99,6 +99,13 @@ pub trait Processor: Send + Sync {
     fn tenant_topic(&self) -> Option<&str> {
         None
     }
+    /// The refusal of a record whose outputs the brokers refused for good (`produce_failed`,
+    /// `detail` saying why), as its dead letter must say it: what the processor stamps on
+    /// its dead letters, and whether the value may go with it (`tenant`: the record's, when
+    /// known).
+    fn produce_failed(&self, detail: String, _tenant: Option<&str>) -> crate::decode::Rejection {
+        crate::decode::Rejection::new(crate::decode::ErrorCode::ProduceFailed, detail)
+    }
     /// Counts a record of the tenant topic (an upstream record, with the tenant-scoped rules
     /// it matched) in its tenant's state; the alerts fired, or the dead letter it becomes
     /// when it cannot be read again.
@@ -180,6 +187,16 @@ impl Processor for Pipeline {
 
     fn state(&self) -> Sessions {
         self.sessions()
+    }
+
+    /// Stamped with the configuration in force, and without the value when the tenant's
+    /// personal data is protected and its dead letters omit it (as the core's own).
+    fn produce_failed(&self, detail: String, tenant: Option<&str>) -> crate::decode::Rejection {
+        let mut rejection = crate::decode::Rejection::new(crate::decode::ErrorCode::ProduceFailed, detail);
+        rejection.tenant = tenant.map(Box::from);
+        rejection.stamp = Some(self.stamp());
+        rejection.omit_value = self.privacy().dead_letter_omission(tenant);
+        rejection
     }
 
     #[inline]

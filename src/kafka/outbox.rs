@@ -79,10 +79,13 @@ pub(super) struct Input {
     /// Whether any was refused (then `refused` says which).
     any_refused: AtomicBool,
     refused: Mutex<RefusedOutputs>,
+    /// Its `produce_failed` rejection, but for the detail (the processor's stamp, whether the
+    /// value may go with it).
+    rejection: Rejection,
 }
 
 impl Input {
-    pub fn new(record: &Record<'_>, outputs: u32) -> Arc<Input> {
+    pub fn new(record: &Record<'_>, outputs: u32, rejection: Rejection) -> Arc<Input> {
         Arc::new(Input {
             key: record.key.map(<[u8]>::to_vec),
             value: record.value.to_vec(),
@@ -90,6 +93,7 @@ impl Input {
             unsettled: AtomicU32::new(outputs),
             any_refused: AtomicBool::new(false),
             refused: Mutex::new(Vec::new()),
+            rejection,
         })
     }
 
@@ -344,7 +348,7 @@ impl Outbox {
         let roles = plan::role_names(refused.iter().map(|(role, _)| *role));
         let detail = refused.first().map(|(_, error)| error.clone()).unwrap_or_default();
         let letter = DeadLetter {
-            rejection: Rejection::new(ErrorCode::ProduceFailed, detail),
+            rejection: Rejection { detail, ..input.rejection.clone() },
             source: input.source.clone(),
             processed_at: crate::kafka::runtime::now_ms(),
         };

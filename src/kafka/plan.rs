@@ -31,7 +31,7 @@ use crate::telemetry::Published;
 pub(super) enum Step<'a> {
     /// An enriched event, the alerts it fired, the tenant-scoped rules it matched and its
     /// tenant (the tenant-topic record's key, when it matched any).
-    Event { output: Output<'a>, alerts: Alerts, forward: Forwarded, tenant: Option<String> },
+    Event { output: Output<'a>, alerts: Alerts, forward: Forwarded, tenant: String },
     /// A record of the tenant topic, counted for its tenant: the alerts it fired.
     Tenant(Alerts),
     /// Input to re-key: produced to the repartition topic `topic` with key `key`.
@@ -146,16 +146,20 @@ pub(super) struct Destinations<'t> {
 
 /// The records to produce for `record`, which the core made into `step`; `from_tenant_topic`:
 /// the record was read from the tenant topic; `refused`: outputs refused for good when it was
-/// processed before (left out, dead-lettered once instead); `now_ms`: the processing time of
-/// such a dead letter.
+/// processed before (left out, dead-lettered once instead, with the rejection
+/// `produce_failed` makes of the error); `now_ms`: the processing time of such a dead letter.
 pub(super) fn plan<'a>(
     step: Step<'a>,
     record: &Record<'a>,
     to: &Destinations<'_>,
     from_tenant_topic: bool,
-    refused: Option<&Refused>,
+    refused: Option<(&Refused, &dyn Fn(String) -> Rejection)>,
     now_ms: i64,
 ) -> Plan<'a> {
+    let (refused, produce_failed) = match refused {
+        Some((refused, produce_failed)) => (Some(refused), Some(produce_failed)),
+        None => (None, None),
+    };
     let mut tally = Tally { consumed: u64::from(!from_tenant_topic), ..Tally::default() };
     let mut outgoing = Vec::new();
     let mut dead = None;
@@ -164,7 +168,7 @@ pub(super) fn plan<'a>(
             tally.events = 1;
             outgoing.push(Outgoing { role: Role::Event, body: Body::Output(output), headers: None });
             push_alerts(&mut outgoing, alerts);
-            if let (Some(topic), Some(tenant)) = (to.tenant, tenant) {
+            if let (Some(topic), false) = (to.tenant, forward.is_empty()) {
                 let copy = Output {
                     topic: Cow::Owned(topic.to_owned()),
                     key: Some(Cow::Owned(tenant.into_bytes())),
@@ -212,11 +216,11 @@ pub(super) fn plan<'a>(
             }
         }
         outgoing = kept;
-        let letter = DeadLetter {
-            rejection: Rejection::new(ErrorCode::ProduceFailed, refused.detail.clone()),
-            source: record.source.clone(),
-            processed_at: now_ms,
+        let rejection = match produce_failed {
+            Some(produce_failed) => produce_failed(refused.detail.clone()),
+            None => Rejection::new(ErrorCode::ProduceFailed, refused.detail.clone()),
         };
+        let letter = DeadLetter { rejection, source: record.source.clone(), processed_at: now_ms };
         let output = dead_letter_naming(&letter, to.dead_letter, record, &roles, refused.dead_letter_too_large);
         outgoing.push(Outgoing { role: Role::DeadLetter, body: Body::Output(output), headers: None });
         dead = Some(letter);
@@ -295,8 +299,7 @@ mod tests {
     fn step<'a>(pipeline: &Pipeline, record: &Record<'a>, state: &mut <Pipeline as Processor>::State) -> Step<'a> {
         match pipeline.process(record, state, 1_767_261_400_000) {
             Outcome::Event { output, alerts, forward, facts } => {
-                let tenant = (!forward.is_empty()).then(|| facts.tenant.into_owned());
-                Step::Event { output, alerts, forward, tenant }
+                Step::Event { output, alerts, forward, tenant: facts.tenant.into_owned() }
             }
             Outcome::DeadLetter(dead) => Step::Dead(dead),
         }
@@ -372,8 +375,15 @@ mod tests {
             detail: "too large".into(),
             dead_letter_too_large: false,
         };
-        let again =
-            plan(step(&pipeline, &record, &mut pipeline.state()), &record, &destinations(), false, Some(&refused), 5);
+        let produce_failed = |detail: String| pipeline.produce_failed(detail, Some("acme"));
+        let again = plan(
+            step(&pipeline, &record, &mut pipeline.state()),
+            &record,
+            &destinations(),
+            false,
+            Some((&refused, &produce_failed)),
+            5,
+        );
         assert_eq!(again.outgoing.len(), first.outgoing.len() - 1, "two left out, one dead letter in");
         assert_eq!(again.outgoing[0].role, Role::Event, "the event that was not refused is published");
         let letters: Vec<&Outgoing<'_>> = again.outgoing.iter().filter(|o| o.role == Role::DeadLetter).collect();
@@ -383,6 +393,12 @@ mod tests {
         let header = |name: &str| output.headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.to_string());
         assert_eq!(header(OUTPUT).as_deref(), Some("alert,tenant_topic"));
         assert_eq!(header("acs.error.code").as_deref(), Some("produce_failed"));
+        let stamp = pipeline.stamp();
+        assert_eq!(
+            header(crate::encode::dead_letter::headers::RULES_VERSION),
+            Some(stamp.rules_version.to_string()),
+            "stamped as the core's own"
+        );
         assert_eq!(again.tally.tenant_forwarded, 0);
         assert_eq!(again.dead.as_ref().map(|d| d.processed_at), Some(5));
     }
@@ -398,8 +414,15 @@ mod tests {
         let pipeline = Pipeline::new(&Config::defaults(), ReasonCatalog::builtin()).unwrap();
         let record = Record::new(Some(b"k"), b"{not json", source(3));
         let refused = Refused { outputs: BTreeSet::from([0]), detail: "too large".into(), dead_letter_too_large: true };
-        let plan =
-            plan(step(&pipeline, &record, &mut pipeline.state()), &record, &destinations(), false, Some(&refused), 0);
+        let produce_failed = |detail: String| pipeline.produce_failed(detail, None);
+        let plan = plan(
+            step(&pipeline, &record, &mut pipeline.state()),
+            &record,
+            &destinations(),
+            false,
+            Some((&refused, &produce_failed)),
+            0,
+        );
         assert_eq!(plan.outgoing.len(), 1);
         let output = plan.outgoing[0].output();
         assert!(output.value.is_empty());

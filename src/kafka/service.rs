@@ -462,8 +462,7 @@ impl<P: Processor> Service<'_, P> {
                     match pipeline.process(&record, state, now) {
                         Outcome::Event { output, alerts, forward, facts } => {
                             self.meters.event(&facts, now);
-                            let tenant = (!forward.is_empty()).then(|| facts.tenant.into_owned());
-                            Step::Event { output, alerts, forward, tenant }
+                            Step::Event { output, alerts, forward, tenant: facts.tenant.into_owned() }
                         }
                         Outcome::DeadLetter(dead) => Step::Dead(dead),
                     }
@@ -474,7 +473,17 @@ impl<P: Processor> Service<'_, P> {
         };
         let refused = shared.refusals.get(&(tp.clone(), offset)).cloned();
         let to = Destinations { dead_letter: self.pipeline.dead_letter_topic(), tenant: tenant_topic };
-        let plan = plan::plan(step, &record, &to, from_tenant_topic, refused.as_ref(), now);
+        // The record's tenant, for its dead letter if its outputs are refused: the event's, or
+        // the key of a tenant-topic record.
+        let tenant: Option<String> = match &step {
+            Step::Event { tenant, .. } => Some(tenant.clone()),
+            Step::Tenant(_) => record.key.and_then(|key| std::str::from_utf8(key).ok()).map(str::to_owned),
+            Step::Rekeyed { .. } | Step::Dead(_) => None,
+        };
+        let pipeline = self.pipeline;
+        let produce_failed = |detail: String| pipeline.produce_failed(detail, tenant.as_deref());
+        let plan =
+            plan::plan(step, &record, &to, from_tenant_topic, refused.as_ref().map(|r| (r, &produce_failed as _)), now);
         drop(shared);
         for out in &plan.outgoing {
             match out.role {
@@ -511,7 +520,7 @@ impl<P: Processor> Service<'_, P> {
         };
         // The input copy, kept for a dead letter, by the outputs that fall back to it.
         let inputs = plan.outgoing.iter().filter(|o| o.role != Role::DeadLetter).count() as u32;
-        let input = (inputs > 0).then(|| Input::new(&record, inputs));
+        let input = (inputs > 0).then(|| Input::new(&record, inputs, produce_failed(String::new())));
         let mut input_bytes = input.as_ref().map_or(0, |input| input.bytes());
         for (index, out) in plan.outgoing.iter().enumerate() {
             let output = out.output();
