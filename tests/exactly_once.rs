@@ -10,22 +10,18 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use acs_stream::commands::demo::OutputRecord;
 use acs_stream::config::Config;
 use acs_stream::synth::{Generator, SynthOptions, SynthRecord};
 use common::BROKER_PATIENCE as PATIENCE;
-use common::alerts::{assert_same_alerts, published_alerts, reference_session_alerts};
 use common::broker::{Broker, say};
-use common::processor::{RunConfig, expected_id, start, terminate, wait_committed};
+use common::checks::{OUTPUT_PARTITIONS, Run, check_exactly_once};
+use common::processor::{RunConfig, start, terminate, wait_committed};
 use common::service::Service;
-use common::topics::{create_topics, input_ends, now_ms, open_transactions, produce, read_committed, unique};
+use common::topics::{create_topics, now_ms, produce, unique};
 
 const INPUT_PARTITIONS: i32 = 3;
-/// Output topics are created by the service with 2 partitions (`RunConfig`).
-const OUTPUT_PARTITIONS: i32 = 2;
 
 fn broker() -> Option<&'static Broker> {
     common::broker::shared()
@@ -35,131 +31,6 @@ fn inputs(seed: u64, count: usize) -> Vec<SynthRecord> {
     let options =
         SynthOptions { seed, tenants: 2, malformed_ratio: 0.02, start_ms: now_ms() - 3_600_000, ..Default::default() };
     Generator::new(options).take_records(count)
-}
-
-/// What the checks found, for the test's summary line.
-#[derive(Debug, Default)]
-struct Checked {
-    events: usize,
-    dead_letters: usize,
-    produce_failed: usize,
-    session_alerts: usize,
-    tenant_alerts: usize,
-    tenant_records: usize,
-}
-
-/// Reads what the run of `prefix` published, as a `read_committed` consumer, and checks it
-/// against `inputs`: each input's event (or dead letter) exactly once, sessions and
-/// session-scoped alerts as the reference's, no alert and no tenant-topic record twice, no
-/// transaction left open. `refused_tenant`: that tenant's events topic refuses every record:
-/// each of its valid inputs is one `produce_failed` dead letter naming the event instead.
-fn check_exactly_once(
-    brokers: &str,
-    prefix: &str,
-    input: &str,
-    inputs: &[SynthRecord],
-    refused_tenant: Option<&str>,
-) -> Checked {
-    let event_topics: Vec<String> = ["tenant-01", "tenant-02"].iter().map(|t| format!("{prefix}.{t}.events")).collect();
-    let mut output_topics = event_topics.clone();
-    output_topics.push(format!("{prefix}.dlq"));
-    output_topics.extend(["tenant-01", "tenant-02"].iter().map(|t| format!("{prefix}.{t}.alerts")));
-    let internal = vec![format!("{prefix}.tenant-signals"), format!("{prefix}.sessions.changelog")];
-    // The group's lag is 0 on the tenant topic too, which is written in transactions (each
-    // ending with a marker the consumer never hands over: the commits step over them).
-    let tenant = format!("{prefix}.tenant-signals");
-    for (partition, (committed, end)) in common::committed_for(brokers, prefix, &tenant, INPUT_PARTITIONS) {
-        assert_eq!(committed.unwrap_or(0), end, "{tenant}[{partition}]: committed to its end");
-    }
-    let mut open = open_transactions(brokers, &output_topics, OUTPUT_PARTITIONS);
-    open.extend(open_transactions(brokers, &internal, INPUT_PARTITIONS));
-    assert!(open.is_empty(), "transactions left open (topic, partition, last stable offset, high watermark): {open:?}");
-
-    let mut readable = event_topics.clone();
-    readable.push(format!("{prefix}.dlq"));
-    let outputs = read_committed(brokers, &readable, OUTPUT_PARTITIONS);
-    let mut checked = Checked::default();
-    let mut events: BTreeMap<(i32, i64), usize> = BTreeMap::new();
-    let mut rejected: BTreeMap<(i32, i64), usize> = BTreeMap::new();
-    let mut failed_ids: BTreeSet<String> = BTreeSet::new();
-    let mut events_only: Vec<OutputRecord> = Vec::new();
-    for output in &outputs {
-        let position = common::source_position(output, prefix);
-        if output.topic.ends_with(".dlq") {
-            checked.dead_letters += 1;
-            if output.headers.get("acs.error.code").map(String::as_str) == Some("produce_failed") {
-                checked.produce_failed += 1;
-                assert_eq!(
-                    output.headers.get("acs.error.output").map(String::as_str),
-                    Some("event"),
-                    "{:?}",
-                    output.headers
-                );
-                let id = expected_id(&SynthRecord {
-                    key: output.key.clone().unwrap_or_default(),
-                    value: output.value.clone(),
-                    malformed: false,
-                });
-                assert!(failed_ids.insert(id), "one produce_failed dead letter per input");
-            }
-            *rejected.entry(position).or_default() += 1;
-        } else {
-            checked.events += 1;
-            *events.entry(position).or_default() += 1;
-            events_only.push(output.clone());
-        }
-    }
-    let twice: Vec<_> = events.iter().chain(&rejected).filter(|(_, n)| **n > 1).collect();
-    assert!(twice.is_empty(), "outputs read twice by a read_committed consumer (position, count): {twice:?}");
-    // Every input position has exactly one event or dead letter.
-    let ends = input_ends(brokers, input, INPUT_PARTITIONS);
-    let positions: BTreeSet<(i32, i64)> = events.keys().chain(rejected.keys()).copied().collect();
-    let expected_positions: BTreeSet<(i32, i64)> =
-        ends.iter().flat_map(|(partition, end)| (0..*end).map(move |offset| (*partition, offset))).collect();
-    assert_eq!(positions.len(), inputs.len(), "one output per input");
-    assert_eq!(positions, expected_positions, "every input position, and only those");
-    // The refused tenant's valid inputs, and only those, are dead-lettered as refused.
-    let expected_failed: BTreeSet<String> = match refused_tenant {
-        Some(tenant) => inputs
-            .iter()
-            .filter(|r| !r.malformed && String::from_utf8_lossy(&r.key).ends_with(&format!("#{tenant}")))
-            .map(expected_id)
-            .collect(),
-        None => BTreeSet::new(),
-    };
-    assert_eq!(failed_ids, expected_failed, "produce_failed dead letters: exactly the refused tenant's inputs");
-
-    // Sessions: every event's view is the one an uninterrupted run gives it (no replay is
-    // visible to a read_committed consumer). With a refused tenant, its events are missing
-    // from the topics, so only the other tenant's sessions are compared whole.
-    let expected = common::reference_sessions(inputs, now_ms());
-    let actual = common::sessions_of(&events_only, prefix);
-    for (id, views) in &actual {
-        let views: Vec<_> = views.iter().map(|(_, session)| *session).collect();
-        assert_eq!(&views, &expected[id], "session {id}");
-    }
-    if refused_tenant.is_none() {
-        assert_eq!(actual.len(), expected.len(), "sessions");
-    }
-
-    // Alerts: the session-scoped ones are the reference's; none twice.
-    let published = published_alerts(brokers, prefix);
-    assert_eq!(published.records, published.distinct, "an alert read twice by a read_committed consumer");
-    assert_same_alerts(&published.session, &reference_session_alerts(inputs, input));
-    checked.session_alerts = published.session.len();
-    checked.tenant_alerts = published.tenant;
-
-    // The tenant topic: each forwarded event once.
-    let tenant_records = read_committed(brokers, &internal[..1], INPUT_PARTITIONS);
-    let mut forwarded: BTreeMap<(String, String), usize> = BTreeMap::new();
-    for record in &tenant_records {
-        let at = |name: &str| record.headers.get(name).cloned().unwrap_or_default();
-        *forwarded.entry((at("acs.source.partition"), at("acs.source.offset"))).or_default() += 1;
-    }
-    assert!(forwarded.values().all(|n| *n == 1), "a tenant-topic record read twice");
-    assert!(!tenant_records.is_empty(), "the tenant-scoped rule's events were forwarded");
-    checked.tenant_records = tenant_records.len();
-    checked
 }
 
 /// Waits until the group's committed offsets on `input` sum past `before`; returns the sum.
@@ -213,7 +84,10 @@ async fn sigkill_at_random_points_loses_and_duplicates_nothing() {
     wait_committed(&brokers, &prefix, &input, INPUT_PARTITIONS);
     terminate(last);
 
-    let checked = check_exactly_once(&brokers, &prefix, &input, &inputs, None);
+    let checked = check_exactly_once(
+        &Run { brokers: &brokers, prefix: &prefix, input: &input, input_partitions: INPUT_PARTITIONS, inputs: &inputs },
+        None,
+    );
     say(&format!(
         "exactly-once, {KILLS} SIGKILLs: {} inputs; {} events and {} dead letters, none twice; {} session alerts as the \
          reference, {} tenant alerts, {} tenant-topic records, none twice; no transaction left open",
@@ -273,7 +147,18 @@ async fn a_member_joining_and_leaving_mid_stream_changes_nothing_visible() {
     assert!(first.consumed > 0 && second.consumed > 0, "both members processed records");
     assert!(second.restored_entries > 0, "the moved sessions were restored: {second:?}");
 
-    let checked = tokio::task::spawn_blocking(move || check_exactly_once(&brokers, &prefix, &input, &inputs, None));
+    let checked = tokio::task::spawn_blocking(move || {
+        check_exactly_once(
+            &Run {
+                brokers: &brokers,
+                prefix: &prefix,
+                input: &input,
+                input_partitions: INPUT_PARTITIONS,
+                inputs: &inputs,
+            },
+            None,
+        )
+    });
     let checked = checked.await.unwrap();
     say(&format!(
         "exactly-once through a rebalance: {} events and {} dead letters, none twice; {} session alerts as the reference",
@@ -308,8 +193,18 @@ async fn a_refused_output_aborts_its_transaction_and_is_dead_lettered_once() {
     assert!(summary.drained, "{summary:?}");
     assert!(summary.produce_failed > 0, "the brokers refused events: {summary:?}");
 
-    let checked =
-        tokio::task::spawn_blocking(move || check_exactly_once(&brokers, &prefix, &input, &inputs, Some("tenant-02")));
+    let checked = tokio::task::spawn_blocking(move || {
+        check_exactly_once(
+            &Run {
+                brokers: &brokers,
+                prefix: &prefix,
+                input: &input,
+                input_partitions: INPUT_PARTITIONS,
+                inputs: &inputs,
+            },
+            Some("tenant-02"),
+        )
+    });
     let checked = checked.await.unwrap();
     assert!(checked.produce_failed > 0);
     say(&format!(

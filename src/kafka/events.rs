@@ -126,6 +126,15 @@ pub(super) fn brokers_reachable(reachable: bool, brokers: usize) {
     }
 }
 
+/// Some of the cluster's brokers unreachable (the cluster works degraded), or all back.
+pub(super) fn brokers_unreachable(down: usize, of: usize) {
+    if down == 0 {
+        info!(brokers = of, "Every broker reachable.");
+    } else {
+        warn!(down, brokers = of, "Brokers unreachable; the cluster works degraded.");
+    }
+}
+
 /// A partition with records left and no progress for `admin.stuck_after`, or no longer so.
 pub(super) fn stuck(tp: &TopicPartition, stuck: bool, lag: i64, stalled: Duration) {
     if stuck {

@@ -63,6 +63,10 @@ pub struct Readiness {
     pub restoring: usize,
     /// No broker was reachable at the consumer's last statistics.
     pub brokers_down: bool,
+    /// Brokers of the cluster (learned from its metadata) not reachable at the last
+    /// statistics, of how many: the cluster works degraded (leaders moved, fewer in-sync
+    /// replicas) while some are down.
+    pub brokers_unreachable: (usize, usize),
     /// Assigned partitions with records left and no progress for `admin.stuck_after`.
     pub stuck: Vec<TopicPartition>,
     /// When the service loop published this snapshot (`None`: never): an old snapshot is a
@@ -83,6 +87,8 @@ impl Readiness {
         }
         if self.brokers_down {
             reasons.push("no Kafka broker reachable".to_owned());
+        } else if let (down @ 1.., of) = self.brokers_unreachable {
+            reasons.push(format!("{down} of {of} Kafka brokers unreachable"));
         }
         for tp in &self.stuck {
             reasons.push(format!("partition {tp} stuck: records left and no progress"));
@@ -105,6 +111,8 @@ impl Readiness {
 pub(super) struct Health {
     /// No broker was reachable at the last statistics.
     pub brokers_down: bool,
+    /// Brokers learned from the metadata not up at the last statistics, and how many there are.
+    pub brokers_unreachable: (usize, usize),
     /// Per assigned partition: the committed position last seen, and since when it has not moved.
     progress: HashMap<TopicPartition, (i64, Instant)>,
     /// Assigned partitions with a lag and no progress for `stuck_after`.
@@ -138,6 +146,14 @@ impl Health {
             events::brokers_reachable(!brokers_down, statistics.brokers.len());
             self.brokers_down = brokers_down;
         }
+        // The cluster's brokers (learned from metadata; not the bootstrap or logical entries).
+        let learned: Vec<&rdkafka::statistics::Broker> =
+            statistics.brokers.values().filter(|broker| broker.source == "learned").collect();
+        let unreachable = (learned.iter().filter(|broker| broker.state != "UP").count(), learned.len());
+        if unreachable.0 != self.brokers_unreachable.0 {
+            events::brokers_unreachable(unreachable.0, unreachable.1);
+        }
+        self.brokers_unreachable = unreachable;
         self.progress.retain(|tp, _| assigned.contains(tp));
         let mut stuck = BTreeSet::new();
         for tp in assigned {
@@ -199,7 +215,7 @@ mod tests {
         let ready = Readiness { joined: true, assigned: 2, ..Readiness::default() };
         assert!(ready.reasons().is_empty());
         let stuck = vec![TopicPartition::new("acs.raw", 1)];
-        let not = Readiness { restoring: 1, brokers_down: true, stuck, ..ready };
+        let not = Readiness { restoring: 1, brokers_down: true, stuck, ..ready.clone() };
         assert_eq!(
             not.reasons(),
             [
@@ -208,6 +224,10 @@ mod tests {
                 "partition acs.raw[1] stuck: records left and no progress"
             ]
         );
+        let degraded = Readiness { brokers_unreachable: (1, 3), ..ready.clone() };
+        assert_eq!(degraded.reasons(), ["1 of 3 Kafka brokers unreachable"]);
+        let whole = Readiness { brokers_unreachable: (0, 3), ..ready };
+        assert!(whole.reasons().is_empty());
     }
 
     #[test]

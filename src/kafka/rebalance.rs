@@ -55,6 +55,7 @@ impl<S: PartitionState + 'static> ConsumerCtx<S> {
             assigned: shared.assigned.len(),
             restoring: shared.restoring.len(),
             brokers_down: shared.health.brokers_down,
+            brokers_unreachable: shared.health.brokers_unreachable,
             stuck: shared.health.stuck.iter().cloned().collect(),
             at: Some(Instant::now()),
         };

@@ -4,6 +4,7 @@
 
 pub mod alerts;
 pub mod broker;
+pub mod checks;
 pub mod processor;
 pub mod service;
 pub mod topics;

@@ -27,6 +27,10 @@ pub struct RunConfig<'a> {
     pub guarantee: &'a str,
     /// `kafka.instance_id` (exactly-once: the transactional id's instance).
     pub instance: &'a str,
+    /// `topics.replication_factor` of the topics the service creates.
+    pub replicas: i32,
+    /// `admin.listen`.
+    pub listen: &'a str,
     /// More TOML, appended (sections other than those written here).
     pub more: &'a str,
 }
@@ -41,13 +45,15 @@ impl<'a> RunConfig<'a> {
             rules: false,
             guarantee: "at_least_once",
             instance: "p0",
+            replicas: 1,
+            listen: "127.0.0.1:0",
             more: "",
         }
     }
 
     /// Writes it as `<dir>/<name>.toml`.
     pub fn write_as(&self, dir: &std::path::Path, name: &str) -> std::path::PathBuf {
-        let RunConfig { brokers, input, prefix, consumer, rules, guarantee, instance, more } = self;
+        let RunConfig { brokers, input, prefix, consumer, rules, guarantee, instance, replicas, listen, more } = self;
         let consumer = if consumer.is_empty() { "\"session.timeout.ms\" = 6000" } else { consumer };
         // At least once commits every 200 ms (short waits for the tests' commit checks);
         // exactly once keeps its default (100 ms).
@@ -60,8 +66,8 @@ impl<'a> RunConfig<'a> {
              dead_letter_topic = \"{prefix}.dlq\"\n\
              [kafka]\nbrokers = \"{brokers}\"\ngroup_id = \"{prefix}\"\ninput_topics = [\"{input}\"]\n{interval}\
              guarantee = \"{guarantee}\"\ninstance_id = \"{instance}\"\n\
-             [kafka.consumer]\n{consumer}\n[topics]\ncreate = true\npartitions = 2\nreplication_factor = 1\n[shutdown]\ngrace = \"20s\"\n\
-             [admin]\nlisten = \"127.0.0.1:0\"\n[rules]\nenabled = {rules}\n{more}"
+             [kafka.consumer]\n{consumer}\n[topics]\ncreate = true\npartitions = 2\nreplication_factor = {replicas}\n[shutdown]\ngrace = \"20s\"\n\
+             [admin]\nlisten = \"{listen}\"\n[rules]\nenabled = {rules}\n{more}"
         )
         .unwrap();
         path
