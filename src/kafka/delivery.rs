@@ -40,8 +40,13 @@ pub(super) enum DeliveryError {
     /// The open transaction cannot commit: abort it, rewind, process again.
     #[error("transaction must abort: {0}")]
     Abortable(String),
-    /// This instance cannot go on: fenced by a newer instance with its transactional id, or
-    /// the producer failed for good.
+    /// The producer is fenced: another producer took its transactional id over, or the
+    /// brokers aborted its transaction for its age (the brokers were away longer than the
+    /// transaction timeout). A new producer with the same id can go on, its uncommitted work
+    /// processed again (Kafka Streams' task migration).
+    #[error("fenced: {0}")]
+    Fenced(String),
+    /// This instance cannot go on: the producer failed for good.
     #[error("{0}")]
     Fatal(String),
 }
@@ -102,6 +107,12 @@ pub(super) trait Delivery: Send {
     fn open(&self) -> bool;
     /// Forgets what it knows of partitions no longer assigned.
     fn forget(&mut self, _tps: &[TopicPartition]) {}
+    /// Goes on with a new producer, the old one fenced (exactly once: its transactions are
+    /// initialized, which fences what is left of the old one). At least once a producer is
+    /// never fenced: `Fatal`.
+    fn replace(&mut self, _producer: Arc<Producer>) -> Result<(), DeliveryError> {
+        Err(DeliveryError::Fatal("a producer replaced at least once".into()))
+    }
 }
 
 /// An offset list.
@@ -216,10 +227,19 @@ impl ExactlyOnce {
                 Err(error @ KafkaError::Flush(_)) => {
                     return Err(DeliveryError::Abortable(format!("{what}: {error}")));
                 }
+                Err(KafkaError::Transaction(error)) if fenced(error.code()) => {
+                    return Err(DeliveryError::Fenced(format!("{what}: {error}")));
+                }
                 Err(error) => return Err(DeliveryError::Fatal(format!("{what}: {error}"))),
             }
         }
     }
+}
+
+/// Whether `code` says the producer was fenced (a newer epoch for its transactional id).
+pub(super) fn fenced(code: rdkafka::error::RDKafkaErrorCode) -> bool {
+    use rdkafka::error::RDKafkaErrorCode::{Fenced, InvalidProducerEpoch, ProducerFenced};
+    matches!(code, Fenced | ProducerFenced | InvalidProducerEpoch)
 }
 
 impl Delivery for ExactlyOnce {
@@ -284,6 +304,13 @@ impl Delivery for ExactlyOnce {
 
     fn open(&self) -> bool {
         self.open
+    }
+
+    fn replace(&mut self, producer: Arc<Producer>) -> Result<(), DeliveryError> {
+        self.producer = producer;
+        self.open = false;
+        self.committed.clear();
+        self.call("init_transactions", |p, t| p.init_transactions(t))
     }
 
     /// Their committed positions are forgotten: their next commit, after another assignment,

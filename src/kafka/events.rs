@@ -112,6 +112,13 @@ pub(super) fn published(meters: &telemetry::DeliveryMeters, kind: Published, con
     meters.published(kind, consumed_at);
 }
 
+/// Exactly once: the producer was fenced; a new one with the same transactional id goes on,
+/// the uncommitted work processed again.
+pub(super) fn fenced(reason: &str) {
+    metrics::counter!(telemetry::TRANSACTIONS, "result" => "aborted").increment(1);
+    warn!(reason, "Producer fenced; going on with a new one, processing again from the committed offsets.");
+}
+
 /// The service cannot go on.
 pub(super) fn fatal(client: &str, reason: &str) {
     error!(client, reason, "Fatal Kafka error; stopping.");
@@ -126,12 +133,13 @@ pub(super) fn brokers_reachable(reachable: bool, brokers: usize) {
     }
 }
 
-/// Some of the cluster's brokers unreachable (the cluster works degraded), or all back.
-pub(super) fn brokers_unreachable(down: usize, of: usize) {
-    if down == 0 {
-        info!(brokers = of, "Every broker reachable.");
+/// Partitions this instance consumes under-replicated (a broker down or catching up), or
+/// no longer.
+pub(super) fn under_replicated(under: usize, of: usize) {
+    if under == 0 {
+        info!(partitions = of, "Every partition fully replicated again.");
     } else {
-        warn!(down, brokers = of, "Brokers unreachable; the cluster works degraded.");
+        warn!(under, partitions = of, "Partitions under-replicated; the cluster works degraded.");
     }
 }
 

@@ -3,7 +3,8 @@
 //! statistics.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::events;
@@ -63,10 +64,10 @@ pub struct Readiness {
     pub restoring: usize,
     /// No broker was reachable at the consumer's last statistics.
     pub brokers_down: bool,
-    /// Brokers of the cluster (learned from its metadata) not reachable at the last
-    /// statistics, of how many: the cluster works degraded (leaders moved, fewer in-sync
-    /// replicas) while some are down.
-    pub brokers_unreachable: (usize, usize),
+    /// The partitions this instance consumes with fewer in-sync replicas than replicas, of
+    /// how many (the cluster's metadata, read every few seconds): the cluster works degraded
+    /// (a broker down, or catching up after a restart).
+    pub under_replicated: Replication,
     /// Assigned partitions with records left and no progress for `admin.stuck_after`.
     pub stuck: Vec<TopicPartition>,
     /// When the service loop published this snapshot (`None`: never): an old snapshot is a
@@ -87,8 +88,11 @@ impl Readiness {
         }
         if self.brokers_down {
             reasons.push("no Kafka broker reachable".to_owned());
-        } else if let (down @ 1.., of) = self.brokers_unreachable {
-            reasons.push(format!("{down} of {of} Kafka brokers unreachable"));
+        } else if self.under_replicated.under > 0 {
+            let Replication { under, partitions } = self.under_replicated;
+            reasons.push(format!(
+                "{under} of {partitions} partitions under-replicated: a Kafka broker is down or catching up"
+            ));
         }
         for tp in &self.stuck {
             reasons.push(format!("partition {tp} stuck: records left and no progress"));
@@ -111,8 +115,6 @@ impl Readiness {
 pub(super) struct Health {
     /// No broker was reachable at the last statistics.
     pub brokers_down: bool,
-    /// Brokers learned from the metadata not up at the last statistics, and how many there are.
-    pub brokers_unreachable: (usize, usize),
     /// Per assigned partition: the committed position last seen, and since when it has not moved.
     progress: HashMap<TopicPartition, (i64, Instant)>,
     /// Assigned partitions with a lag and no progress for `stuck_after`.
@@ -146,14 +148,7 @@ impl Health {
             events::brokers_reachable(!brokers_down, statistics.brokers.len());
             self.brokers_down = brokers_down;
         }
-        // The cluster's brokers (learned from metadata; not the bootstrap or logical entries).
-        let learned: Vec<&rdkafka::statistics::Broker> =
-            statistics.brokers.values().filter(|broker| broker.source == "learned").collect();
-        let unreachable = (learned.iter().filter(|broker| broker.state != "UP").count(), learned.len());
-        if unreachable.0 != self.brokers_unreachable.0 {
-            events::brokers_unreachable(unreachable.0, unreachable.1);
-        }
-        self.brokers_unreachable = unreachable;
+
         self.progress.retain(|tp, _| assigned.contains(tp));
         let mut stuck = BTreeSet::new();
         for tp in assigned {
@@ -184,6 +179,93 @@ impl Health {
         metrics::gauge!(telemetry::STUCK_PARTITIONS).set(stuck.len() as f64);
         self.stuck = stuck;
     }
+}
+
+/// Partitions with fewer in-sync replicas than replicas, of how many.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Replication {
+    pub under: usize,
+    pub partitions: usize,
+}
+
+/// Reads the cluster's metadata now and then, on a thread of its own, for the replication of
+/// the topics this instance consumes: a broker down (removed from the in-sync replicas once
+/// fenced) or catching up after a restart shows as under-replicated partitions. librdkafka's
+/// statistics cannot tell: with sparse connections, a broker the client does not need stays
+/// `DOWN` in them, reachable or not.
+pub(super) struct ClusterWatch {
+    replication: Arc<Mutex<Replication>>,
+    topics: Arc<Mutex<BTreeSet<String>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ClusterWatch {
+    /// Starts reading every `every` with a client made from `client` (no group).
+    pub fn start(client: &rdkafka::ClientConfig, every: Duration) -> Result<ClusterWatch, rdkafka::error::KafkaError> {
+        let consumer: rdkafka::consumer::BaseConsumer = client.create()?;
+        let replication = Arc::new(Mutex::new(Replication::default()));
+        let topics: Arc<Mutex<BTreeSet<String>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (replication, topics, stop) = (replication.clone(), topics.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("cluster-watch".to_owned())
+                .spawn(move || {
+                    use rdkafka::consumer::Consumer;
+                    let mut seen = Replication::default();
+                    while !stop.load(Ordering::Relaxed) {
+                        let wanted: BTreeSet<String> = lock(&topics).clone();
+                        if !wanted.is_empty() {
+                            // A cluster that does not answer: nothing known, nothing changed.
+                            if let Ok(metadata) = consumer.fetch_metadata(None, Duration::from_secs(10)) {
+                                let mut now = Replication::default();
+                                for topic in metadata.topics().iter().filter(|t| wanted.contains(t.name())) {
+                                    for partition in topic.partitions() {
+                                        now.partitions += 1;
+                                        now.under += usize::from(partition.isr().len() < partition.replicas().len());
+                                    }
+                                }
+                                if now.under != seen.under {
+                                    events::under_replicated(now.under, now.partitions);
+                                }
+                                seen = now;
+                                *lock(&replication) = now;
+                            }
+                        }
+                        let until = Instant::now() + every;
+                        while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+                            std::thread::sleep(Duration::from_millis(100));
+                        }
+                    }
+                })
+                // As `std::thread::spawn`: out of threads, the process is in no state to go on.
+                .expect("cannot start the cluster watch thread")
+        };
+        Ok(ClusterWatch { replication, topics, stop, thread: Some(thread) })
+    }
+
+    /// The topics whose replication to watch (those of the assigned partitions).
+    pub fn watch(&self, topics: BTreeSet<String>) {
+        *lock(&self.topics) = topics;
+    }
+
+    pub fn replication(&self) -> Replication {
+        *lock(&self.replication)
+    }
+}
+
+impl Drop for ClusterWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// A partition no longer this instance's: its lag is the new owner's to report.
@@ -224,9 +306,9 @@ mod tests {
                 "partition acs.raw[1] stuck: records left and no progress"
             ]
         );
-        let degraded = Readiness { brokers_unreachable: (1, 3), ..ready.clone() };
-        assert_eq!(degraded.reasons(), ["1 of 3 Kafka brokers unreachable"]);
-        let whole = Readiness { brokers_unreachable: (0, 3), ..ready };
+        let degraded = Readiness { under_replicated: Replication { under: 4, partitions: 12 }, ..ready.clone() };
+        assert_eq!(degraded.reasons(), ["4 of 12 partitions under-replicated: a Kafka broker is down or catching up"]);
+        let whole = Readiness { under_replicated: Replication { under: 0, partitions: 12 }, ..ready };
         assert!(whole.reasons().is_empty());
     }
 

@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 use std::time::{Duration, Instant};
 
+use rdkafka::ClientConfig;
 use rdkafka::client::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -212,6 +213,9 @@ pub(super) enum Refusal {
 pub(super) struct Outbox {
     pub producer: Arc<Producer>,
     deliveries: Receiver<Delivery>,
+    /// For a producer made anew ([`Outbox::recreate`]).
+    sender: Sender<Delivery>,
+    config: ClientConfig,
     pub tracker: OffsetTracker,
     /// Bytes held for the records in flight (see `Pending::bytes`).
     pub in_flight_bytes: usize,
@@ -222,21 +226,33 @@ pub(super) struct Outbox {
 }
 
 impl Outbox {
-    pub fn new(
-        producer: Arc<Producer>,
-        deliveries: Receiver<Delivery>,
-        dead_letter_topic: &str,
-        grace: Duration,
-    ) -> Outbox {
-        Outbox {
+    /// The producer made from `config`, its reports handed to this outbox.
+    pub fn new(config: ClientConfig, dead_letter_topic: &str, grace: Duration) -> Result<Outbox, KafkaError> {
+        let (sender, deliveries) = std::sync::mpsc::channel();
+        let producer: Arc<Producer> =
+            Arc::new(config.create_with_context(OutboxContext { deliveries: sender.clone() })?);
+        Ok(Outbox {
             producer,
             deliveries,
+            sender,
+            config,
             tracker: OffsetTracker::new(),
             in_flight_bytes: 0,
             meters: DeliveryMeters::new(),
             dead_letter_topic: dead_letter_topic.to_owned(),
             grace,
-        }
+        })
+    }
+
+    /// A new producer in place of the current one (fenced: its transactional id was taken
+    /// over, or its transaction expired while the brokers were away). What the old one had in
+    /// flight is purged as it goes: its reports come back as failures of stale tickets.
+    pub fn recreate(&mut self) -> Result<Arc<Producer>, KafkaError> {
+        let producer: Arc<Producer> =
+            Arc::new(self.config.create_with_context(OutboxContext { deliveries: self.sender.clone() })?);
+        self.producer = producer.clone();
+        self.in_flight_bytes = 0;
+        Ok(producer)
     }
 
     /// Sends one record; a full local queue is waited out (backpressure) until the grace

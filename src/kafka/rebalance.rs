@@ -35,6 +35,8 @@ pub(super) struct ConsumerCtx<S> {
     pub stuck_after: Duration,
     /// Where a partition without a committed offset starts (`auto.offset.reset`).
     pub reset: Offset,
+    /// The replication of the assigned partitions' topics.
+    pub cluster: super::health::ClusterWatch,
 }
 
 /// Locks the shared state (a panic while holding it has stopped the service already).
@@ -46,6 +48,7 @@ impl<S: PartitionState + 'static> ConsumerCtx<S> {
     /// Publishes the assignment and the readiness.
     pub fn publish(&self, shared: &Shared<S>) {
         self.assignment.send_replace(shared.assigned.iter().cloned().collect());
+        self.cluster.watch(shared.assigned.iter().map(|tp| tp.topic.to_string()).collect());
         self.publish_readiness(shared);
     }
 
@@ -55,7 +58,7 @@ impl<S: PartitionState + 'static> ConsumerCtx<S> {
             assigned: shared.assigned.len(),
             restoring: shared.restoring.len(),
             brokers_down: shared.health.brokers_down,
-            brokers_unreachable: shared.health.brokers_unreachable,
+            under_replicated: self.cluster.replication(),
             stuck: shared.health.stuck.iter().cloned().collect(),
             at: Some(Instant::now()),
         };

@@ -23,9 +23,9 @@ use tracing::{debug, info, warn};
 use super::client;
 use super::delivery::{AtLeastOnce, Delivery, ExactlyOnce};
 use super::events;
-use super::health::Heartbeat;
+use super::health::{ClusterWatch, Heartbeat};
 use super::offsets::TopicPartition;
-use super::outbox::{Fallback, Input, Outbox, OutboxContext, Pending, Raw};
+use super::outbox::{Fallback, Input, Outbox, Pending, Raw};
 use super::plan::{self, Destinations, Role, Step};
 use super::rebalance::{ConsumerCtx, lock};
 use super::repartition;
@@ -68,22 +68,19 @@ pub(super) fn run<P: Processor>(
     let Observers { assignment, readiness, queries, heartbeat } = observers;
     let mut queries = queries;
     let guarantee = config.kafka.guarantee;
-    let (sender, deliveries) = std::sync::mpsc::channel();
     let producer_config = match guarantee {
         Guarantee::AtLeastOnce => client::producer(config),
         Guarantee::ExactlyOnce => client::transactional_producer(config),
     };
-    let producer: Arc<super::outbox::Producer> = Arc::new(
-        producer_config
-            .create_with_context(OutboxContext { deliveries: sender })
-            .map_err(|source| RuntimeError::Client { client: "producer", source })?,
-    );
+    let outbox = Outbox::new(producer_config, pipeline.dead_letter_topic(), config.shutdown.grace)
+        .map_err(|source| RuntimeError::Client { client: "producer", source })?;
     let delivery: Box<dyn Delivery> = match guarantee {
         Guarantee::AtLeastOnce => Box::new(AtLeastOnce),
         Guarantee::ExactlyOnce => {
             info!(transactional_id = %config.kafka.transactional_id(), "Exactly-once: initializing transactions.");
-            let delivery = ExactlyOnce::init(producer.clone(), config.kafka.transaction_timeout, heartbeat.clone())
-                .map_err(|error| RuntimeError::Fatal { client: "producer", reason: error.to_string() })?;
+            let delivery =
+                ExactlyOnce::init(outbox.producer.clone(), config.kafka.transaction_timeout, heartbeat.clone())
+                    .map_err(|error| RuntimeError::Fatal { client: "producer", reason: error.to_string() })?;
             Box::new(delivery)
         }
     };
@@ -93,7 +90,6 @@ pub(super) fn run<P: Processor>(
         repartition: pipeline.repartition_topic().map(str::to_owned),
         tenant: pipeline.tenant_topic().map(str::to_owned),
     };
-    let outbox = Outbox::new(producer.clone(), deliveries, pipeline.dead_letter_topic(), config.shutdown.grace);
     let revoke_timeout = config.shutdown.grace.min(REVOKE_DRAIN_MAX);
     let shared: Arc<Mutex<Shared<P::State>>> =
         Arc::new(Mutex::new(Shared::new(outbox, delivery, names, revoke_timeout)));
@@ -101,8 +97,23 @@ pub(super) fn run<P: Processor>(
         Some("latest" | "largest" | "end") => Offset::End,
         _ => Offset::Beginning,
     };
-    let context =
-        ConsumerCtx { shared: shared.clone(), assignment, readiness, stuck_after: config.admin.stuck_after, reset };
+    // Every statistics interval (5 s by default), as the lag.
+    let every = config
+        .kafka
+        .consumer
+        .get("statistics.interval.ms")
+        .and_then(|ms| ms.parse().ok())
+        .map_or(Duration::from_secs(5), Duration::from_millis);
+    let cluster = ClusterWatch::start(&client::restore_consumer(config), every)
+        .map_err(|source| RuntimeError::Client { client: "metadata client", source })?;
+    let context = ConsumerCtx {
+        shared: shared.clone(),
+        assignment,
+        readiness,
+        stuck_after: config.admin.stuck_after,
+        reset,
+        cluster,
+    };
     let consumer: BaseConsumer<ConsumerCtx<P::State>> = client::consumer(config)
         .create_with_context(context)
         .map_err(|source| RuntimeError::Client { client: "consumer", source })?;
@@ -149,6 +160,7 @@ pub(super) fn run<P: Processor>(
         heartbeat: &heartbeat,
         reset,
         commit_now: false,
+        fenced: Vec::new(),
     };
     let mut next_commit = Instant::now() + config.kafka.commit_interval;
     let outcome = loop {
@@ -156,13 +168,15 @@ pub(super) fn run<P: Processor>(
         if stop.load(Ordering::Relaxed) {
             break Ok(());
         }
-        if let Err(error) = service.check_fatal(&producer) {
+        if let Err(error) = service.check_fatal() {
             break Err(error);
         }
         if let Err(error) = service.restore_step() {
             break Err(error);
         }
-        service.abort_if_needed();
+        if let Err(error) = service.abort_if_needed() {
+            break Err(error);
+        }
         service.backpressure();
         let timeout = next_commit.saturating_duration_since(Instant::now()).min(POLL_MAX);
         if let Some(polled) = consumer.poll(timeout) {
@@ -240,15 +254,28 @@ struct Service<'s, P: Processor> {
     /// Commit at the next turn, whatever the interval says (exactly once, caught up after
     /// an abort).
     commit_now: bool,
+    /// When the producer was last fenced (exactly once).
+    fenced: Vec<Instant>,
 }
 
+/// A producer fenced more often than this within `FENCED_WINDOW` is not replaced again: two
+/// instances share a transactional id (a configuration error), and the service stops.
+const FENCED_MAX: usize = 10;
+const FENCED_WINDOW: Duration = Duration::from_secs(300);
+
 impl<P: Processor> Service<'_, P> {
-    fn check_fatal(&self, producer: &super::outbox::Producer) -> Result<(), RuntimeError> {
-        if let Some(reason) = lock(self.shared).fatal.clone() {
+    fn check_fatal(&self) -> Result<(), RuntimeError> {
+        let mut shared = lock(self.shared);
+        if let Some(reason) = shared.fatal.clone() {
             events::fatal("producer", &reason);
             return Err(RuntimeError::Fatal { client: "producer", reason });
         }
-        if let Some((_, reason)) = producer.client().fatal_error() {
+        if let Some((code, reason)) = shared.outbox.producer.client().fatal_error() {
+            if super::delivery::fenced(code) && !shared.delivery.reroutes_refusals() {
+                // Exactly once: fenced, a new producer goes on (see `fence_if_needed`).
+                shared.must_reset.get_or_insert(reason);
+                return Ok(());
+            }
             events::fatal("producer", &reason);
             return Err(RuntimeError::Fatal { client: "producer", reason });
         }
@@ -256,15 +283,41 @@ impl<P: Processor> Service<'_, P> {
     }
 
     /// Exactly once: a transaction that cannot commit is aborted, and its partitions processed
-    /// again from their committed offsets over restored state.
-    fn abort_if_needed(&mut self) {
+    /// again from their committed offsets over restored state; a fenced producer is replaced
+    /// by a new one with the same transactional id first (at most `FENCED_MAX` times in
+    /// `FENCED_WINDOW`: more is another instance with the same id, and the service stops).
+    fn abort_if_needed(&mut self) -> Result<(), RuntimeError> {
         let mut shared = lock(self.shared);
-        let Some(reason) = shared.must_abort.clone() else { return };
+        if let Some(reason) = shared.must_reset.take() {
+            let now = Instant::now();
+            self.fenced.retain(|at| now.duration_since(*at) < FENCED_WINDOW);
+            self.fenced.push(now);
+            if self.fenced.len() > FENCED_MAX {
+                let reason = format!(
+                    "fenced {} times within {FENCED_WINDOW:?} (another instance with kafka.instance_id {:?}?): {reason}",
+                    self.fenced.len(),
+                    self.config.kafka.instance()
+                );
+                events::fatal("producer", &reason);
+                return Err(RuntimeError::Fatal { client: "producer", reason });
+            }
+            events::fenced(&reason);
+            shared.settle_ready();
+            let producer =
+                shared.outbox.recreate().map_err(|source| RuntimeError::Client { client: "producer", source })?;
+            if let Err(error) = shared.delivery.replace(producer) {
+                events::fatal("producer", &error.to_string());
+                return Err(RuntimeError::Fatal { client: "producer", reason: error.to_string() });
+            }
+            shared.must_abort.get_or_insert(reason);
+        }
+        let Some(reason) = shared.must_abort.clone() else { return Ok(()) };
         shared.settle_ready();
         let rewind = shared.abort(&reason);
         drop(shared);
         rewind.apply(self.consumer, self.reset);
         self.paused_poisoned.extend(rewind.stop);
+        Ok(())
     }
 
     /// Holds back while too much is in flight: first by waiting for acknowledgements, then,

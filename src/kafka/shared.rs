@@ -75,6 +75,8 @@ pub(super) struct Shared<S> {
     pub refusals: HashMap<(TopicPartition, i64), Refused>,
     /// Exactly once: why the open transaction must abort, if it must.
     pub must_abort: Option<String>,
+    /// Exactly once: the producer was fenced (why); the loop replaces it, then aborts.
+    pub must_reset: Option<String>,
     /// Exactly once, after an abort: where each partition's aborted work ended. Once every
     /// partition is processed again up to there, the loop commits at once, before new input
     /// joins the transaction (a refusal in new input would abort the work done again too).
@@ -107,6 +109,7 @@ impl<S: PartitionState> Shared<S> {
             closing: false,
             refusals: HashMap::new(),
             must_abort: None,
+            must_reset: None,
             catch_up: HashMap::new(),
             fatal: None,
             names,
@@ -196,6 +199,9 @@ impl<S: PartitionState> Shared<S> {
         match error {
             DeliveryError::Abortable(reason) => {
                 self.must_abort.get_or_insert(reason);
+            }
+            DeliveryError::Fenced(reason) => {
+                self.must_reset.get_or_insert(reason);
             }
             DeliveryError::Fatal(reason) => {
                 self.fatal.get_or_insert(reason);
@@ -446,6 +452,10 @@ impl<S: PartitionState> Shared<S> {
             match error {
                 // Aborting failed for a reason that needs an abort: nothing more to do.
                 DeliveryError::Abortable(_) => {}
+                // The brokers aborted it already: a new producer goes on (the loop).
+                DeliveryError::Fenced(reason) => {
+                    self.must_reset.get_or_insert(reason);
+                }
                 DeliveryError::Fatal(reason) => {
                     self.fatal.get_or_insert(reason);
                     return Rewind::default();

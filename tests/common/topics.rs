@@ -28,24 +28,30 @@ pub async fn create_topics(brokers: &str, topics: &[(&str, i32)]) {
 
 /// Creates `topics` (name, partitions) with the topic configs `configs`, one replica each.
 pub async fn create_topics_with(brokers: &str, topics: &[(&str, i32)], configs: &[(&str, &str)]) {
+    create_topics_with_replicas(brokers, topics, configs, 1).await;
+}
+
+/// Creates `topics` (name, partitions) with `replicas` replicas each.
+pub async fn create_replicated_topics(brokers: &str, topics: &[(&str, i32)], replicas: i32) {
+    create_topics_with_replicas(brokers, topics, &[], replicas).await;
+}
+
+/// Creates `topics` (name, partitions) with the topic configs `configs` and `replicas`
+/// replicas each.
+pub async fn create_topics_with_replicas(
+    brokers: &str,
+    topics: &[(&str, i32)],
+    configs: &[(&str, &str)],
+    replicas: i32,
+) {
     let admin: AdminClient<DefaultClientContext> =
         ClientConfig::new().set("bootstrap.servers", brokers).create().unwrap();
     let new: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|(name, p)| {
-            configs.iter().fold(NewTopic::new(name, *p, TopicReplication::Fixed(1)), |t, (k, v)| t.set(k, v))
+            configs.iter().fold(NewTopic::new(name, *p, TopicReplication::Fixed(replicas)), |t, (k, v)| t.set(k, v))
         })
         .collect();
-    for result in admin.create_topics(&new, &AdminOptions::new()).await.unwrap() {
-        result.unwrap_or_else(|(topic, code)| panic!("cannot create {topic}: {code}"));
-    }
-}
-
-pub async fn create_replicated_topics(brokers: &str, topics: &[(&str, i32)], replicas: i32) {
-    let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", brokers).create().unwrap();
-    let new: Vec<NewTopic<'_>> =
-        topics.iter().map(|(name, p)| NewTopic::new(name, *p, TopicReplication::Fixed(replicas))).collect();
     for result in admin.create_topics(&new, &AdminOptions::new()).await.unwrap() {
         result.unwrap_or_else(|(topic, code)| panic!("cannot create {topic}: {code}"));
     }
