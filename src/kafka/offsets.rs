@@ -455,6 +455,15 @@ impl OffsetTracker {
         self.partition(tp)?.effective()
     }
 
+    /// The position past the longest prefix of `tp`'s records whose outputs are all
+    /// acknowledged, their state changes durable or not: everything below it is published
+    /// (what was kept to publish it again on a replay can go), not necessarily committable.
+    pub fn acknowledged(&self, tp: &TopicPartition) -> Option<i64> {
+        let p = self.partition(tp)?;
+        let position = p.position?;
+        Some(p.cap.map_or(position, |cap| cap.min(position)))
+    }
+
     /// Whether `ticket` belongs to the current assignment of its partition (not to one revoked,
     /// reset or rewound since).
     pub fn current(&self, ticket: Ticket) -> bool {

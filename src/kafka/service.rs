@@ -45,6 +45,11 @@ use crate::telemetry::{self, Meters};
 const BACKPRESSURE_WAIT: Duration = Duration::from_millis(500);
 /// Longest wait of one poll: the loop turns at least this often (queries, the stop, commits).
 const POLL_MAX: Duration = Duration::from_millis(100);
+/// How often what the partition states keep for a replay is let go below the positions
+/// already safe (between commits): a tenant's burst of alerts within one commit interval
+/// would otherwise make its changelog record larger than the brokers take (seen at 50 k
+/// events/s with a 5 s interval: refused, the partition stopped).
+const PRUNE_EVERY: Duration = Duration::from_millis(250);
 
 /// The changelog read of the partitions waiting for their state, on a thread of its own,
 /// each record applied as it arrives.
@@ -163,6 +168,7 @@ pub(super) fn run<P: Processor>(
         fenced: Vec::new(),
     };
     let mut next_commit = Instant::now() + config.kafka.commit_interval;
+    let mut next_prune = Instant::now() + PRUNE_EVERY;
     let outcome = loop {
         heartbeat.beat();
         if stop.load(Ordering::Relaxed) {
@@ -199,6 +205,9 @@ pub(super) fn run<P: Processor>(
         if Instant::now() >= next_commit || std::mem::take(&mut service.commit_now) {
             next_commit = Instant::now() + config.kafka.commit_interval;
             service.commit_tick();
+        } else if Instant::now() >= next_prune {
+            next_prune = Instant::now() + PRUNE_EVERY;
+            service.prune();
         }
         if let Some(receiver) = queries.as_mut() {
             match receiver.try_recv() {
@@ -642,6 +651,13 @@ impl<P: Processor> Service<'_, P> {
         metrics::gauge!(telemetry::ASSIGNED_PARTITIONS).set(shared.assigned.len() as f64);
         metrics::gauge!(telemetry::IN_FLIGHT).set(shared.live_in_flight() as f64);
         metrics::gauge!(telemetry::ACTIVE_SESSIONS).set(sessions as f64);
+    }
+
+    /// Lets go of what the partition states keep for a replay below what is published.
+    fn prune(&mut self) {
+        let mut shared = lock(self.shared);
+        shared.settle_ready();
+        shared.prune();
     }
 
     fn answer(&self, query: super::runtime::SessionQuery) {

@@ -392,6 +392,24 @@ impl<S: PartitionState> Shared<S> {
         }
     }
 
+    /// At least once, between commits: lets go of what the partition states keep for a
+    /// replay (the alerts an event fired, to fire them again byte for byte if it is
+    /// processed again) below the positions whose every output is acknowledged: published,
+    /// a replay needs none of it. Their state changes may not be durable yet, so this goes
+    /// further than a commit could. Exactly once, a commit every 100 ms lets go of them, and
+    /// an abort rebuilds the state from the changelog anyway.
+    pub fn prune(&mut self) {
+        if !self.delivery.reroutes_refusals() {
+            return;
+        }
+        let tracker = &self.outbox.tracker;
+        for (tp, state) in self.states.iter_mut() {
+            if let Some(published) = tracker.acknowledged(tp) {
+                state.committed(published);
+            }
+        }
+    }
+
     /// The partitions are committed up to `positions`.
     pub fn committed(&mut self, positions: &[(TopicPartition, i64)]) {
         for (tp, position) in positions {
