@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/acs/v1/dead_letter.proto",
         "proto/acs/v1/session.proto",
         "proto/acs/v1/alert.proto",
+        "proto/acs/v1/incident.proto",
     ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");

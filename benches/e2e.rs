@@ -120,7 +120,13 @@ impl Processor for PassThrough {
             value: Cow::Borrowed(record.value),
             headers: self.headers.clone(),
         };
-        Outcome::Event { output, alerts: Default::default(), forward: Default::default(), facts: Facts::default() }
+        Outcome::Event {
+            output,
+            alerts: Default::default(),
+            incident: None,
+            forward: Default::default(),
+            facts: Facts::default(),
+        }
     }
 
     fn dead_letter_topic(&self) -> &str {

@@ -181,6 +181,8 @@ pub struct OutputConfig {
     pub alerts_topic: String,
     /// Per-tenant topic of shadow rules' alerts (`mode = "shadow"`).
     pub shadow_alerts_topic: String,
+    /// Per-tenant topic of incidents (one per session, compacted).
+    pub incidents_topic: String,
     /// Dead-letter topic.
     pub dead_letter_topic: String,
     /// Encoding of event and alert values.
@@ -206,6 +208,9 @@ pub struct RulesConfig {
     /// The internal topic tenant-scoped rules' events are re-keyed by tenant through
     /// (`{group}`: the consumer group).
     pub tenant_topic: String,
+    /// Alerts published per session per hour of event time; beyond, folded into the
+    /// session's incident. 0: no budget.
+    pub max_alerts_per_session: u32,
 }
 
 /// `[kafka]`: the consumer group, the producer and the bounds of the at-least-once loop.
@@ -522,12 +527,24 @@ impl Config {
                     .into(),
             ));
         }
+        let incidents = self.incidents_template().map_err(|e| invalid("output.incidents_topic", e.to_string()))?;
+        if [&events, &alerts, &shadow].iter().any(|other| incidents.may_collide(other)) {
+            return Err(invalid(
+                "output.incidents_topic",
+                "can name the same topic as output.events_topic, alerts_topic or shadow_alerts_topic for some \
+                 tenants: give it a suffix of its own"
+                    .into(),
+            ));
+        }
         check_topic_name(&self.output.dead_letter_topic)
             .map_err(|e| invalid("output.dead_letter_topic", e.to_string()))?;
         if self.output.dead_letter_topic.contains(route::TENANT_PLACEHOLDER) {
             return Err(invalid("output.dead_letter_topic", "is one topic for all tenants: no {tenant}".into()));
         }
-        if [&events, &alerts, &shadow].iter().any(|template| template.can_render(&self.output.dead_letter_topic)) {
+        if [&events, &alerts, &shadow, &incidents]
+            .iter()
+            .any(|template| template.can_render(&self.output.dead_letter_topic))
+        {
             return Err(invalid(
                 "output.dead_letter_topic",
                 "is a topic some tenant's events or alerts would be written to: choose a name the tenant \
@@ -718,6 +735,15 @@ impl Config {
 
     pub fn shadow_alerts_template(&self) -> Result<TopicTemplate, route::TopicError> {
         TopicTemplate::parse(&self.output.shadow_alerts_topic)
+    }
+
+    pub fn incidents_template(&self) -> Result<TopicTemplate, route::TopicError> {
+        TopicTemplate::parse(&self.output.incidents_topic)
+    }
+
+    /// How incidents count (`rules.max_alerts_per_session`).
+    pub fn incident_policy(&self) -> crate::incidents::Policy {
+        crate::incidents::Policy { max_alerts_per_hour: self.rules.max_alerts_per_session }
     }
 
     /// The protection of each tenant's personal data, with the key read (`privacy.key_file`,
@@ -984,6 +1010,8 @@ guarantee = \"exactly_once\"\ncommit_interval = \"1s\"\n",
             ("[input\n", "f.toml"),
             ("[output]\nshadow_alerts_topic = \"acs.{tenant}.alerts\"\n", "output.shadow_alerts_topic"),
             ("[output]\nshadow_alerts_topic = \"acs.shadow\"\n", "output.shadow_alerts_topic"),
+            ("[output]\nincidents_topic = \"acs.{tenant}.alerts\"\n", "output.incidents_topic"),
+            ("[output]\nincidents_topic = \"acs.incidents\"\n", "output.incidents_topic"),
             ("[privacy]\ndefault = \"drop\"\n", "privacy: tenant \"(default)\" is in drop mode"),
             ("[privacy]\ndefault = \"hide\"\n", "unknown variant"),
             ("[privacy]\nsalt = \"x\"\n", "unknown field `salt`"),

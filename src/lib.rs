@@ -11,6 +11,8 @@
 //! - [`session`]: the session state machine per delivery execution, per input partition.
 //! - [`rules`]: flag-alert rules (configuration, default set) and their evaluation on event
 //!   time, after the session state.
+//! - [`incidents`]: one incident per session, its alerts aggregated into a review priority
+//!   (alert families and budget, a decaying weighted score); kept in the session state.
 //! - [`encode`]: output records: topic routing, protobuf or JSON values, dead letters.
 //! - [`pipeline`]: `Pipeline::process(record, now)`: the pure core wiring the above.
 //! - [`kafka`]: the Kafka edge: offset bookkeeping, client settings, the service loop.
@@ -33,6 +35,7 @@ pub mod config;
 pub mod decode;
 pub mod encode;
 pub mod enrich;
+pub mod incidents;
 pub mod kafka;
 pub mod model;
 pub mod pipeline;

@@ -9,6 +9,7 @@ use arc_swap::ArcSwap;
 
 use crate::config::{Config, ConfigError};
 use crate::decode::Decoder;
+use crate::encode::incident::IncidentEncoder;
 use crate::encode::{self, AlertEncoder, DeadLetter, Format, Output, TopicTemplate};
 use crate::enrich;
 use crate::model::{Event, ReasonCatalog, Source, Stamp};
@@ -47,7 +48,14 @@ pub enum Outcome<'a> {
     /// The enriched event's output record, the alerts it fired, the tenant-scoped rules it
     /// matched (to be counted where the tenant's events meet: see
     /// [`Processor::tenant_topic`]), and what the edge measures of it.
-    Event { output: Output<'a>, alerts: Alerts, forward: crate::rules::Forwarded, facts: Facts<'a> },
+    /// The session's incident record comes when the event changed it.
+    Event {
+        output: Output<'a>,
+        alerts: Alerts,
+        incident: Option<Output<'static>>,
+        forward: crate::rules::Forwarded,
+        facts: Facts<'a>,
+    },
     /// The record was refused; the driver renders it (Kafka record or JSON line).
     DeadLetter(DeadLetter),
 }
@@ -61,6 +69,8 @@ pub struct Facts<'a> {
     /// Epoch milliseconds.
     pub incident_time: i64,
     pub anomalies: Vec<crate::model::Anomaly>,
+    /// The rules whose alerts the session's incident folded instead of publishing them.
+    pub folded: crate::session::store::Folded,
 }
 
 /// What the Kafka runtime runs on each record: the core ([`Pipeline`]), or, in the
@@ -249,6 +259,8 @@ pub struct Pipeline {
     events: TopicTemplate,
     alerts: TopicTemplate,
     shadow_alerts: TopicTemplate,
+    incidents: TopicTemplate,
+    incident_policy: crate::incidents::Policy,
     /// Where tenant-scoped rules are counted: `None`, here (in the state of the partition,
     /// right when one process sees all of a tenant's events); else forwarded through it.
     tenant_topic: Option<String>,
@@ -273,6 +285,9 @@ impl Pipeline {
         let shadow_alerts = config
             .shadow_alerts_template()
             .map_err(|e| ConfigError::Invalid { key: "output.shadow_alerts_topic", message: e.to_string() })?;
+        let incidents = config
+            .incidents_template()
+            .map_err(|e| ConfigError::Invalid { key: "output.incidents_topic", message: e.to_string() })?;
         let rules = if config.rules.enabled { RuleSet::defaults() } else { RuleSet::empty() };
         Ok(Pipeline {
             decoder: config.decoder(),
@@ -283,6 +298,8 @@ impl Pipeline {
             events,
             alerts,
             shadow_alerts,
+            incidents,
+            incident_policy: config.incident_policy(),
             tenant_topic: config.tenant_topic(),
             dead_letter_topic: config.output.dead_letter_topic.clone(),
             format: config.output.format,
@@ -388,7 +405,14 @@ impl Pipeline {
             stamp: self.stamp.clone(),
             privacy: self.privacy.clone(),
         };
-        let sessions = Sessions::new(self.session_limits).with_alerts(alerts);
+        let incidents = IncidentEncoder {
+            template: self.incidents.clone(),
+            format: self.format,
+            stamp: self.stamp.clone(),
+            privacy: self.privacy.clone(),
+        };
+        let sessions =
+            Sessions::new(self.session_limits).with_alerts(alerts).with_incidents(incidents, self.incident_policy);
         // Changes are recorded only for a changelog to write them to.
         if self.changelog_topic.is_some() { sessions } else { sessions.untracked() }
     }
@@ -401,18 +425,22 @@ impl Pipeline {
             Ok(mut event) => {
                 let rules = self.rules.load();
                 let mut forward = crate::rules::Forwarded::new();
-                let (view, alerts) = if rules.rules().is_empty() {
-                    (sessions.apply(&mut event, record.position, now_ms), Alerts::new())
+                let applied = if rules.rules().is_empty() {
+                    sessions.apply_evaluating(&mut event, record.position, now_ms, None)
                 } else {
                     let forwarding = self.tenant_topic.is_some() && rules.has_tenant_scope();
                     let tenant = forwarding.then_some(&mut forward);
                     sessions.apply_evaluating(&mut event, record.position, now_ms, Some((&rules, tenant)))
                 };
-                event.session = Some(view);
+                event.session = Some(applied.view);
                 let output = encode::event_record(&event, &self.events, self.format, record.value.len());
-                let facts =
-                    Facts { tenant: event.tenant_id, incident_time: event.incident_time, anomalies: event.anomalies };
-                Outcome::Event { output, alerts, forward, facts }
+                let facts = Facts {
+                    tenant: event.tenant_id,
+                    incident_time: event.incident_time,
+                    anomalies: event.anomalies,
+                    folded: applied.folded,
+                };
+                Outcome::Event { output, alerts: applied.alerts, incident: applied.incident, forward, facts }
             }
             Err(dead) => Outcome::DeadLetter(dead),
         }

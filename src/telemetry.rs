@@ -23,6 +23,9 @@ pub const DEAD_LETTERS: &str = "acs_stream_dead_letters_total";
 /// Flag alerts raised. Labels: `rule`, `severity` (from the rules file: bounded), `mode`
 /// (`live`, or `shadow` for a rule only tried out).
 pub const ALERTS: &str = "acs_stream_alerts_total";
+/// Flag alerts folded into their session's incident instead of being published (rule
+/// families, the alert budget). Labels: `rule`.
+pub const ALERTS_FOLDED: &str = "acs_stream_alerts_folded_total";
 /// Anomalies marked on events. Labels: `kind`.
 pub const ANOMALIES: &str = "acs_stream_anomalies_total";
 /// Events processed per tenant. Labels: `tenant` (the first [`TenantLabels`] cap tenants seen,
@@ -75,7 +78,8 @@ pub const METRICS: &[(&str, Kind, Option<Unit>, &str)] = &[
     (RECORDS_CONSUMED, Kind::Counter, None, "Input records consumed, by topic."),
     (RECORDS_PUBLISHED, Kind::Counter, None, "Records published and acknowledged, by kind."),
     (DEAD_LETTERS, Kind::Counter, None, "Records dead-lettered, by error code."),
-    (ALERTS, Kind::Counter, None, "Flag alerts raised, by rule, severity and mode (live, shadow)."),
+    (ALERTS, Kind::Counter, None, "Flag alerts published, by rule, severity and mode (live, shadow)."),
+    (ALERTS_FOLDED, Kind::Counter, None, "Flag alerts folded into their session's incident, not published, by rule."),
     (ANOMALIES, Kind::Counter, None, "Anomalies marked on events, by kind."),
     (TENANT_EVENTS, Kind::Counter, None, "Events processed, by tenant (capped; the rest as other)."),
     (PROCESSING_SECONDS, Kind::Histogram, Some(Unit::Seconds), "From consuming a record to its output's ack."),
@@ -118,6 +122,7 @@ pub enum Published {
     DeadLetter = 2,
     Changelog = 3,
     Repartition = 4,
+    Incident = 5,
 }
 
 impl Published {
@@ -128,6 +133,7 @@ impl Published {
             Published::DeadLetter => "dead_letter",
             Published::Changelog => "changelog",
             Published::Repartition => "repartition",
+            Published::Incident => "incident",
         }
     }
 }
@@ -267,6 +273,9 @@ impl Meters {
         for anomaly in &facts.anomalies {
             metrics::counter!(ANOMALIES, "kind" => anomaly.as_str()).increment(1);
         }
+        for rule in &facts.folded {
+            metrics::counter!(ALERTS_FOLDED, "rule" => rule.to_string()).increment(1);
+        }
     }
 
     /// A record dead-lettered with `code`.
@@ -294,7 +303,7 @@ pub fn rule_mode(rule: &str) -> crate::rules::RuleMode {
     if shadow.iter().any(|id| &**id == rule) { crate::rules::RuleMode::Shadow } else { crate::rules::RuleMode::Live }
 }
 
-/// Starts the alert counter of every rule of `rules` at 0 (at start-up and after a reload):
+/// Starts the alert counters (published and folded) of every rule of `rules` at 0 (at start-up and after a reload):
 /// an alert on `increase(acs_stream_alerts_total[5m]) > 0` sees the first one; remembers
 /// which rules are shadow rules.
 pub fn describe_rules(rules: &crate::rules::RuleSet) {
@@ -302,7 +311,8 @@ pub fn describe_rules(rules: &crate::rules::RuleSet) {
     *SHADOW_RULES.write().unwrap_or_else(|e| e.into_inner()) = shadow.map(|rule| rule.id.clone()).collect();
     for rule in rules.rules() {
         let (id, severity, mode) = (rule.id.to_string(), rule.severity.as_str(), rule.mode.as_str());
-        metrics::counter!(ALERTS, "rule" => id, "severity" => severity, "mode" => mode).absolute(0);
+        metrics::counter!(ALERTS, "rule" => id.clone(), "severity" => severity, "mode" => mode).absolute(0);
+        metrics::counter!(ALERTS_FOLDED, "rule" => id).absolute(0);
     }
 }
 
@@ -325,14 +335,20 @@ pub fn config_info(stamp: &crate::model::Stamp, key_id: Option<&str>) {
 /// The metric handles of delivery reports (settled on any thread holding the runtime's state).
 #[derive(Debug)]
 pub struct DeliveryMeters {
-    published: [Counter; 5],
+    published: [Counter; 6],
     processing: Histogram,
 }
 
 impl DeliveryMeters {
     pub fn new() -> DeliveryMeters {
-        let kinds =
-            [Published::Event, Published::Alert, Published::DeadLetter, Published::Changelog, Published::Repartition];
+        let kinds = [
+            Published::Event,
+            Published::Alert,
+            Published::DeadLetter,
+            Published::Changelog,
+            Published::Repartition,
+            Published::Incident,
+        ];
         DeliveryMeters {
             published: kinds.map(|kind| metrics::counter!(RECORDS_PUBLISHED, "kind" => kind.as_str())),
             processing: metrics::histogram!(PROCESSING_SECONDS),

@@ -67,6 +67,11 @@ fn is_alerts(name: &str) -> bool {
     name.ends_with(".alerts.jsonl") || name.ends_with(".alerts.shadow.jsonl")
 }
 
+/// An incidents file (`acs.<tenant>.incidents.jsonl`): revisions of sessions' incidents.
+fn is_incidents(name: &str) -> bool {
+    name.ends_with(".incidents.jsonl")
+}
+
 fn line_count(bytes: &[u8]) -> usize {
     bytes.iter().filter(|&&b| b == b'\n').count()
 }
@@ -82,7 +87,7 @@ fn golden_cases_produce_their_expected_outputs() {
         let input = fs::read(case.join("input.jsonl")).unwrap();
         let outputs: usize = actual
             .iter()
-            .filter(|(name, _)| name.ends_with(".jsonl") && !is_alerts(name))
+            .filter(|(name, _)| name.ends_with(".jsonl") && !is_alerts(name) && !is_incidents(name))
             .map(|(_, b)| line_count(b))
             .sum();
         let records = line_count(&input) + usize::from(!input.is_empty() && !input.ends_with(b"\n"));
@@ -96,6 +101,30 @@ fn golden_cases_produce_their_expected_outputs() {
                 let evidence = alert["evidence"].as_array().expect("evidence");
                 assert_eq!(evidence.len() as u64, alert["count"].as_u64().unwrap(), "{name}: {line}");
                 assert!(evidence.iter().all(|e| e["topic"] == "acs.raw"), "{name}: {line}");
+            }
+        }
+
+        // Incidents: per session, one id and revisions 1, 2, 3, ... in order; closed at most
+        // once, by its last revision.
+        for (name, bytes) in actual.iter().filter(|(name, _)| is_incidents(name)) {
+            let mut sessions: BTreeMap<String, (String, u64, bool)> = BTreeMap::new();
+            for line in String::from_utf8_lossy(bytes).lines() {
+                let incident: serde_json::Value = serde_json::from_str(line).expect("an incident is JSON");
+                let session = incident["deliveryExecutionId"].as_str().unwrap().to_owned();
+                let (id, revision, open) = (
+                    incident["incidentId"].as_str().unwrap().to_owned(),
+                    incident["revision"].as_u64().unwrap(),
+                    incident["open"].as_bool().unwrap(),
+                );
+                let previous = sessions.insert(session, (id.clone(), revision, open));
+                match previous {
+                    None => assert_eq!(revision, 1, "{name}: {line}"),
+                    Some((previous_id, previous_revision, _)) => {
+                        assert_eq!((previous_id, previous_revision + 1), (id, revision), "{name}: {line}");
+                    }
+                }
+                let score = incident["score"].as_u64().unwrap();
+                assert!(score <= 100, "{name}: {line}");
             }
         }
 

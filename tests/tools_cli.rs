@@ -425,7 +425,7 @@ fn core_alerts() -> Vec<Alert> {
     for (offset, record) in (0..).zip(Generator::new(options).take_records(400)) {
         let source = Source { topic: Arc::from("acs.raw"), partition: 0, offset };
         let Ok(mut event) = pipeline.enrich(&record.value, &source, NOW_MS) else { continue };
-        let fired = sessions.apply_evaluating(&mut event, offset, NOW_MS, Some((&rules, None))).1;
+        let fired = sessions.apply_evaluating(&mut event, offset, NOW_MS, Some((&rules, None))).alerts;
         alerts.extend(fired.iter().map(|alerted| alerted.alert().expect("an alert of the contract")));
     }
     assert!(alerts.len() >= 5, "{} alerts", alerts.len());

@@ -2,7 +2,8 @@
 //!
 //! Each input line is one record value. Every line ends in exactly one output file:
 //! `<events topic>.jsonl` for its tenant, or `<dead-letter topic>.jsonl`; the alerts its
-//! event fires go to `<alerts topic>.jsonl` for its tenant (`acs.<tenant>.alerts.jsonl`).
+//! event fires go to `<alerts topic>.jsonl` for its tenant (`acs.<tenant>.alerts.jsonl`), the
+//! revisions of its session's incident to `<incidents topic>.jsonl`.
 //! Values are always JSON here (the JSON contracts), whatever `output.format` says. The
 //! input is one partition seen whole, so tenant-scoped rules are counted in place.
 
@@ -15,6 +16,7 @@ use std::sync::Arc;
 
 use crate::decode::ErrorCode;
 use crate::encode::Format;
+use crate::incidents::Priority;
 use crate::model::Source;
 use crate::pipeline::{Outcome, Pipeline, Record};
 use crate::rules::Severity;
@@ -45,6 +47,55 @@ pub struct Summary {
     pub per_topic: BTreeMap<String, u64>,
     /// Dead letters per error code.
     pub per_code: BTreeMap<ErrorCode, u64>,
+    /// Alerts folded into their session's incident, per rule.
+    pub folded: BTreeMap<String, u64>,
+    /// Each session's incident, as its latest revision says.
+    pub incidents: BTreeMap<String, IncidentSummary>,
+}
+
+/// A session's incident, as its latest revision says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncidentSummary {
+    pub priority: Priority,
+    pub score: u8,
+    pub reasons: Vec<String>,
+    pub open: bool,
+}
+
+impl IncidentSummary {
+    /// What an incident's JSON record says (`None`: not an incident of the contract).
+    pub fn of_json(value: &[u8]) -> Option<(String, IncidentSummary)> {
+        let json: serde_json::Value = serde_json::from_slice(value).ok()?;
+        let priority = Priority::ALL.into_iter().find(|p| json["priority"] == p.as_str())?;
+        let reasons = json["reasons"].as_array()?.iter().filter_map(|r| r.as_str().map(str::to_owned)).collect();
+        let summary = IncidentSummary {
+            priority,
+            score: u8::try_from(json["score"].as_u64()?).ok()?,
+            reasons,
+            open: json["open"].as_bool()?,
+        };
+        Some((json["deliveryExecutionId"].as_str()?.to_owned(), summary))
+    }
+}
+
+/// How many sessions [`Summary`]'s display lists to review first.
+const REVIEW_FIRST: usize = 5;
+
+impl Summary {
+    /// Sessions per incident priority, the most urgent first.
+    pub fn by_priority(&self) -> Vec<(Priority, usize)> {
+        let count = |priority| self.incidents.values().filter(|i| i.priority == priority).count();
+        Priority::ALL.into_iter().rev().map(|priority| (priority, count(priority))).collect()
+    }
+
+    /// The sessions to review first: by priority, then score (then id), the most urgent first.
+    pub fn review_first(&self, n: usize) -> Vec<(&str, &IncidentSummary)> {
+        let mut sessions: Vec<(&str, &IncidentSummary)> =
+            self.incidents.iter().filter(|(_, i)| i.priority > Priority::None).map(|(k, i)| (k.as_str(), i)).collect();
+        sessions.sort_by(|a, b| (b.1.priority, b.1.score).cmp(&(a.1.priority, a.1.score)).then(a.0.cmp(b.0)));
+        sessions.truncate(n);
+        sessions
+    }
 }
 
 impl std::fmt::Display for Summary {
@@ -68,6 +119,26 @@ impl std::fmt::Display for Summary {
             writeln!(f, "alerts per rule:")?;
             for ((rule, severity), count) in &self.per_rule {
                 writeln!(f, "  {:<31} {:<8} {count:>8}", rule, severity.as_str())?;
+            }
+        }
+        if !self.folded.is_empty() {
+            writeln!(f, "alerts folded into incidents per rule:")?;
+            for (rule, count) in &self.folded {
+                writeln!(f, "  {rule:<40} {count:>8}")?;
+            }
+        }
+        if !self.incidents.is_empty() {
+            writeln!(f, "incidents: {} sessions", self.incidents.len())?;
+            for (priority, count) in self.by_priority() {
+                writeln!(f, "  {:<40} {count:>8}", priority.as_str())?;
+            }
+            let first = self.review_first(REVIEW_FIRST);
+            if !first.is_empty() {
+                writeln!(f, "review first:")?;
+                for (session, incident) in first {
+                    let (priority, score) = (incident.priority.as_str(), incident.score);
+                    writeln!(f, "  {priority:<8} {score:>3}  {session}: {}", incident.reasons.join("; "))?;
+                }
             }
         }
         Ok(())
@@ -115,14 +186,24 @@ pub fn run(pipeline: &Pipeline, options: &ProcessOptions) -> Result<Summary, Pro
         let source = Source { topic: topic.clone(), partition: 0, offset };
         let record = Record::new(None, value, source);
         let (topic_name, bytes) = match pipeline.process(&record, &mut sessions, options.now_ms) {
-            Outcome::Event { output, alerts, .. } => {
+            Outcome::Event { output, alerts, incident, facts, .. } => {
                 summary.events += 1;
+                for rule in &facts.folded {
+                    *summary.folded.entry(rule.to_string()).or_default() += 1;
+                }
                 for alerted in alerts {
                     summary.alerts += 1;
                     *summary.per_rule.entry((alerted.rule().to_string(), alerted.severity)).or_default() += 1;
                     let alert = alerted.output();
                     outputs.write(&alert.topic, &alert.value)?;
                     *summary.per_topic.entry(alert.topic.into_owned()).or_default() += 1;
+                }
+                if let Some(incident) = incident {
+                    outputs.write(&incident.topic, &incident.value)?;
+                    if let Some((session, latest)) = IncidentSummary::of_json(&incident.value) {
+                        summary.incidents.insert(session, latest);
+                    }
+                    *summary.per_topic.entry(incident.topic.into_owned()).or_default() += 1;
                 }
                 (output.topic.into_owned(), output.value)
             }

@@ -651,7 +651,7 @@ mod tests {
             );
             let source = Source { topic: Arc::from("acs.raw"), partition: 0, offset };
             let mut event = pipeline.enrich(value.as_bytes(), &source, NOW).unwrap();
-            alerts = sessions.apply_evaluating(&mut event, offset, NOW, Some((&rules, None))).1;
+            alerts = sessions.apply_evaluating(&mut event, offset, NOW, Some((&rules, None))).alerts;
         }
         assert_eq!(alerts.len(), 1, "{alerts:?}");
         alerts[0].alert().expect("an alert of the contract")

@@ -1,6 +1,7 @@
 //! Encode: output records: topic routing, protobuf or JSON values, dead letters.
 
 pub mod dead_letter;
+pub mod incident;
 pub mod json;
 pub mod proto;
 pub mod route;

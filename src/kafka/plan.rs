@@ -31,7 +31,7 @@ use crate::telemetry::Published;
 pub(super) enum Step<'a> {
     /// An enriched event, the alerts it fired, the tenant-scoped rules it matched and its
     /// tenant (the tenant-topic record's key, when it matched any).
-    Event { output: Output<'a>, alerts: Alerts, forward: Forwarded, tenant: String },
+    Event { output: Output<'a>, alerts: Alerts, incident: Option<Output<'static>>, forward: Forwarded, tenant: String },
     /// A record of the tenant topic, counted for its tenant: the alerts it fired.
     Tenant(Alerts),
     /// Input to re-key: produced to the repartition topic `topic` with key `key`.
@@ -46,6 +46,8 @@ pub(super) enum Step<'a> {
 pub(super) enum Role {
     Event,
     Alert,
+    /// A revision of the event's session's incident.
+    Incident,
     /// The copy of an event to the tenant topic.
     TenantTopic,
     /// A re-keyed input record.
@@ -58,6 +60,7 @@ impl Role {
         match self {
             Role::Event => Published::Event,
             Role::Alert => Published::Alert,
+            Role::Incident => Published::Incident,
             Role::TenantTopic | Role::Repartition => Published::Repartition,
             Role::DeadLetter => Published::DeadLetter,
         }
@@ -67,6 +70,7 @@ impl Role {
         match self {
             Role::Event => "event",
             Role::Alert => "alert",
+            Role::Incident => "incident",
             Role::TenantTopic => "tenant_topic",
             Role::Repartition => "repartition",
             Role::DeadLetter => "dead_letter",
@@ -116,8 +120,8 @@ pub(super) struct Tally {
 
 /// The records to produce for one consumed record.
 pub(super) struct Plan<'a> {
-    /// In a fixed order (the record's own output, then its alerts, then its tenant-topic
-    /// copy): the same record processed again over the same state plans the same list.
+    /// In a fixed order (the record's own output, then its alerts, its incident, then its
+    /// tenant-topic copy): the same record processed again over the same state plans the same list.
     pub outgoing: Vec<Outgoing<'a>>,
     /// When the record is itself a dead letter: what it says (to send it again without the
     /// value if the full one is refused as too large).
@@ -164,10 +168,13 @@ pub(super) fn plan<'a>(
     let mut outgoing = Vec::new();
     let mut dead = None;
     match step {
-        Step::Event { output, alerts, forward, tenant } => {
+        Step::Event { output, alerts, incident, forward, tenant } => {
             tally.events = 1;
             outgoing.push(Outgoing { role: Role::Event, body: Body::Output(output), headers: None });
             push_alerts(&mut outgoing, alerts);
+            if let Some(incident) = incident {
+                outgoing.push(Outgoing { role: Role::Incident, body: Body::Output(incident), headers: None });
+            }
             if let (Some(topic), false) = (to.tenant, forward.is_empty()) {
                 let copy = Output {
                     topic: Cow::Owned(topic.to_owned()),
@@ -298,8 +305,8 @@ mod tests {
 
     fn step<'a>(pipeline: &Pipeline, record: &Record<'a>, state: &mut <Pipeline as Processor>::State) -> Step<'a> {
         match pipeline.process(record, state, 1_767_261_400_000) {
-            Outcome::Event { output, alerts, forward, facts } => {
-                Step::Event { output, alerts, forward, tenant: facts.tenant.into_owned() }
+            Outcome::Event { output, alerts, incident, forward, facts } => {
+                Step::Event { output, alerts, incident, forward, tenant: facts.tenant.into_owned() }
             }
             Outcome::DeadLetter(dead) => Step::Dead(dead),
         }

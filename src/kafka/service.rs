@@ -522,9 +522,9 @@ impl<P: Processor> Service<'_, P> {
                     }
                 } else {
                     match pipeline.process(&record, state, now) {
-                        Outcome::Event { output, alerts, forward, facts } => {
+                        Outcome::Event { output, alerts, incident, forward, facts } => {
                             self.meters.event(&facts, now);
-                            Step::Event { output, alerts, forward, tenant: facts.tenant.into_owned() }
+                            Step::Event { output, alerts, incident, forward, tenant: facts.tenant.into_owned() }
                         }
                         Outcome::DeadLetter(dead) => Step::Dead(dead),
                     }
@@ -561,6 +561,7 @@ impl<P: Processor> Service<'_, P> {
                     }
                 }
                 Role::Event => self.topics.ensure(&out.output().topic),
+                Role::Incident => self.topics.ensure_compacted(&out.output().topic),
                 Role::TenantTopic | Role::Repartition => {}
             }
         }

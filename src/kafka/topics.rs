@@ -80,6 +80,19 @@ impl Topics {
         self.known.insert(topic.to_owned());
     }
 
+    /// [`Topics::ensure`], the topic created compacted (`cleanup.policy=compact` over
+    /// `topics.configs`): the latest record of a key is what it holds (incidents).
+    pub fn ensure_compacted(&mut self, topic: &str) {
+        if self.admin.is_none() || self.known.contains(topic) {
+            return;
+        }
+        let mut configs: Vec<(String, String)> =
+            self.configs.iter().filter(|(key, _)| key != "cleanup.policy").cloned().collect();
+        configs.push(("cleanup.policy".to_owned(), "compact".to_owned()));
+        self.create(topic, self.partitions, &configs);
+        self.known.insert(topic.to_owned());
+    }
+
     fn create(&self, topic: &str, partitions: i32, configs: &[(String, String)]) {
         let Some(admin) = &self.admin else { return };
         let mut new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(self.replication_factor));

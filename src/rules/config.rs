@@ -44,8 +44,16 @@ pub struct RulesFile {
     /// threshold window.
     #[serde(with = "humantime_serde", default = "default_lateness")]
     pub allowed_lateness: Duration,
+    /// How fast a session's incident forgets an alert: its weight counts half after this long
+    /// (event time). See [`crate::incidents`].
+    #[serde(with = "humantime_serde", default = "default_half_life")]
+    pub score_half_life: Duration,
     #[serde(default)]
     pub rule: Vec<RuleConfig>,
+}
+
+fn default_half_life() -> Duration {
+    Duration::from_secs(30 * 60)
 }
 
 fn default_lateness() -> Duration {
@@ -73,6 +81,14 @@ pub struct RuleConfig {
     /// Counts and cools down separately per value of this (e.g. per signal).
     #[serde(default)]
     pub group_by: GroupBy,
+    /// Score points an alert of the rule adds to its session's incident (0 to 100); by
+    /// default from the severity (see [`Severity::default_weight`]).
+    #[serde(default)]
+    pub weight: Option<u8>,
+    /// Rules saying the same thing share a family: an event firing several of them publishes
+    /// the most severe one's alert, the others are folded into the incident.
+    #[serde(default)]
+    pub family: Option<String>,
     #[serde(default)]
     pub threshold: Option<ThresholdConfig>,
     #[serde(rename = "match", default)]
@@ -146,6 +162,18 @@ impl Severity {
             Severity::Medium => "medium",
             Severity::High => "high",
             Severity::Critical => "critical",
+        }
+    }
+
+    /// Score points an alert of this severity adds to its incident when its rule sets no
+    /// `weight`: info 0, low 5, medium 15, high 35, critical 60.
+    pub fn default_weight(self) -> u8 {
+        match self {
+            Severity::Info => 0,
+            Severity::Low => 5,
+            Severity::Medium => 15,
+            Severity::High => 35,
+            Severity::Critical => 60,
         }
     }
 }
@@ -440,6 +468,10 @@ pub struct Rule {
     pub(crate) summary_parts: Vec<Part>,
     pub cooldown: Duration,
     pub group_by: GroupBy,
+    /// Score points an alert adds to its session's incident (0 to 100).
+    pub weight: u8,
+    /// Its family (see [`RuleConfig::family`]); `None`: a family of its own.
+    pub family: Option<Arc<str>>,
     /// At least 1; 1 fires on every match.
     pub count: u32,
     /// Zero when `count` is 1 without a window.
@@ -451,6 +483,8 @@ pub struct Rule {
 #[derive(Debug, Clone)]
 pub struct RuleSet {
     pub allowed_lateness: Duration,
+    /// See [`RulesFile::score_half_life`].
+    pub score_half_life: Duration,
     rules: Vec<Rule>,
     /// The alternatives an event is tested against, in rule order, by [`list_index`]: those
     /// its action, its signal and whether it has anomalies admit, and among them, for an
@@ -471,7 +505,9 @@ pub struct RuleSet {
 /// Two rule sets are equal when their rules are (whatever their compilation).
 impl PartialEq for RuleSet {
     fn eq(&self, other: &RuleSet) -> bool {
-        self.allowed_lateness == other.allowed_lateness && self.rules == other.rules
+        self.allowed_lateness == other.allowed_lateness
+            && self.score_half_life == other.score_half_life
+            && self.rules == other.rules
     }
 }
 
@@ -559,6 +595,7 @@ impl RuleSet {
         let version = Arc::from("off");
         RuleSet {
             allowed_lateness,
+            score_half_life: default_half_life(),
             rules,
             lists: lists.into(),
             listed: listed.into(),
@@ -626,7 +663,14 @@ impl RuleSet {
             }
             rules.push(rule);
         }
+        if file.score_half_life.is_zero() || file.score_half_life > Duration::from_secs(7 * 86_400) {
+            return Err(RulesError::File {
+                key: "score_half_life",
+                message: "must be longer than 0 and at most 7d".into(),
+            });
+        }
         let mut set = RuleSet::new(file.allowed_lateness, rules);
+        set.score_half_life = file.score_half_life;
         // Not from a file's text: named by the file's own name, or by the rules' ids.
         let ids: Vec<&str> = set.rules.iter().map(|rule| &*rule.id).collect();
         set.version = crate::model::provenance::content_version(file.name.as_deref(), ids.join(",").as_bytes());
@@ -642,12 +686,16 @@ fn invalid(rule: &str, key: impl Into<String>, message: String) -> RulesError {
     RulesError::Invalid { rule: rule.to_owned(), key: key.into(), message }
 }
 
+/// 1 to 64 of a-z, 0-9, `-`, `_` (a rule id, a family).
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
 fn compile_rule(config: RuleConfig) -> Result<Rule, RulesError> {
     let id = config.id.trim();
-    let id_ok = !id.is_empty()
-        && id.len() <= 64
-        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-    if !id_ok {
+    if !valid_id(id) {
         return Err(invalid(&config.id, "id", "expected 1 to 64 of a-z, 0-9, `-`, `_`".into()));
     }
     let fail = |key: &str, message: String| invalid(id, key, message);
@@ -692,6 +740,16 @@ fn compile_rule(config: RuleConfig) -> Result<Rule, RulesError> {
     let compile = |template: &str, key: &str| {
         compile_template(template, id, config.severity, window).map_err(|message| fail(key, message))
     };
+    if let Some(weight) = config.weight
+        && weight > 100
+    {
+        return Err(fail("weight", format!("is {weight}; expected 0 to 100")));
+    }
+    let family = match config.family.as_deref().map(str::trim) {
+        None => None,
+        Some(family) if valid_id(family) => Some(Arc::from(family)),
+        Some(_) => return Err(fail("family", "expected 1 to 64 of a-z, 0-9, `-`, `_`".into())),
+    };
     let title_parts = compile(&config.title, "title")?;
     let summary_parts = compile(&config.summary, "summary")?;
     Ok(Rule {
@@ -705,6 +763,8 @@ fn compile_rule(config: RuleConfig) -> Result<Rule, RulesError> {
         summary: config.summary,
         cooldown: config.cooldown,
         group_by: config.group_by,
+        weight: config.weight.unwrap_or(config.severity.default_weight()),
+        family,
         count,
         window,
         matches,
@@ -911,7 +971,16 @@ mod tests {
         let tab = rules.get("tab-switch-repeated").unwrap();
         assert_eq!((tab.count, tab.window, tab.severity), (3, Duration::from_secs(600), Severity::High));
         let flag = rules.get("security-flag").unwrap();
-        assert_eq!((flag.cooldown, flag.group_by), (Duration::from_secs(60), GroupBy::Signal));
+        assert_eq!((flag.cooldown, flag.group_by), (Duration::from_secs(300), GroupBy::Signal));
+        // Every count-1 rule cools down; the test taker's conduct is one family.
+        for rule in rules.rules().iter().filter(|rule| rule.count == 1) {
+            assert!(!rule.cooldown.is_zero(), "{} has no cooldown", rule.id);
+        }
+        let conduct: Vec<&str> =
+            rules.rules().iter().filter(|r| r.family.as_deref() == Some("conduct")).map(|r| &*r.id).collect();
+        assert_eq!(conduct.len(), 8, "{conduct:?}");
+        assert_eq!(rules.score_half_life, Duration::from_secs(1800));
+        assert_eq!((flag.weight, rules.get("lockdown-breach").unwrap().weight), (15, 60));
     }
 
     fn rule(body: &str) -> String {
@@ -957,6 +1026,10 @@ mod tests {
             (rule(&format!("cooldown = \"soon\"\n{matching}")), "cooldown"),
             (rule(matching).replace("\"high\"", "\"severe\""), "severity"),
             (format!("allowed_lateness = \"30d\"\n{}", rule(matching)), "allowed_lateness"),
+            (format!("score_half_life = \"0s\"\n{}", rule(matching)), "score_half_life"),
+            (rule(&format!("weight = 101\n{matching}")), "rule \"r-1\": weight: is 101; expected 0 to 100"),
+            (rule(&format!("weight = 300\n{matching}")), "weight"),
+            (rule(&format!("family = \"Conduct!\"\n{matching}")), "rule \"r-1\": family"),
             (String::new(), "at least one [[rule]]"),
             (
                 (0..1001).map(|i| rule(matching).replace("r-1", &format!("r-{i}"))).collect(),

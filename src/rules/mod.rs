@@ -36,6 +36,9 @@ pub struct SessionRules {
     /// crash may have lost them while the state change was already durable. Forgotten once
     /// the input is committed past them.
     pub fired: Vec<Fired>,
+    /// The session's incident: its alerts aggregated (session entries only; `None` before the
+    /// first alert and before the session ends).
+    pub incident: Option<Box<crate::incidents::Incident>>,
 }
 
 /// An alert, and the position of the event that fired it.

@@ -125,15 +125,15 @@ fn security_flag_fires_on_succeeded_flags_with_a_cooldown_per_signal() {
     assert_eq!(alert.test_taker.as_deref(), Some("student1"));
     assert_eq!(alert.summary, format!("A flag was raised in session {DE} (signal: proctor-comment)."));
     none("security-flag", &[start("s"), flag("f1", 10, "failed", "Phone on desk.")]);
-    // Cooldown: 60 s per session and signal.
+    // Cooldown: 5 minutes per session and signal.
     let alerts = fired(
         "security-flag",
         &[
             flag("f1", 10, "succeeded", "Phone on desk."),
-            flag("f2", 69, "succeeded", "Talking."),
+            flag("f2", 309, "succeeded", "Talking."),
             flag("f3", 20, "succeeded", "[Prevent Screenshot] Test taker tried to take a screenshot."),
-            flag("f4", 70, "succeeded", "Still talking."),
-            flag("f4", 71, "succeeded", "Still talking."),
+            flag("f4", 310, "succeeded", "Still talking."),
+            flag("f4", 311, "succeeded", "Still talking."),
         ],
     );
     let fired: Vec<Vec<&str>> = alerts.iter().map(ids).collect();

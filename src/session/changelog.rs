@@ -19,6 +19,7 @@ use super::SessionState;
 use super::store::RecentIds;
 use crate::encode::AlertEncoder;
 use crate::encode::proto::pb;
+use crate::incidents::{Incident, Priority, RuleTally};
 use crate::model::{SignalKind, Status};
 use crate::rules::engine::{Distinct, Window};
 use crate::rules::{Alert, Evidence, Fired, RuleState, SessionRules};
@@ -39,6 +40,9 @@ pub enum ChangelogError {
     /// A kept alert or a window's evidence with a value outside the alert contract.
     #[error("the rule state holds an alert or evidence outside the alert contract (unknown severity or action)")]
     Alert,
+    /// An incident with a priority this version does not know.
+    #[error("the session's incident has an unknown priority floor")]
+    Incident,
 }
 
 /// The changelog key of the session `id` of the input topic `topic`.
@@ -112,7 +116,59 @@ fn rules_to_proto(rules: &SessionRules) -> pb::session_state::RuleState {
             .iter()
             .map(|fired| pb::session_state::Fired { position: fired.position, alert: fired.alert.proto().to_vec() })
             .collect(),
+        incident: rules.incident.as_deref().map(incident_to_proto),
     }
+}
+
+fn incident_to_proto(incident: &Incident) -> pb::session_state::IncidentState {
+    pb::session_state::IncidentState {
+        revision: incident.revision,
+        alert_count: incident.alert_count,
+        folded_alert_count: incident.folded,
+        by_rule: (incident.by_rule.iter())
+            .map(|tally| pb::session_state::RuleTally {
+                rule: tally.rule.to_string(),
+                count: tally.count,
+                points: tally.points,
+            })
+            .collect(),
+        level: incident.level,
+        level_at: incident.level_at,
+        peak: incident.peak,
+        floor: incident.floor.to_raw(),
+        first_alert_at: incident.first_alert_at,
+        last_alert_at: incident.last_alert_at,
+        updated_at: incident.updated_at,
+        updated_position: incident.updated_position,
+        budget_hour: incident.budget_hour,
+        budget_used: incident.budget_used,
+        session_status: incident.session_status.map_or("", Status::as_str).to_owned(),
+    }
+}
+
+fn incident_from_proto(message: pb::session_state::IncidentState) -> Result<Incident, ChangelogError> {
+    Ok(Incident {
+        revision: message.revision,
+        alert_count: message.alert_count,
+        folded: message.folded_alert_count,
+        by_rule: (message.by_rule.into_iter())
+            .map(|tally| RuleTally { rule: Arc::from(tally.rule), count: tally.count, points: tally.points })
+            .collect(),
+        level: message.level,
+        level_at: message.level_at,
+        peak: message.peak,
+        floor: Priority::from_raw(message.floor).ok_or(ChangelogError::Incident)?,
+        first_alert_at: message.first_alert_at,
+        last_alert_at: message.last_alert_at,
+        updated_at: message.updated_at,
+        updated_position: message.updated_position,
+        budget_hour: message.budget_hour,
+        budget_used: message.budget_used,
+        session_status: match message.session_status.as_str() {
+            "" => None,
+            spelled => Some(Status::parse(spelled).value),
+        },
+    })
 }
 
 /// The group spelled `group` (see [`Window::group`]), as the engine holds it.
@@ -163,6 +219,7 @@ fn rules_from_proto(
             prune_due: Default::default(),
         },
         fired,
+        incident: message.incident.map(incident_from_proto).transpose()?.map(Box::new),
     })
 }
 
@@ -303,6 +360,26 @@ mod tests {
                     vec![evidence("m0", t0, 40), evidence("m", t0, 9)],
                 )),
             ],
+            incident: Some(Box::new(Incident {
+                revision: 3,
+                alert_count: 4,
+                folded: 1,
+                by_rule: vec![
+                    RuleTally { rule: Arc::from("ip-change"), count: 1, points: 25 },
+                    RuleTally { rule: Arc::from("security-flag"), count: 3, points: 16 },
+                ],
+                level: 37.25,
+                level_at: t0 + 20_000,
+                peak: 41.5,
+                floor: Priority::High,
+                first_alert_at: Some(t0),
+                last_alert_at: Some(t0 + 20_000),
+                updated_at: t0 + 30_000,
+                updated_position: 40,
+                budget_hour: 1,
+                budget_used: 3,
+                session_status: Some(Status::Suspended),
+            })),
         }
     }
 
@@ -385,6 +462,9 @@ mod tests {
         let mut no_alert = message.clone();
         no_alert.rules.as_mut().unwrap().fired[1].alert = Vec::new();
         assert!(matches!(decode(&no_alert), Err(ChangelogError::Alert)));
+        let mut unknown_priority = message.clone();
+        unknown_priority.rules.as_mut().unwrap().incident.as_mut().unwrap().floor = 17;
+        assert!(matches!(decode(&unknown_priority), Err(ChangelogError::Incident)));
         let mut not_an_alert = message;
         not_an_alert.rules.as_mut().unwrap().fired[1].alert = vec![0xff, 0xff];
         assert!(matches!(decode(&not_an_alert), Err(ChangelogError::Alert)));

@@ -10,9 +10,11 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use super::changelog::{self, ChangelogError, InputPartition};
 use super::machine::{self, Outcome};
-use crate::encode::{AlertEncoder, Alerted, Alerts};
+use crate::encode::incident::{IncidentEncoder, IncidentRecord};
+use crate::encode::{AlertEncoder, Alerted, Alerts, Output};
+use crate::incidents::{self, Incident};
 use crate::model::{Action, ActionStatus, Anomaly, Event, SessionView, Status};
-use crate::rules::{self, Fired, RuleSet, RuleState, SessionRules};
+use crate::rules::{self, Fired, RuleMode, RuleSet, RuleState, Scope, SessionRules};
 
 /// Bounds of the session state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -256,6 +258,32 @@ pub struct Sessions {
     /// How the alerts fired here become output records (encoded once: kept for a replay
     /// and published as they are).
     encoder: AlertEncoder,
+    /// How the sessions' incidents become output records, and how they count.
+    incidents: IncidentEncoder,
+    policy: incidents::Policy,
+}
+
+/// What applying an event to its session gave.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Applied {
+    /// What the event says of its session.
+    pub view: SessionView,
+    /// The alerts to publish (fired, or fired again for input processed again).
+    pub alerts: Alerts,
+    /// The session's incident, when the event changed it (or, processed again, produced its
+    /// latest revision): its record.
+    pub incident: Option<Output<'static>>,
+    /// The rules whose alerts were folded into the incident instead of published.
+    pub folded: Folded,
+}
+
+/// Rule ids, inline up to two (most events fold nothing).
+pub type Folded = smallvec::SmallVec<[Arc<str>; 2]>;
+
+impl Applied {
+    fn of(view: SessionView, alerts: Alerts) -> Applied {
+        Applied { view, alerts, incident: None, folded: Folded::new() }
+    }
 }
 
 /// Capacity the list of changed sessions keeps between two drains.
@@ -289,7 +317,17 @@ impl Sessions {
             committed: -1,
             kept: Vec::new(),
             encoder: AlertEncoder::default(),
+            incidents: IncidentEncoder::default(),
+            policy: incidents::Policy::default(),
         }
+    }
+
+    /// The same store, its incidents encoded by `encoder` (by default, protobuf to
+    /// `acs.{tenant}.incidents`) and counted as `policy` says.
+    pub fn with_incidents(mut self, encoder: IncidentEncoder, policy: incidents::Policy) -> Sessions {
+        self.incidents = encoder;
+        self.policy = policy;
+        self
     }
 
     /// The same store, its alerts encoded by `alerts` (by default, protobuf to
@@ -333,24 +371,28 @@ impl Sessions {
     /// (after a crash, over a state restored from the changelog): it changes nothing, and its
     /// view is the session as it stands.
     pub fn apply(&mut self, event: &mut Event<'_>, position: i64, now: i64) -> SessionView {
-        self.apply_evaluating(event, position, now, None).0
+        self.apply_evaluating(event, position, now, None).view
     }
 
     /// [`Sessions::apply`], then the rules on the event (`rules`: the rule set, and where
     /// tenant-scoped rules go: counted here when `None`, forwarded to the list otherwise,
-    /// see [`rules::Tenant`]). Returns the session view and the alerts fired.
+    /// see [`rules::Tenant`]), then the session's incident ([`incidents`]): the alerts of
+    /// live session-scoped rules are aggregated into it, those it folds (rule families, the
+    /// alert budget) left out of the alerts returned; its record is returned when it changed
+    /// or the session ended with the event.
     ///
     /// An event processed again (its position already applied) counts nothing, fires again
     /// the alerts it fired the first time if they are still kept (changelog on, position
-    /// not committed), and is forwarded again for the tenant-scoped rules it matches (the
-    /// tenant side counts a message id once).
+    /// not committed), gives the incident's record again if it produced its latest revision,
+    /// and is forwarded again for the tenant-scoped rules it matches (the tenant side counts
+    /// a message id once).
     pub fn apply_evaluating(
         &mut self,
         event: &mut Event<'_>,
         position: i64,
         now: i64,
         rules: Option<(&RuleSet, Option<&mut rules::Forwarded>)>,
-    ) -> (SessionView, Alerts) {
+    ) -> Applied {
         let id = &*event.delivery_execution_id;
         // Looked up once on the hot path (a helper returning the entry would need two lookups
         // for the borrow checker).
@@ -364,19 +406,27 @@ impl Sessions {
         };
         if position <= state.applied_offset {
             let view = state.view(state.status, true, false);
-            // Forwarded again: the tenant-topic record may have been lost with the crash (the
-            // tenant side drops it if it was not).
-            if let (Some((rule_set, Some(forward))), Some(session)) = (rules, state.rules.as_deref()) {
-                rules::forward_again(rule_set, event, &view, &session.state, forward);
+            let mut applied = Applied::of(view, replayed(state, position));
+            if let (Some((rule_set, forward)), Some(session)) = (rules, state.rules.as_deref()) {
+                // Forwarded again: the tenant-topic record may have been lost with the crash
+                // (the tenant side drops it if it was not).
+                if let Some(forward) = forward {
+                    rules::forward_again(rule_set, event, &applied.view, &session.state, forward);
+                }
+                // Its latest revision published again: the crash may have lost it while the
+                // state was already durable.
+                if let Some(incident) = session.incident.as_deref().filter(|i| i.updated_position == position) {
+                    applied.incident = Some(incident_record(&self.incidents, incident, state, event, rule_set));
+                }
             }
-            return (view, replayed(state, position));
+            return applied;
         }
         if self.track_changes {
             mark_dirty(state, &mut self.dirty, id);
         }
         let view = apply_to(state, &self.limits, event, position, now);
         let Some((rule_set, forward)) = rules else {
-            return (view, Alerts::new());
+            return Applied::of(view, Alerts::new());
         };
         let session = state.rules.get_or_insert_default();
         let mut alerts = Alerts::new();
@@ -397,9 +447,24 @@ impl Sessions {
                 );
             }
         }
+        let mut folded = Folded::new();
+        let mut changed = aggregate(session, &mut alerts, &mut folded, rule_set, event, state.first_seen, &self.policy);
+        let ended =
+            view.status_after.is_some_and(machine::is_final) && !view.status_before.is_some_and(machine::is_final);
+        if ended {
+            session.incident.get_or_insert_default();
+            changed = true;
+        }
         let kept = self.track_changes.then_some((&mut self.kept, &*event.delivery_execution_id));
         keep_fired(session, &alerts, position, self.committed, kept);
-        (view, alerts)
+        if changed && let Some(incident) = session.incident.as_deref_mut() {
+            incident.revise(event.incident_time, position, state.status);
+        }
+        let mut applied = Applied { view, alerts, incident: None, folded };
+        if changed && let Some(incident) = state.rules.as_deref().and_then(|rules| rules.incident.as_deref()) {
+            applied.incident = Some(incident_record(&self.incidents, incident, state, event, rule_set));
+        }
+        applied
     }
 
     /// Counts `event` for the tenant-scoped rules named in `matched` (forwarded by
@@ -456,6 +521,75 @@ impl Sessions {
         keep_fired(tenant, &alerts, position, self.committed, self.track_changes.then_some((&mut self.kept, id)));
         alerts
     }
+}
+
+/// Aggregates into the session's incident the alerts of live session-scoped rules among
+/// `alerts` (fired by `event`; `session_start`: the session's first incident time), and takes
+/// those it folds out of `alerts` (their rules listed in `folded`). Whether the incident
+/// changed (it had alerts to aggregate).
+fn aggregate(
+    session: &mut SessionRules,
+    alerts: &mut Alerts,
+    folded: &mut Folded,
+    rule_set: &RuleSet,
+    event: &Event<'_>,
+    session_start: i64,
+    policy: &incidents::Policy,
+) -> bool {
+    if alerts.is_empty() {
+        return false;
+    }
+    let mut aggregated: smallvec::SmallVec<[(usize, &rules::Rule); 2]> = smallvec::SmallVec::new();
+    for (at, alerted) in alerts.iter().enumerate() {
+        if alerted.mode != RuleMode::Live {
+            continue;
+        }
+        if let Some(rule) = rule_set.get(alerted.rule()).filter(|rule| rule.scope == Scope::Session) {
+            aggregated.push((at, rule));
+        }
+    }
+    if aggregated.is_empty() {
+        return false;
+    }
+    let fired: smallvec::SmallVec<[&rules::Rule; 2]> = aggregated.iter().map(|(_, rule)| *rule).collect();
+    let half_life = i64::try_from(rule_set.score_half_life.as_millis()).unwrap_or(i64::MAX);
+    let incident = session.incident.get_or_insert_default();
+    let verdicts = incident.add_alerts(&fired, event.incident_time, session_start, half_life, policy);
+    if verdicts.iter().any(|verdict| verdict.folded()) {
+        let mut dropped = smallvec::SmallVec::<[usize; 2]>::new();
+        for ((at, rule), verdict) in aggregated.iter().zip(&verdicts) {
+            if verdict.folded() {
+                dropped.push(*at);
+                folded.push(rule.id.clone());
+            }
+        }
+        let mut at = 0;
+        alerts.retain(|_| {
+            let keep = !dropped.contains(&at);
+            at += 1;
+            keep
+        });
+    }
+    true
+}
+
+/// The record of the session `state`'s `incident` (its latest revision, produced by `event`).
+fn incident_record(
+    encoder: &IncidentEncoder,
+    incident: &Incident,
+    state: &SessionState,
+    event: &Event<'_>,
+    rule_set: &RuleSet,
+) -> Output<'static> {
+    encoder.record(&IncidentRecord {
+        incident,
+        tenant_id: &state.tenant_id,
+        delivery_execution_id: &event.delivery_execution_id,
+        session_status: incident.session_status,
+        open: !incident.session_status.is_some_and(machine::is_final),
+        reasons: incident.reasons(rule_set),
+        source: &event.source,
+    })
 }
 
 /// Lists `state` (entry `id`) among those changed since the last drain, once.

@@ -401,7 +401,7 @@ fn evaluated(
     position: i64,
 ) -> crate::encode::Alerts {
     let mut event = event(pipeline, json, position);
-    sessions.apply_evaluating(&mut event, position, NOW, Some((rules, None))).1
+    sessions.apply_evaluating(&mut event, position, NOW, Some((rules, None))).alerts
 }
 
 #[test]
@@ -552,4 +552,99 @@ fn an_event_processed_again_is_forwarded_again_and_its_tenant_counts_it_once() {
     let fired = tenant.apply_tenant(&twentieth, &forward, 21, NOW, &rules);
     assert_eq!(fired.len(), 1);
     assert_eq!(fired[0].alert().unwrap().count, 20);
+}
+
+/// The store with JSON incidents (the default policy), as `pipeline`'s would be.
+fn with_json_incidents() -> Sessions {
+    let encoder = crate::encode::incident::IncidentEncoder {
+        format: crate::encode::Format::Json,
+        ..crate::encode::incident::IncidentEncoder::default()
+    };
+    Sessions::new(SessionLimits::default()).with_incidents(encoder, crate::incidents::Policy::default())
+}
+
+fn incident_json(applied: &store::Applied) -> Option<serde_json::Value> {
+    applied.incident.as_ref().map(|output| serde_json::from_slice(&output.value).unwrap())
+}
+
+/// A session's incident: a revision per event whose alerts change it (none for the others),
+/// given again when the event that produced the latest revision is processed again (also
+/// after a restore), and closed when the session ends; a clean session gets one closing
+/// revision at `none`.
+#[test]
+fn a_sessions_incident_is_revised_by_its_alerts_given_again_on_a_replay_and_closed_at_its_end() {
+    let pipeline = Pipeline::new(&Config::defaults(), ReasonCatalog::builtin()).unwrap();
+    let rules = crate::rules::RuleSet::defaults();
+    let apply = |sessions: &mut Sessions, json: &str, position: i64| {
+        let mut event = event(&pipeline, json, position);
+        sessions.apply_evaluating(&mut event, position, NOW, Some((&rules, None)))
+    };
+    let mut sessions = with_json_incidents();
+    let (before, third) = repeated_pauses();
+    for (position, json) in (1..).zip(&before) {
+        assert!(apply(&mut sessions, json, position).incident.is_none(), "no alert, no revision");
+    }
+    let fired = apply(&mut sessions, &third, 5);
+    assert_eq!(fired.alerts.len(), 1);
+    let first = incident_json(&fired).expect("the alert revised the incident");
+    let expected = serde_json::json!({
+        "tenantId": "acme", "deliveryExecutionId": DE, "priority": "medium", "score": 30, "alertCount": 1,
+        "foldedAlertCount": 0, "byRule": {"repeated-pauses": 1}, "reasons": ["Repeated pauses ×1 (30 points)"],
+        "firstAlertAt": T0 + 1_200_000, "lastAlertAt": T0 + 1_200_000, "updatedAt": T0 + 1_200_000,
+        "sessionStatus": "suspended", "open": true, "revision": 1,
+        "source": {"topic": "raw", "partition": 0, "offset": 5},
+    });
+    for (key, value) in expected.as_object().unwrap() {
+        assert_eq!(&first[key], value, "{key}: {first}");
+    }
+    assert_eq!(fired.incident.as_ref().unwrap().key.as_deref(), Some(DE.as_bytes()));
+    assert!(apply(&mut sessions, &flat("resume", "succeeded", "", 1260, "r3"), 6).incident.is_none());
+
+    // Processed again: the revision its position produced, byte for byte; not another's.
+    assert_eq!(apply(&mut sessions, &third, 5).incident, fired.incident);
+    assert!(apply(&mut sessions, &before[3], 4).incident.is_none());
+    let mut restored = with_json_incidents();
+    for (key, value) in sessions.drain_changes("raw", 0) {
+        restored.restore_record("raw", 0, &key, value.as_deref()).unwrap();
+    }
+    assert_eq!(restored.get(DE), sessions.get(DE), "the incident is part of the session's state");
+    assert_eq!(apply(&mut restored, &third, 5).incident, fired.incident);
+
+    // A proctor terminates the session: its alert and the end, one revision.
+    let end = apply(&mut restored, &flat("terminate", "succeeded", "", 1300, "t1"), 7);
+    let closed = incident_json(&end).unwrap();
+    assert_eq!((closed["revision"].as_u64(), closed["open"].as_bool()), (Some(2), Some(false)));
+    assert_eq!((closed["priority"].as_str(), closed["sessionStatus"].as_str()), (Some("critical"), Some("terminated")));
+    assert_eq!(closed["byRule"], serde_json::json!({"proctor-termination": 1, "repeated-pauses": 1}));
+
+    // A clean session: one revision, when it ends.
+    let other = |json: String| json.replace(DE, "dIresu#d2#h1#acme");
+    assert!(apply(&mut restored, &other(flat("start", "succeeded", "", 0, "c1")), 8).incident.is_none());
+    let clean = apply(&mut restored, &other(flat("submission", "succeeded", "closed", 60, "c2")), 9);
+    let clean = incident_json(&clean).unwrap();
+    assert_eq!((clean["priority"].as_str(), clean["score"].as_u64()), (Some("none"), Some(0)), "{clean}");
+    assert_eq!((clean["revision"].as_u64(), clean["open"].as_bool()), (Some(1), Some(false)));
+}
+
+/// One event, one alert per family: an IP change flag matches security-flag and ip-change
+/// (both "conduct"); the more severe is published, the other folded into the incident.
+#[test]
+fn an_event_publishes_one_alert_of_a_family_and_folds_the_others() {
+    let pipeline = Pipeline::new(&Config::defaults(), ReasonCatalog::builtin()).unwrap();
+    let rules = crate::rules::RuleSet::defaults();
+    let mut sessions = with_json_incidents();
+    let json = format!(
+        r#"{{"deliveryExecutionId":"{DE}","actor":"proctor","action":"flag","actionStatus":"succeeded","incidentTime":{},"messageId":"ip1","reasonCode":20999,"reasonMessage":"IP address change detected."}}"#,
+        T0 / 1000
+    );
+    let mut event = event(&pipeline, &json, 1);
+    let applied = sessions.apply_evaluating(&mut event, 1, NOW, Some((&rules, None)));
+    let published: Vec<&str> = applied.alerts.iter().map(|alert| alert.rule()).collect();
+    assert_eq!(published, ["ip-change"]);
+    assert_eq!(applied.folded.iter().map(|rule| &**rule).collect::<Vec<_>>(), ["security-flag"]);
+    let incident = incident_json(&applied).unwrap();
+    assert_eq!((incident["alertCount"].as_u64(), incident["foldedAlertCount"].as_u64()), (Some(2), Some(1)));
+    assert_eq!(incident["score"], 25, "the folded alert adds no points");
+    let kept = sessions.get(DE).and_then(|state| state.rules.as_ref()).map(|rules| rules.fired.len());
+    assert_eq!(kept, Some(1), "only the published alert is kept for a replay");
 }
