@@ -18,7 +18,7 @@ use crate::kafka::runtime::{self, RunSummary};
 use crate::model::ReasonCatalog;
 use crate::pipeline::Pipeline;
 use crate::rules::alert::ALERT_SCHEMA;
-use crate::synth::{Generator, SynthOptions, SynthRecord};
+use crate::synth::{Generator, Profile, SynthOptions, SynthRecord};
 
 /// The demo's input topic.
 pub const INPUT_TOPIC: &str = "acs.raw";
@@ -44,6 +44,10 @@ pub struct DemoOptions {
     pub events: usize,
     pub tenants: usize,
     pub seed: u64,
+    /// The mix of sessions ([`Profile::Realistic`] by default).
+    pub profile: Profile,
+    /// Shortest and longest sitting, minutes (realistic profile).
+    pub sitting_minutes: (u32, u32),
 }
 
 /// One record read back from an output topic.
@@ -263,13 +267,14 @@ pub async fn run(options: &DemoOptions) -> Result<(), DemoError> {
     }
 
     // Traffic: the last record is about now.
-    let span_ms = i64::try_from(options.events).unwrap_or(i64::MAX).saturating_mul(10);
-    let synth = SynthOptions {
+    let mut synth = SynthOptions {
         seed: options.seed,
         tenants: tenants.len(),
-        start_ms: now_ms() - span_ms,
+        profile: options.profile,
+        sitting_minutes: options.sitting_minutes,
         ..SynthOptions::default()
     };
+    synth.start_ms = now_ms() - Generator::span_ms(&synth, options.events as u64);
     eprintln!("demo: producing {} records for {} tenants to {INPUT_TOPIC} ...", options.events, tenants.len());
     produce(&brokers, INPUT_TOPIC, Generator::new(synth).take(options.events))?;
 
