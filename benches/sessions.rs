@@ -10,7 +10,7 @@
 //!    freed when that `Sessions` is dropped (they must agree: nothing else was allocated in the
 //!    window). Measured in the steady state: after `Sessions::drain_changes` (the service
 //!    drains after every record, so its dirty list holds at most one id). Shapes:
-//!    - (a) synthetic traffic: `synth::Generator`s (default mix, 1,000 sessions open at once,
+//!    - (a) synthetic traffic: `synth::Generator`s (stress mix, 1,000 sessions open at once,
 //!      one generator after the other with its own seed until N sessions) run through
 //!      `Pipeline::process` without rules, 20 records per session on average: sessions in
 //!      the middle of their exam (about 20 recent message ids each, a few past the 32 kept);
@@ -335,7 +335,7 @@ fn synthetic(n: usize, rules: bool) -> anyhow::Result<Measured> {
     let mut offset = 0;
     for (shard, first) in (0..n).step_by(GENERATOR_SESSIONS).enumerate() {
         let open = GENERATOR_SESSIONS.min(n - first);
-        let options = SynthOptions { seed: 42 + shard as u64, concurrent_sessions: open, ..SynthOptions::default() };
+        let options = SynthOptions { seed: 42 + shard as u64, concurrent_sessions: open, ..SynthOptions::stress() };
         let mut generator = Generator::new(options);
         for _ in 0..open * RECORDS_PER_SESSION {
             let record = generator.next_record();

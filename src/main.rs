@@ -11,7 +11,7 @@ use acs_stream::commands::tail::{self, StartAt, TailEnd, TailOptions, ValueForma
 use acs_stream::commands::{StopRequests, check_config};
 use acs_stream::config::Config;
 use acs_stream::pipeline::Pipeline;
-use acs_stream::synth::SynthOptions;
+use acs_stream::synth::{Generator, Profile, SynthOptions};
 use anyhow::Context;
 use clap::{ArgGroup, Parser, Subcommand, ValueEnum};
 
@@ -31,6 +31,29 @@ struct Cli {
     command: Command,
 }
 
+/// The mix of synthetic sessions (`demo`, `generate`).
+#[derive(clap::Args)]
+struct TrafficArgs {
+    /// `realistic`: sittings of `--sitting-minutes`, 85% clean, 10% minor incidents, 5%
+    /// suspicious; `stress`: the flag-heavy mix (37% flags, sessions of seconds).
+    #[arg(long, default_value = "realistic")]
+    profile: Profile,
+    /// Shortest and longest sitting in minutes of event time, `MIN..MAX` (realistic profile).
+    #[arg(long, value_name = "MIN..MAX", default_value = "20..120", value_parser = minutes_range)]
+    sitting_minutes: (u32, u32),
+}
+
+/// `20..120` → (20, 120).
+fn minutes_range(text: &str) -> Result<(u32, u32), String> {
+    let (low, high) = text.split_once("..").ok_or_else(|| format!("expected MIN..MAX, got `{text}`"))?;
+    let parse = |n: &str| n.trim().parse::<u32>().map_err(|error| format!("`{n}`: {error}"));
+    let (low, high) = (parse(low)?, parse(high)?);
+    if low == 0 || low > high {
+        return Err(format!("expected 1 <= MIN <= MAX, got `{text}`"));
+    }
+    Ok((low, high))
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the whole service against an in-process Kafka cluster with synthetic traffic, and
@@ -45,6 +68,12 @@ enum Command {
         /// Random seed of the traffic.
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        #[command(flatten)]
+        traffic: TrafficArgs,
+        /// Print the service's log lines (INFO and up; `RUST_LOG` chooses otherwise). Without
+        /// it and without `RUST_LOG`, the demo prints only its progress and its summary.
+        #[arg(long)]
+        verbose: bool,
     },
     /// Run the service: consume the input topics, process, publish per tenant
     /// (at-least-once). Stops on SIGTERM or SIGINT after draining and committing.
@@ -168,9 +197,11 @@ enum Command {
         #[arg(long, default_value_t = 42)]
         seed: u64,
         /// Incident time of the first record, epoch milliseconds (default: early enough for
-        /// the last record to be about now; records are 10 ms apart on average).
+        /// the last record to be about now).
         #[arg(long)]
         start: Option<i64>,
+        #[command(flatten)]
+        traffic: TrafficArgs,
     },
     /// Print the records of an output topic as JSON lines on stdout: events in the JSON
     /// contract (protobuf or JSON values), dead letters with their error and original
@@ -256,9 +287,17 @@ fn main() -> ExitCode {
             return if error.use_stderr() { ExitCode::from(EXIT_USAGE) } else { ExitCode::SUCCESS };
         }
     };
-    init_logging();
+    // The demo prints its story, not the service's logs, unless asked.
+    let quiet = matches!(cli.command, Command::Demo { verbose: false, .. }) && std::env::var_os("RUST_LOG").is_none();
+    init_logging(if quiet { "off" } else { "info" });
     match cli.command {
-        Command::Demo { events, tenants, seed } => demo(DemoOptions { events, tenants, seed }),
+        Command::Demo { events, tenants, seed, traffic, verbose: _ } => demo(DemoOptions {
+            events,
+            tenants,
+            seed,
+            profile: traffic.profile,
+            sitting_minutes: traffic.sitting_minutes,
+        }),
         Command::Run { config } => run(config.as_deref()),
         Command::Generate {
             out,
@@ -272,15 +311,15 @@ fn main() -> ExitCode {
             malformed_ratio,
             seed,
             start,
+            traffic,
         } => {
-            let span_ms = i64::try_from(events.saturating_mul(10)).unwrap_or(i64::MAX).min(86_400_000);
-            let start_ms = start.unwrap_or_else(|| now_ms() - span_ms);
-            let synth = SynthOptions {
+            let mut synth = SynthOptions {
                 seed,
                 tenants,
                 concurrent_sessions: sessions,
                 malformed_ratio,
-                start_ms,
+                profile: traffic.profile,
+                sitting_minutes: traffic.sitting_minutes,
                 ..SynthOptions::default()
             };
             if !(0.0..=1.0).contains(&synth.malformed_ratio) {
@@ -291,6 +330,12 @@ fn main() -> ExitCode {
                 eprintln!("acs-stream: --tenants and --sessions must be at least 1");
                 return ExitCode::from(EXIT_USAGE);
             }
+            // The last record about now; the stress profile's span is capped at a day, so
+            // that its first records are not older than that.
+            synth.start_ms = start.unwrap_or_else(|| {
+                let span_ms = Generator::span_ms(&synth, events);
+                now_ms() - if synth.profile == Profile::Stress { span_ms.min(86_400_000) } else { span_ms }
+            });
             match (out, brokers, topic) {
                 (Some(out), _, _) => generate(GenerateOptions { out, events, synth }),
                 (None, Some(brokers), Some(topic)) => {
@@ -718,10 +763,11 @@ fn now_ms() -> i64 {
     i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// Logs go to stderr; level from `RUST_LOG` (default `info`), JSON when `ACS_STREAM_LOG_FORMAT=json`.
-fn init_logging() {
+/// Logs go to stderr; level from `RUST_LOG` (default `default`: `info`, or `off` for a demo
+/// not asked to be verbose), JSON when `ACS_STREAM_LOG_FORMAT=json`.
+fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if std::env::var("ACS_STREAM_LOG_FORMAT").is_ok_and(|v| v == "json") {
         builder.json().init();

@@ -28,8 +28,13 @@ fn broker() -> Option<&'static Broker> {
 }
 
 fn inputs(seed: u64, count: usize) -> Vec<SynthRecord> {
-    let options =
-        SynthOptions { seed, tenants: 2, malformed_ratio: 0.02, start_ms: now_ms() - 3_600_000, ..Default::default() };
+    let options = SynthOptions {
+        seed,
+        tenants: 2,
+        malformed_ratio: 0.02,
+        start_ms: now_ms() - 3_600_000,
+        ..SynthOptions::stress()
+    };
     Generator::new(options).take_records(count)
 }
 

@@ -244,7 +244,7 @@ fn scenario(fault: Fault, guarantee: &str) {
         tenants: 2,
         malformed_ratio: 0.02,
         start_ms: now_ms() - 3_600_000,
-        ..Default::default()
+        ..SynthOptions::stress()
     })
     .take_records(schedule.inputs);
 

@@ -43,7 +43,7 @@ async fn every_record_lands_in_topics_the_service_creates_and_a_restart_resumes(
         tenants: 2,
         malformed_ratio: 0.1,
         start_ms: now_ms() - 3_600_000,
-        ..Default::default()
+        ..SynthOptions::stress()
     };
     let first = Generator::new(options(11)).take_records(1_000);
     produce(&brokers, &input, &first);
@@ -93,7 +93,7 @@ async fn sigkill_mid_stream_loses_nothing() {
         tenants: 2,
         malformed_ratio: 0.05,
         start_ms: now_ms() - 3_600_000,
-        ..Default::default()
+        ..SynthOptions::stress()
     };
     let inputs = Generator::new(options).take_records(4_000);
 
@@ -208,7 +208,7 @@ async fn sigterm_mid_stream_drains_loses_nothing_and_exits_0() {
         tenants: 2,
         malformed_ratio: 0.05,
         start_ms: now_ms() - 3_600_000,
-        ..Default::default()
+        ..SynthOptions::stress()
     };
     // The input keeps arriving until after the SIGTERM: at least one chunk is produced
     // once the stop is asked, so the processor is stopped mid-stream by construction.
@@ -269,7 +269,7 @@ async fn alerts_fire_exactly_as_without_a_sigkill_mid_window() {
         tenants: 2,
         malformed_ratio: 0.0,
         start_ms: now_ms() - 3_600_000,
-        ..Default::default()
+        ..SynthOptions::stress()
     };
     let inputs = Generator::new(options).take_records(1_000);
     let reference = reference_session_alerts(&inputs, &input);
@@ -328,7 +328,7 @@ async fn rules_sessions_and_the_tenant_topic_come_through_a_rebalance_exactly() 
         tenants: 2,
         malformed_ratio: 0.02,
         start_ms: now_ms() - 3_600_000,
-        ..Default::default()
+        ..SynthOptions::stress()
     };
     let inputs = Generator::new(options).take_records(3_000);
     let (before, rest) = inputs.split_at(1_000);
@@ -429,7 +429,7 @@ fn a_three_node_cluster_loses_a_node_to_sigkill_and_gets_it_back() {
     wait_for_metadata(&brokers, topic, "every replica in sync", |p| {
         p.len() == 3 && p.values().all(|(_, isr)| isr.len() == 3)
     });
-    let records = Generator::new(SynthOptions { seed: 3, ..Default::default() }).take_records(900);
+    let records = Generator::new(SynthOptions { seed: 3, ..SynthOptions::stress() }).take_records(900);
     produce_acknowledged(&brokers, topic, &records[..300]);
 
     // The leader of partition 0 is killed: its partitions move to the other two nodes, which
@@ -493,7 +493,7 @@ async fn refused_alerts_are_dead_lettered_once_per_input_and_their_event_stays_p
     let path = RunConfig { rules: true, more: &more, ..RunConfig::new(&brokers, &input, &prefix) }.write(dir.path());
     let config = Config::load(Some(&path)).unwrap();
     let inputs =
-        Generator::new(SynthOptions { seed: 83, tenants: 2, start_ms: now_ms() - 3_600_000, ..Default::default() })
+        Generator::new(SynthOptions { seed: 83, tenants: 2, start_ms: now_ms() - 3_600_000, ..SynthOptions::stress() })
             .take_records(600);
 
     // The reference: which inputs fire alerts, each tenant-02 one to be dead-lettered once.

@@ -31,8 +31,13 @@ fn now_ms() -> i64 {
 }
 
 fn records(seed: u64, count: usize) -> Vec<SynthRecord> {
-    let options =
-        SynthOptions { seed, tenants: 2, malformed_ratio: 0.1, start_ms: now_ms() - 3_600_000, ..Default::default() };
+    let options = SynthOptions {
+        seed,
+        tenants: 2,
+        malformed_ratio: 0.1,
+        start_ms: now_ms() - 3_600_000,
+        ..SynthOptions::stress()
+    };
     Generator::new(options).take_records(count)
 }
 

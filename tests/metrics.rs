@@ -93,7 +93,7 @@ async fn processing_moves_exactly_the_expected_counters() {
         tenants: 2,
         malformed_ratio: 0.1,
         start_ms: now_ms() - 3_600_000,
-        ..Default::default()
+        ..SynthOptions::stress()
     };
     let inputs = Generator::new(options).take_records(300);
     acs_stream::commands::demo::produce(&brokers, INPUT, inputs.iter().cloned()).unwrap();

@@ -85,7 +85,7 @@ async fn no_topic_the_service_writes_holds_a_protected_tenants_personal_data() {
         tenants: 3,
         malformed_ratio: 0.05,
         start_ms: now_ms() - 3_600_000,
-        ..Default::default()
+        ..SynthOptions::stress()
     };
     let records = Generator::new(options).take_records(1_500);
     demo::produce(&brokers, &input, records.iter().cloned()).expect("input produced");

@@ -12,7 +12,7 @@ use acs_stream::synth::{Generator, SynthOptions};
 /// Records in the corpus.
 pub const RECORDS: usize = 10_000;
 
-/// The corpus: deterministic synthetic records (see `benches/core.rs`), and the processing
+/// The corpus: deterministic synthetic records (realistic profile; see `benches/core.rs`), and the processing
 /// time to use with them.
 pub fn corpus() -> (Vec<Vec<u8>>, i64) {
     let options = SynthOptions::default();

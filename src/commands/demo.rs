@@ -1,7 +1,13 @@
 //! `acs-stream demo`: the whole service against an in-process Kafka cluster (librdkafka's
 //! mock cluster), with synthetic traffic; prints what it did. Needs nothing installed.
+//!
+//! It tells a story, not a log: a progress bar on stderr while it runs (hidden when stderr is
+//! not a terminal; the service's log lines are off unless `--verbose` or `RUST_LOG`), then a
+//! summary that leads with the sessions ([`SessionsSummary`]), then the alerts per rule, the
+//! dead letters per code and the throughput.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use prost::Message as _;
@@ -13,12 +19,13 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::Config;
+use crate::encode::DeadLetter;
 use crate::encode::proto::pb;
 use crate::kafka::runtime::{self, RunSummary};
 use crate::model::ReasonCatalog;
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Outcome, Pipeline, Processor, Record};
 use crate::rules::alert::ALERT_SCHEMA;
-use crate::synth::{Generator, SynthOptions, SynthRecord};
+use crate::synth::{Generator, Profile, SynthOptions, SynthRecord};
 
 /// The demo's input topic.
 pub const INPUT_TOPIC: &str = "acs.raw";
@@ -44,6 +51,10 @@ pub struct DemoOptions {
     pub events: usize,
     pub tenants: usize,
     pub seed: u64,
+    /// The mix of sessions ([`Profile::Realistic`] by default).
+    pub profile: Profile,
+    /// Shortest and longest sitting, minutes (realistic profile).
+    pub sitting_minutes: (u32, u32),
 }
 
 /// One record read back from an output topic.
@@ -203,8 +214,19 @@ pub fn produce(
     topic: &str,
     records: impl IntoIterator<Item = SynthRecord>,
 ) -> Result<(), rdkafka::error::KafkaError> {
+    produce_counted(brokers, topic, records, |_| {})
+}
+
+/// [`produce`], calling `sent` after each record handed to the producer.
+fn produce_counted(
+    brokers: &str,
+    topic: &str,
+    records: impl IntoIterator<Item = SynthRecord>,
+    mut sent: impl FnMut(u64),
+) -> Result<(), rdkafka::error::KafkaError> {
     let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", brokers).create()?;
-    for record in records {
+    for (n, record) in (1..).zip(records) {
+        sent(n);
         let mut pending = BaseRecord::to(topic).key(&record.key).payload(&record.value);
         loop {
             match producer.send(pending) {
@@ -217,6 +239,69 @@ pub fn produce(
         }
     }
     producer.flush(Duration::from_secs(60))
+}
+
+/// The pipeline, noting when it was handed its first record: the throughput the demo prints
+/// leaves the consumer group join (about 3 s on the mock cluster) out. Every other method is
+/// the pipeline's (a default here would switch a part of the service off).
+struct Stamped<'p> {
+    inner: &'p Pipeline,
+    first: OnceLock<Instant>,
+}
+
+impl Processor for Stamped<'_> {
+    type State = <Pipeline as Processor>::State;
+
+    fn state(&self) -> Self::State {
+        self.inner.state()
+    }
+
+    fn process<'a>(&self, record: &Record<'a>, state: &mut Self::State, now_ms: i64) -> Outcome<'a> {
+        self.first.get_or_init(Instant::now);
+        self.inner.process(record, state, now_ms)
+    }
+
+    fn dead_letter_topic(&self) -> &str {
+        Processor::dead_letter_topic(self.inner)
+    }
+
+    fn changelog_topic(&self) -> Option<&str> {
+        Processor::changelog_topic(self.inner)
+    }
+
+    fn repartition_topic(&self) -> Option<&str> {
+        Processor::repartition_topic(self.inner)
+    }
+
+    fn rekey(&self, record: &Record<'_>, now_ms: i64) -> Result<Vec<u8>, DeadLetter> {
+        self.inner.rekey(record, now_ms)
+    }
+
+    fn tenant_topic(&self) -> Option<&str> {
+        Processor::tenant_topic(self.inner)
+    }
+
+    fn produce_failed(&self, detail: String, tenant: Option<&str>) -> crate::decode::Rejection {
+        self.inner.produce_failed(detail, tenant)
+    }
+
+    fn process_tenant<'a>(
+        &self,
+        record: &Record<'a>,
+        matched: &[&str],
+        state: &mut Self::State,
+        now_ms: i64,
+    ) -> Result<crate::pipeline::Alerts, DeadLetter> {
+        self.inner.process_tenant(record, matched, state, now_ms)
+    }
+}
+
+/// The progress bar: on stderr, drawn only when it is a terminal (indicatif hides it
+/// otherwise), so that a piped or tested demo prints its summary alone.
+fn progress_bar(len: u64) -> indicatif::ProgressBar {
+    let style = indicatif::ProgressStyle::with_template("{msg:<28} {bar:40} {pos}/{len} ({per_sec})")
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    indicatif::ProgressBar::with_draw_target(Some(len), indicatif::ProgressDrawTarget::stderr()).with_style(style)
 }
 
 fn now_ms() -> i64 {
@@ -263,17 +348,24 @@ pub async fn run(options: &DemoOptions) -> Result<(), DemoError> {
     }
 
     // Traffic: the last record is about now.
-    let span_ms = i64::try_from(options.events).unwrap_or(i64::MAX).saturating_mul(10);
-    let synth = SynthOptions {
+    let mut synth = SynthOptions {
         seed: options.seed,
         tenants: tenants.len(),
-        start_ms: now_ms() - span_ms,
+        profile: options.profile,
+        sitting_minutes: options.sitting_minutes,
         ..SynthOptions::default()
     };
-    eprintln!("demo: producing {} records for {} tenants to {INPUT_TOPIC} ...", options.events, tenants.len());
-    produce(&brokers, INPUT_TOPIC, Generator::new(synth).take(options.events))?;
-
-    eprintln!("demo: running the service (the same code path as `acs-stream run`) ...");
+    synth.start_ms = now_ms() - Generator::span_ms(&synth, options.events as u64);
+    let bar = progress_bar(options.events as u64);
+    bar.set_message("producing synthetic traffic");
+    let mut generator = Generator::new(synth);
+    produce_counted(&brokers, INPUT_TOPIC, generator.by_ref().take(options.events), |n| {
+        if n % 256 == 0 {
+            bar.set_position(n);
+        }
+    })?;
+    bar.set_position(0);
+    bar.set_message("running the service");
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let reader_brokers = brokers.clone();
     let expected = options.events;
@@ -284,32 +376,39 @@ pub async fn run(options: &DemoOptions) -> Result<(), DemoError> {
     let group = config.kafka.group_id.clone();
     let mut committed_topics = vec![(INPUT_TOPIC.to_owned(), input_partitions)];
     committed_topics.extend(config.tenant_topic().map(|topic| (topic, input_partitions)));
+    let reader_bar = bar.clone();
     let reader = tokio::task::spawn_blocking(move || {
         let result =
             read_outputs(&reader_brokers, &outputs, output_partitions, expected, Duration::from_secs(600), |n| {
-                eprintln!("demo: {n}/{expected} records processed");
+                reader_bar.set_position(n as u64);
             })
             .and_then(|records| {
+                // Every record has come out: the end of the window the throughput is over.
+                let processed = Instant::now();
+                reader_bar.set_message("committing");
                 // The service commits every `kafka.commit_interval` (500 ms here).
                 let (patience, poll) = (Duration::from_secs(240), Duration::from_millis(50));
                 wait_committed(&reader_brokers, &group, &committed_topics, patience, poll, || false)?;
-                Ok(records)
+                Ok((records, processed))
             });
         let _ = done_tx.send(());
         result
     });
     let started = Instant::now();
-    let summary = runtime::run(&config, &pipeline, async {
+    let stamped = Stamped { inner: &pipeline, first: OnceLock::new() };
+    let summary = runtime::run(&config, &stamped, async {
         let _ = done_rx.await;
     })
     .await?;
-    let elapsed = started.elapsed();
-    let mut records =
+    let (mut records, processed) =
         reader.await.map_err(|_| DemoError::Incomplete { got: 0, expected, patience: Duration::ZERO })??;
+    let elapsed = processed.duration_since(stamped.first.get().copied().unwrap_or(started));
     // Alerts: as many as the rules fired; the run drained, so all of them are there.
     let alerts = summary.alerts as usize;
     records.extend(read_outputs(&brokers, &alert_topics, output_partitions, alerts, Duration::from_secs(60), |_| {})?);
-    print!("{}", report(&summary, &records, elapsed));
+    bar.finish_and_clear();
+    let sessions = SessionsSummary::read(&records, generator.scripts().len());
+    print!("{}", report(&summary, &sessions, &records, elapsed));
     // The mock cluster drops a partition's oldest records silently; the service's consumer
     // then goes on from the oldest left, and commits: the counts tell.
     if summary.tenant_records < summary.tenant_forwarded {
@@ -326,8 +425,73 @@ fn spelled(name: &str, prefix: &str) -> String {
     name.trim_start_matches(prefix).to_ascii_lowercase().replace('_', "-")
 }
 
-/// The summary a person reads.
-fn report(summary: &RunSummary, records: &[OutputRecord], elapsed: Duration) -> String {
+/// The loudest alert of a session, and how many it had.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionRecord {
+    /// Events of the session read back.
+    pub events: usize,
+    /// Its alerts, per (rule, severity).
+    pub alerts: BTreeMap<(String, String), usize>,
+    /// The highest severity among them (`critical` > `high` > `medium` > `low` > `info`).
+    pub loudest: Option<String>,
+}
+
+/// What the demo knows of the sessions, from what it read back: the summary's first
+/// section. Today it holds the sessions and their alerts; the incidents (priority, score,
+/// reasons to review first) will extend it from the same per-session records.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionsSummary {
+    /// Sessions the traffic opened (the generator's count: some may have had only malformed
+    /// records, or none yet when the traffic stopped).
+    pub opened: usize,
+    /// Per session seen in the outputs (its delivery execution id).
+    pub sessions: BTreeMap<String, SessionRecord>,
+}
+
+/// Severities, loudest first.
+const SEVERITIES: [&str; 5] = ["critical", "high", "medium", "low", "info"];
+
+impl SessionsSummary {
+    /// From the records read back: the events and the session-scoped alerts.
+    pub fn read(records: &[OutputRecord], opened: usize) -> SessionsSummary {
+        let mut summary = SessionsSummary { opened, sessions: BTreeMap::new() };
+        for record in records {
+            if record.headers.get("acs-schema").map(String::as_str) == Some(ALERT_SCHEMA) {
+                let Ok(alert) = pb::Alert::decode(record.value.as_slice()) else { continue };
+                let Some(id) = alert.delivery_execution_id.clone() else { continue };
+                let severity = spelled(alert.severity().as_str_name(), "SEVERITY_");
+                let session = summary.sessions.entry(id).or_default();
+                let louder = |loudest: &String| rank(&severity) < rank(loudest);
+                if session.loudest.as_ref().is_none_or(louder) {
+                    session.loudest = Some(severity.clone());
+                }
+                *session.alerts.entry((alert.rule_id, severity)).or_default() += 1;
+            } else if record.topic.ends_with(".events") {
+                let Ok(event) = pb::EnrichedEvent::decode(record.value.as_slice()) else { continue };
+                summary.sessions.entry(event.delivery_execution_id).or_default().events += 1;
+            }
+        }
+        summary
+    }
+
+    /// Sessions whose loudest alert is `severity`.
+    pub fn loudest(&self, severity: &str) -> usize {
+        self.sessions.values().filter(|s| s.loudest.as_deref() == Some(severity)).count()
+    }
+
+    /// Sessions with no alert.
+    pub fn quiet(&self) -> usize {
+        self.sessions.values().filter(|s| s.loudest.is_none()).count()
+    }
+}
+
+fn rank(severity: &str) -> usize {
+    SEVERITIES.iter().position(|s| *s == severity).unwrap_or(SEVERITIES.len())
+}
+
+/// The summary a person reads: the sessions first, then what the rules published, what was
+/// refused, and how fast.
+fn report(summary: &RunSummary, sessions: &SessionsSummary, records: &[OutputRecord], elapsed: Duration) -> String {
     let mut per_topic: BTreeMap<&str, usize> = BTreeMap::new();
     let mut per_code: BTreeMap<&str, usize> = BTreeMap::new();
     let mut per_rule: BTreeMap<(String, String), usize> = BTreeMap::new();
@@ -350,13 +514,30 @@ fn report(summary: &RunSummary, records: &[OutputRecord], elapsed: Duration) -> 
         }
     }
     let mut out = String::new();
+    let seen = sessions.sessions.len();
+    out.push_str(&format!(
+        "\nacs-stream demo: {seen} sessions ({} opened by the traffic), {} records\n\nsessions by loudest alert:\n",
+        sessions.opened, summary.consumed
+    ));
+    for severity in SEVERITIES {
+        out.push_str(&format!("  {severity:<32} {:>8}\n", sessions.loudest(severity)));
+    }
+    out.push_str(&format!("  {:<32} {:>8}\n", "no alert", sessions.quiet()));
+    out.push_str(&format!("alerts published per rule ({} alerts, protobuf acs.v1.Alert, decoded):\n", summary.alerts));
+    for ((rule, severity), count) in &per_rule {
+        out.push_str(&format!("  {rule:<24} {severity:<8} {count:>7}\n"));
+    }
+    out.push_str(&format!("dead letters per code ({} dead letters):\n", summary.dead_letters));
+    for (code, count) in &per_code {
+        out.push_str(&format!("  {code:<32} {count:>8}\n"));
+    }
     // Records of the tenant topic are consumed too (internal: the events of tenant-scoped
     // rules, re-keyed by tenant).
     let input = summary.consumed;
     let rate = input as f64 / elapsed.as_secs_f64().max(1e-9);
     out.push_str(&format!(
-        "\nacs-stream demo: {input} records consumed in {:.1} s ({:.0} records/s, consumer group join included), \
-         and {} re-keyed by tenant for tenant-scoped rules ({} counted for their tenant)\n",
+        "throughput: {input} records consumed in {:.1} s ({:.0} records/s, from the first record processed to the \
+         last output read), and {} re-keyed by tenant for tenant-scoped rules ({} counted for their tenant)\n",
         elapsed.as_secs_f64(),
         rate,
         summary.tenant_forwarded,
@@ -369,14 +550,6 @@ fn report(summary: &RunSummary, records: &[OutputRecord], elapsed: Duration) -> 
     ));
     for (topic, count) in &per_topic {
         out.push_str(&format!("  {topic:<32} {count:>8}\n"));
-    }
-    out.push_str("dead letters per code:\n");
-    for (code, count) in &per_code {
-        out.push_str(&format!("  {code:<32} {count:>8}\n"));
-    }
-    out.push_str("alerts per rule (protobuf acs.v1.Alert, decoded):\n");
-    for ((rule, severity), count) in &per_rule {
-        out.push_str(&format!("  {rule:<24} {severity:<8} {count:>7}\n"));
     }
     out.push_str("sample events (protobuf acs.v1.EnrichedEvent, decoded):\n");
     for event in &samples {

@@ -416,7 +416,7 @@ mod tests {
             lines.extend(bytes.split(|&b| b == b'\n').map(|line| line.strip_suffix(b"\r").unwrap_or(line).to_vec()));
         }
         for (seed, tenants, stack_trace_ratio) in [(1, 4, 0.05), (2, 9, 0.3), (3, 1, 0.0)] {
-            let options = SynthOptions { seed, tenants, stack_trace_ratio, ..SynthOptions::default() };
+            let options = SynthOptions { seed, tenants, stack_trace_ratio, ..SynthOptions::stress() };
             lines.extend(Generator::new(options).take_records(2_000).into_iter().map(|record| record.value));
         }
         lines

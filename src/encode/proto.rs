@@ -528,7 +528,7 @@ mod tests {
     #[test]
     fn direct_encoding_equals_prost() {
         let pipeline = Pipeline::new(&Config::defaults(), ReasonCatalog::builtin()).unwrap();
-        let options = SynthOptions { stack_trace_ratio: 0.2, ..SynthOptions::default() };
+        let options = SynthOptions { stack_trace_ratio: 0.2, ..SynthOptions::stress() };
         let now = options.start_ms + 86_400_000;
         let mut events = 0;
         let mut sessions = pipeline.sessions();

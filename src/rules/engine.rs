@@ -733,7 +733,7 @@ mod tests {
         let (mut listings, mut by_action) = (0, 0);
         let pipeline = Pipeline::new(&Config::defaults(), ReasonCatalog::builtin()).unwrap();
         let mut sessions = Sessions::new(SessionLimits::default());
-        let options = SynthOptions::default();
+        let options = SynthOptions::stress();
         let now = options.start_ms + 86_400_000;
         let (mut admitted, mut refused) = (0, 0);
         for (offset, record) in Generator::new(options).take_records(5_000).iter().enumerate() {
@@ -794,7 +794,7 @@ mod tests {
     fn a_candidates_remaining_conditions_are_the_matchs() {
         use proptest::prelude::*;
         let pipeline = Pipeline::new(&Config::defaults(), ReasonCatalog::builtin()).unwrap();
-        let options = SynthOptions::default();
+        let options = SynthOptions::stress();
         let now = options.start_ms + 86_400_000;
         let events: Vec<Event<'static>> = Generator::new(options)
             .take_records(2_000)

@@ -466,7 +466,7 @@ fn memory_is_bounded() {
 #[test]
 fn synthetic_traffic_replays_identically_within_bounds() {
     use crate::synth::{Generator, SynthOptions};
-    let options = SynthOptions { concurrent_sessions: 16, malformed_ratio: 0.0, ..SynthOptions::default() };
+    let options = SynthOptions { concurrent_sessions: 16, malformed_ratio: 0.0, ..SynthOptions::stress() };
     let records: Vec<Vec<u8>> = Generator::new(options).take_records(4_000).into_iter().map(|r| r.value).collect();
     let rules = RuleSet::defaults();
     let bound: usize = rules.rules().iter().map(|r| if r.count > 1 { 2 * r.count as usize } else { 0 }).sum();

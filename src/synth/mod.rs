@@ -1,29 +1,143 @@
-//! Deterministic synthetic traffic: realistic sessions in every upstream shape.
+//! Deterministic synthetic traffic: sessions in every upstream shape.
 //!
 //! Several tenants, many concurrent sessions, every actor and shape, the real message
 //! texts of upstream-envelopes.md, occasional 8 KB deliver-fe stack traces, and a share of
 //! malformed records. The same seed yields the same records, so benchmarks and the demo
 //! are reproducible. Used by the benchmarks, and by `demo` and `generate`.
 //!
-//! The mix follows a default TAO deployment, where test-taker navigation is published only
-//! when a tenant enables it, and sessions follow the state machine (`session::machine`),
-//! every event declaring the session's status. Each session starts (control message); each
-//! step of a running session is then a security message (38%, control messages: a pause on
-//! blur or full screen in four cases of nine, else a flag; 11% more flags as flat records), a
-//! deliver-fe log (22%), a proctor ACS action (20%: a pause, extra time or a note), a
-//! navigation (7%, half of them flat records with a 40999 XML payload) or a lockdown breach
-//! (2%). A paused session is resumed by the proctor at about a third of its steps (instead
-//! of a navigation or a security pause, in 10% more, and in a third of its ACS actions); its
-//! other events go on, declaring it suspended, and one step in a hundred is a navigation
-//! sent as the pause landed (the rare illegal transition of a real deployment). After 40
-//! steps a session ends in a submission (control or flat) or a proctor termination (ACS).
+//! Two mixes ([`Profile`]):
+//!
+//! - [`Profile::Realistic`] (the default, `realistic.rs`): sittings of 20 to 120 minutes of
+//!   event time, a navigation every 1 to 3 minutes, pauses, authorizations, extra time and
+//!   technical bursts at low rates; 85% of sessions clean, 10% minor incidents, 5% the
+//!   sustained behaviour of one default rule each. Each session's kind can be asked
+//!   ([`Generator::script`]), so that tests can check what the rules make of it.
+//! - [`Profile::Stress`] (`stress.rs`): the flag-heavy mix the benchmarks and broker tests
+//!   were written against (37% of events are flags, sessions last about 26 s).
+//!
+//! Sessions follow the state machine (`session::machine`), every event declaring the
+//! session's status, but for the illegal transitions a mix means to send. The generator's
+//! clock is event time: records come in event-time order, as fast as they are asked for.
 //!
 //! With a capped clock ([`Generator::cap_clock`]), records of one session may share a time
 //! and repeat byte for byte: the service then takes the repeat for an upstream retry (a
 //! duplicate, which changes nothing), and the statuses declared afterwards may disagree
 //! with the one it tracks.
 
-use serde_json::{Value, json};
+mod realistic;
+mod render;
+mod stress;
+
+/// Which mix of sessions to generate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Profile {
+    /// Sittings as long as real ones, most of them clean (see the module documentation).
+    #[default]
+    Realistic,
+    /// The flag-heavy mix: every session raises many flags within seconds. For stress
+    /// tests and the benchmarks measured with it.
+    Stress,
+}
+
+impl std::str::FromStr for Profile {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Profile, String> {
+        match text {
+            "realistic" => Ok(Profile::Realistic),
+            "stress" => Ok(Profile::Stress),
+            _ => Err(format!("expected `realistic` or `stress`, got `{text}`")),
+        }
+    }
+}
+
+/// The default rule (config/rules.toml) a suspicious session is scripted to trip: its
+/// behaviour, sustained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Pattern {
+    /// 3 to 5 tab switches within minutes (the first one paused by the security plugin).
+    TabSwitchRepeated,
+    /// 3 to 5 full-screen exits within minutes.
+    FullscreenExitRepeated,
+    /// 2 to 4 forbidden `copy` / `paste` within a few minutes.
+    ForbiddenCommand,
+    /// 1 or 2 screenshot attempts.
+    ScreenshotAttempt,
+    /// The lockdown browser reports a breach.
+    LockdownBreach,
+    /// The test taker goes on from another IP address (half the time also flagged
+    /// `IP address change detected.`).
+    IpChange,
+    /// The test taker goes on in another browser.
+    UserAgentChange,
+    /// A proctor's note, then a proctor terminates the session.
+    ProctorTermination,
+    /// Three proctor pauses within about 12 minutes.
+    RepeatedPauses,
+    /// Extra time granted twice, above 60 minutes in all.
+    ExcessiveExtraTime,
+    /// 22 to 30 deliver-fe errors within 50 s (the rule is tenant-scoped: its alert names
+    /// the tenant, not the session).
+    TechnicalBurst,
+    /// A proctor pauses for an identity check (reason 20030), then authorizes again.
+    IdentityAuthorization,
+    /// The proctor pauses; the test taker's front-end navigates 1 to 3 times while paused.
+    IllegalTransition,
+    /// 2 or 3 right clicks, minutes apart (only the medium `security-flag` rule).
+    SecurityFlag,
+}
+
+impl Pattern {
+    /// Every pattern, in the order suspicious sessions take them.
+    pub const ALL: [Pattern; 14] = [
+        Pattern::TabSwitchRepeated,
+        Pattern::FullscreenExitRepeated,
+        Pattern::ForbiddenCommand,
+        Pattern::ScreenshotAttempt,
+        Pattern::LockdownBreach,
+        Pattern::IpChange,
+        Pattern::UserAgentChange,
+        Pattern::ProctorTermination,
+        Pattern::RepeatedPauses,
+        Pattern::ExcessiveExtraTime,
+        Pattern::TechnicalBurst,
+        Pattern::IdentityAuthorization,
+        Pattern::IllegalTransition,
+        Pattern::SecurityFlag,
+    ];
+
+    /// The id of the default rule it trips.
+    pub fn rule_id(self) -> &'static str {
+        match self {
+            Pattern::TabSwitchRepeated => "tab-switch-repeated",
+            Pattern::FullscreenExitRepeated => "fullscreen-exit-repeated",
+            Pattern::ForbiddenCommand => "forbidden-command",
+            Pattern::ScreenshotAttempt => "screenshot-attempt",
+            Pattern::LockdownBreach => "lockdown-breach",
+            Pattern::IpChange => "ip-change",
+            Pattern::UserAgentChange => "user-agent-change",
+            Pattern::ProctorTermination => "proctor-termination",
+            Pattern::RepeatedPauses => "repeated-pauses",
+            Pattern::ExcessiveExtraTime => "excessive-extra-time",
+            Pattern::TechnicalBurst => "technical-burst",
+            Pattern::IdentityAuthorization => "identity-authorization",
+            Pattern::IllegalTransition => "illegal-transition",
+            Pattern::SecurityFlag => "security-flag",
+        }
+    }
+}
+
+/// What a realistic session was scripted to be: what a proctor should make of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SessionKind {
+    /// Nothing worth a look: no flag, or one benign one (a right click, one tab switch).
+    Clean,
+    /// A minor incident: two exits far apart, a small technical burst, a proctor's note,
+    /// generous extra time, two pauses. Worth a glance, not an intervention.
+    Minor,
+    /// The sustained behaviour of one default rule.
+    Suspicious(Pattern),
+}
 
 /// What to generate.
 #[derive(Debug, Clone)]
@@ -39,6 +153,11 @@ pub struct SynthOptions {
     pub stack_trace_ratio: f64,
     /// Incident time of the first event, epoch milliseconds.
     pub start_ms: i64,
+    /// The mix of sessions.
+    pub profile: Profile,
+    /// Shortest and longest sitting, minutes of event time (realistic profile; at least 1
+    /// and in order, see [`SynthOptions::check`]). 20 to 120: a quiz to a long exam.
+    pub sitting_minutes: (u32, u32),
 }
 
 impl Default for SynthOptions {
@@ -50,7 +169,42 @@ impl Default for SynthOptions {
             malformed_ratio: 0.01,
             stack_trace_ratio: 0.05,
             start_ms: 1_767_261_300_000,
+            profile: Profile::Realistic,
+            sitting_minutes: (20, 120),
         }
+    }
+}
+
+/// Options the generator cannot work with.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SynthError {
+    #[error("the malformed ratio must be between 0 and 1, not {0}")]
+    MalformedRatio(f64),
+    #[error("at least one tenant and one session are needed")]
+    Empty,
+    #[error("sittings must last at least a minute, the shortest first (got {0}..{1} minutes)")]
+    SittingMinutes(u32, u32),
+}
+
+impl SynthOptions {
+    /// The stress profile with these defaults otherwise.
+    pub fn stress() -> SynthOptions {
+        SynthOptions { profile: Profile::Stress, ..SynthOptions::default() }
+    }
+
+    /// Checks what the command line can get wrong.
+    pub fn check(&self) -> Result<(), SynthError> {
+        if !(0.0..=1.0).contains(&self.malformed_ratio) {
+            return Err(SynthError::MalformedRatio(self.malformed_ratio));
+        }
+        if self.tenants == 0 || self.concurrent_sessions == 0 {
+            return Err(SynthError::Empty);
+        }
+        let (shortest, longest) = self.sitting_minutes;
+        if shortest == 0 || shortest > longest {
+            return Err(SynthError::SittingMinutes(shortest, longest));
+        }
+        Ok(())
     }
 }
 
@@ -64,128 +218,38 @@ pub struct SynthRecord {
     pub malformed: bool,
 }
 
-/// Who did what, with which outcome, in which session status.
-#[derive(Debug, Clone, Copy)]
-struct What<'s> {
-    actor: &'s str,
-    action: &'s str,
-    action_status: &'s str,
-    status: &'s str,
-}
-
-impl<'s> What<'s> {
-    fn new(actor: &'s str, action: &'s str, action_status: &'s str, status: &'s str) -> What<'s> {
-        What { actor, action, action_status, status }
-    }
-}
-
-/// A session's identity and where it is in its life.
-#[derive(Debug, Clone)]
-struct Session {
-    tenant: String,
-    execution_id: String,
-    delivery_id: String,
-    login: String,
-    name: String,
-    user_agent: String,
-    ip: String,
-    item: u32,
-    step: u32,
-    extra_time: f64,
-    /// Paused (suspended), waiting for the proctor to resume it.
-    paused: bool,
-}
-
-impl Session {
-    /// Its status, as a control message or a flat record declares it.
-    fn status(&self) -> &'static str {
-        if self.paused { "suspended" } else { "interacting" }
-    }
-}
-
 /// An endless, deterministic stream of records.
 #[derive(Debug)]
 pub struct Generator {
-    options: SynthOptions,
-    rng: fastrand::Rng,
-    sessions: Vec<Session>,
-    next_session: u64,
-    clock_ms: i64,
-    /// The clock does not advance past this (see [`Generator::cap_clock`]).
-    cap_ms: i64,
+    mix: Mix,
 }
 
-const USER_AGENTS: [&str; 3] = [
-    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
-    "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_6) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.6 Safari/605.1.15",
-    "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
-];
-
-const SECURITY_MESSAGES: [(i64, &str); 9] = [
-    (20060, "[Pause On Blur] Test taker tried to move to a different tab/app."),
-    (20060, "[Full Screen] Test taker tried to go out from full screen mode."),
-    (20060, "[Security Plugin] Test execution was paused because test taker tried to move to a different tab/app."),
-    (20060, "[Security Plugin] Test execution was paused because test taker tried to go out from full screen mode."),
-    (20999, "[Prevent Screenshot] Test taker tried to take a screenshot."),
-    (20999, "[Disable Right Click] Test taker tried to use right click menu."),
-    (20999, "[Disable Commands] Test taker tried to use a forbidden command: `copy`."),
-    (20999, "[Disable Commands] Test taker tried to use a forbidden command: `paste`."),
-    (20999, "IP address change detected."),
-];
-
-const PROCTOR_REASONS: [(&str, &str); 6] = [
-    ("30020", "Test taker was talking to someone off camera."),
-    ("10030", "Construction noise in the test centre."),
-    ("20010", "Repeatedly looking away from the screen."),
-    ("40030", "Network outage in room B."),
-    ("30030", "Wrong test assigned; pausing to fix."),
-    ("N52", "Third-party flag: second face detected."),
-];
+#[derive(Debug)]
+enum Mix {
+    Realistic(realistic::Realistic),
+    Stress(stress::Stress),
+}
 
 impl Generator {
     pub fn new(options: SynthOptions) -> Generator {
-        let rng = fastrand::Rng::with_seed(options.seed);
-        let clock_ms = options.start_ms;
-        let mut generator =
-            Generator { options, rng, sessions: Vec::new(), next_session: 0, clock_ms, cap_ms: i64::MAX };
-        for _ in 0..generator.options.concurrent_sessions.max(1) {
-            let session = generator.new_session();
-            generator.sessions.push(session);
-        }
-        generator
-    }
-
-    fn new_session(&mut self) -> Session {
-        let n = self.next_session;
-        self.next_session += 1;
-        let tenant = format!("tenant-{:02}", (n as usize % self.options.tenants.max(1)) + 1);
-        let login = format!("student{n:05}");
-        let reversed: String = login.chars().rev().collect();
-        let delivery_id = format!("delivery-{}", n % 7);
-        let hash = format!("{:016x}", self.rng.u64(..));
-        let prefix = if self.rng.u8(..100) < 3 { "review#" } else { "" };
-        Session {
-            execution_id: format!("{prefix}{reversed}#{delivery_id}#{hash}#{tenant}"),
-            tenant,
-            delivery_id,
-            name: format!("Student {n}"),
-            login,
-            user_agent: USER_AGENTS[self.rng.usize(..USER_AGENTS.len())].to_owned(),
-            ip: format!("198.51.100.{}", self.rng.u8(1..255)),
-            item: 1,
-            step: 0,
-            extra_time: 0.0,
-            paused: false,
-        }
+        let mix = match options.profile {
+            Profile::Realistic => Mix::Realistic(realistic::Realistic::new(options)),
+            Profile::Stress => Mix::Stress(stress::Stress::new(options)),
+        };
+        Generator { mix }
     }
 
     /// Keeps the records' times from passing `now_ms` (epoch milliseconds): once the clock
-    /// reaches it, the next records share that time instead of advancing it. Records are
-    /// 10 ms apart on average, so unbounded traffic produced faster than 100 records/s
+    /// reaches it, the next records share that time instead of advancing it. Unbounded
+    /// traffic produced faster than its event time runs (with the realistic profile and 64
+    /// sessions open, about one record per second of event time; 100 with the stress one)
     /// would otherwise run into the future, where the service refuses them after a day
     /// (`invalid_time`). Only the times change: the records' contents stay those of the seed.
     pub fn cap_clock(&mut self, now_ms: i64) {
-        self.cap_ms = now_ms;
+        match &mut self.mix {
+            Mix::Realistic(generator) => generator.cap_ms = now_ms,
+            Mix::Stress(generator) => generator.cap_ms = now_ms,
+        }
     }
 
     /// A batch of `count` records.
@@ -195,235 +259,50 @@ impl Generator {
 
     /// The next record.
     pub fn next_record(&mut self) -> SynthRecord {
-        // 1-19 ms apart (10 ms on average): a busy deployment, many sessions at once.
-        let step = i64::from(self.rng.u32(1..20));
-        self.clock_ms = (self.clock_ms + step).min(self.cap_ms.max(self.clock_ms));
-        let index = self.rng.usize(..self.sessions.len());
-        let malformed = self.rng.f64() < self.options.malformed_ratio;
-        let session = self.sessions[index].clone();
-        let key = session.execution_id.clone().into_bytes();
-        if malformed {
-            return SynthRecord { key, value: self.malformed(&session), malformed: true };
+        match &mut self.mix {
+            Mix::Realistic(generator) => generator.next_record(),
+            Mix::Stress(generator) => generator.next_record(),
         }
-        let (value, finished) = self.step(index, &session);
-        let session = &mut self.sessions[index];
-        session.step += 1;
-        if finished {
-            self.sessions[index] = self.new_session();
-        }
-        SynthRecord { key, value: serde_json::to_vec(&value).expect("JSON values serialize"), malformed: false }
     }
 
-    /// The next event of the session at `index` (`s`, a copy); true when the session is over.
-    /// Every event is one the session's status allows, and declares that status: a paused
-    /// session is not paused again and its test taker does not move on (but rarely), the
-    /// proctor resumes it; a running one is not resumed.
-    fn step(&mut self, index: usize, s: &Session) -> (Value, bool) {
-        let t = self.clock_ms;
-        let status = s.status();
-        let resume = |generator: &mut Generator| {
-            generator.update(index, |x| x.paused = false);
-            generator.control(s, What::new("proctor", "resume", "succeeded", "interacting"), None, t)
-        };
-        // A running session has nothing for the proctor to resume: another step instead (its
-        // last step, the end, keeps its own shares).
-        let draw = match self.rng.u8(..100) {
-            90.. if !s.paused && (1..=40).contains(&s.step) => self.rng.u8(..90),
-            draw => draw,
-        };
-        match (s.step, draw) {
-            (0, _) => (self.control(s, What::new("test-taker", "start", "succeeded", "interacting"), None, t), false),
-            (1..=40, 1..=5) if s.paused => (resume(self), false),
-            // A navigation, rarely, while paused: one the front-end sent as the pause landed
-            // (the illegal transitions of a real deployment).
-            (1..=40, 0..=5) => {
-                let next = s.item + 1;
-                self.update(index, |x| x.item = next);
-                if self.rng.bool() {
-                    let payload = format!(
-                        "<navigation type=\"next\"><from>item-{}</from><to>item-{next}</to><duration>{}</duration></navigation>",
-                        s.item,
-                        self.rng.u32(5..300)
-                    );
-                    let reason = Some((40999, payload));
-                    (self.flat(s, What::new("test-taker", "navigation", "succeeded", status), reason, t), false)
-                } else {
-                    (self.control(s, What::new("test-taker", "navigation", "succeeded", status), None, t), false)
+    /// The event time (epoch milliseconds) the first `records` records of `options` span,
+    /// from its `start_ms` to the last one's: what `generate` and the demo subtract from now
+    /// so that the traffic ends about now. The realistic profile computes it without writing
+    /// the records (its times do not depend on their contents); the stress profile's records
+    /// are 10 ms apart on average.
+    pub fn span_ms(options: &SynthOptions, records: u64) -> i64 {
+        match options.profile {
+            Profile::Stress => i64::try_from(records.saturating_mul(10)).unwrap_or(i64::MAX),
+            Profile::Realistic => {
+                let mut generator = realistic::Realistic::new(options.clone());
+                for _ in 0..records {
+                    generator.skip();
                 }
+                generator.clock_ms() - options.start_ms
             }
-            (1..=40, 6..=39) => {
-                let (code, message) = SECURITY_MESSAGES[self.rng.usize(..SECURITY_MESSAGES.len())];
-                let actor = if message.starts_with("[Security Plugin]") { "security-plugin" } else { "test-taker" };
-                if code != 20060 {
-                    let reason = Some((code, message.to_owned()));
-                    return (self.control(s, What::new(actor, "flag", "succeeded", status), reason, t), false);
-                }
-                if s.paused {
-                    return (resume(self), false);
-                }
-                self.update(index, |x| x.paused = true);
-                let reason = Some((code, message.to_owned()));
-                (self.control(s, What::new(actor, "pause", "succeeded", "suspended"), reason, t), false)
-            }
-            (1..=40, 40..=59) => (self.deliver_fe_log(s, t), false),
-            (1..=40, 60..=77) => {
-                let action = [if s.paused { "resume" } else { "pause" }, "update", "flag"][self.rng.usize(..3)];
-                (self.acs(index, s, action, t), false)
-            }
-            (1..=40, 78..=79) => {
-                let message = "[Lockdown Browser] Security breach detected. Device info: {\"os\":\"Windows 11\",\"vm\":false}. Process list: obs64.exe, discord.exe.";
-                let reason = Some((20999, message.to_owned()));
-                (self.flat(s, What::new("security-plugin", "flag", "succeeded", status), reason, t), false)
-            }
-            (1..=40, 80..=89) => {
-                let (code, message) = SECURITY_MESSAGES[self.rng.usize(..SECURITY_MESSAGES.len())];
-                let reason = Some((code, message.to_owned()));
-                (self.flat(s, What::new("test-taker", "flag", "succeeded", status), reason, t), false)
-            }
-            // Drawn by a paused session only.
-            (1..=40, _) => (resume(self), false),
-            (_, 0..=79) => {
-                (self.control(s, What::new("test-taker", "submission", "succeeded", "closed"), None, t), true)
-            }
-            (_, 80..=94) => (self.acs(index, s, "terminate", t), true),
-            (_, _) => (self.flat(s, What::new("system", "submission", "succeeded", "closed"), None, t), true),
         }
     }
 
-    /// Changes the session at `index` (the one being stepped: `step` has a copy of it).
-    fn update(&mut self, index: usize, change: impl FnOnce(&mut Session)) {
-        change(&mut self.sessions[index]);
+    /// What the session with this delivery execution id was scripted to be: `None` for an
+    /// id this generator has not opened yet (or never will), and for every session of the
+    /// stress profile, which has no script. Tests hold the rules to it: every suspicious
+    /// session should reach its rule, clean ones no high or critical alert.
+    pub fn script(&self, execution_id: &str) -> Option<SessionKind> {
+        let Mix::Realistic(generator) = &self.mix else { return None };
+        let n = render::session_number(execution_id)?;
+        let options = generator.options();
+        (n < generator.sessions() && realistic::identity(options, n).execution_id == execution_id)
+            .then(|| realistic::kind_of(options.seed, n))
     }
 
-    fn control(&mut self, s: &Session, what: What<'_>, reason: Option<(i64, String)>, t: i64) -> Value {
-        let What { actor: role, action, action_status, status } = what;
-        let proctor = role == "proctor";
-        json!({
-            "actorIdentity": {
-                "id": if proctor { "proctor-1" } else { s.login.as_str() },
-                "name": if proctor { "Pat Proctor" } else { s.name.as_str() },
-                "role": role,
-                "userAgent": if proctor { None } else { Some(s.user_agent.as_str()) },
-                "ip": if proctor { None } else { Some(s.ip.as_str()) },
-            },
-            "action": {"type": action, "status": action_status},
-            "timestamp": t,
-            "deliveryExecution": {"id": s.execution_id, "status": status},
-            "resourceLink": {"identifier": format!("rl-{}", s.delivery_id)},
-            "itemId": format!("item-{}", s.item),
-            "reason": reason.map(|(code, message)| json!({"code": code, "message": message})),
-            "testOutcomes": [],
-        })
-    }
-
-    fn deliver_fe_log(&mut self, s: &Session, t: i64) -> Value {
-        let message = if self.rng.f64() < self.options.stack_trace_ratio {
-            let mut trace =
-                String::from("[deliver-fe] TypeError: Cannot read properties of undefined (reading 'response')\n");
-            let mut frame = 0;
-            while trace.len() < 8000 {
-                trace.push_str(&format!(
-                    "    at Object.handleResponse (https://deliver.example.org/assets/runner.{frame:04}.js:{}:{})\n",
-                    self.rng.u32(1..9000),
-                    self.rng.u32(1..200)
-                ));
-                frame += 1;
-            }
-            trace.push_str(&format!("[item-{}][recoverable]", s.item));
-            trace
-        } else {
-            format!("[deliver-fe] Network request failed: timeout after 30000 ms [item-{}]", s.item)
-        };
-        // A log's action status is the session's status.
-        let status = s.status();
-        let mut value = self.control(s, What::new("deliver-fe", "log", status, status), Some((40999, message)), t);
-        value["action"] = json!({"type": "log", "status": status});
-        value
-    }
-
-    fn acs(&mut self, index: usize, s: &Session, action: &str, t: i64) -> Value {
-        let (code, message) = PROCTOR_REASONS[self.rng.usize(..PROCTOR_REASONS.len())];
-        let status = match action {
-            "pause" => "paused",
-            "resume" => "running",
-            "terminate" => "terminated",
-            _ if s.paused => "paused",
-            _ => "running",
-        };
-        match action {
-            "pause" => self.update(index, |x| x.paused = true),
-            "resume" => self.update(index, |x| x.paused = false),
-            _ => {}
-        }
-        let time = chrono::DateTime::from_timestamp_millis(t).unwrap_or_default().to_rfc3339();
-        let mut control = json!({
-            "user": {"iss": "https://tao.example.org", "sub": s.login},
-            "resource_link": {"id": format!("rl-{}", s.delivery_id)},
-            "attempt_number": 1,
-            "action": action,
-            "incident_time": time,
-            "incident_severity": 0.5,
-            "reason_code": code,
-            "reason_message": message,
-        });
-        if action == "update" {
-            let total = s.extra_time + f64::from(self.rng.u8(1..4)) * 5.0;
-            self.update(index, |x| x.extra_time = total);
-            control["extra_time"] = json!(total);
-        }
-        json!({"deliveryExecutionId": s.execution_id, "itemId": format!("item-{}", s.item), "status": status, "acsControl": control})
-    }
-
-    fn flat(&mut self, s: &Session, what: What<'_>, reason: Option<(i64, String)>, t: i64) -> Value {
-        let What { actor, action, action_status, status } = what;
-        let (code, message) = reason.unzip();
-        json!({
-            "deliveryId": s.delivery_id,
-            "deliveryExecutionId": s.execution_id,
-            "testTaker": s.login,
-            "login": s.login,
-            "name": s.name,
-            "actor": actor,
-            "action": action,
-            "actionStatus": action_status,
-            "reasonCode": code.map(|c| c.to_string()),
-            "reasonMessage": message,
-            "extraTime": null,
-            "incidentTime": t as f64 / 1000.0,
-            "last_update_date": t / 1000,
-            "itemId": format!("item-{}", s.item),
-            "resourceLink": format!("rl-{}", s.delivery_id),
-            "status": status,
-            "tenantId": s.tenant,
-            "userAgent": s.user_agent,
-            "ip": s.ip,
-            "messageId": format!("{:032x}", self.rng.u128(..)),
-            "_id": s.execution_id,
-        })
-    }
-
-    fn malformed(&mut self, s: &Session) -> Vec<u8> {
-        let t = self.clock_ms;
-        let good =
-            serde_json::to_vec(&self.control(s, What::new("test-taker", "pause", "succeeded", "suspended"), None, t))
-                .expect("JSON values serialize");
-        match self.rng.u8(..6) {
-            0 => good[..good.len() / 2].to_vec(),
-            1 => {
-                let mut bad = good;
-                bad.insert(10, 0xff);
-                bad
-            }
-            2 => b"[\"not\", \"an\", \"object\"]".to_vec(),
-            3 => format!(r#"{{"actor":"proctor","action":"pause","incidentTime":{}}}"#, t / 1000).into_bytes(),
-            4 => format!(
-                r#"{{"deliveryExecutionId":"{}","tenantId":"intruder","incidentTime":{}}}"#,
-                s.execution_id,
-                t / 1000
-            )
-            .into_bytes(),
-            _ => format!(r#"{{"deliveryExecutionId":"{}","incidentTime":"yesterday"}}"#, s.execution_id).into_bytes(),
-        }
+    /// Every session opened so far, with its kind (none for the stress profile), in the
+    /// order they opened.
+    pub fn scripts(&self) -> Vec<(String, SessionKind)> {
+        let Mix::Realistic(generator) = &self.mix else { return Vec::new() };
+        let options = generator.options();
+        (0..generator.sessions())
+            .map(|n| (realistic::identity(options, n).execution_id, realistic::kind_of(options.seed, n)))
+            .collect()
     }
 }
 
@@ -446,17 +325,25 @@ mod tests {
 
     #[test]
     fn the_same_seed_gives_the_same_records() {
-        let a = Generator::new(SynthOptions::default()).take_records(500);
-        let b = Generator::new(SynthOptions::default()).take_records(500);
-        assert_eq!(a, b);
-        let c = Generator::new(SynthOptions { seed: 7, ..SynthOptions::default() }).take_records(500);
-        assert_ne!(a, c);
+        for options in [SynthOptions::default(), SynthOptions::stress()] {
+            let a = Generator::new(options.clone()).take_records(500);
+            let b = Generator::new(options.clone()).take_records(500);
+            assert_eq!(a, b);
+            let c = Generator::new(SynthOptions { seed: 7, ..options }).take_records(500);
+            assert_ne!(a, c);
+        }
     }
 
     #[test]
     fn a_capped_clock_keeps_times_from_passing_the_cap_and_changes_nothing_else() {
         let pipeline = Pipeline::new(&Config::defaults(), ReasonCatalog::builtin()).unwrap();
-        let options = SynthOptions { malformed_ratio: 0.0, ..SynthOptions::default() };
+        for profile in [Profile::Realistic, Profile::Stress] {
+            let options = SynthOptions { malformed_ratio: 0.0, profile, ..SynthOptions::default() };
+            a_capped_clock_keeps_times_from_passing_the_cap(&pipeline, options);
+        }
+    }
+
+    fn a_capped_clock_keeps_times_from_passing_the_cap(pipeline: &Pipeline, options: SynthOptions) {
         let cap = options.start_ms + 1_000;
         let free = Generator::new(options.clone()).take_records(1_000);
         let mut generator = Generator::new(options);
@@ -464,21 +351,21 @@ mod tests {
         let capped = generator.take_records(1_000);
         let source = Source { topic: Arc::from("raw"), partition: 0, offset: 0 };
         let time = |record: &SynthRecord| pipeline.enrich(&record.value, &source, cap).unwrap().incident_time;
-        assert!(free.iter().any(|record| time(record) > cap), "uncapped, 1,000 records span about 10 s");
+        assert!(free.iter().any(|record| time(record) > cap), "uncapped, 1,000 records span 10 s or more");
         for (free, capped) in free.iter().zip(&capped) {
             assert!(time(capped) <= cap);
             assert_eq!(free.key, capped.key, "the same sessions in the same order");
         }
     }
 
-    /// Every event is one its session's status allows, and declares it (no event after the
-    /// end, no declared status the tracked one contradicts), but a rare navigation sent as a
-    /// pause landed; and sessions do pause and get resumed.
+    /// Stress profile: every event is one its session's status allows, and declares it (no
+    /// event after the end, no declared status the tracked one contradicts), but a rare
+    /// navigation sent as a pause landed; and sessions do pause and get resumed.
     #[test]
     fn sessions_follow_the_state_machine() {
         use crate::model::{Action, Anomaly, Status};
         let pipeline = Pipeline::new(&Config::defaults(), ReasonCatalog::builtin()).unwrap();
-        let options = SynthOptions { malformed_ratio: 0.0, ..SynthOptions::default() };
+        let options = SynthOptions { malformed_ratio: 0.0, ..SynthOptions::stress() };
         let now = options.start_ms + 86_400_000;
         let mut sessions = pipeline.sessions();
         let (mut pauses, mut resumes, mut races) = (0, 0, 0);
@@ -505,10 +392,17 @@ mod tests {
 
     #[test]
     fn exactly_the_malformed_records_are_dead_lettered() {
+        // The realistic profile's first proctor termination comes after about 150 sessions.
+        for (profile, count) in [(Profile::Realistic, 10_000), (Profile::Stress, 5_000)] {
+            let options = SynthOptions { malformed_ratio: 0.05, profile, ..SynthOptions::default() };
+            exactly_the_malformed_records_of(options, count);
+        }
+    }
+
+    fn exactly_the_malformed_records_of(options: SynthOptions, count: usize) {
         let pipeline = Pipeline::new(&Config::defaults(), ReasonCatalog::builtin()).unwrap();
-        let options = SynthOptions { malformed_ratio: 0.05, ..SynthOptions::default() };
         let now = options.start_ms + 86_400_000;
-        let records = Generator::new(options).take_records(5_000);
+        let records = Generator::new(options).take_records(count);
         let mut shapes = std::collections::BTreeSet::new();
         let mut malformed = 0;
         let mut sessions = pipeline.sessions();
@@ -532,5 +426,202 @@ mod tests {
         for action in ["start", "pause", "resume", "update", "flag", "log", "navigation", "submission", "terminate"] {
             assert!(shapes.contains(&Some(action.to_owned())), "{action} missing from {shapes:?}");
         }
+    }
+
+    /// A realistic run through the default rules: what each record became, per session.
+    struct Observed {
+        /// Per session: its kind, its events' times and actions, whether it ended.
+        sessions: std::collections::HashMap<String, Seen>,
+        /// Session-scoped alerts: (session, rule, severity).
+        alerts: Vec<(String, String, String)>,
+        /// Tenant-scoped alerts: (rule, the sessions of its evidence).
+        tenant_alerts: Vec<(String, Vec<String>)>,
+    }
+
+    #[derive(Default)]
+    struct Seen {
+        kind: Option<SessionKind>,
+        times: Vec<i64>,
+        navigations: Vec<i64>,
+        ended: bool,
+        anomalies: Vec<crate::model::Anomaly>,
+    }
+
+    fn observe(options: SynthOptions, records: usize) -> Observed {
+        use crate::model::Action;
+        let pipeline = Pipeline::new(&Config::defaults(), ReasonCatalog::builtin())
+            .unwrap()
+            .with_format(crate::encode::Format::Json)
+            .with_inline_tenants();
+        let now = options.start_ms + 30 * 86_400_000;
+        let mut generator = Generator::new(options);
+        let records = generator.take_records(records);
+        let mut sessions = pipeline.sessions().untracked();
+        let mut observed = Observed { sessions: Default::default(), alerts: Vec::new(), tenant_alerts: Vec::new() };
+        let mut by_offset = Vec::new();
+        for (offset, record) in records.iter().enumerate() {
+            let id = String::from_utf8(record.key.clone()).unwrap();
+            by_offset.push(id.clone());
+            if record.malformed {
+                continue;
+            }
+            let source = Source { topic: Arc::from("raw"), partition: 0, offset: offset as i64 };
+            let event = pipeline.enrich(&record.value, &source, now).unwrap();
+            let seen = observed.sessions.entry(id.clone()).or_default();
+            seen.kind = generator.script(&id);
+            seen.times.push(event.incident_time);
+            if event.action == Some(Action::Navigation) {
+                seen.navigations.push(event.incident_time);
+            }
+            seen.ended |= matches!(event.action, Some(Action::Submission | Action::Terminate));
+            let Outcome::Event { alerts, facts, .. } =
+                pipeline.process(&Record::new(Some(&record.key), &record.value, source), &mut sessions, now)
+            else {
+                panic!("{}", String::from_utf8_lossy(&record.value))
+            };
+            observed.sessions.get_mut(&id).unwrap().anomalies.extend(facts.anomalies);
+            for alerted in alerts {
+                let alert: serde_json::Value = serde_json::from_slice(&alerted.output().value).unwrap();
+                let (rule, severity) = (alert["ruleId"].as_str().unwrap(), alert["severity"].as_str().unwrap());
+                match alert["deliveryExecutionId"].as_str() {
+                    Some(session) => observed.alerts.push((session.into(), rule.into(), severity.into())),
+                    None => {
+                        let evidence = alert["evidence"].as_array().unwrap();
+                        let of = |e: &serde_json::Value| by_offset[e["offset"].as_i64().unwrap() as usize].clone();
+                        observed.tenant_alerts.push((rule.into(), evidence.iter().map(of).collect()));
+                    }
+                }
+            }
+        }
+        observed
+    }
+
+    /// Kinds come 17 clean, 2 minor and 1 suspicious to a block of 20 sessions, the
+    /// suspicious ones taking the default rules' patterns in turn.
+    #[test]
+    fn the_mix_is_85_10_5_and_every_pattern_appears() {
+        for seed in [1, 42, 1_000] {
+            let kinds: Vec<SessionKind> = (0..2_000).map(|n| realistic::kind_of(seed, n)).collect();
+            let share = |want: fn(&SessionKind) -> bool| kinds.iter().filter(|k| want(k)).count() as f64 / 2_000.0;
+            assert!((share(|k| *k == SessionKind::Clean) - 0.85).abs() < 0.01);
+            assert!((share(|k| *k == SessionKind::Minor) - 0.10).abs() < 0.01);
+            assert!((share(|k| matches!(k, SessionKind::Suspicious(_))) - 0.05).abs() < 0.01);
+            for pattern in Pattern::ALL {
+                let count = kinds.iter().filter(|k| **k == SessionKind::Suspicious(pattern)).count();
+                assert!((7..=8).contains(&count), "{pattern:?}: {count} in 2,000 sessions");
+            }
+        }
+    }
+
+    /// Sittings last what was asked (from the first event to the last, but for sessions a
+    /// proctor terminates early), navigations of clean and minor sessions come 1 to 3 minutes
+    /// apart (more when a pause came between; suspicious ones switch devices or navigate
+    /// while paused in between), and the generator's scripts name every session it opened.
+    #[test]
+    fn sittings_and_navigation_keep_their_pace() {
+        let options = SynthOptions { sitting_minutes: (30, 45), malformed_ratio: 0.0, ..SynthOptions::default() };
+        let mut generator = Generator::new(options.clone());
+        let records = generator.take_records(8_000);
+        let scripts = generator.scripts();
+        assert!(scripts.len() > 150, "{} sessions", scripts.len());
+        for record in &records {
+            let id = std::str::from_utf8(&record.key).unwrap();
+            assert!(scripts.iter().any(|(known, _)| known == id), "{id} not scripted");
+        }
+        assert_eq!(generator.script("dIresu#d1#h1#acme"), None);
+        assert_eq!(Generator::new(SynthOptions::stress()).script(&scripts[0].0), None);
+        let observed = observe(options, 8_000);
+        let (mut finished, mut gaps) = (0, Vec::new());
+        for (id, seen) in &observed.sessions {
+            let kind = seen.kind.unwrap_or_else(|| panic!("{id} has no script"));
+            if seen.ended && kind != SessionKind::Suspicious(Pattern::ProctorTermination) {
+                finished += 1;
+                let minutes = (seen.times.iter().max().unwrap() - seen.times.iter().min().unwrap()) as f64 / 60_000.0;
+                assert!((29.0..=45.0).contains(&minutes), "{id}: {minutes} minutes");
+            }
+            if matches!(kind, SessionKind::Clean | SessionKind::Minor) {
+                gaps.extend(seen.navigations.windows(2).map(|pair| pair[1] - pair[0]));
+            }
+        }
+        assert!(finished > 100, "{finished} sessions finished");
+        assert!(gaps.iter().all(|gap| *gap >= 60_000), "navigations at least a minute apart");
+        let paced = gaps.iter().filter(|gap| **gap <= 180_000).count();
+        assert!(paced as f64 > 0.95 * gaps.len() as f64, "{paced} of {} gaps within 3 minutes", gaps.len());
+    }
+
+    /// Through the default rules: each finished suspicious session fires its pattern's rule
+    /// (the tenant-scoped technical burst with that session's events in its evidence), no
+    /// clean session fires a high or critical alert, and the only anomalies are the illegal
+    /// transitions of the sessions scripted to make them and third-party proctoring tools'
+    /// non-numeric reason codes (`N52`).
+    #[test]
+    fn the_default_rules_see_what_each_session_was_scripted_to_be() {
+        use crate::model::Anomaly;
+        let options = SynthOptions { malformed_ratio: 0.0, ..SynthOptions::default() };
+        let observed = observe(options, 25_000);
+        let mut patterns = std::collections::BTreeSet::new();
+        for (id, seen) in &observed.sessions {
+            let fired = |rule: &str| observed.alerts.iter().any(|(session, r, _)| session == id && r == rule);
+            match seen.kind.unwrap() {
+                SessionKind::Suspicious(pattern) if seen.ended => {
+                    let hit = match pattern {
+                        Pattern::TechnicalBurst => observed
+                            .tenant_alerts
+                            .iter()
+                            .any(|(rule, sessions)| rule == pattern.rule_id() && sessions.contains(id)),
+                        _ => fired(pattern.rule_id()),
+                    };
+                    assert!(hit, "{id} ({pattern:?}) did not fire {}", pattern.rule_id());
+                    patterns.insert(pattern);
+                }
+                SessionKind::Clean => {
+                    let loud = observed.alerts.iter().filter(|(session, _, severity)| {
+                        session == id && ["high", "critical"].contains(&severity.as_str())
+                    });
+                    assert_eq!(
+                        loud.count(),
+                        0,
+                        "clean session {id}: {:?}",
+                        observed.alerts.iter().filter(|a| &a.0 == id).collect::<Vec<_>>()
+                    );
+                }
+                _ => {}
+            }
+            let scripted_illegal = seen.kind == Some(SessionKind::Suspicious(Pattern::IllegalTransition));
+            for anomaly in &seen.anomalies {
+                let expected = (*anomaly == Anomaly::IllegalTransition && scripted_illegal)
+                    || *anomaly == Anomaly::NonNumericReasonCode;
+                assert!(expected, "{id} ({:?}): {anomaly:?}", seen.kind);
+            }
+        }
+        assert_eq!(patterns.len(), Pattern::ALL.len(), "finished suspicious sessions cover {patterns:?}");
+        // The technical bursts the rule sees are the scripted ones, not the background.
+        for (_, sessions) in &observed.tenant_alerts {
+            let burst = sessions.iter().any(|id| {
+                observed.sessions[id].kind == Some(SessionKind::Suspicious(Pattern::TechnicalBurst))
+                    || observed.sessions[id].kind == Some(SessionKind::Minor)
+            });
+            assert!(burst, "a technical burst of background traffic");
+        }
+    }
+
+    #[test]
+    fn the_span_is_that_of_the_records() {
+        let options = SynthOptions::default();
+        let mut generator = Generator::new(options.clone());
+        generator.take_records(3_000);
+        let Mix::Realistic(realistic) = &generator.mix else { unreachable!() };
+        assert_eq!(Generator::span_ms(&options, 3_000), realistic.clock_ms() - options.start_ms);
+        assert!(Generator::span_ms(&options, 3_000) > 3_600_000, "64 sessions: 3,000 records take hours");
+        assert_eq!(Generator::span_ms(&SynthOptions::stress(), 3_000), 30_000);
+    }
+
+    #[test]
+    fn options_are_checked() {
+        assert_eq!(SynthOptions::default().check(), Ok(()));
+        let bad = SynthOptions { sitting_minutes: (30, 20), ..SynthOptions::default() };
+        assert_eq!(bad.check(), Err(SynthError::SittingMinutes(30, 20)));
+        assert_eq!("stress".parse(), Ok(Profile::Stress));
+        assert!("calm".parse::<Profile>().is_err());
     }
 }
