@@ -62,7 +62,10 @@ fn the_demo_processes_everything_and_says_so() {
             .collect()
     };
     let per_topic = section("records per topic:");
-    let outputs: usize = per_topic.iter().filter(|(topic, _)| !topic.ends_with(".alerts")).map(|(_, n)| n).sum();
+    let outputs: usize = (per_topic.iter())
+        .filter(|(topic, _)| !topic.ends_with(".alerts") && !topic.ends_with(".incidents"))
+        .map(|(_, n)| n)
+        .sum();
     assert_eq!(outputs, 600, "every record ends in exactly one events or dead-letter topic:\n{stdout}");
     // Alerts: the count the run produced, all read back, every one decoded with its rule.
     let alerts: usize = stdout
@@ -73,10 +76,24 @@ fn the_demo_processes_everything_and_says_so() {
     assert!(alerts > 0, "the synthetic sessions fire rules:\n{stdout}");
     let in_topics: usize = per_topic.iter().filter(|(topic, _)| topic.ends_with(".alerts")).map(|(_, n)| n).sum();
     assert_eq!(in_topics, alerts, "{stdout}");
-    let by_loudest = section("sessions by loudest alert:");
+    // Every session has a priority (`none` without an incident yet).
+    let by_priority = section("sessions by incident priority:");
+    let names: Vec<&str> = by_priority.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(names, ["critical", "high", "medium", "low", "none"], "{stdout}");
+    assert_eq!(by_priority.iter().map(|(_, n)| n).sum::<usize>(), sessions, "{stdout}");
+    assert!(per_topic.iter().any(|(topic, n)| topic.ends_with(".incidents") && *n > 0), "{stdout}");
+    let by_loudest = section("sessions by loudest alert published:");
     assert_eq!(by_loudest.len(), 6, "five severities and `no alert`:\n{stdout}");
     assert_eq!(by_loudest.iter().map(|(_, n)| n).sum::<usize>(), sessions, "{stdout}");
-    let sections = ["sessions by loudest alert:", "alerts published per rule", "dead letters per code", "throughput: "];
+    let sections = [
+        "sessions by incident priority:",
+        "review first",
+        "sessions by loudest alert published:",
+        "alerts published per rule",
+        "alerts folded into incidents per rule:",
+        "dead letters per code",
+        "throughput: ",
+    ];
     let at: Vec<usize> = sections.iter().map(|title| stdout.find(title).expect(title)).collect();
     assert!(at.windows(2).all(|pair| pair[0] < pair[1]), "sections in this order: {sections:?}\n{stdout}");
     let per_rule = section("alerts published per rule");

@@ -20,7 +20,9 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::Config;
 use crate::encode::DeadLetter;
+use crate::encode::incident::INCIDENT_SCHEMA;
 use crate::encode::proto::pb;
+use crate::incidents::Priority;
 use crate::kafka::runtime::{self, RunSummary};
 use crate::model::ReasonCatalog;
 use crate::pipeline::{Outcome, Pipeline, Processor, Record};
@@ -343,7 +345,8 @@ pub async fn run(options: &DemoOptions) -> Result<(), DemoError> {
     let mut outputs: Vec<String> = tenants.iter().map(|t| format!("acs.{t}.events")).collect();
     outputs.push(pipeline.dead_letter_topic().to_owned());
     let alert_topics: Vec<String> = tenants.iter().map(|t| format!("acs.{t}.alerts")).collect();
-    for topic in outputs.iter().chain(&alert_topics) {
+    let incident_topics: Vec<String> = tenants.iter().map(|t| format!("acs.{t}.incidents")).collect();
+    for topic in outputs.iter().chain(&alert_topics).chain(&incident_topics) {
         cluster.create_topic(topic, output_partitions, 1)?;
     }
 
@@ -406,6 +409,15 @@ pub async fn run(options: &DemoOptions) -> Result<(), DemoError> {
     // Alerts: as many as the rules fired; the run drained, so all of them are there.
     let alerts = summary.alerts as usize;
     records.extend(read_outputs(&brokers, &alert_topics, output_partitions, alerts, Duration::from_secs(60), |_| {})?);
+    let incidents = summary.incidents as usize;
+    records.extend(read_outputs(
+        &brokers,
+        &incident_topics,
+        output_partitions,
+        incidents,
+        Duration::from_secs(60),
+        |_| {},
+    )?);
     bar.finish_and_clear();
     let sessions = SessionsSummary::read(&records, generator.scripts().len());
     print!("{}", report(&summary, &sessions, &records, elapsed));
@@ -426,7 +438,7 @@ fn spelled(name: &str, prefix: &str) -> String {
 }
 
 /// The loudest alert of a session, and how many it had.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct SessionRecord {
     /// Events of the session read back.
     pub events: usize,
@@ -434,12 +446,14 @@ pub struct SessionRecord {
     pub alerts: BTreeMap<(String, String), usize>,
     /// The highest severity among them (`critical` > `high` > `medium` > `low` > `info`).
     pub loudest: Option<String>,
+    /// Its incident's latest revision read back.
+    pub incident: Option<pb::Incident>,
 }
 
 /// What the demo knows of the sessions, from what it read back: the summary's first
 /// section. Today it holds the sessions and their alerts; the incidents (priority, score,
 /// reasons to review first) will extend it from the same per-session records.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct SessionsSummary {
     /// Sessions the traffic opened (the generator's count: some may have had only malformed
     /// records, or none yet when the traffic stopped).
@@ -466,12 +480,58 @@ impl SessionsSummary {
                     session.loudest = Some(severity.clone());
                 }
                 *session.alerts.entry((alert.rule_id, severity)).or_default() += 1;
+            } else if record.headers.get("acs-schema").map(String::as_str) == Some(INCIDENT_SCHEMA) {
+                let Ok(incident) = pb::Incident::decode(record.value.as_slice()) else { continue };
+                let session = summary.sessions.entry(incident.delivery_execution_id.clone()).or_default();
+                if session.incident.as_ref().is_none_or(|latest| latest.revision < incident.revision) {
+                    session.incident = Some(incident);
+                }
             } else if record.topic.ends_with(".events") {
                 let Ok(event) = pb::EnrichedEvent::decode(record.value.as_slice()) else { continue };
                 summary.sessions.entry(event.delivery_execution_id).or_default().events += 1;
             }
         }
         summary
+    }
+
+    /// Sessions per incident priority, the most urgent first; sessions without an incident
+    /// yet (open, no alert) count as `none`.
+    pub fn by_priority(&self) -> Vec<(Priority, usize)> {
+        let priority = |session: &SessionRecord| session.incident.as_ref().map_or(Priority::None, priority_of);
+        let count = |wanted: Priority| self.sessions.values().filter(|s| priority(s) == wanted).count();
+        Priority::ALL.into_iter().rev().map(|p| (p, count(p))).collect()
+    }
+
+    /// The sessions to review first: by priority, then score, the most urgent first (ties by
+    /// id), at most `n`, above `none`.
+    pub fn review_first(&self, n: usize) -> Vec<(&str, &pb::Incident)> {
+        let mut sessions: Vec<(&str, &pb::Incident)> = (self.sessions.iter())
+            .filter_map(|(id, session)| Some((id.as_str(), session.incident.as_ref()?)))
+            .filter(|(_, incident)| priority_of(incident) > Priority::None)
+            .collect();
+        sessions.sort_by(|a, b| {
+            (priority_of(b.1), b.1.score).cmp(&(priority_of(a.1), a.1.score)).then_with(|| a.0.cmp(b.0))
+        });
+        sessions.truncate(n);
+        sessions
+    }
+
+    /// Alerts folded into incidents per rule: each incident's alerts of a rule, less those
+    /// of its session read back from the alerts topics.
+    pub fn folded(&self) -> BTreeMap<String, usize> {
+        let mut folded = BTreeMap::new();
+        for session in self.sessions.values() {
+            let Some(incident) = &session.incident else { continue };
+            for rule in &incident.by_rule {
+                let published: usize =
+                    session.alerts.iter().filter(|((id, _), _)| *id == rule.rule_id).map(|(_, n)| n).sum();
+                let count = (rule.count as usize).saturating_sub(published);
+                if count > 0 {
+                    *folded.entry(rule.rule_id.clone()).or_default() += count;
+                }
+            }
+        }
+        folded
     }
 
     /// Sessions whose loudest alert is `severity`.
@@ -484,6 +544,19 @@ impl SessionsSummary {
         self.sessions.values().filter(|s| s.loudest.is_none()).count()
     }
 }
+
+fn priority_of(incident: &pb::Incident) -> Priority {
+    match incident.priority() {
+        pb::Priority::Critical => Priority::Critical,
+        pb::Priority::High => Priority::High,
+        pb::Priority::Medium => Priority::Medium,
+        pb::Priority::Low => Priority::Low,
+        pb::Priority::None | pb::Priority::Unspecified => Priority::None,
+    }
+}
+
+/// How many sessions the summary lists to review first.
+const REVIEW_FIRST: usize = 5;
 
 fn rank(severity: &str) -> usize {
     SEVERITIES.iter().position(|s| *s == severity).unwrap_or(SEVERITIES.len())
@@ -516,9 +589,19 @@ fn report(summary: &RunSummary, sessions: &SessionsSummary, records: &[OutputRec
     let mut out = String::new();
     let seen = sessions.sessions.len();
     out.push_str(&format!(
-        "\nacs-stream demo: {seen} sessions ({} opened by the traffic), {} records\n\nsessions by loudest alert:\n",
+        "\nacs-stream demo: {seen} sessions ({} opened by the traffic), {} records\n\nsessions by incident \
+         priority:\n",
         sessions.opened, summary.consumed
     ));
+    for (priority, count) in sessions.by_priority() {
+        out.push_str(&format!("  {:<32} {count:>8}\n", priority.as_str()));
+    }
+    out.push_str("review first (priority, score, session: reasons):\n");
+    for (id, incident) in sessions.review_first(REVIEW_FIRST) {
+        let priority = priority_of(incident).as_str();
+        out.push_str(&format!("  {priority:<8} {:>3}  {id}: {}\n", incident.score, incident.reasons.join("; ")));
+    }
+    out.push_str("sessions by loudest alert published:\n");
     for severity in SEVERITIES {
         out.push_str(&format!("  {severity:<32} {:>8}\n", sessions.loudest(severity)));
     }
@@ -526,6 +609,10 @@ fn report(summary: &RunSummary, sessions: &SessionsSummary, records: &[OutputRec
     out.push_str(&format!("alerts published per rule ({} alerts, protobuf acs.v1.Alert, decoded):\n", summary.alerts));
     for ((rule, severity), count) in &per_rule {
         out.push_str(&format!("  {rule:<24} {severity:<8} {count:>7}\n"));
+    }
+    out.push_str("alerts folded into incidents per rule:\n");
+    for (rule, count) in sessions.folded() {
+        out.push_str(&format!("  {rule:<32} {count:>8}\n"));
     }
     out.push_str(&format!("dead letters per code ({} dead letters):\n", summary.dead_letters));
     for (code, count) in &per_code {

@@ -115,6 +115,7 @@ pub(super) struct Tally {
     pub repartitioned: u64,
     pub tenant_records: u64,
     pub alerts: u64,
+    pub incidents: u64,
     pub tenant_forwarded: u64,
 }
 
@@ -233,6 +234,7 @@ pub(super) fn plan<'a>(
         dead = Some(letter);
     }
     tally.alerts = outgoing.iter().filter(|o| o.role == Role::Alert).count() as u64;
+    tally.incidents = outgoing.iter().filter(|o| o.role == Role::Incident).count() as u64;
     tally.tenant_forwarded = outgoing.iter().filter(|o| o.role == Role::TenantTopic).count() as u64;
     Plan { outgoing, dead, tally }
 }

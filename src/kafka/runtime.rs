@@ -60,6 +60,8 @@ pub struct RunSummary {
     pub flushes: u64,
     /// Alerts produced (acknowledged or not).
     pub alerts: u64,
+    /// Incident revisions produced (acknowledged or not).
+    pub incidents: u64,
     /// Events produced to the tenant topic, for the tenant-scoped rules they match
     /// (acknowledged or not: a refused one is in `produce_failed`).
     pub tenant_forwarded: u64,

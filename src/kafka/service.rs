@@ -574,6 +574,7 @@ impl<P: Processor> Service<'_, P> {
         summary.repartitioned += tally.repartitioned;
         summary.tenant_records += tally.tenant_records;
         summary.alerts += tally.alerts;
+        summary.incidents += tally.incidents;
         summary.tenant_forwarded += tally.tenant_forwarded;
         let outputs = plan.outgoing.len();
         let ticket = if hold {
