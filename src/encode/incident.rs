@@ -13,7 +13,7 @@ use serde::Serialize;
 use serde::ser::SerializeMap;
 use xxhash_rust::xxh3::xxh3_128;
 
-use super::json::PrivacyJson;
+use super::json::{PrivacyJson, SourceJson};
 use super::proto::pb;
 use super::{Format, Output, TopicTemplate, headers};
 use crate::incidents::{Incident, Priority, RuleTally};
@@ -214,13 +214,6 @@ impl Serialize for ByRule<'_> {
         }
         map.end()
     }
-}
-
-#[derive(Serialize)]
-struct SourceJson<'a> {
-    topic: &'a str,
-    partition: i32,
-    offset: i64,
 }
 
 #[derive(Serialize)]

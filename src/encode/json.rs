@@ -74,11 +74,12 @@ struct EventJson<'a, R, S, A> {
     privacy: Option<PrivacyJson<'a>>,
 }
 
+/// Where a record was read (an event's `source`, an incident's).
 #[derive(Serialize)]
-struct SourceJson<'a> {
-    topic: &'a str,
-    partition: i32,
-    offset: i64,
+pub(super) struct SourceJson<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
 }
 
 #[derive(Serialize)]
