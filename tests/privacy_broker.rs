@@ -96,7 +96,8 @@ async fn no_topic_the_service_writes_holds_a_protected_tenants_personal_data() {
         &config,
         format!(
             "[output]\nevents_topic = \"{prefix}.{{tenant}}.events\"\nalerts_topic = \"{prefix}.{{tenant}}.alerts\"\n\
-             shadow_alerts_topic = \"{prefix}.{{tenant}}.alerts.shadow\"\ndead_letter_topic = \"{prefix}.dlq\"\n\
+             shadow_alerts_topic = \"{prefix}.{{tenant}}.alerts.shadow\"\n\
+             incidents_topic = \"{prefix}.{{tenant}}.incidents\"\ndead_letter_topic = \"{prefix}.dlq\"\n\
              [kafka]\nbrokers = \"{brokers}\"\ngroup_id = \"{prefix}\"\ninput_topics = [\"{input}\"]\n\
              commit_interval = \"200ms\"\n[kafka.consumer]\n\"session.timeout.ms\" = 6000\n\
              [topics]\ncreate = true\npartitions = 2\nreplication_factor = 1\n[admin]\nlisten = \"127.0.0.1:0\"\n\

@@ -63,7 +63,7 @@ impl<'a> RunConfig<'a> {
         write!(
             file,
             "[output]\nevents_topic = \"{prefix}.{{tenant}}.events\"\nalerts_topic = \"{prefix}.{{tenant}}.alerts\"\n\
-             dead_letter_topic = \"{prefix}.dlq\"\n\
+             incidents_topic = \"{prefix}.{{tenant}}.incidents\"\ndead_letter_topic = \"{prefix}.dlq\"\n\
              [kafka]\nbrokers = \"{brokers}\"\ngroup_id = \"{prefix}\"\ninput_topics = [\"{input}\"]\n{interval}\
              guarantee = \"{guarantee}\"\ninstance_id = \"{instance}\"\n\
              [kafka.consumer]\n{consumer}\n[topics]\ncreate = true\npartitions = 2\nreplication_factor = {replicas}\n[shutdown]\ngrace = \"20s\"\n\
