@@ -6,7 +6,8 @@
 //! `Serialize` derive on [`AlertView`], written here; the protobuf encoding is written by
 //! hand, straight from the borrowed fields into the record's one allocation (no
 //! intermediate `pb::Alert`, no copy of every string into one): the same bytes as prost's
-//! for the plain conversion [`Alert::to_proto`] (a property test below checks it).
+//! for the plain conversion [`Alert::to_proto`], which the property tests below check for
+//! arbitrary alerts, stamped or not, in both formats.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -515,8 +516,12 @@ impl Evidence {
 
 #[cfg(test)]
 mod tests {
+    use proptest::collection::vec;
+    use proptest::option;
+    use proptest::prelude::*;
+    use proptest::sample::select;
     use prost::Message as _;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use super::*;
     use crate::model::Action;
@@ -689,15 +694,20 @@ mod tests {
         }
     }
 
-    fn any_evidence() -> impl proptest::strategy::Strategy<Value = Evidence> {
-        use proptest::prelude::*;
+    /// Any text: empty, ASCII, or any Unicode, some long enough for a two-byte length.
+    fn any_text() -> impl Strategy<Value = String> {
+        prop_oneof![Just(String::new()), "[a-z0-9#-]{1,12}", ".{1,100}"]
+    }
+
+    /// Any evidence: every action and none, every kind of reason code and none.
+    fn any_evidence() -> impl Strategy<Value = Evidence> {
         let code = prop_oneof![
             Just(None),
-            any::<i64>().prop_map(|c| Some(EvidenceCode::Numeric(c))),
-            ".{0,200}".prop_map(|r| Some(EvidenceCode::Raw(r.into()))),
+            any::<i64>().prop_map(|code| Some(EvidenceCode::Numeric(code))),
+            any_text().prop_map(|raw| Some(EvidenceCode::Raw(raw.into()))),
         ];
-        let action = proptest::option::of(proptest::sample::select(Action::ALL.to_vec()));
-        (".{0,300}", action, code, any::<i64>(), ".{0,300}", any::<i32>(), any::<i64>()).prop_map(
+        let action = option::of(select(Action::ALL.to_vec()));
+        (any_text(), action, code, any::<i64>(), any_text(), any::<i32>(), any::<i64>()).prop_map(
             |(message_id, action, reason_code, incident_time, topic, partition, offset)| Evidence {
                 message_id: message_id.into(),
                 action,
@@ -710,45 +720,178 @@ mod tests {
         )
     }
 
-    proptest::proptest! {
-        /// Written through a cursor into a buffer sized from its length: prost's bytes (and
-        /// length), for any
-        /// values (negative numbers take ten bytes; strings of any length, empty ones
-        /// included), after what the buffer held, and the key and rule id where it says.
-        #[test]
-        fn the_direct_protobuf_is_prosts_for_any_values(
-            strings in proptest::collection::vec(".{0,400}", 7),
-            numbers in proptest::collection::vec(proptest::prelude::any::<i64>(), 3),
-            count in proptest::prelude::any::<u32>(),
-            tenant_scope in proptest::prelude::any::<bool>(),
-            evidence in proptest::collection::vec(any_evidence(), 0..5),
-            before in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40),
-        ) {
-            let alert = Alert {
-                alert_id: strings[0].clone(),
-                rule_id: Arc::from(strings[1].as_str()),
-                severity: Severity::High,
-                tenant_id: strings[2].as_str().into(),
-                delivery_execution_id: (!tenant_scope).then(|| strings[3].clone()),
-                test_taker: (!tenant_scope).then(|| strings[4].clone()),
-                title: strings[5].as_str().into(),
-                summary: strings[6].clone(),
-                count,
-                window_start: numbers[0],
-                window_end: numbers[1],
-                fired_at: numbers[2],
+    /// Any alert: every severity, both modes, session- or tenant-scoped (each optional field
+    /// present, empty or absent), up to five evidence, any numbers.
+    fn any_alert() -> impl Strategy<Value = Alert> {
+        let texts = (any_text(), any_text(), any_text(), option::of(any_text()), option::of(any_text()));
+        let more =
+            (any_text(), any_text(), select(Severity::ALL.to_vec()), select(vec![RuleMode::Live, RuleMode::Shadow]));
+        let numbers = (any::<u32>(), any::<i64>(), any::<i64>(), any::<i64>());
+        (texts, more, numbers, vec(any_evidence(), 0..=5)).prop_map(
+            |(
+                (alert_id, rule_id, tenant_id, delivery_execution_id, test_taker),
+                (title, summary, severity, mode),
+                (count, window_start, window_end, fired_at),
                 evidence,
-                mode: if numbers[0] % 2 == 0 { RuleMode::Live } else { RuleMode::Shadow },
-            };
+            )| Alert {
+                alert_id,
+                rule_id: rule_id.into(),
+                severity,
+                tenant_id: tenant_id.into(),
+                delivery_execution_id,
+                test_taker,
+                title: title.into(),
+                summary,
+                count,
+                window_start,
+                window_end,
+                fired_at,
+                evidence,
+                mode,
+            },
+        )
+    }
+
+    /// A stamp's fields, owned: processor, rules and catalog versions, and the privacy mark
+    /// (mode, key id) of a protected tenant.
+    type StampFields = (String, String, String, Option<(String, String)>);
+
+    fn any_stamp() -> impl Strategy<Value = Option<StampFields>> {
+        option::of((any_text(), any_text(), any_text(), option::of((any_text(), any_text()))))
+    }
+
+    /// The alert contract's JSON document of `alert` stamped with `stamp`, built from the
+    /// contract's words (README, proto/acs/v1/alert.proto), not from the encoder's types.
+    fn contract(alert: &Alert, stamp: Option<&AlertStamp<'_>>) -> Value {
+        let evidence: Vec<Value> = alert
+            .evidence
+            .iter()
+            .map(|evidence| {
+                json!({
+                    "messageId": &*evidence.message_id,
+                    "action": evidence.action.map(Action::as_str),
+                    "reasonCode": match &evidence.reason_code {
+                        None => Value::Null,
+                        Some(EvidenceCode::Numeric(code)) => json!(code),
+                        Some(EvidenceCode::Raw(raw)) => json!(&**raw),
+                    },
+                    "incidentTime": evidence.incident_time,
+                    "topic": &*evidence.topic,
+                    "partition": evidence.partition,
+                    "offset": evidence.offset,
+                })
+            })
+            .collect();
+        let mut document = json!({
+            "alertId": alert.alert_id,
+            "ruleId": &*alert.rule_id,
+            "severity": alert.severity.as_str(),
+            "tenantId": &*alert.tenant_id,
+            "deliveryExecutionId": alert.delivery_execution_id,
+            "testTaker": alert.test_taker,
+            "title": &*alert.title,
+            "summary": alert.summary,
+            "count": alert.count,
+            "windowStart": alert.window_start,
+            "windowEnd": alert.window_end,
+            "firedAt": alert.fired_at,
+            "evidence": evidence,
+        });
+        if alert.mode == RuleMode::Shadow {
+            document["mode"] = json!("shadow");
+        }
+        if let Some(stamp) = stamp {
+            document["processor"] = json!({
+                "version": stamp.processor_version,
+                "rulesVersion": stamp.rules_version,
+                "catalogVersion": stamp.catalog_version,
+            });
+            if let Some((mode, key_id)) = stamp.privacy {
+                document["privacy"] = json!({"mode": mode, "keyId": key_id});
+            }
+        }
+        document
+    }
+
+    proptest! {
+        /// The hand-written protobuf is prost's for any alert: its length, its bytes (written
+        /// after what a buffer held, which it keeps), the key and rule id where it says, and
+        /// it decodes back to the same alert.
+        #[test]
+        fn the_direct_protobuf_is_prosts_for_any_alert(
+            alert in any_alert(),
+            before in vec(any::<u8>(), 0..40),
+        ) {
             let expected = alert.to_proto().encode_to_vec();
-            proptest::prop_assert_eq!(alert.with_view(|view| view.proto_len()), expected.len());
+            prop_assert_eq!(alert.with_view(|view| view.proto_len()), expected.len());
+            prop_assert_eq!(alert.to_proto_vec(), expected.clone());
             let mut buf = before.clone();
             let spans = alert.with_view(|view| view.put_proto(&mut buf));
-            proptest::prop_assert_eq!(&buf[..before.len()], &before[..]);
-            proptest::prop_assert_eq!(&buf[before.len()..], &expected[..]);
-            let key_of = if tenant_scope { &strings[2] } else { &strings[3] };
-            proptest::prop_assert_eq!(&buf[spans.key], key_of.as_bytes());
-            proptest::prop_assert_eq!(&buf[spans.rule], strings[1].as_bytes());
+            prop_assert_eq!(&buf[..before.len()], &before[..]);
+            prop_assert_eq!(&buf[before.len()..], &expected[..]);
+            let key = alert.delivery_execution_id.as_deref().unwrap_or(&alert.tenant_id);
+            prop_assert_eq!(&buf[spans.key], key.as_bytes());
+            prop_assert_eq!(&buf[spans.rule], alert.rule_id.as_bytes());
+            let decoded = pb::Alert::decode(expected.as_slice()).map(Alert::from_proto);
+            prop_assert_eq!(decoded, Ok(Some(alert)));
+        }
+
+        /// Any alert's record, stamped or not, in either format: its `acs.v1.Alert` bytes (the
+        /// value in protobuf; kept beside it in JSON, for the changelog) are prost's for the
+        /// whole message, stamp fields included, and decode back to the alert; its JSON value is
+        /// the contract's document, written by serde_json from the contract's derive (the
+        /// stamp's members appended); topic, key and rule id are the alert's.
+        #[test]
+        fn alert_records_are_prosts_and_the_contracts_for_any_alert(
+            alert in any_alert(),
+            stamp in any_stamp(),
+        ) {
+            let stamp = stamp.as_ref().map(|(processor, rules, catalog, privacy)| AlertStamp {
+                processor_version: processor,
+                rules_version: rules,
+                catalog_version: catalog,
+                privacy: privacy.as_ref().map(|(mode, key_id)| (mode.as_str(), key_id.as_str())),
+            });
+            let message = match stamp {
+                None => alert.to_proto(),
+                Some(stamp) => pb::Alert {
+                    processor_version: stamp.processor_version.to_owned(),
+                    rules_version: stamp.rules_version.to_owned(),
+                    catalog_version: stamp.catalog_version.to_owned(),
+                    privacy: stamp
+                        .privacy
+                        .map(|(mode, key_id)| pb::Privacy { mode: mode.to_owned(), key_id: key_id.to_owned() }),
+                    ..alert.to_proto()
+                },
+            };
+            let expected = message.encode_to_vec();
+            let topic = match alert.mode {
+                RuleMode::Live => format!("acs.{}.alerts", alert.tenant_id),
+                RuleMode::Shadow => format!("acs.{}.alerts.shadow", alert.tenant_id),
+            };
+            let key = alert.delivery_execution_id.as_deref().unwrap_or(&alert.tenant_id);
+            for format in [Format::Protobuf, Format::Json] {
+                let encoder = AlertEncoder { format, ..AlertEncoder::default() };
+                let alerted = alert.with_view(|view| encoder.record_stamped(view, stamp.as_ref()));
+                prop_assert_eq!(alerted.proto(), &expected[..]);
+                prop_assert_eq!(alerted.alert(), Some(alert.clone()));
+                let output = alerted.output();
+                prop_assert_eq!((&*output.topic, alerted.topic()), (topic.as_str(), topic.as_str()));
+                prop_assert_eq!(output.key.as_deref(), Some(key.as_bytes()));
+                prop_assert_eq!(alerted.rule(), &*alert.rule_id);
+                match format {
+                    Format::Protobuf => prop_assert_eq!(&*output.value, &expected[..]),
+                    Format::Json => {
+                        let document: Value = serde_json::from_slice(&output.value).unwrap();
+                        prop_assert_eq!(document, contract(&alert, stamp.as_ref()));
+                        let own = serde_json::to_vec(&alert).unwrap();
+                        match stamp {
+                            None => prop_assert_eq!(&*output.value, &own[..]),
+                            Some(_) => prop_assert!(output.value.starts_with(&own[..own.len() - 1])),
+                        }
+                    }
+                }
+            }
         }
     }
 }
