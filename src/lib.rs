@@ -10,10 +10,13 @@
 //! - [`enrich`]: reason code → category (catalog), reason message → security signal.
 //! - [`session`]: the session state machine per delivery execution, per input partition.
 //! - [`rules`]: flag-alert rules (configuration, default set) and their evaluation on event
-//!   time, after the session state.
+//!   time, after the session state, into alerts: plain facts (rule, severity, evidence,
+//!   counts) that `encode` writes.
 //! - [`incidents`]: one incident per session, its alerts aggregated into a review priority
 //!   (alert families and budget, a decaying weighted score); kept in the session state.
-//! - [`encode`]: output records: topic routing, protobuf or JSON values, dead letters.
+//! - [`encode`]: every output record, one encoder per record type: enriched events
+//!   (`encode::proto`, `encode::json`), alerts (`encode::alert`), incidents
+//!   (`encode::incident`), dead letters (`encode::dead_letter`); topic routing.
 //! - [`pipeline`]: `Pipeline::process(record, now)`: the pure core wiring the above.
 //! - [`kafka`]: the Kafka edge: offset bookkeeping, client settings, the service loop.
 //! - [`telemetry`]: metric names and handles (written by the Kafka edge), Prometheus recorder.

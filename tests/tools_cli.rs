@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use acs_stream::commands::demo;
 use acs_stream::config::Config;
+use acs_stream::encode::ALERT_SCHEMA;
 use acs_stream::encode::Format;
 use acs_stream::encode::proto::pb;
 use acs_stream::model::{ReasonCatalog, Source};
 use acs_stream::pipeline::{Outcome, Pipeline, Record};
-use acs_stream::rules::alert::ALERT_SCHEMA;
 use acs_stream::rules::{Alert, RuleSet};
 use acs_stream::synth::{Generator, SynthOptions, SynthRecord};
 use base64::Engine;

@@ -19,6 +19,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::Config;
+use crate::encode::ALERT_SCHEMA;
 use crate::encode::DeadLetter;
 use crate::encode::incident::INCIDENT_SCHEMA;
 use crate::encode::proto::pb;
@@ -26,7 +27,6 @@ use crate::incidents::Priority;
 use crate::kafka::runtime::{self, RunSummary};
 use crate::model::ReasonCatalog;
 use crate::pipeline::{Outcome, Pipeline, Processor, Record};
-use crate::rules::alert::ALERT_SCHEMA;
 use crate::synth::{Generator, Profile, SynthOptions, SynthRecord};
 
 /// The demo's input topic.

@@ -43,11 +43,11 @@ use serde_json::value::RawValue;
 use tracing::warn;
 
 use super::StopRequests;
+use crate::encode::ALERT_SCHEMA;
 use crate::encode::dead_letter::headers as dead_letter;
 use crate::encode::proto::{EVENT_SCHEMA, pb};
 use crate::encode::{headers, json};
 use crate::rules::Alert;
-use crate::rules::alert::ALERT_SCHEMA;
 
 /// Where to start reading (when `--group` has no committed offset).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,6 +1,7 @@
 //! Flag alerts (DESIGN.md §6): rules from configuration ([`config`]; the defaults in
 //! `config/rules.toml`), evaluated on event time by [`engine::evaluate`] into [`Alert`]s
-//! ([`alert`], with their JSON and protobuf contracts). Pure and synchronous.
+//! ([`alert`]: the facts; their records, JSON and protobuf, are written by
+//! [`crate::encode::alert`]). Pure and synchronous.
 //!
 //! Wiring: [`crate::pipeline::Pipeline::process`] evaluates after `Sessions::apply`, with
 //! the event's [`SessionView`]; a session's [`RuleState`] lives beside its session state
