@@ -256,8 +256,8 @@ impl Incident {
     }
 
     /// The main contributions to the score, the largest first (at most three), each as
-    /// "<rule title> ×<count>" (the rule's id when the rule set no longer has it, or its title
-    /// has placeholders).
+    /// `<rule title> ×<count> (<points> points)` (the rule's id when the rule set no longer
+    /// has it, or its title has placeholders).
     pub fn reasons(&self, rules: &RuleSet) -> Vec<String> {
         let mut tallies: Vec<&RuleTally> = self.by_rule.iter().filter(|tally| tally.points > 0).collect();
         tallies.sort_by(|a, b| b.points.cmp(&a.points).then_with(|| a.rule.cmp(&b.rule)));
