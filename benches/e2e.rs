@@ -124,7 +124,7 @@ impl Processor for PassThrough {
         Outcome::Event {
             output,
             alerts: Default::default(),
-            incident: None,
+            incidents: Vec::new(),
             forward: Default::default(),
             facts: Facts::default(),
         }

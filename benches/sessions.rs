@@ -278,6 +278,8 @@ fn worst_state(n: usize, partition: i32, rng: &mut fastrand::Rng) -> pb::Session
         // Upper 48 bits: the id's hash; lower 16: the minute it was seen (one a minute).
         recent_ids: (0..ids).map(|i| (rng.u64(..) & !0xFFFF) | ((NOW / 60_000 - (ids - i)) as u64 & 0xFFFF)).collect(),
         rules: None,
+        silent: false,
+        silence_alerted_at: None,
     }
 }
 

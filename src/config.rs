@@ -135,6 +135,10 @@ pub struct SessionsConfig {
     /// How long a session without events is kept.
     #[serde(with = "humantime_serde")]
     pub idle_ttl: Duration,
+    /// An interacting session silent this long (event time) raises the silence rules; zero:
+    /// no silence detection.
+    #[serde(with = "humantime_serde")]
+    pub silence_after: Duration,
     /// The compacted topic the state is written to and restored from (`{group}`: the
     /// consumer group); empty: in memory only.
     pub changelog_topic: String,
@@ -444,6 +448,7 @@ impl Config {
             remembered_ids: sessions.remembered_ids,
             finished_ttl: sessions.finished_ttl,
             idle_ttl: sessions.idle_ttl,
+            silence_after: sessions.silence_after,
         }
     }
 

@@ -48,11 +48,12 @@ pub enum Outcome<'a> {
     /// The enriched event's output record, the alerts it fired, the tenant-scoped rules it
     /// matched (to be counted where the tenant's events meet: see
     /// [`Processor::tenant_topic`]), and what the edge measures of it.
-    /// The session's incident record comes when the event changed it.
+    /// The incidents' records come when the event changed them (its session's; sessions it
+    /// found silent).
     Event {
         output: Output<'a>,
         alerts: Alerts,
-        incident: Option<Output<'static>>,
+        incidents: Vec<Output<'static>>,
         forward: crate::rules::Forwarded,
         facts: Facts<'a>,
     },
@@ -440,7 +441,7 @@ impl Pipeline {
                     anomalies: event.anomalies,
                     folded: applied.folded,
                 };
-                Outcome::Event { output, alerts: applied.alerts, incident: applied.incident, forward, facts }
+                Outcome::Event { output, alerts: applied.alerts, incidents: applied.incidents, forward, facts }
             }
             Err(dead) => Outcome::DeadLetter(dead),
         }

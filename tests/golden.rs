@@ -205,3 +205,29 @@ fn every_default_rule_has_a_golden_case_that_fires_it() {
     }
     assert!(missing.is_empty(), "default rules without a golden case that fires them:\n{}", missing.join("\n"));
 }
+
+/// The incidents case (`rule-session-silent`) says what its README says: the clean sitting stays at `none`, one
+/// benign flag at `low`, the silent session gets exactly one `session-silent`, the tab
+/// switcher reaches at least `high` (latest revision per session).
+#[test]
+fn the_incidents_case_ranks_the_sessions_as_a_proctor_would() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/rule-session-silent/expected");
+    let read = |name: &str| fs::read_to_string(root.join(name)).expect("blessed outputs");
+    let mut latest: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+    for line in read("acs.acme.incidents.jsonl").lines() {
+        let incident: serde_json::Value = serde_json::from_str(line).unwrap();
+        latest.insert(incident["deliveryExecutionId"].as_str().unwrap().to_owned(), incident);
+    }
+    let priority = |user: &str| {
+        let id = format!("{}#delivery-review#attempt-1#acme", user.chars().rev().collect::<String>());
+        let incident = &latest[&id];
+        (incident["priority"].as_str().unwrap().to_owned(), incident["open"].as_bool().unwrap())
+    };
+    assert_eq!(priority("alice"), ("none".to_owned(), false));
+    assert_eq!(priority("bob"), ("low".to_owned(), false));
+    assert_eq!(priority("carol"), ("low".to_owned(), true));
+    assert!(["high", "critical"].contains(&priority("dave").0.as_str()), "{:?}", priority("dave"));
+    let silent =
+        read("acs.acme.alerts.jsonl").lines().filter(|line| line.contains("\"ruleId\":\"session-silent\"")).count();
+    assert_eq!(silent, 1);
+}

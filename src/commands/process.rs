@@ -186,7 +186,7 @@ pub fn run(pipeline: &Pipeline, options: &ProcessOptions) -> Result<Summary, Pro
         let source = Source { topic: topic.clone(), partition: 0, offset };
         let record = Record::new(None, value, source);
         let (topic_name, bytes) = match pipeline.process(&record, &mut sessions, options.now_ms) {
-            Outcome::Event { output, alerts, incident, facts, .. } => {
+            Outcome::Event { output, alerts, incidents, facts, .. } => {
                 summary.events += 1;
                 for rule in &facts.folded {
                     *summary.folded.entry(rule.to_string()).or_default() += 1;
@@ -198,7 +198,7 @@ pub fn run(pipeline: &Pipeline, options: &ProcessOptions) -> Result<Summary, Pro
                     outputs.write(&alert.topic, &alert.value)?;
                     *summary.per_topic.entry(alert.topic.into_owned()).or_default() += 1;
                 }
-                if let Some(incident) = incident {
+                for incident in incidents {
                     outputs.write(&incident.topic, &incident.value)?;
                     if let Some((session, latest)) = IncidentSummary::of_json(&incident.value) {
                         summary.incidents.insert(session, latest);

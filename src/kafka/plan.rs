@@ -31,7 +31,7 @@ use crate::telemetry::Published;
 pub(super) enum Step<'a> {
     /// An enriched event, the alerts it fired, the tenant-scoped rules it matched and its
     /// tenant (the tenant-topic record's key, when it matched any).
-    Event { output: Output<'a>, alerts: Alerts, incident: Option<Output<'static>>, forward: Forwarded, tenant: String },
+    Event { output: Output<'a>, alerts: Alerts, incidents: Vec<Output<'static>>, forward: Forwarded, tenant: String },
     /// A record of the tenant topic, counted for its tenant: the alerts it fired.
     Tenant(Alerts),
     /// Input to re-key: produced to the repartition topic `topic` with key `key`.
@@ -169,11 +169,11 @@ pub(super) fn plan<'a>(
     let mut outgoing = Vec::new();
     let mut dead = None;
     match step {
-        Step::Event { output, alerts, incident, forward, tenant } => {
+        Step::Event { output, alerts, incidents, forward, tenant } => {
             tally.events = 1;
             outgoing.push(Outgoing { role: Role::Event, body: Body::Output(output), headers: None });
             push_alerts(&mut outgoing, alerts);
-            if let Some(incident) = incident {
+            for incident in incidents {
                 outgoing.push(Outgoing { role: Role::Incident, body: Body::Output(incident), headers: None });
             }
             if let (Some(topic), false) = (to.tenant, forward.is_empty()) {
@@ -307,8 +307,8 @@ mod tests {
 
     fn step<'a>(pipeline: &Pipeline, record: &Record<'a>, state: &mut <Pipeline as Processor>::State) -> Step<'a> {
         match pipeline.process(record, state, 1_767_261_400_000) {
-            Outcome::Event { output, alerts, incident, forward, facts } => {
-                Step::Event { output, alerts, incident, forward, tenant: facts.tenant.into_owned() }
+            Outcome::Event { output, alerts, incidents, forward, facts } => {
+                Step::Event { output, alerts, incidents, forward, tenant: facts.tenant.into_owned() }
             }
             Outcome::DeadLetter(dead) => Step::Dead(dead),
         }

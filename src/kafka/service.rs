@@ -522,9 +522,9 @@ impl<P: Processor> Service<'_, P> {
                     }
                 } else {
                     match pipeline.process(&record, state, now) {
-                        Outcome::Event { output, alerts, incident, forward, facts } => {
+                        Outcome::Event { output, alerts, incidents, forward, facts } => {
                             self.meters.event(&facts, now);
-                            Step::Event { output, alerts, incident, forward, tenant: facts.tenant.into_owned() }
+                            Step::Event { output, alerts, incidents, forward, tenant: facts.tenant.into_owned() }
                         }
                         Outcome::DeadLetter(dead) => Step::Dead(dead),
                     }

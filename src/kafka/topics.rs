@@ -2,8 +2,8 @@
 //! first sight (when `topics.create` is on). Blocking: called from the service loop's own
 //! thread, the admin client's futures are driven by the tokio runtime's handle.
 
-use std::collections::HashSet;
-use std::time::Duration;
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -18,6 +18,9 @@ pub(super) struct Topics {
     admin: Option<AdminClient<DefaultClientContext>>,
     runtime: tokio::runtime::Handle,
     known: HashSet<String>,
+    /// Topics whose creation failed (a broker or the controller away): asked again after
+    /// this, not on every record.
+    retry: HashMap<String, Instant>,
     partitions: i32,
     replication_factor: i32,
     configs: Vec<(String, String)>,
@@ -34,6 +37,7 @@ impl Topics {
             admin,
             runtime,
             known: HashSet::new(),
+            retry: HashMap::new(),
             partitions: config.topics.partitions,
             replication_factor: config.topics.replication_factor,
             configs: config.topics.configs.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
@@ -58,57 +62,109 @@ impl Topics {
         let mut processed = partitions_of(consumer, input_topics).max(self.partitions).max(1);
         let inputs = processed;
         for topic in [repartition, tenant].into_iter().flatten() {
-            self.create(topic, inputs, &[("cleanup.policy".to_owned(), "delete".to_owned())]);
+            self.create(topic, inputs, &[("cleanup.policy".to_owned(), "delete".to_owned())], INTERNAL_TIMEOUT);
             self.known.insert(topic.to_owned());
             // It may exist already, with more partitions.
             processed = processed.max(partitions_of(consumer, &[topic.to_owned()]));
         }
         if let Some(topic) = changelog {
-            self.create(topic, processed, &[("cleanup.policy".to_owned(), "compact".to_owned())]);
+            self.create(topic, processed, &[("cleanup.policy".to_owned(), "compact".to_owned())], INTERNAL_TIMEOUT);
             self.known.insert(topic.to_owned());
         }
     }
 
     /// Creates `topic` on first sight, with `topics.partitions`, replication and configs.
     pub fn ensure(&mut self, topic: &str) {
-        if self.admin.is_none() || self.known.contains(topic) {
+        if self.admin.is_none() || self.known.contains(topic) || self.waiting(topic) {
             return;
         }
-        self.create(topic, self.partitions, &self.configs.clone());
-        // Remembered either way: a topic that cannot be created is not asked for again on
-        // every record (producing to it then fails into the dead-letter topic).
-        self.known.insert(topic.to_owned());
+        let created = self.create(topic, self.partitions, &self.configs.clone(), ADMIN_TIMEOUT);
+        self.remember(topic, created);
+    }
+
+    /// Whether the creation of `topic` failed a short while ago (asked again later).
+    fn waiting(&self, topic: &str) -> bool {
+        self.retry.get(topic).is_some_and(|at| Instant::now() < *at)
+    }
+
+    /// Remembers `topic` as there, or, when its creation could not be asked (brokers away),
+    /// to be asked again after [`RETRY_AFTER`]. A topic the brokers refuse to create is not
+    /// asked for again (producing to it then fails into the dead-letter topic).
+    fn remember(&mut self, topic: &str, created: Creation) {
+        match created {
+            Creation::Done => {
+                self.retry.remove(topic);
+                self.known.insert(topic.to_owned());
+            }
+            Creation::Unanswered => {
+                self.retry.insert(topic.to_owned(), Instant::now() + RETRY_AFTER);
+            }
+        }
     }
 
     /// [`Topics::ensure`], the topic created compacted (`cleanup.policy=compact` over
     /// `topics.configs`): the latest record of a key is what it holds (incidents).
     pub fn ensure_compacted(&mut self, topic: &str) {
-        if self.admin.is_none() || self.known.contains(topic) {
+        if self.admin.is_none() || self.known.contains(topic) || self.waiting(topic) {
             return;
         }
         let mut configs: Vec<(String, String)> =
             self.configs.iter().filter(|(key, _)| key != "cleanup.policy").cloned().collect();
         configs.push(("cleanup.policy".to_owned(), "compact".to_owned()));
-        self.create(topic, self.partitions, &configs);
-        self.known.insert(topic.to_owned());
+        let created = self.create(topic, self.partitions, &configs, ADMIN_TIMEOUT);
+        self.remember(topic, created);
     }
 
-    fn create(&self, topic: &str, partitions: i32, configs: &[(String, String)]) {
-        let Some(admin) = &self.admin else { return };
+    /// Asks the brokers to create `topic`, waiting at most `timeout` ([`ADMIN_TIMEOUT`] for an
+    /// output seen while processing: the service loop must not stall while a broker or the
+    /// controller is away, and a paused broker never answers).
+    fn create(&self, topic: &str, partitions: i32, configs: &[(String, String)], timeout: Duration) -> Creation {
+        let Some(admin) = &self.admin else { return Creation::Done };
         let mut new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(self.replication_factor));
         for (key, value) in configs {
             new_topic = new_topic.set(key, value);
         }
-        match self.runtime.block_on(admin.create_topics([&new_topic], &AdminOptions::new())) {
+        let options = AdminOptions::new().request_timeout(Some(timeout)).operation_timeout(Some(timeout));
+        match self.runtime.block_on(admin.create_topics([&new_topic], &options)) {
             Ok(results) => match results.into_iter().next() {
-                Some(Ok(_)) => info!(topic, "Created topic."),
-                Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) => {}
-                Some(Err((_, code))) => warn!(topic, error = %code, "Cannot create topic; producing anyway."),
-                None => {}
+                Some(Ok(_)) => {
+                    info!(topic, "Created topic.");
+                    Creation::Done
+                }
+                Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) | None => Creation::Done,
+                Some(Err((_, code @ (RDKafkaErrorCode::RequestTimedOut | RDKafkaErrorCode::OperationTimedOut)))) => {
+                    warn!(topic, error = %code, "Cannot create topic yet; producing anyway, asking again later.");
+                    Creation::Unanswered
+                }
+                Some(Err((_, code))) => {
+                    warn!(topic, error = %code, "Cannot create topic; producing anyway.");
+                    Creation::Done
+                }
             },
-            Err(error) => warn!(topic, %error, "Cannot create topic; producing anyway."),
+            Err(error) => {
+                warn!(topic, %error, "Cannot create topic yet; producing anyway, asking again later.");
+                Creation::Unanswered
+            }
         }
     }
+}
+
+/// How long the creation of an output topic may hold the service loop.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long the creation of the internal topics may take, before subscribing.
+const INTERNAL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long after an unanswered creation a topic is asked for again.
+const RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// What became of a creation request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Creation {
+    /// Created, there already, or refused for good.
+    Done,
+    /// Not answered in time: ask again later.
+    Unanswered,
 }
 
 /// The most partitions of a topic named (or matched, `^regex`) by `topics`; 0 when none is

@@ -81,6 +81,9 @@ pub struct RuleConfig {
     /// Counts and cools down separately per value of this (e.g. per signal).
     #[serde(default)]
     pub group_by: GroupBy,
+    /// What makes it fire: `events` (the default) or `silence`.
+    #[serde(default)]
+    pub on: Trigger,
     /// Score points an alert of the rule adds to its session's incident (0 to 100); by
     /// default from the severity (see [`Severity::default_weight`]).
     #[serde(default)]
@@ -212,6 +215,18 @@ impl RuleMode {
             RuleMode::Shadow => "shadow",
         }
     }
+}
+
+/// What makes a rule fire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Trigger {
+    /// Events matching its `[[rule.match]]` alternatives.
+    #[default]
+    Events,
+    /// Its session going silent (`sessions.silence_after` of event time without an event
+    /// while interacting): no `[[rule.match]]`, no threshold, session scope.
+    Silence,
 }
 
 /// What a rule's counting and cooldown are split by, within its scope.
@@ -472,6 +487,8 @@ pub struct Rule {
     pub weight: u8,
     /// Its family (see [`RuleConfig::family`]); `None`: a family of its own.
     pub family: Option<Arc<str>>,
+    /// What makes it fire.
+    pub on: Trigger,
     /// At least 1; 1 fires on every match.
     pub count: u32,
     /// Zero when `count` is 1 without a window.
@@ -494,6 +511,8 @@ pub struct RuleSet {
     listed: Box<[Candidate]>,
     /// Whether a rule is tenant-scoped (asked at every event).
     tenant_scope: bool,
+    /// The rules fired by a session's silence, by index.
+    silence: Vec<u16>,
     /// Tells this compilation from every other one in the process (states remember which
     /// rules their pruning schedule was computed for: see `engine::prune`).
     pub(crate) generation: u64,
@@ -592,6 +611,8 @@ impl RuleSet {
         }
         let generation = GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let tenant_scope = rules.iter().any(|rule| rule.scope == Scope::Tenant);
+        // At most `MAX_RULES` (checked by the compilation).
+        let silence = (0..rules.len()).filter(|at| rules[*at].on == Trigger::Silence).map(|at| at as u16).collect();
         let version = Arc::from("off");
         RuleSet {
             allowed_lateness,
@@ -600,6 +621,7 @@ impl RuleSet {
             lists: lists.into(),
             listed: listed.into(),
             tenant_scope,
+            silence,
             generation,
             version,
         }
@@ -626,6 +648,16 @@ impl RuleSet {
     /// Whether a rule is tenant-scoped.
     pub fn has_tenant_scope(&self) -> bool {
         self.tenant_scope
+    }
+
+    /// The rules a session's silence fires (`on = "silence"`), in file order.
+    pub fn silence_rules(&self) -> impl Iterator<Item = &Rule> {
+        self.silence.iter().map(|at| &self.rules[usize::from(*at)])
+    }
+
+    /// Whether a rule fires on silence.
+    pub fn has_silence(&self) -> bool {
+        !self.silence.is_empty()
     }
 
     /// The built-in default rules (`config/rules.toml`).
@@ -714,8 +746,23 @@ fn compile_rule(config: RuleConfig) -> Result<Rule, RulesError> {
             (threshold.count, threshold.window)
         }
     };
-    if config.matches.is_empty() || config.matches.len() > MAX_ALTERNATIVES {
-        return Err(fail("match", format!("expected 1 to {MAX_ALTERNATIVES} [[rule.match]]")));
+    match config.on {
+        Trigger::Events if config.matches.is_empty() || config.matches.len() > MAX_ALTERNATIVES => {
+            return Err(fail("match", format!("expected 1 to {MAX_ALTERNATIVES} [[rule.match]]")));
+        }
+        Trigger::Silence if !config.matches.is_empty() => {
+            return Err(fail("match", "a rule on silence has no [[rule.match]]".into()));
+        }
+        Trigger::Silence if config.threshold.is_some() || config.scope != Scope::Session => {
+            return Err(fail(
+                "on",
+                "a rule on silence fires once per silence of a session: no threshold, scope \"session\"".into(),
+            ));
+        }
+        Trigger::Silence if config.group_by != GroupBy::None => {
+            return Err(fail("group_by", "a rule on silence has no groups".into()));
+        }
+        _ => {}
     }
     let matches = config
         .matches
@@ -765,6 +812,7 @@ fn compile_rule(config: RuleConfig) -> Result<Rule, RulesError> {
         group_by: config.group_by,
         weight: config.weight.unwrap_or(config.severity.default_weight()),
         family,
+        on: config.on,
         count,
         window,
         matches,
@@ -961,6 +1009,7 @@ mod tests {
                 "excessive-extra-time",
                 "identity-authorization",
                 "illegal-transition",
+                "session-silent",
                 "technical-burst",
             ]
         );
@@ -981,6 +1030,8 @@ mod tests {
         assert_eq!(conduct.len(), 8, "{conduct:?}");
         assert_eq!(rules.score_half_life, Duration::from_secs(1800));
         assert_eq!((flag.weight, rules.get("lockdown-breach").unwrap().weight), (15, 60));
+        let silent: Vec<&str> = rules.silence_rules().map(|rule| &*rule.id).collect();
+        assert_eq!(silent, ["session-silent"]);
     }
 
     fn rule(body: &str) -> String {
@@ -1030,6 +1081,12 @@ mod tests {
             (rule(&format!("weight = 101\n{matching}")), "rule \"r-1\": weight: is 101; expected 0 to 100"),
             (rule(&format!("weight = 300\n{matching}")), "weight"),
             (rule(&format!("family = \"Conduct!\"\n{matching}")), "rule \"r-1\": family"),
+            (rule(&format!("on = \"silence\"\n{matching}")), "rule \"r-1\": match: a rule on silence has no"),
+            (rule("on = \"silence\"\nscope = \"tenant\"\n"), "rule \"r-1\": on: a rule on silence"),
+            (rule("on = \"silence\"\n[rule.threshold]\ncount = 2\nwindow = \"1m\"\n"), "rule \"r-1\": on:"),
+            (rule("on = \"silence\"\ngroup_by = \"signal\"\n"), "rule \"r-1\": group_by"),
+            (rule("on = \"noise\"\n"), "unknown variant"),
+            (rule(""), "rule \"r-1\": match: expected 1 to 100"),
             (String::new(), "at least one [[rule]]"),
             (
                 (0..1001).map(|i| rule(matching).replace("r-1", &format!("r-{i}"))).collect(),

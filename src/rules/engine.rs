@@ -593,6 +593,68 @@ fn alert(
     SUMMARY.set(summary);
 }
 
+/// Gives `fired` the alert of `rule` (a rule on silence) for the session `session` of the
+/// tenant `tenant`, silent since its last event at `last_seen` and judged silent at
+/// `deadline` (`last_seen` plus the silence, epoch milliseconds). No evidence (nothing
+/// happened: `count` 0; the window runs from the last event to the deadline). Its id derives
+/// from the rule, the session and the deadline, so that a replay or a restart gives the same
+/// alert, byte for byte.
+pub fn silence_into(
+    rule: &Rule,
+    tenant: &str,
+    session: &str,
+    last_seen: i64,
+    deadline: i64,
+    mut fired: impl FnMut(&AlertView<'_>),
+) {
+    let mut id = [0; ALERT_ID_LEN];
+    let marker = EvidenceRef {
+        message_id: "",
+        action: None,
+        reason_code: None,
+        incident_time: deadline,
+        topic: "",
+        partition: 0,
+        offset: -1,
+    };
+    let alert_id = alert_id_in(&mut id, &rule.id, session, "", &marker);
+    let title = render_without_event(&rule.title_parts, tenant, session);
+    let summary = render_without_event(&rule.summary_parts, tenant, session);
+    fired(&AlertView {
+        alert_id,
+        rule_id: &rule.id,
+        severity: rule.severity,
+        tenant_id: tenant,
+        delivery_execution_id: Some(session),
+        test_taker: None,
+        title: &title,
+        summary: &summary,
+        count: 0,
+        window_start: last_seen,
+        window_end: deadline,
+        fired_at: deadline,
+        evidence: &[],
+        mode: rule.mode,
+    });
+}
+
+/// A compiled title or summary filled for an alert without an event: the session and its
+/// tenant; `{count}` 0, `{testTaker}` unknown, `{signal}` and `{reasonCode}` none.
+fn render_without_event(parts: &[Part], tenant: &str, session: &str) -> String {
+    let mut out = String::new();
+    for part in parts {
+        match part {
+            Part::Text(text) => out.push_str(text),
+            Part::Count => out.push('0'),
+            Part::TenantId => out.push_str(tenant),
+            Part::DeliveryExecutionId => out.push_str(session),
+            Part::TestTaker => out.push_str("unknown"),
+            Part::Signal | Part::ReasonCode => out.push_str("none"),
+        }
+    }
+    out
+}
+
 thread_local! {
     /// The summary of the alert being fired, rendered here: one buffer for every alert of
     /// the thread (`fired` copies what it keeps of it).

@@ -20,10 +20,10 @@ pub mod config;
 pub mod engine;
 
 pub use alert::{Alert, AlertView, Evidence, EvidenceCode};
-pub use config::{GroupBy, Rule, RuleMode, RuleSet, RulesError, Scope, Severity};
+pub use config::{GroupBy, Rule, RuleMode, RuleSet, RulesError, Scope, Severity, Trigger};
 pub use engine::{
     Forwarded, RuleState, Tenant, evaluate, evaluate_inline_into, evaluate_into, evaluate_tenant, evaluate_tenant_into,
-    forward_again,
+    forward_again, silence_into,
 };
 
 /// The rules' state of one session (or, on the tenant side, one tenant), kept by the session

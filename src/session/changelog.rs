@@ -90,6 +90,8 @@ pub fn encode(state: &SessionState, input: &InputPartition) -> Vec<u8> {
         recent_ids: state.recent_ids.as_raw().to_vec(),
         // Nothing allocated for a session without rule state (most of them).
         rules: state.rules.as_deref().map(rules_to_proto),
+        silent: state.silent,
+        silence_alerted_at: state.silence_alerted_at,
     }
     .encode_to_vec()
 }
@@ -269,6 +271,8 @@ impl Decoder {
             // A copy of exactly the ids' length: the state's own buffer.
             recent_ids: RecentIds::from_raw(message.recent_ids.clone()),
             rules,
+            silent: message.silent,
+            silence_alerted_at: message.silence_alerted_at,
             dirty: false,
         }))
     }
@@ -297,6 +301,8 @@ mod tests {
             applied_offset: 41,
             recent_ids: RecentIds::from_raw(vec![u64::MAX, 3 << 16 | 7]),
             rules: None,
+            silent: true,
+            silence_alerted_at: Some(1_767_261_360_000),
             dirty: false,
         }
     }

@@ -27,6 +27,9 @@ pub struct SessionLimits {
     pub finished_ttl: Duration,
     /// A session without events for this long is forgotten.
     pub idle_ttl: Duration,
+    /// An interacting session without events for this long (event time, against the
+    /// partition's latest incident time) is silent; zero: never.
+    pub silence_after: Duration,
 }
 
 impl SessionLimits {
@@ -58,6 +61,7 @@ impl Default for SessionLimits {
             remembered_ids: 32,
             finished_ttl: Duration::from_secs(3600),
             idle_ttl: Duration::from_secs(24 * 3600),
+            silence_after: Duration::from_secs(300),
         }
     }
 }
@@ -166,6 +170,12 @@ pub struct SessionState {
     pub recent_ids: RecentIds,
     /// The rules' state of the session (`None` until a rule needs one).
     pub rules: Option<Box<SessionRules>>,
+    /// Judged silent (see [`SessionLimits::silence_after`]) since its last event: not again
+    /// until its next event.
+    pub silent: bool,
+    /// The deadline (incident time) of its last silence alert, for the silence rules'
+    /// cooldown.
+    pub silence_alerted_at: Option<i64>,
     /// Changed since the last [`Sessions::drain_changes`] (then listed in `Sessions::dirty`).
     pub(super) dirty: bool,
 }
@@ -186,6 +196,8 @@ impl SessionState {
             applied_offset: -1,
             recent_ids: RecentIds::default(),
             rules: None,
+            silent: false,
+            silence_alerted_at: None,
             dirty: false,
         }
     }
@@ -206,6 +218,7 @@ impl SessionState {
             "finishedAt": self.finished_at,
             "appliedOffset": self.applied_offset,
             "recentMessageIds": self.recent_ids.len(),
+            "silent": self.silent,
         })
     }
 
@@ -261,6 +274,13 @@ pub struct Sessions {
     /// How the sessions' incidents become output records, and how they count.
     incidents: IncidentEncoder,
     policy: incidents::Policy,
+    /// The latest incident time applied in this partition (restored: the latest of the
+    /// sessions restored): what silence is judged against.
+    watermark: i64,
+    /// The watermark at which sessions are next looked at for silence (`i64::MIN`: at the
+    /// next event): every tenth of `silence_after` of event time, on boundaries of that
+    /// step, so that a restored partition looks when an uninterrupted one would.
+    next_silence_check: i64,
 }
 
 /// What applying an event to its session gave.
@@ -268,11 +288,12 @@ pub struct Sessions {
 pub struct Applied {
     /// What the event says of its session.
     pub view: SessionView,
-    /// The alerts to publish (fired, or fired again for input processed again).
+    /// The alerts to publish (fired, or fired again for input processed again): the event's
+    /// session's, then those of sessions it found silent.
     pub alerts: Alerts,
-    /// The session's incident, when the event changed it (or, processed again, produced its
-    /// latest revision): its record.
-    pub incident: Option<Output<'static>>,
+    /// The incidents the event changed (or, processed again, of which it produced the latest
+    /// revision): its session's, then those of sessions it found silent.
+    pub incidents: Vec<Output<'static>>,
     /// The rules whose alerts were folded into the incident instead of published.
     pub folded: Folded,
 }
@@ -282,7 +303,7 @@ pub type Folded = smallvec::SmallVec<[Arc<str>; 2]>;
 
 impl Applied {
     fn of(view: SessionView, alerts: Alerts) -> Applied {
-        Applied { view, alerts, incident: None, folded: Folded::new() }
+        Applied { view, alerts, incidents: Vec::new(), folded: Folded::new() }
     }
 }
 
@@ -319,6 +340,8 @@ impl Sessions {
             encoder: AlertEncoder::default(),
             incidents: IncidentEncoder::default(),
             policy: incidents::Policy::default(),
+            watermark: i64::MIN,
+            next_silence_check: i64::MIN,
         }
     }
 
@@ -407,6 +430,7 @@ impl Sessions {
         if position <= state.applied_offset {
             let view = state.view(state.status, true, false);
             let mut applied = Applied::of(view, replayed(state, position));
+            let rule_set = rules.as_ref().map(|(rule_set, _)| *rule_set);
             if let (Some((rule_set, forward)), Some(session)) = (rules, state.rules.as_deref()) {
                 // Forwarded again: the tenant-topic record may have been lost with the crash
                 // (the tenant side drops it if it was not).
@@ -416,8 +440,15 @@ impl Sessions {
                 // Its latest revision published again: the crash may have lost it while the
                 // state was already durable.
                 if let Some(incident) = session.incident.as_deref().filter(|i| i.updated_position == position) {
-                    applied.incident = Some(incident_record(&self.incidents, incident, state, event, rule_set));
+                    let id = &*event.delivery_execution_id;
+                    applied.incidents.push(incident_record(&self.incidents, incident, state, id, event, rule_set));
                 }
+            }
+            // What it fired in sessions it found silent, again.
+            if let Some(rule_set) = rule_set
+                && self.track_changes
+            {
+                self.replay_silenced(&mut applied, id, event, position, rule_set);
             }
             return applied;
         }
@@ -425,6 +456,9 @@ impl Sessions {
             mark_dirty(state, &mut self.dirty, id);
         }
         let view = apply_to(state, &self.limits, event, position, now);
+        if !view.duplicate {
+            state.silent = false;
+        }
         let Some((rule_set, forward)) = rules else {
             return Applied::of(view, Alerts::new());
         };
@@ -448,7 +482,8 @@ impl Sessions {
             }
         }
         let mut folded = Folded::new();
-        let mut changed = aggregate(session, &mut alerts, &mut folded, rule_set, event, state.first_seen, &self.policy);
+        let mut changed =
+            aggregate(session, &mut alerts, &mut folded, rule_set, event.incident_time, state.first_seen, &self.policy);
         let ended =
             view.status_after.is_some_and(machine::is_final) && !view.status_before.is_some_and(machine::is_final);
         if ended {
@@ -460,11 +495,106 @@ impl Sessions {
         if changed && let Some(incident) = session.incident.as_deref_mut() {
             incident.revise(event.incident_time, position, state.status);
         }
-        let mut applied = Applied { view, alerts, incident: None, folded };
+        let mut applied = Applied { view, alerts, incidents: Vec::new(), folded };
         if changed && let Some(incident) = state.rules.as_deref().and_then(|rules| rules.incident.as_deref()) {
-            applied.incident = Some(incident_record(&self.incidents, incident, state, event, rule_set));
+            let id = &*event.delivery_execution_id;
+            applied.incidents.push(incident_record(&self.incidents, incident, state, id, event, rule_set));
         }
+        self.judge_silence(&mut applied, event, position, rule_set);
         applied
+    }
+
+    /// Advances the partition's watermark to `event`'s time and, on a silence boundary,
+    /// fires the silence rules of every session found silent (interacting, nothing for
+    /// `silence_after` of event time, not silent already), in session id order: their alerts
+    /// and incidents join `applied` (the outputs of the event at `position`), and are kept
+    /// for a replay like the event's own.
+    fn judge_silence(&mut self, applied: &mut Applied, event: &Event<'_>, position: i64, rule_set: &RuleSet) {
+        let silence = millis(self.limits.silence_after);
+        if silence <= 0 || !rule_set.has_silence() {
+            return;
+        }
+        let step = (silence / 10).max(1_000);
+        let boundary = |at: i64| at.div_euclid(step).saturating_add(1).saturating_mul(step);
+        if self.next_silence_check == i64::MIN && self.watermark != i64::MIN {
+            // Restored: looked at when an uninterrupted partition would have.
+            self.next_silence_check = boundary(self.watermark);
+        }
+        self.watermark = self.watermark.max(event.incident_time);
+        if self.watermark < self.next_silence_check {
+            return;
+        }
+        self.next_silence_check = boundary(self.watermark);
+        let watermark = self.watermark;
+        let mut silent: Vec<Box<str>> = (self.sessions.iter())
+            .filter(|(_, state)| {
+                state.status == Some(Status::Interacting)
+                    && !state.silent
+                    && state.last_seen.saturating_add(silence) <= watermark
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        silent.sort_unstable();
+        for id in silent {
+            let Some(state) = self.sessions.get_mut(&*id) else { continue };
+            state.silent = true;
+            if self.track_changes {
+                mark_dirty(state, &mut self.dirty, &id);
+            }
+            let deadline = state.last_seen.saturating_add(silence);
+            let mut alerts = Alerts::new();
+            for rule in rule_set.silence_rules() {
+                let cooling = state.silence_alerted_at.is_some_and(|at| deadline - at < millis(rule.cooldown));
+                if cooling {
+                    continue;
+                }
+                let encoder = &self.encoder;
+                rules::silence_into(rule, &state.tenant_id, &id, state.last_seen, deadline, |view| {
+                    alerts.push(encoder.record(view))
+                });
+            }
+            if alerts.is_empty() {
+                continue;
+            }
+            state.silence_alerted_at = Some(deadline);
+            let session = state.rules.get_or_insert_default();
+            let changed = aggregate(
+                session,
+                &mut alerts,
+                &mut applied.folded,
+                rule_set,
+                deadline,
+                state.first_seen,
+                &self.policy,
+            );
+            let kept = self.track_changes.then_some((&mut self.kept, &*id));
+            keep_fired(session, &alerts, position, self.committed, kept);
+            if changed && let Some(incident) = session.incident.as_deref_mut() {
+                incident.revise(deadline, position, state.status);
+            }
+            if changed && let Some(incident) = state.rules.as_deref().and_then(|rules| rules.incident.as_deref()) {
+                applied.incidents.push(incident_record(&self.incidents, incident, state, &id, event, rule_set));
+            }
+            applied.alerts.extend(alerts);
+        }
+    }
+
+    /// For input processed again at `position`: what it fired in other sessions (found silent
+    /// then) and kept for a replay, with their incidents' revisions it produced, in session
+    /// id order.
+    fn replay_silenced(&self, applied: &mut Applied, own: &str, event: &Event<'_>, position: i64, rule_set: &RuleSet) {
+        let mut others: Vec<&str> = self.kept.iter().map(|id| &**id).filter(|id| *id != own).collect();
+        others.sort_unstable();
+        others.dedup();
+        for id in others {
+            let Some(state) = self.sessions.get(id) else { continue };
+            let Some(session) = state.rules.as_deref() else { continue };
+            let fired = session.fired.iter().filter(|fired| fired.position == position);
+            applied.alerts.extend(fired.map(|fired| fired.alert.clone()));
+            if let Some(incident) = session.incident.as_deref().filter(|i| i.updated_position == position) {
+                applied.incidents.push(incident_record(&self.incidents, incident, state, id, event, rule_set));
+            }
+        }
     }
 
     /// Counts `event` for the tenant-scoped rules named in `matched` (forwarded by
@@ -524,7 +654,7 @@ impl Sessions {
 }
 
 /// Aggregates into the session's incident the alerts of live session-scoped rules among
-/// `alerts` (fired by `event`; `session_start`: the session's first incident time), and takes
+/// `alerts` (fired at `at`, event time; `session_start`: the session's first incident time), and takes
 /// those it folds out of `alerts` (their rules listed in `folded`). Whether the incident
 /// changed (it had alerts to aggregate).
 fn aggregate(
@@ -532,7 +662,7 @@ fn aggregate(
     alerts: &mut Alerts,
     folded: &mut Folded,
     rule_set: &RuleSet,
-    event: &Event<'_>,
+    at: i64,
     session_start: i64,
     policy: &incidents::Policy,
 ) -> bool {
@@ -554,7 +684,7 @@ fn aggregate(
     let fired: smallvec::SmallVec<[&rules::Rule; 2]> = aggregated.iter().map(|(_, rule)| *rule).collect();
     let half_life = i64::try_from(rule_set.score_half_life.as_millis()).unwrap_or(i64::MAX);
     let incident = session.incident.get_or_insert_default();
-    let verdicts = incident.add_alerts(&fired, event.incident_time, session_start, half_life, policy);
+    let verdicts = incident.add_alerts(&fired, at, session_start, half_life, policy);
     if verdicts.iter().any(|verdict| verdict.folded()) {
         let mut dropped = smallvec::SmallVec::<[usize; 2]>::new();
         for ((at, rule), verdict) in aggregated.iter().zip(&verdicts) {
@@ -573,23 +703,29 @@ fn aggregate(
     true
 }
 
-/// The record of the session `state`'s `incident` (its latest revision, produced by `event`).
+/// The record of the session `id`'s `incident` (`state` its state; the latest revision,
+/// produced by `event`, which may be another session's).
 fn incident_record(
     encoder: &IncidentEncoder,
     incident: &Incident,
     state: &SessionState,
+    id: &str,
     event: &Event<'_>,
     rule_set: &RuleSet,
 ) -> Output<'static> {
     encoder.record(&IncidentRecord {
         incident,
         tenant_id: &state.tenant_id,
-        delivery_execution_id: &event.delivery_execution_id,
+        delivery_execution_id: id,
         session_status: incident.session_status,
         open: !incident.session_status.is_some_and(machine::is_final),
         reasons: incident.reasons(rule_set),
         source: &event.source,
     })
+}
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// Lists `state` (entry `id`) among those changed since the last drain, once.
@@ -835,6 +971,7 @@ impl Sessions {
                     if keeps(&state) && !self.sessions.get(id).is_some_and(|old| keeps(old)) {
                         self.kept.push(Box::from(id));
                     }
+                    self.watermark = self.watermark.max(state.last_seen);
                     self.sessions.insert(Box::from(id), Box::new(state));
                 }
             }

@@ -564,7 +564,7 @@ fn with_json_incidents() -> Sessions {
 }
 
 fn incident_json(applied: &store::Applied) -> Option<serde_json::Value> {
-    applied.incident.as_ref().map(|output| serde_json::from_slice(&output.value).unwrap())
+    applied.incidents.first().map(|output| serde_json::from_slice(&output.value).unwrap())
 }
 
 /// A session's incident: a revision per event whose alerts change it (none for the others),
@@ -582,7 +582,7 @@ fn a_sessions_incident_is_revised_by_its_alerts_given_again_on_a_replay_and_clos
     let mut sessions = with_json_incidents();
     let (before, third) = repeated_pauses();
     for (position, json) in (1..).zip(&before) {
-        assert!(apply(&mut sessions, json, position).incident.is_none(), "no alert, no revision");
+        assert!(apply(&mut sessions, json, position).incidents.is_empty(), "no alert, no revision");
     }
     let fired = apply(&mut sessions, &third, 5);
     assert_eq!(fired.alerts.len(), 1);
@@ -597,18 +597,18 @@ fn a_sessions_incident_is_revised_by_its_alerts_given_again_on_a_replay_and_clos
     for (key, value) in expected.as_object().unwrap() {
         assert_eq!(&first[key], value, "{key}: {first}");
     }
-    assert_eq!(fired.incident.as_ref().unwrap().key.as_deref(), Some(DE.as_bytes()));
-    assert!(apply(&mut sessions, &flat("resume", "succeeded", "", 1260, "r3"), 6).incident.is_none());
+    assert_eq!(fired.incidents[0].key.as_deref(), Some(DE.as_bytes()));
+    assert!(apply(&mut sessions, &flat("resume", "succeeded", "", 1260, "r3"), 6).incidents.is_empty());
 
     // Processed again: the revision its position produced, byte for byte; not another's.
-    assert_eq!(apply(&mut sessions, &third, 5).incident, fired.incident);
-    assert!(apply(&mut sessions, &before[3], 4).incident.is_none());
+    assert_eq!(apply(&mut sessions, &third, 5).incidents, fired.incidents);
+    assert!(apply(&mut sessions, &before[3], 4).incidents.is_empty());
     let mut restored = with_json_incidents();
     for (key, value) in sessions.drain_changes("raw", 0) {
         restored.restore_record("raw", 0, &key, value.as_deref()).unwrap();
     }
     assert_eq!(restored.get(DE), sessions.get(DE), "the incident is part of the session's state");
-    assert_eq!(apply(&mut restored, &third, 5).incident, fired.incident);
+    assert_eq!(apply(&mut restored, &third, 5).incidents, fired.incidents);
 
     // A proctor terminates the session: its alert and the end, one revision.
     let end = apply(&mut restored, &flat("terminate", "succeeded", "", 1300, "t1"), 7);
@@ -619,7 +619,7 @@ fn a_sessions_incident_is_revised_by_its_alerts_given_again_on_a_replay_and_clos
 
     // A clean session: one revision, when it ends.
     let other = |json: String| json.replace(DE, "dIresu#d2#h1#acme");
-    assert!(apply(&mut restored, &other(flat("start", "succeeded", "", 0, "c1")), 8).incident.is_none());
+    assert!(apply(&mut restored, &other(flat("start", "succeeded", "", 0, "c1")), 8).incidents.is_empty());
     let clean = apply(&mut restored, &other(flat("submission", "succeeded", "closed", 60, "c2")), 9);
     let clean = incident_json(&clean).unwrap();
     assert_eq!((clean["priority"].as_str(), clean["score"].as_u64()), (Some("none"), Some(0)), "{clean}");
@@ -647,4 +647,88 @@ fn an_event_publishes_one_alert_of_a_family_and_folds_the_others() {
     assert_eq!(incident["score"], 25, "the folded alert adds no points");
     let kept = sessions.get(DE).and_then(|state| state.rules.as_ref()).map(|rules| rules.fired.len());
     assert_eq!(kept, Some(1), "only the published alert is kept for a replay");
+}
+
+/// Silence: an interacting session that sends nothing for `silence_after` (5 minutes) of its
+/// partition's event time fires `session-silent` once, carried by an event of another
+/// session, and revises its incident; a suspended session is not silent; the session's next
+/// event clears it (silent again later, it fires again once the cooldown is over); a store
+/// restored mid-silence fires the same alert at the same event.
+#[test]
+fn an_interacting_session_silent_for_five_minutes_fires_once_and_its_next_event_clears_it() {
+    let pipeline = Pipeline::new(&Config::defaults(), ReasonCatalog::builtin()).unwrap();
+    let rules = crate::rules::RuleSet::defaults();
+    let apply = |sessions: &mut Sessions, json: &str, position: i64| {
+        let mut event = event(&pipeline, json, position);
+        sessions.apply_evaluating(&mut event, position, NOW, Some((&rules, None)))
+    };
+    let (quiet, paused) = ("dIresu#d2#h1#acme", "dIresu#d3#h1#acme");
+    let of = |session: &str, json: String| json.replace(DE, session);
+    let silent_alerts = |applied: &store::Applied| -> Vec<(String, i64, i64)> {
+        (applied.alerts.iter())
+            .filter(|alert| alert.rule() == "session-silent")
+            .map(|alert| {
+                let alert = alert.alert().unwrap();
+                (alert.delivery_execution_id.unwrap(), alert.window_start, alert.fired_at)
+            })
+            .collect()
+    };
+    // The quiet session starts at 0 s; the paused one starts and pauses; the busy one (DE)
+    // sends an update every minute, moving the partition's event time on.
+    let mut sessions = with_json_incidents();
+    let opening = [
+        of(quiet, flat("start", "succeeded", "", 0, "q0")),
+        of(paused, flat("start", "succeeded", "", 0, "p0")),
+        of(paused, flat("pause", "succeeded", "", 10, "p1")),
+        flat("start", "succeeded", "", 0, "b0"),
+    ];
+    for (position, json) in (1..).zip(&opening) {
+        assert!(silent_alerts(&apply(&mut sessions, json, position)).is_empty());
+    }
+    let busy = |minute: i64| flat("update", "succeeded", "interacting", minute * 60, &format!("b{minute}"));
+    let mut fired_at = Vec::new();
+    let mut restored_mid_silence = None;
+    for minute in 1..=12 {
+        let position = 4 + minute;
+        if minute == 4 {
+            // A restart: the state written so far, restored into a new store.
+            let mut restored = with_json_incidents();
+            for (key, value) in sessions.clone().drain_changes("raw", 0) {
+                restored.restore_record("raw", 0, &key, value.as_deref()).unwrap();
+            }
+            restored_mid_silence = Some(restored);
+        }
+        let applied = apply(&mut sessions, &busy(minute), position);
+        if let Some(restored) = restored_mid_silence.as_mut() {
+            let again = apply(restored, &busy(minute), position);
+            assert_eq!((&again.alerts, &again.incidents), (&applied.alerts, &applied.incidents), "minute {minute}");
+        }
+        for (session, since, at) in silent_alerts(&applied) {
+            fired_at.push((minute, session.clone(), since, at));
+            let incident = applied.incidents.iter().find(|i| i.key.as_deref() == Some(session.as_bytes()));
+            let incident: serde_json::Value = serde_json::from_slice(&incident.expect("its incident").value).unwrap();
+            assert_eq!(incident["byRule"]["session-silent"], 1, "{incident}");
+        }
+    }
+    assert_eq!(
+        fired_at,
+        [(5, quiet.to_owned(), T0, T0 + 300_000)],
+        "once, when the partition's event time passed 5 minutes of silence; never the paused session"
+    );
+    let state = sessions.get(quiet).unwrap();
+    assert!(state.silent);
+
+    // Its next event clears it; silent again within the cooldown (30 min): no alert; after
+    // it: one.
+    apply(&mut sessions, &of(quiet, flat("update", "succeeded", "interacting", 13 * 60, "q1")), 20);
+    assert!(!sessions.get(quiet).unwrap().silent);
+    let mut again = Vec::new();
+    for minute in 14..=60 {
+        let applied = apply(&mut sessions, &busy(minute), 20 + minute);
+        again.extend(silent_alerts(&applied).into_iter().map(|(session, since, _)| (minute, session, since)));
+        if minute == 40 {
+            apply(&mut sessions, &of(quiet, flat("update", "succeeded", "interacting", minute * 60, "q2")), 100);
+        }
+    }
+    assert_eq!(again, [(45, quiet.to_owned(), T0 + 2_400_000)], "the cooldown held the second silence back");
 }
