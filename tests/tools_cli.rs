@@ -418,7 +418,8 @@ fn tail_follows_until_sigint() {
 /// Synthetic traffic through the default rules: its alerts.
 fn core_alerts() -> Vec<Alert> {
     // The flag-heavy mix: 400 records fire alerts of several rules.
-    let options = SynthOptions { seed: 5, tenants: 1, malformed_ratio: 0.0, start_ms: START_MS, ..SynthOptions::stress() };
+    let options =
+        SynthOptions { seed: 5, tenants: 1, malformed_ratio: 0.0, start_ms: START_MS, ..SynthOptions::stress() };
     let pipeline = Pipeline::new(&Config::defaults(), ReasonCatalog::builtin()).unwrap();
     let rules = RuleSet::defaults();
     let mut sessions = pipeline.sessions();

@@ -560,7 +560,12 @@ impl<P: Processor> Service<'_, P> {
                         Meters::dead_letter(dead.rejection.code);
                     }
                 }
-                Role::Event => self.topics.ensure(&out.output().topic),
+                Role::Event => {
+                    self.topics.ensure(&out.output().topic);
+                    if let Some(tenant) = &tenant {
+                        self.topics.ensure_tenant(tenant);
+                    }
+                }
                 Role::Incident => self.topics.ensure_compacted(&out.output().topic),
                 Role::TenantTopic | Role::Repartition => {}
             }

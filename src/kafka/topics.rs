@@ -18,6 +18,12 @@ pub(super) struct Topics {
     admin: Option<AdminClient<DefaultClientContext>>,
     runtime: tokio::runtime::Handle,
     known: HashSet<String>,
+    /// A tenant's topics beside its events topic, created with it when rules are on (its
+    /// alerts, and its incidents, compacted): at a tenant's first event rather than at its
+    /// first alert, which may come while a broker is away.
+    tenant_topics: Vec<(crate::encode::TopicTemplate, bool)>,
+    /// Tenants whose topics are all there.
+    tenants: HashSet<String>,
     /// Topics whose creation failed (a broker or the controller away): asked again after
     /// this, not on every record.
     retry: HashMap<String, Instant>,
@@ -37,6 +43,15 @@ impl Topics {
             admin,
             runtime,
             known: HashSet::new(),
+            tenant_topics: if config.rules.enabled {
+                [config.alerts_template().map(|t| (t, false)), config.incidents_template().map(|t| (t, true))]
+                    .into_iter()
+                    .flatten()
+                    .collect()
+            } else {
+                Vec::new()
+            },
+            tenants: HashSet::new(),
             retry: HashMap::new(),
             partitions: config.topics.partitions,
             replication_factor: config.topics.replication_factor,
@@ -80,6 +95,22 @@ impl Topics {
         }
         let created = self.create(topic, self.partitions, &self.configs.clone(), ADMIN_TIMEOUT);
         self.remember(topic, created);
+    }
+
+    /// Creates the topics of `tenant` beside its events topic (see `tenant_topics`) on its
+    /// first sight.
+    pub fn ensure_tenant(&mut self, tenant: &str) {
+        if self.admin.is_none() || self.tenant_topics.is_empty() || self.tenants.contains(tenant) {
+            return;
+        }
+        let topics: Vec<(String, bool)> =
+            self.tenant_topics.iter().map(|(template, compacted)| (template.render(tenant), *compacted)).collect();
+        for (topic, compacted) in &topics {
+            if *compacted { self.ensure_compacted(topic) } else { self.ensure(topic) }
+        }
+        if topics.iter().all(|(topic, _)| self.known.contains(topic)) {
+            self.tenants.insert(tenant.to_owned());
+        }
     }
 
     /// Whether the creation of `topic` failed a short while ago (asked again later).
@@ -149,8 +180,10 @@ impl Topics {
     }
 }
 
-/// How long the creation of an output topic may hold the service loop.
-const ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the creation of an output topic may hold the service loop: long enough for a
+/// controller to be elected again (a record produced to a topic that does not exist waits
+/// for it; the tenant's topics are created at its first event, before most faults).
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long the creation of the internal topics may take, before subscribing.
 const INTERNAL_TIMEOUT: Duration = Duration::from_secs(30);
