@@ -363,8 +363,10 @@ fn scenario(fault: Fault, guarantee: &str) {
     }
     let fault_over = Instant::now();
     feeder.finish();
-    // Recovered by itself: committed to the end of the input (lag 0).
+    // Recovered by itself: committed to the end of the input, and of the tenant topic, whose
+    // records the input's events forward and which is consumed after them (lag 0).
     common::processor::wait_committed(&brokers, &prefix, &input, INPUT_PARTITIONS);
+    common::processor::wait_committed(&brokers, &prefix, &format!("{prefix}.tenant-signals"), INPUT_PARTITIONS);
     let recovery = fault_over.elapsed();
     for instance in &mut fleet.instances {
         if instance.process.is_some() {
