@@ -2,8 +2,9 @@
 //! first sight (when `topics.create` is on). Blocking: called from the service loop's own
 //! thread, the admin client's futures are driven by the tokio runtime's handle.
 
-use std::collections::{HashMap, HashSet};
-use std::time::{Duration, Instant};
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -15,7 +16,7 @@ use crate::config::Config;
 
 /// Creates topics when absent (when enabled), and remembers those it has seen.
 pub(super) struct Topics {
-    admin: Option<AdminClient<DefaultClientContext>>,
+    admin: Option<Arc<AdminClient<DefaultClientContext>>>,
     runtime: tokio::runtime::Handle,
     known: HashSet<String>,
     /// A tenant's topics beside its events topic, created with it when rules are on (its
@@ -24,9 +25,6 @@ pub(super) struct Topics {
     tenant_topics: Vec<(crate::encode::TopicTemplate, bool)>,
     /// Tenants whose topics are all there.
     tenants: HashSet<String>,
-    /// Topics whose creation failed (a broker or the controller away): asked again after
-    /// this, not on every record.
-    retry: HashMap<String, Instant>,
     partitions: i32,
     replication_factor: i32,
     configs: Vec<(String, String)>,
@@ -40,7 +38,7 @@ impl Topics {
         runtime: tokio::runtime::Handle,
     ) -> Topics {
         Topics {
-            admin,
+            admin: admin.map(Arc::new),
             runtime,
             known: HashSet::new(),
             tenant_topics: if config.rules.enabled {
@@ -52,7 +50,6 @@ impl Topics {
                 Vec::new()
             },
             tenants: HashSet::new(),
-            retry: HashMap::new(),
             partitions: config.topics.partitions,
             replication_factor: config.topics.replication_factor,
             configs: config.topics.configs.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
@@ -88,13 +85,13 @@ impl Topics {
         }
     }
 
-    /// Creates `topic` on first sight, with `topics.partitions`, replication and configs.
+    /// Creates `topic` on first sight, with `topics.partitions`, replication and configs, in
+    /// the background (see [`Topics::create_in_background`]).
     pub fn ensure(&mut self, topic: &str) {
-        if self.admin.is_none() || self.known.contains(topic) || self.waiting(topic) {
+        if self.admin.is_none() || self.known.contains(topic) {
             return;
         }
-        let created = self.create(topic, self.partitions, &self.configs.clone(), ADMIN_TIMEOUT);
-        self.remember(topic, created);
+        self.create_in_background(topic, self.configs.clone());
     }
 
     /// Creates the topics of `tenant` beside its events topic (see `tenant_topics`) on its
@@ -113,44 +110,73 @@ impl Topics {
         }
     }
 
-    /// Whether the creation of `topic` failed a short while ago (asked again later).
-    fn waiting(&self, topic: &str) -> bool {
-        self.retry.get(topic).is_some_and(|at| Instant::now() < *at)
-    }
-
-    /// Remembers `topic` as there, or, when its creation could not be asked (brokers away),
-    /// to be asked again after [`RETRY_AFTER`]. A topic the brokers refuse to create is not
-    /// asked for again (producing to it then fails into the dead-letter topic).
-    fn remember(&mut self, topic: &str, created: Creation) {
-        match created {
-            Creation::Done => {
-                self.retry.remove(topic);
-                self.known.insert(topic.to_owned());
-            }
-            Creation::Unanswered => {
-                self.retry.insert(topic.to_owned(), Instant::now() + RETRY_AFTER);
-            }
-        }
-    }
-
     /// [`Topics::ensure`], the topic created compacted (`cleanup.policy=compact` over
     /// `topics.configs`): the latest record of a key is what it holds (incidents).
     pub fn ensure_compacted(&mut self, topic: &str) {
-        if self.admin.is_none() || self.known.contains(topic) || self.waiting(topic) {
+        if self.admin.is_none() || self.known.contains(topic) {
             return;
         }
         let mut configs: Vec<(String, String)> =
             self.configs.iter().filter(|(key, _)| key != "cleanup.policy").cloned().collect();
         configs.push(("cleanup.policy".to_owned(), "compact".to_owned()));
-        let created = self.create(topic, self.partitions, &configs, ADMIN_TIMEOUT);
-        self.remember(topic, created);
+        self.create_in_background(topic, configs);
+    }
+
+    /// Asks the brokers to create `topic` without holding the service loop: a broker or the
+    /// controller away (a paused broker never answers) must not stall processing, nor the
+    /// group's rebalances, which need the loop to poll. Records produced to the topic wait
+    /// in the producer until it exists. An unanswered request is asked again
+    /// ([`CREATE_ATTEMPTS`] times, [`RETRY_AFTER`] apart). Remembered at once: asked once.
+    fn create_in_background(&mut self, topic: &str, configs: Vec<(String, String)>) {
+        let Some(admin) = self.admin.clone() else { return };
+        self.known.insert(topic.to_owned());
+        let (topic, partitions, replication) = (topic.to_owned(), self.partitions, self.replication_factor);
+        self.runtime.spawn(async move {
+            let options =
+                AdminOptions::new().request_timeout(Some(ADMIN_TIMEOUT)).operation_timeout(Some(ADMIN_TIMEOUT));
+            for attempt in 1..=CREATE_ATTEMPTS {
+                let mut new_topic = NewTopic::new(&topic, partitions, TopicReplication::Fixed(replication));
+                for (key, value) in &configs {
+                    new_topic = new_topic.set(key, value);
+                }
+                let unanswered = match admin.create_topics([&new_topic], &options).await {
+                    Ok(results) => match results.into_iter().next() {
+                        Some(Ok(_)) => {
+                            info!(topic, "Created topic.");
+                            false
+                        }
+                        Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) | None => false,
+                        Some(Err((
+                            _,
+                            code @ (RDKafkaErrorCode::RequestTimedOut | RDKafkaErrorCode::OperationTimedOut),
+                        ))) => {
+                            warn!(topic, attempt, error = %code, "Cannot create topic yet; asking again.");
+                            true
+                        }
+                        Some(Err((_, code))) => {
+                            warn!(topic, error = %code, "Cannot create topic; producing anyway.");
+                            false
+                        }
+                    },
+                    Err(error) => {
+                        warn!(topic, attempt, %error, "Cannot create topic yet; asking again.");
+                        true
+                    }
+                };
+                if !unanswered {
+                    return;
+                }
+                tokio::time::sleep(RETRY_AFTER).await;
+            }
+            warn!(topic, "Cannot create topic; producing anyway.");
+        });
     }
 
     /// Asks the brokers to create `topic`, waiting at most `timeout` ([`ADMIN_TIMEOUT`] for an
     /// output seen while processing: the service loop must not stall while a broker or the
     /// controller is away, and a paused broker never answers).
     fn create(&self, topic: &str, partitions: i32, configs: &[(String, String)], timeout: Duration) -> Creation {
-        let Some(admin) = &self.admin else { return Creation::Done };
+        let Some(admin) = self.admin.as_deref() else { return Creation::Done };
         let mut new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(self.replication_factor));
         for (key, value) in configs {
             new_topic = new_topic.set(key, value);
@@ -180,10 +206,11 @@ impl Topics {
     }
 }
 
-/// How long the creation of an output topic may hold the service loop: long enough for a
-/// controller to be elected again (a record produced to a topic that does not exist waits
-/// for it; the tenant's topics are created at its first event, before most faults).
-const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one request to create an output topic may wait for its answer.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How many times an unanswered creation of an output topic is asked.
+const CREATE_ATTEMPTS: u32 = 30;
 
 /// How long the creation of the internal topics may take, before subscribing.
 const INTERNAL_TIMEOUT: Duration = Duration::from_secs(30);
