@@ -73,6 +73,8 @@ pub enum NodeAction {
     Resume,
     /// Start it again on its data directory and ports; returns once it logged its start.
     Start,
+    /// Running again, whatever was done to it: resumed if paused, started if gone.
+    Heal,
 }
 
 impl NodeAction {
@@ -83,6 +85,7 @@ impl NodeAction {
             NodeAction::Pause => "pause",
             NodeAction::Resume => "resume",
             NodeAction::Start => "start",
+            NodeAction::Heal => "heal",
         }
     }
 }

@@ -270,7 +270,11 @@ node() {
       ! alive "${pid}" || die "node ${id} is running (pid ${pid})"
       launch "${dir}" "${id}"
       ;;
-    *) die "unknown action ${action}: stop, kill, pause, resume or start" ;;
+    # Running again, whatever was done to it: resumed if paused, started if gone.
+    heal)
+      if alive "${pid}"; then kill -CONT "${pid}"; else launch "${dir}" "${id}"; fi
+      ;;
+    *) die "unknown action ${action}: stop, kill, pause, resume, start or heal" ;;
   esac
 }
 
@@ -278,7 +282,7 @@ case "${1:-}" in
   classpath) classpath ;;
   start) [ $# -ge 2 ] || die "usage: broker.sh start DIR [NODES]"; start "$(realpath -m "$2")" "${3:-1}" ;;
   stop) [ $# -eq 2 ] || die "usage: broker.sh stop DIR"; stop "$(realpath -m "$2")" ;;
-  node) [ $# -eq 4 ] || die "usage: broker.sh node DIR ID stop|kill|pause|resume|start"; node "$(realpath -m "$2")" "$3" "$4" ;;
+  node) [ $# -eq 4 ] || die "usage: broker.sh node DIR ID stop|kill|pause|resume|start|heal"; node "$(realpath -m "$2")" "$3" "$4" ;;
   ready) [ $# -eq 2 ] || die "usage: broker.sh ready DIR"; ready "$(realpath -m "$2")" ;;
   *) die "usage: broker.sh classpath | start DIR [NODES] | stop DIR | node DIR ID ACTION | ready DIR" ;;
 esac
