@@ -16,7 +16,7 @@ use acs_stream::config::Config;
 use acs_stream::synth::{Generator, SynthOptions, SynthRecord};
 use common::BROKER_PATIENCE as PATIENCE;
 use common::broker::{Broker, say};
-use common::checks::{OUTPUT_PARTITIONS, Run, check_exactly_once};
+use common::checks::{Checked, OUTPUT_PARTITIONS, Run, check_exactly_once};
 use common::processor::{RunConfig, start, terminate, wait_committed};
 use common::service::Service;
 use common::topics::{create_topics, now_ms, produce, unique};
@@ -142,29 +142,13 @@ async fn a_member_joining_and_leaving_mid_stream_changes_nothing_visible() {
     produce(&brokers, &input, after);
     let first = first.stop().await;
     second.owns(|o| owned(o) == INPUT_PARTITIONS as usize).await;
-    let waited = tokio::task::spawn_blocking({
-        let (brokers, prefix, input) = (brokers.clone(), prefix.clone(), input.clone());
-        move || wait_committed(&brokers, &prefix, &input, INPUT_PARTITIONS)
-    });
-    waited.await.unwrap();
+    committed_to_the_end(&brokers, &prefix, &input).await;
     let second = second.stop().await;
     assert!(first.drained && second.drained, "{first:?}\n{second:?}");
     assert!(first.consumed > 0 && second.consumed > 0, "both members processed records");
     assert!(second.restored_entries > 0, "the moved sessions were restored: {second:?}");
 
-    let checked = tokio::task::spawn_blocking(move || {
-        check_exactly_once(
-            &Run {
-                brokers: &brokers,
-                prefix: &prefix,
-                input: &input,
-                input_partitions: INPUT_PARTITIONS,
-                inputs: &inputs,
-            },
-            None,
-        )
-    });
-    let checked = checked.await.unwrap();
+    let checked = checked_off_the_workers(brokers, prefix, input, inputs, None).await;
     say(&format!(
         "exactly-once through a rebalance: {} events and {} dead letters, none twice; {} session alerts as the reference",
         checked.events, checked.dead_letters, checked.session_alerts
@@ -189,32 +173,44 @@ async fn a_refused_output_aborts_its_transaction_and_is_dead_lettered_once() {
     let config = Config::load(Some(&run.write(dir.path()))).unwrap();
     let mut service = Service::start(config, PATIENCE);
     service.owns(|o| !o.is_empty()).await;
-    let waited = tokio::task::spawn_blocking({
-        let (brokers, prefix, input) = (brokers.clone(), prefix.clone(), input.clone());
-        move || wait_committed(&brokers, &prefix, &input, INPUT_PARTITIONS)
-    });
-    waited.await.unwrap();
+    committed_to_the_end(&brokers, &prefix, &input).await;
     let summary = service.stop().await;
     assert!(summary.drained, "{summary:?}");
     assert!(summary.produce_failed > 0, "the brokers refused events: {summary:?}");
 
-    let checked = tokio::task::spawn_blocking(move || {
-        check_exactly_once(
-            &Run {
-                brokers: &brokers,
-                prefix: &prefix,
-                input: &input,
-                input_partitions: INPUT_PARTITIONS,
-                inputs: &inputs,
-            },
-            Some("tenant-02"),
-        )
-    });
-    let checked = checked.await.unwrap();
+    let checked = checked_off_the_workers(brokers, prefix, input, inputs, Some("tenant-02")).await;
     assert!(checked.produce_failed > 0);
     say(&format!(
         "exactly-once, refused outputs: {} refusals over the aborted transactions; {} events published, {} inputs \
          dead-lettered once as produce_failed, none twice",
         summary.produce_failed, checked.events, checked.produce_failed
     ));
+}
+
+/// Waits until the group committed the input to its end, off the async worker threads.
+async fn committed_to_the_end(brokers: &str, prefix: &str, input: &str) {
+    let (brokers, prefix, input) = (brokers.to_owned(), prefix.to_owned(), input.to_owned());
+    tokio::task::spawn_blocking(move || wait_committed(&brokers, &prefix, &input, INPUT_PARTITIONS)).await.unwrap();
+}
+
+/// [`check_exactly_once`] of the run, off the async worker threads (its reads block).
+async fn checked_off_the_workers(
+    brokers: String,
+    prefix: String,
+    input: String,
+    inputs: Vec<SynthRecord>,
+    refused_tenant: Option<&'static str>,
+) -> Checked {
+    tokio::task::spawn_blocking(move || {
+        let run = Run {
+            brokers: &brokers,
+            prefix: &prefix,
+            input: &input,
+            input_partitions: INPUT_PARTITIONS,
+            inputs: &inputs,
+        };
+        check_exactly_once(&run, refused_tenant)
+    })
+    .await
+    .unwrap()
 }

@@ -98,22 +98,16 @@ pub fn check_exactly_once(run: &Run<'_>, refused_tenant: Option<&str>) -> Checke
     let twice: Vec<_> = events.iter().chain(&rejected).filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "outputs read twice by a read_committed consumer (position, count): {twice:?}");
     // Every input position has exactly one event or dead letter.
-    let ends = input_ends(brokers, input, input_partitions);
     let positions: BTreeSet<(i32, i64)> = events.keys().chain(rejected.keys()).copied().collect();
-    let expected_positions: BTreeSet<(i32, i64)> =
-        ends.iter().flat_map(|(partition, end)| (0..*end).map(move |offset| (*partition, offset))).collect();
+    let expected_positions = input_positions(brokers, input, input_partitions);
     assert_eq!(positions.len(), inputs.len(), "one output per input");
     assert_eq!(positions, expected_positions, "every input position, and only those");
     // The refused tenant's valid inputs, and only those, are dead-lettered as refused.
-    let expected_failed: BTreeSet<String> = match refused_tenant {
-        Some(tenant) => inputs
-            .iter()
-            .filter(|r| !r.malformed && String::from_utf8_lossy(&r.key).ends_with(&format!("#{tenant}")))
-            .map(expected_id)
-            .collect(),
-        None => BTreeSet::new(),
-    };
-    assert_eq!(failed_ids, expected_failed, "produce_failed dead letters: exactly the refused tenant's inputs");
+    assert_eq!(
+        failed_ids,
+        refused_inputs(inputs, refused_tenant),
+        "produce_failed dead letters: exactly the refused tenant's inputs"
+    );
 
     // Sessions: every event's view is the one an uninterrupted run gives it (no replay is
     // visible to a read_committed consumer). With a refused tenant, its events are missing
@@ -192,9 +186,7 @@ pub fn check_at_least_once(run: &Run<'_>, refused_tenant: Option<&str>) -> Check
             events.push(output.clone());
         }
     }
-    let ends = input_ends(brokers, input, input_partitions);
-    let expected_positions: BTreeSet<(i32, i64)> =
-        ends.iter().flat_map(|(partition, end)| (0..*end).map(move |offset| (*partition, offset))).collect();
+    let expected_positions = input_positions(brokers, input, input_partitions);
     let positions: BTreeSet<(i32, i64)> = per_position.keys().copied().collect();
     assert_eq!(expected_positions.len(), inputs.len(), "the input topic holds the inputs");
     let lost: Vec<_> = expected_positions.difference(&positions).collect();
@@ -203,15 +195,11 @@ pub fn check_at_least_once(run: &Run<'_>, refused_tenant: Option<&str>) -> Check
     assert!(phantom.is_empty(), "outputs of no input: {phantom:?}");
     checked.duplicates = outputs.len() - positions.len();
     // The refused tenant's valid inputs, and only those, are dead-lettered as refused.
-    let expected_failed: BTreeSet<String> = match refused_tenant {
-        Some(tenant) => inputs
-            .iter()
-            .filter(|r| !r.malformed && String::from_utf8_lossy(&r.key).ends_with(&format!("#{tenant}")))
-            .map(expected_id)
-            .collect(),
-        None => BTreeSet::new(),
-    };
-    assert_eq!(failed_ids, expected_failed, "produce_failed dead letters: exactly the refused tenant's inputs");
+    assert_eq!(
+        failed_ids,
+        refused_inputs(inputs, refused_tenant),
+        "produce_failed dead letters: exactly the refused tenant's inputs"
+    );
 
     // Sessions: every view one an uninterrupted run gives; each session's last event its
     // final state (a replay carries the session as it stands). With a refused tenant, its
@@ -240,4 +228,22 @@ pub fn check_at_least_once(run: &Run<'_>, refused_tenant: Option<&str>) -> Check
     checked.session_alerts = published.session.len();
     checked.tenant_alerts = published.tenant;
     checked
+}
+
+/// Every (partition, offset) of the input topic, to its end.
+fn input_positions(brokers: &str, input: &str, input_partitions: i32) -> BTreeSet<(i32, i64)> {
+    let ends = input_ends(brokers, input, input_partitions);
+    ends.iter().flat_map(|(partition, end)| (0..*end).map(move |offset| (*partition, offset))).collect()
+}
+
+/// The ids of the valid inputs of `refused_tenant` (whose events topic refuses every record):
+/// those to be dead-lettered as `produce_failed`; none without one.
+fn refused_inputs(inputs: &[SynthRecord], refused_tenant: Option<&str>) -> BTreeSet<String> {
+    let Some(tenant) = refused_tenant else { return BTreeSet::new() };
+    let suffix = format!("#{tenant}");
+    inputs
+        .iter()
+        .filter(|r| !r.malformed && String::from_utf8_lossy(&r.key).ends_with(&suffix))
+        .map(expected_id)
+        .collect()
 }
