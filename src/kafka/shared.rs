@@ -202,7 +202,7 @@ impl<S: PartitionState> Shared<S> {
             DeliveryError::Abortable(reason) => {
                 self.must_abort.get_or_insert(reason);
             }
-            DeliveryError::Fenced(reason) => {
+            DeliveryError::Fenced(reason) | DeliveryError::Stuck(reason) => {
                 self.must_reset.get_or_insert(reason);
             }
             DeliveryError::Fatal(reason) => {
@@ -474,8 +474,9 @@ impl<S: PartitionState> Shared<S> {
             match error {
                 // Aborting failed for a reason that needs an abort: nothing more to do.
                 DeliveryError::Abortable(_) => {}
-                // The brokers aborted it already: a new producer goes on (the loop).
-                DeliveryError::Fenced(reason) => {
+                // The brokers aborted it already, or the producer is stuck: a new producer
+                // goes on (the loop).
+                DeliveryError::Fenced(reason) | DeliveryError::Stuck(reason) => {
                     self.must_reset.get_or_insert(reason);
                 }
                 DeliveryError::Fatal(reason) => {
