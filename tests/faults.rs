@@ -101,9 +101,18 @@ fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
 
 /// Polls `condition` every 200 ms until it holds, failing the test after `PATIENCE`.
 fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    wait_until_or(what, || if condition() { Ok(()) } else { Err(String::new()) });
+}
+
+/// [`wait_until`], the failure showing what `condition` last saw instead.
+fn wait_until_or(what: &str, mut condition: impl FnMut() -> Result<(), String>) {
     let started = Instant::now();
-    while !condition() {
-        assert!(started.elapsed() < PATIENCE, "{what}: not within {PATIENCE:?}");
+    loop {
+        let last = match condition() {
+            Ok(()) => return,
+            Err(last) => last,
+        };
+        assert!(started.elapsed() < PATIENCE, "{what}: not within {PATIENCE:?}; {last}");
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -325,11 +334,18 @@ fn scenario(fault: Fault, guarantee: &str) {
             let victim = leaders_and_isr(&brokers, &input)[&0].0;
             cluster.node(victim as u32, NodeAction::Kill);
             // The instances say the cluster is degraded, and go on.
-            wait_until("an instance reporting under-replicated partitions", || {
-                fleet.instances.iter().any(|i| {
-                    i.readyz()
-                        .is_some_and(|(status, body)| status == 503 && body.to_string().contains("under-replicated"))
-                })
+            let mut seen = Vec::new();
+            wait_until_or("an instance reporting under-replicated partitions", || {
+                seen = fleet.instances.iter().map(Instance::readyz).collect();
+                if seen
+                    .iter()
+                    .flatten()
+                    .any(|(status, body)| *status == 503 && body.to_string().contains("under-replicated"))
+                {
+                    Ok(())
+                } else {
+                    Err(format!("/readyz of each instance: {seen:?}"))
+                }
             });
             std::thread::sleep(Duration::from_secs(5));
             cluster.node(victim as u32, NodeAction::Start);

@@ -15,14 +15,20 @@
 //!   rerouted inside a transaction that will not commit: the transaction aborts, and the
 //!   loop processes its records again, the refused outputs dead-lettered then.
 //!
-//! The transactional calls block (`commit_transaction` flushes first): they run on the
-//! service loop's own thread, never on an async worker. Retriable errors are retried,
-//! abortable ones returned as [`DeliveryError::Abortable`], fatal ones (fenced) as
-//! [`DeliveryError::Fatal`].
+//! The transactional calls block (`commit_transaction` flushes first): the service loop
+//! waits for them on its own thread, never on an async worker. Retriable errors are retried,
+//! abortable ones returned as [`DeliveryError::Abortable`], a fenced producer as
+//! [`DeliveryError::Fenced`], other failures as [`DeliveryError::Fatal`]. Each call runs on
+//! a thread of its own and is waited for at most its timeout and [`STUCK_GRACE`]:
+//! librdkafka 2.12 may never return from `send_offsets_to_transaction` once the broker of
+//! the group coordinator died (its coordinator requests are not timed out: librdkafka
+//! issues 5456 and 5511; seen in the fault suite with the broker holding leaders killed).
+//! Such a producer is [`DeliveryError::Stuck`], and replaced as a fenced one is.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, ConsumerGroupMetadata};
 use rdkafka::error::{KafkaError, KafkaResult};
@@ -46,6 +52,11 @@ pub(super) enum DeliveryError {
     /// processed again (Kafka Streams' task migration).
     #[error("fenced: {0}")]
     Fenced(String),
+    /// A transactional call did not return in time (librdkafka waits for a dead group
+    /// coordinator forever): the producer is replaced as a fenced one is, its call left to
+    /// end on its own thread.
+    #[error("stuck: {0}")]
+    Stuck(String),
     /// This instance cannot go on: the producer failed for good.
     #[error("{0}")]
     Fatal(String),
@@ -194,6 +205,46 @@ pub(super) struct ExactlyOnce {
 /// Pause between two attempts of a transactional call that failed with a retriable error.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
+/// How long past its own timeout a transactional call is waited for before its producer is
+/// taken as stuck.
+const STUCK_GRACE: Duration = Duration::from_secs(5);
+
+/// A transactional call, run on a thread of its own.
+type Call = dyn Fn(&Producer, Duration) -> KafkaResult<()> + Send + Sync;
+
+/// Runs `call` with `producer` and `timeout` on a thread of its own, waiting for it at most
+/// `wait`, beating `heartbeat` meanwhile; `None` when it did not return in time (it goes on
+/// alone, holding its producer until it returns, if ever).
+fn bounded(
+    producer: &Arc<Producer>,
+    call: &Arc<Call>,
+    timeout: Duration,
+    wait: Duration,
+    heartbeat: &Heartbeat,
+) -> Option<KafkaResult<()>> {
+    let (done, result) = mpsc::sync_channel(1);
+    let (producer, call) = (producer.clone(), call.clone());
+    std::thread::Builder::new()
+        .name("txn-call".to_owned())
+        .spawn(move || {
+            // Nobody waits any more when it comes back late.
+            let _ = done.send(call(&producer, timeout));
+        })
+        // As `std::thread::spawn`: out of threads, the process is in no state to go on.
+        .expect("cannot start a transactional call's thread");
+    let deadline = Instant::now() + wait;
+    loop {
+        heartbeat.beat();
+        let left = deadline.saturating_duration_since(Instant::now());
+        match result.recv_timeout(left.min(Duration::from_secs(1))) {
+            Ok(outcome) => return Some(outcome),
+            Err(RecvTimeoutError::Timeout) if !left.is_zero() => {}
+            // Out of time, or the thread ended without an answer.
+            Err(_) => return None,
+        }
+    }
+}
+
 impl ExactlyOnce {
     /// Initializes the producer's transactions: fences an older producer with the same
     /// transactional id (a zombie of this instance) and aborts what it left open. Retried
@@ -209,11 +260,20 @@ impl ExactlyOnce {
         Ok(delivery)
     }
 
-    /// Runs a transactional call, again while it fails with a retriable error.
-    fn call(&mut self, what: &str, call: impl Fn(&Producer, Duration) -> KafkaResult<()>) -> Result<(), DeliveryError> {
+    /// Runs a transactional call, again while it fails with a retriable error; each attempt
+    /// waited for at most the call timeout and [`STUCK_GRACE`] (see [`bounded`]).
+    fn call(
+        &mut self,
+        what: &str,
+        call: impl Fn(&Producer, Duration) -> KafkaResult<()> + Send + Sync + 'static,
+    ) -> Result<(), DeliveryError> {
+        let call: Arc<Call> = Arc::new(call);
         loop {
-            self.heartbeat.beat();
-            match call(&self.producer, self.call_timeout) {
+            let waited = self.call_timeout + STUCK_GRACE;
+            let Some(outcome) = bounded(&self.producer, &call, self.call_timeout, waited, &self.heartbeat) else {
+                return Err(DeliveryError::Stuck(format!("{what} did not return within {} s", waited.as_secs())));
+            };
+            match outcome {
                 Ok(()) => return Ok(()),
                 Err(KafkaError::Transaction(error)) if error.is_retriable() => {
                     tracing::warn!(call = what, %error, "Transactional call failed; retrying.");
@@ -280,7 +340,7 @@ impl Delivery for ExactlyOnce {
                 .metadata()
                 .ok_or_else(|| DeliveryError::Abortable("no consumer group metadata (not in the group)".into()))?;
             let list = offsets(&moved);
-            self.call("send_offsets_to_transaction", |p, t| p.send_offsets_to_transaction(&list, &metadata, t))?;
+            self.call("send_offsets_to_transaction", move |p, t| p.send_offsets_to_transaction(&list, &metadata, t))?;
         }
         self.call("commit_transaction", |p, t| p.commit_transaction(t))?;
         self.open = false;
@@ -319,5 +379,44 @@ impl Delivery for ExactlyOnce {
         for tp in tps {
             self.committed.remove(tp);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use rdkafka::error::RDKafkaErrorCode;
+
+    use super::*;
+
+    fn producer() -> Arc<Producer> {
+        let mut config = rdkafka::ClientConfig::new();
+        // Never reached: the calls below do not talk to a broker.
+        config.set("bootstrap.servers", "127.0.0.1:9");
+        let outbox = super::super::outbox::Outbox::new(config, "dlq", Duration::from_secs(1)).expect("a producer");
+        outbox.producer.clone()
+    }
+
+    #[test]
+    fn a_transactional_call_that_does_not_return_in_time_is_left_behind() {
+        let producer = producer();
+        let heartbeat = Heartbeat::new();
+        // A call that returns only when released (as librdkafka waiting for a dead group
+        // coordinator, which never does).
+        let (release, released) = mpsc::channel::<()>();
+        let released = Mutex::new(released);
+        let stuck: Arc<Call> = Arc::new(move |_, _| {
+            let _ = released.lock().expect("not poisoned").recv();
+            Ok(())
+        });
+        let wait = Duration::from_millis(200);
+        assert!(bounded(&producer, &stuck, Duration::ZERO, wait, &heartbeat).is_none(), "left behind");
+        release.send(()).expect("the stuck call still waits");
+
+        // A call that answers is waited for, whatever it answers.
+        let answered: Arc<Call> = Arc::new(|_, _| Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut)));
+        let outcome = bounded(&producer, &answered, Duration::ZERO, Duration::from_secs(60), &heartbeat);
+        assert!(matches!(outcome, Some(Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut)))), "{outcome:?}");
     }
 }

@@ -403,13 +403,14 @@ impl Outbox {
         Refusal::Lost(tp)
     }
 
-    /// Exactly once: a refused record makes its transaction abort; what to do differently
-    /// when its input record is processed again. A record failed only because its
-    /// transaction is failing (purged from the queue, timed out) was not refused: it is sent
-    /// again as it was.
+    /// Exactly once: a failed record makes its transaction abort; what to do differently
+    /// when its input record is processed again. Only a record the brokers refused for what
+    /// it is ([`is_refusal_of_the_record`]) is left out then; any other failure is its
+    /// transaction's (purged, timed out, a partition not known yet to a restarted broker):
+    /// it is sent again as it was.
     pub fn refused_in_transaction(&mut self, pending: Pending, error: &KafkaError) -> Refusal {
         self.in_flight_bytes = self.in_flight_bytes.saturating_sub(pending.bytes);
-        if is_collateral(error) {
+        if !is_refusal_of_the_record(error) {
             return Refusal::Abort { tp: pending.tp, offset: pending.offset, refused: Refused::default(), lost: false };
         }
         let Pending { tp, offset, index, fallback, .. } = pending;
@@ -459,6 +460,29 @@ pub(super) fn is_collateral(error: &KafkaError) -> bool {
     )
 }
 
+/// The brokers (or the client) refused the record itself: its size or content, the topic's
+/// policy or permissions, a topic that does not exist. Sent again, it would be refused again.
+/// Any other error of a record in a transaction is the transaction's (purged when it failed,
+/// timed out with the brokers away, a partition a restarted broker does not know yet): the
+/// record is sent again as it was once the transaction is aborted.
+pub(super) fn is_refusal_of_the_record(error: &KafkaError) -> bool {
+    is_size_error(error)
+        || matches!(
+            error.rdkafka_error_code(),
+            Some(
+                RDKafkaErrorCode::InvalidRecord
+                    | RDKafkaErrorCode::InvalidMessage
+                    | RDKafkaErrorCode::BadMessage
+                    | RDKafkaErrorCode::InvalidTimestamp
+                    | RDKafkaErrorCode::InvalidTopic
+                    | RDKafkaErrorCode::PolicyViolation
+                    | RDKafkaErrorCode::TopicAuthorizationFailed
+                    | RDKafkaErrorCode::UnknownTopic
+                    | RDKafkaErrorCode::UnknownPartition
+            )
+        )
+}
+
 /// The brokers refused a record for its size: a smaller one may still pass.
 pub(super) fn is_size_error(error: &KafkaError) -> bool {
     matches!(
@@ -469,4 +493,41 @@ pub(super) fn is_size_error(error: &KafkaError) -> bool {
                 | RDKafkaErrorCode::InvalidMessageSize
         )
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn produce_error(code: RDKafkaErrorCode) -> KafkaError {
+        KafkaError::MessageProduction(code)
+    }
+
+    #[test]
+    fn only_what_the_record_is_makes_it_refused_in_a_transaction() {
+        for code in [
+            RDKafkaErrorCode::MessageSizeTooLarge,
+            RDKafkaErrorCode::InvalidRecord,
+            RDKafkaErrorCode::PolicyViolation,
+            RDKafkaErrorCode::TopicAuthorizationFailed,
+            RDKafkaErrorCode::UnknownTopic,
+        ] {
+            assert!(is_refusal_of_the_record(&produce_error(code)), "{code:?} refuses the record");
+        }
+        // Seen with the whole cluster restarting: a partition not known yet to the restarted
+        // coordinator fails the transaction; its records are the transaction's, not refused.
+        for code in [
+            RDKafkaErrorCode::UnknownTopicOrPartition,
+            RDKafkaErrorCode::NotLeaderForPartition,
+            RDKafkaErrorCode::NotEnoughReplicas,
+            RDKafkaErrorCode::InvalidTransactionalState,
+            RDKafkaErrorCode::OperationNotAttempted,
+            RDKafkaErrorCode::PurgeQueue,
+            RDKafkaErrorCode::PurgeInflight,
+            RDKafkaErrorCode::MessageTimedOut,
+            RDKafkaErrorCode::AllBrokersDown,
+        ] {
+            assert!(!is_refusal_of_the_record(&produce_error(code)), "{code:?} is the transaction's");
+        }
+    }
 }

@@ -23,7 +23,9 @@ use super::delivery::{Delivery, DeliveryError, GroupConsumer};
 use super::events;
 use super::health::Health;
 use super::offsets::TopicPartition;
-use super::outbox::{Delivery as Report, Fallback, Outbox, Pending, PendingTicket, Raw, Refusal, is_collateral};
+use super::outbox::{
+    Delivery as Report, Fallback, Outbox, Pending, PendingTicket, Raw, Refusal, is_collateral, is_refusal_of_the_record,
+};
 use super::plan::Refused;
 use super::runtime::RunSummary;
 use crate::pipeline::PartitionState;
@@ -200,7 +202,7 @@ impl<S: PartitionState> Shared<S> {
             DeliveryError::Abortable(reason) => {
                 self.must_abort.get_or_insert(reason);
             }
-            DeliveryError::Fenced(reason) => {
+            DeliveryError::Fenced(reason) | DeliveryError::Stuck(reason) => {
                 self.must_reset.get_or_insert(reason);
             }
             DeliveryError::Fatal(reason) => {
@@ -252,10 +254,12 @@ impl<S: PartitionState> Shared<S> {
             debug!(topic = %pending.tp.topic, partition = pending.tp.partition, %error, "A stale record failed.");
             return;
         }
-        if matches!(pending.fallback, Fallback::Input { .. }) && !is_collateral(&error) {
+        let reroutes = self.delivery.reroutes_refusals();
+        let for_good = if reroutes { !is_collateral(&error) } else { is_refusal_of_the_record(&error) };
+        if matches!(pending.fallback, Fallback::Input { .. }) && for_good {
             self.summary.produce_failed += 1;
         }
-        let refusal = if self.delivery.reroutes_refusals() {
+        let refusal = if reroutes {
             self.outbox.reroute(pending, error)
         } else {
             self.outbox.refused_in_transaction(pending, &error)
@@ -470,8 +474,9 @@ impl<S: PartitionState> Shared<S> {
             match error {
                 // Aborting failed for a reason that needs an abort: nothing more to do.
                 DeliveryError::Abortable(_) => {}
-                // The brokers aborted it already: a new producer goes on (the loop).
-                DeliveryError::Fenced(reason) => {
+                // The brokers aborted it already, or the producer is stuck: a new producer
+                // goes on (the loop).
+                DeliveryError::Fenced(reason) | DeliveryError::Stuck(reason) => {
                     self.must_reset.get_or_insert(reason);
                 }
                 DeliveryError::Fatal(reason) => {

@@ -68,6 +68,7 @@ pub fn check_exactly_once(run: &Run<'_>, refused_tenant: Option<&str>) -> Checke
     let mut events: BTreeMap<(i32, i64), usize> = BTreeMap::new();
     let mut rejected: BTreeMap<(i32, i64), usize> = BTreeMap::new();
     let mut failed_ids: BTreeSet<String> = BTreeSet::new();
+    let mut failures: BTreeSet<String> = BTreeSet::new();
     let mut events_only: Vec<OutputRecord> = Vec::new();
     for output in &outputs {
         let position = super::source_position(output, prefix);
@@ -75,6 +76,7 @@ pub fn check_exactly_once(run: &Run<'_>, refused_tenant: Option<&str>) -> Checke
             checked.dead_letters += 1;
             if output.headers.get("acs.error.code").map(String::as_str) == Some("produce_failed") {
                 checked.produce_failed += 1;
+                failures.extend(output.headers.get("acs.error.detail").cloned());
                 assert_eq!(
                     output.headers.get("acs.error.output").map(String::as_str),
                     Some("event"),
@@ -106,7 +108,7 @@ pub fn check_exactly_once(run: &Run<'_>, refused_tenant: Option<&str>) -> Checke
     assert_eq!(
         failed_ids,
         refused_inputs(inputs, refused_tenant),
-        "produce_failed dead letters: exactly the refused tenant's inputs"
+        "produce_failed dead letters: exactly the refused tenant's inputs (errors: {failures:?})"
     );
 
     // Sessions: every event's view is the one an uninterrupted run gives it (no replay is
@@ -162,12 +164,14 @@ pub fn check_at_least_once(run: &Run<'_>, refused_tenant: Option<&str>) -> Check
     let mut per_position: BTreeMap<(i32, i64), usize> = BTreeMap::new();
     let mut events: Vec<OutputRecord> = Vec::new();
     let mut failed_ids: BTreeSet<String> = BTreeSet::new();
+    let mut failures: BTreeSet<String> = BTreeSet::new();
     for output in &outputs {
         *per_position.entry(super::source_position(output, prefix)).or_default() += 1;
         if output.topic.ends_with(".dlq") {
             checked.dead_letters += 1;
             if output.headers.get("acs.error.code").map(String::as_str) == Some("produce_failed") {
                 checked.produce_failed += 1;
+                failures.extend(output.headers.get("acs.error.detail").cloned());
                 assert_eq!(
                     output.headers.get("acs.error.output").map(String::as_str),
                     Some("event"),
@@ -198,7 +202,7 @@ pub fn check_at_least_once(run: &Run<'_>, refused_tenant: Option<&str>) -> Check
     assert_eq!(
         failed_ids,
         refused_inputs(inputs, refused_tenant),
-        "produce_failed dead letters: exactly the refused tenant's inputs"
+        "produce_failed dead letters: exactly the refused tenant's inputs (errors: {failures:?})"
     );
 
     // Sessions: every view one an uninterrupted run gives; each session's last event its
