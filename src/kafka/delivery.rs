@@ -23,7 +23,8 @@
 //! librdkafka 2.12 may never return from `send_offsets_to_transaction` once the broker of
 //! the group coordinator died (its coordinator requests are not timed out: librdkafka
 //! issues 5456 and 5511; seen in the fault suite with the broker holding leaders killed).
-//! Such a producer is [`DeliveryError::Stuck`], and replaced as a fenced one is.
+//! Such a producer, like one that failed with a fatal transactional error, is
+//! [`DeliveryError::Broken`], and replaced as a fenced one is.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -52,11 +53,14 @@ pub(super) enum DeliveryError {
     /// processed again (Kafka Streams' task migration).
     #[error("fenced: {0}")]
     Fenced(String),
-    /// A transactional call did not return in time (librdkafka waits for a dead group
-    /// coordinator forever): the producer is replaced as a fenced one is, its call left to
-    /// end on its own thread.
-    #[error("stuck: {0}")]
-    Stuck(String),
+    /// The producer cannot go on, fenced aside: a transactional call did not return in time
+    /// (librdkafka waits for a dead group coordinator forever; the call is left to end on
+    /// its own thread), or librdkafka raised a fatal transactional error (seen: an abort
+    /// refused as `INVALID_TXN_STATE` after a timed-out transaction's epoch bump). Replaced
+    /// as a fenced one is: a new producer with the same transactional id aborts what the
+    /// old one left open.
+    #[error("broken: {0}")]
+    Broken(String),
     /// This instance cannot go on: the producer failed for good.
     #[error("{0}")]
     Fatal(String),
@@ -271,7 +275,7 @@ impl ExactlyOnce {
         loop {
             let waited = self.call_timeout + STUCK_GRACE;
             let Some(outcome) = bounded(&self.producer, &call, self.call_timeout, waited, &self.heartbeat) else {
-                return Err(DeliveryError::Stuck(format!("{what} did not return within {} s", waited.as_secs())));
+                return Err(DeliveryError::Broken(format!("{what} did not return within {} s", waited.as_secs())));
             };
             match outcome {
                 Ok(()) => return Ok(()),
@@ -289,6 +293,9 @@ impl ExactlyOnce {
                 }
                 Err(KafkaError::Transaction(error)) if fenced(error.code()) => {
                     return Err(DeliveryError::Fenced(format!("{what}: {error}")));
+                }
+                Err(KafkaError::Transaction(error)) if error.is_fatal() => {
+                    return Err(DeliveryError::Broken(format!("{what}: {error}")));
                 }
                 Err(error) => return Err(DeliveryError::Fatal(format!("{what}: {error}"))),
             }

@@ -267,8 +267,9 @@ struct Service<'s, P: Processor> {
     fenced: Vec<Instant>,
 }
 
-/// A producer fenced more often than this within `FENCED_WINDOW` is not replaced again: two
-/// instances share a transactional id (a configuration error), and the service stops.
+/// A producer fenced (or broken) more often than this within `FENCED_WINDOW` is not replaced
+/// again: two instances share a transactional id (a configuration error), or something
+/// lasting is wrong, and the service stops.
 const FENCED_MAX: usize = 10;
 const FENCED_WINDOW: Duration = Duration::from_secs(300);
 
@@ -279,9 +280,11 @@ impl<P: Processor> Service<'_, P> {
             events::fatal("producer", &reason);
             return Err(RuntimeError::Fatal { client: "producer", reason });
         }
-        if let Some((code, reason)) = shared.outbox.producer.client().fatal_error() {
-            if super::delivery::fenced(code) && !shared.delivery.reroutes_refusals() {
-                // Exactly once: fenced, a new producer goes on (see `fence_if_needed`).
+        if let Some((_, reason)) = shared.outbox.producer.client().fatal_error() {
+            if !shared.delivery.reroutes_refusals() {
+                // Exactly once: fenced, or failed for good, a new producer with the same
+                // transactional id goes on (see `abort_if_needed`; its initialization fails
+                // at once when the cause is lasting, e.g. not authorized).
                 shared.must_reset.get_or_insert(reason);
                 return Ok(());
             }
@@ -292,8 +295,9 @@ impl<P: Processor> Service<'_, P> {
     }
 
     /// Exactly once: a transaction that cannot commit is aborted, and its partitions processed
-    /// again from their committed offsets over restored state; a fenced producer is replaced
-    /// by a new one with the same transactional id first (at most `FENCED_MAX` times in
+    /// again from their committed offsets over restored state; a fenced (or broken, see
+    /// `DeliveryError::Broken`) producer is replaced by a new one with the same
+    /// transactional id first (at most `FENCED_MAX` times in
     /// `FENCED_WINDOW`: more is another instance with the same id, and the service stops).
     fn abort_if_needed(&mut self) -> Result<(), RuntimeError> {
         let mut shared = lock(self.shared);
@@ -303,7 +307,7 @@ impl<P: Processor> Service<'_, P> {
             self.fenced.push(now);
             if self.fenced.len() > FENCED_MAX {
                 let reason = format!(
-                    "fenced {} times within {FENCED_WINDOW:?} (another instance with kafka.instance_id {:?}?): {reason}",
+                    "producer replaced {} times within {FENCED_WINDOW:?} (fenced by another instance with kafka.instance_id {:?}?): {reason}",
                     self.fenced.len(),
                     self.config.kafka.instance()
                 );

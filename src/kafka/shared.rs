@@ -202,7 +202,7 @@ impl<S: PartitionState> Shared<S> {
             DeliveryError::Abortable(reason) => {
                 self.must_abort.get_or_insert(reason);
             }
-            DeliveryError::Fenced(reason) | DeliveryError::Stuck(reason) => {
+            DeliveryError::Fenced(reason) | DeliveryError::Broken(reason) => {
                 self.must_reset.get_or_insert(reason);
             }
             DeliveryError::Fatal(reason) => {
@@ -474,9 +474,9 @@ impl<S: PartitionState> Shared<S> {
             match error {
                 // Aborting failed for a reason that needs an abort: nothing more to do.
                 DeliveryError::Abortable(_) => {}
-                // The brokers aborted it already, or the producer is stuck: a new producer
+                // The brokers aborted it already, or the producer is broken: a new producer
                 // goes on (the loop).
-                DeliveryError::Fenced(reason) | DeliveryError::Stuck(reason) => {
+                DeliveryError::Fenced(reason) | DeliveryError::Broken(reason) => {
                     self.must_reset.get_or_insert(reason);
                 }
                 DeliveryError::Fatal(reason) => {
