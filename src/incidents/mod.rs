@@ -239,7 +239,8 @@ impl Incident {
             self.level += f64::from(points) * (-half_lives(at, self.level_at)).exp2();
         }
         self.peak = self.peak.max(self.level);
-        if rule.severity == Severity::Critical {
+        // A high or critical alert is a rule's judgement that the session needs a review.
+        if points > 0 && rule.severity >= Severity::High {
             self.floor = self.floor.max(Priority::High);
         }
         self.first_alert_at = Some(self.first_alert_at.map_or(at, |first| first.min(at)));

@@ -1029,7 +1029,7 @@ mod tests {
             rules.rules().iter().filter(|r| r.family.as_deref() == Some("conduct")).map(|r| &*r.id).collect();
         assert_eq!(conduct.len(), 8, "{conduct:?}");
         assert_eq!(rules.score_half_life, Duration::from_secs(1800));
-        assert_eq!((flag.weight, rules.get("lockdown-breach").unwrap().weight), (15, 60));
+        assert_eq!((flag.weight, rules.get("lockdown-breach").unwrap().weight), (20, 60));
         let silent: Vec<&str> = rules.silence_rules().map(|rule| &*rule.id).collect();
         assert_eq!(silent, ["session-silent"]);
     }

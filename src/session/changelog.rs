@@ -22,7 +22,8 @@ use crate::encode::proto::pb;
 use crate::incidents::{Incident, Priority, RuleTally};
 use crate::model::{SignalKind, Status};
 use crate::rules::engine::{Distinct, Window};
-use crate::rules::{Alert, Evidence, Fired, RuleState, SessionRules};
+use crate::rules::{Alert, Evidence, RuleState};
+use crate::session::{Fired, SessionRules};
 
 /// A changelog record that cannot be read back.
 #[derive(Debug, thiserror::Error)]

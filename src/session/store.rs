@@ -14,7 +14,8 @@ use crate::encode::incident::{IncidentEncoder, IncidentRecord};
 use crate::encode::{AlertEncoder, Alerted, Alerts, Output};
 use crate::incidents::{self, Incident};
 use crate::model::{Action, ActionStatus, Anomaly, Event, SessionView, Status};
-use crate::rules::{self, Fired, RuleMode, RuleSet, RuleState, Scope, SessionRules};
+use crate::rules::{self, RuleMode, RuleSet, RuleState, Scope};
+use crate::session::{Fired, SessionRules};
 
 /// Bounds of the session state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -588,8 +588,8 @@ fn a_sessions_incident_is_revised_by_its_alerts_given_again_on_a_replay_and_clos
     assert_eq!(fired.alerts.len(), 1);
     let first = incident_json(&fired).expect("the alert revised the incident");
     let expected = serde_json::json!({
-        "tenantId": "acme", "deliveryExecutionId": DE, "priority": "medium", "score": 30, "alertCount": 1,
-        "foldedAlertCount": 0, "byRule": {"repeated-pauses": 1}, "reasons": ["Repeated pauses ×1 (30 points)"],
+        "tenantId": "acme", "deliveryExecutionId": DE, "priority": "high", "score": 60, "alertCount": 1,
+        "foldedAlertCount": 0, "byRule": {"repeated-pauses": 1}, "reasons": ["Repeated pauses ×1 (60 points)"],
         "firstAlertAt": T0 + 1_200_000, "lastAlertAt": T0 + 1_200_000, "updatedAt": T0 + 1_200_000,
         "sessionStatus": "suspended", "open": true, "revision": 1,
         "source": {"topic": "raw", "partition": 0, "offset": 5},

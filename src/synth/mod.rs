@@ -436,6 +436,8 @@ mod tests {
         alerts: Vec<(String, String, String)>,
         /// Tenant-scoped alerts: (rule, the sessions of its evidence).
         tenant_alerts: Vec<(String, Vec<String>)>,
+        /// Per session: its incident's latest revision (JSON).
+        incidents: std::collections::HashMap<String, serde_json::Value>,
     }
 
     #[derive(Default)]
@@ -457,7 +459,12 @@ mod tests {
         let mut generator = Generator::new(options);
         let records = generator.take_records(records);
         let mut sessions = pipeline.sessions().untracked();
-        let mut observed = Observed { sessions: Default::default(), alerts: Vec::new(), tenant_alerts: Vec::new() };
+        let mut observed = Observed {
+            sessions: Default::default(),
+            alerts: Vec::new(),
+            tenant_alerts: Vec::new(),
+            incidents: Default::default(),
+        };
         let mut by_offset = Vec::new();
         for (offset, record) in records.iter().enumerate() {
             let id = String::from_utf8(record.key.clone()).unwrap();
@@ -474,11 +481,16 @@ mod tests {
                 seen.navigations.push(event.incident_time);
             }
             seen.ended |= matches!(event.action, Some(Action::Submission | Action::Terminate));
-            let Outcome::Event { alerts, facts, .. } =
+            let Outcome::Event { alerts, incidents, facts, .. } =
                 pipeline.process(&Record::new(Some(&record.key), &record.value, source), &mut sessions, now)
             else {
                 panic!("{}", String::from_utf8_lossy(&record.value))
             };
+            for incident in incidents {
+                let incident: serde_json::Value = serde_json::from_slice(&incident.value).unwrap();
+                let session = incident["deliveryExecutionId"].as_str().unwrap().to_owned();
+                observed.incidents.insert(session, incident);
+            }
             observed.sessions.get_mut(&id).unwrap().anomalies.extend(facts.anomalies);
             for alerted in alerts {
                 let alert: serde_json::Value = serde_json::from_slice(&alerted.output().value).unwrap();
@@ -603,6 +615,45 @@ mod tests {
             });
             assert!(burst, "a technical burst of background traffic");
         }
+    }
+
+    /// The incidents' targets: every finished suspicious session reaches at least `high`
+    /// (but the technical burst, a tenant-scoped rule that raises no session's incident), at
+    /// most 2% of the clean sessions do, and a clean session with at most one benign flag
+    /// stays at `low` or below.
+    #[test]
+    fn incidents_put_the_suspicious_sessions_first() {
+        let options = SynthOptions { malformed_ratio: 0.0, ..SynthOptions::default() };
+        let observed = observe(options, 25_000);
+        let rank = |priority: &str| ["none", "low", "medium", "high", "critical"].iter().position(|p| *p == priority);
+        let priority_of = |id: &str| {
+            observed.incidents.get(id).map_or(0, |incident| rank(incident["priority"].as_str().unwrap()).unwrap())
+        };
+        let (mut clean, mut clean_high, mut missed) = (0, 0, Vec::new());
+        for (id, seen) in &observed.sessions {
+            match seen.kind.unwrap() {
+                SessionKind::Suspicious(Pattern::TechnicalBurst) => {}
+                SessionKind::Suspicious(pattern) if seen.ended => {
+                    if priority_of(id) < 3 {
+                        let incident = observed.incidents.get(id);
+                        let field = |name: &str| incident.map(|incident| incident[name].to_string());
+                        missed.push((pattern, field("priority"), field("score"), field("byRule")));
+                    }
+                }
+                SessionKind::Clean => {
+                    clean += 1;
+                    clean_high += usize::from(priority_of(id) >= 3);
+                    let flags = observed.alerts.iter().filter(|(session, _, _)| session == id).count();
+                    if flags <= 1 {
+                        assert!(priority_of(id) <= 1, "clean {id}: {:?}", observed.incidents.get(id));
+                    }
+                }
+                _ => {}
+            }
+        }
+        assert!(missed.is_empty(), "{} suspicious sessions below high: {missed:?}", missed.len());
+        assert!(clean > 500, "{clean} clean sessions");
+        assert!(clean_high * 50 <= clean, "{clean_high} of {clean} clean sessions at high or above");
     }
 
     #[test]

@@ -327,18 +327,28 @@ impl Planner<'_> {
                 self.pause(t, duration, Step::ProctorPause(IDENTITY));
             }
             Pattern::IllegalTransition => {
-                // The proctor pauses; the test taker's front-end goes on navigating.
-                let duration = self.rng.i64(3 * MINUTE..6 * MINUTE);
-                if self.pause(t, duration, Step::ProctorPause(ROOM_REASONS[1])) {
-                    for _ in 0..self.rng.usize(1..=3) {
-                        let at = t + self.rng.i64(10 * SECOND..duration - 10 * SECOND);
-                        self.add(at, Step::Navigate);
+                // Twice, the proctor pauses and the test taker's front-end goes on navigating
+                // (the second time past the rule's cooldown: two alerts).
+                let mut from = t.min(self.length - 18 * MINUTE).max(MINUTE);
+                for _ in 0..2 {
+                    let duration = self.rng.i64(3 * MINUTE..5 * MINUTE);
+                    if self.pause(from, duration, Step::ProctorPause(ROOM_REASONS[1])) {
+                        for _ in 0..self.rng.usize(1..=3) {
+                            let at = from + self.rng.i64(10 * SECOND..duration - 10 * SECOND);
+                            self.add(at, Step::Navigate);
+                        }
                     }
+                    from += duration + self.rng.i64(5 * MINUTE..6 * MINUTE);
                 }
             }
             Pattern::SecurityFlag => {
-                let count = self.rng.usize(2..=3);
-                self.flags(count, t, 4 * MINUTE, &[(20999, render::RIGHT_CLICK)]);
+                // Four right clicks, each past the rule's cooldown (5 minutes) after the
+                // previous one: four alerts.
+                let mut at = t.min(self.length - 21 * MINUTE).max(MINUTE);
+                for _ in 0..4 {
+                    self.add(at.min(self.length - 10 * SECOND), Step::Flag(20999, render::RIGHT_CLICK));
+                    at += 5 * MINUTE + self.rng.i64(10 * SECOND..=90 * SECOND);
+                }
             }
         }
         None
