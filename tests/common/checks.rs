@@ -6,7 +6,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use acs_stream::commands::demo::OutputRecord;
+use acs_stream::encode::proto::pb;
 use acs_stream::synth::SynthRecord;
+use prost::Message as _;
 
 use super::alerts::{assert_same_alerts, published_alerts, reference_session_alerts};
 use super::processor::expected_id;
@@ -195,7 +197,13 @@ pub fn check_at_least_once(run: &Run<'_>, refused_tenant: Option<&str>) -> Check
     assert_eq!(expected_positions.len(), inputs.len(), "the input topic holds the inputs");
     let lost: Vec<_> = expected_positions.difference(&positions).collect();
     let phantom: Vec<_> = positions.difference(&expected_positions).collect();
-    assert!(lost.is_empty(), "inputs lost (no event, no dead letter): {lost:?}");
+    if !lost.is_empty() {
+        // Whether their outputs are missing, or there under another source position.
+        let output_ids: BTreeSet<String> = outputs.iter().map(|output| output_id(output, prefix)).collect();
+        let missing: Vec<String> =
+            inputs.iter().filter(|r| !r.malformed).map(expected_id).filter(|id| !output_ids.contains(id)).collect();
+        panic!("inputs lost (no event, no dead letter): {lost:?}; message ids without an output: {missing:?}");
+    }
     assert!(phantom.is_empty(), "outputs of no input: {phantom:?}");
     checked.duplicates = outputs.len() - positions.len();
     // The refused tenant's valid inputs, and only those, are dead-lettered as refused.
@@ -232,6 +240,21 @@ pub fn check_at_least_once(run: &Run<'_>, refused_tenant: Option<&str>) -> Check
     checked.session_alerts = published.session.len();
     checked.tenant_alerts = published.tenant;
     checked
+}
+
+/// The message id an output stands for: its event's, or its dead letter's original record's.
+fn output_id(output: &OutputRecord, prefix: &str) -> String {
+    if output.topic == format!("{prefix}.dlq") {
+        let record =
+            SynthRecord { key: output.key.clone().unwrap_or_default(), value: output.value.clone(), malformed: false };
+        // A value that is not JSON (malformed input) has no id to compare.
+        if serde_json::from_slice::<serde_json::Value>(&record.value).is_err() {
+            return String::new();
+        }
+        expected_id(&record)
+    } else {
+        pb::EnrichedEvent::decode(output.value.as_slice()).expect("protobuf event").message_id
+    }
 }
 
 /// Every (partition, offset) of the input topic, to its end.
