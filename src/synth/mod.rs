@@ -633,12 +633,10 @@ mod tests {
         for (id, seen) in &observed.sessions {
             match seen.kind.unwrap() {
                 SessionKind::Suspicious(Pattern::TechnicalBurst) => {}
-                SessionKind::Suspicious(pattern) if seen.ended => {
-                    if priority_of(id) < 3 {
-                        let incident = observed.incidents.get(id);
-                        let field = |name: &str| incident.map(|incident| incident[name].to_string());
-                        missed.push((pattern, field("priority"), field("score"), field("byRule")));
-                    }
+                SessionKind::Suspicious(pattern) if seen.ended && priority_of(id) < 3 => {
+                    let incident = observed.incidents.get(id);
+                    let field = |name: &str| incident.map(|incident| incident[name].to_string());
+                    missed.push((pattern, field("priority"), field("score"), field("byRule")));
                 }
                 SessionKind::Clean => {
                     clean += 1;
