@@ -77,6 +77,8 @@ impl<S: PartitionState + 'static> ConsumerCtx<S> {
             // once, the open transaction held their work with everyone else's: it aborts, and
             // the partitions kept are processed again from their committed offsets.
             events::lost(revoked.len(), "the assignment was lost");
+            // Another member may have moved them on: an unsaved position is stale.
+            shared.unsaved.retain(|tp, _| !revoked.contains(tp));
             shared.forget(&revoked);
             shared.outbox.tracker.revoke(&revoked);
             if shared.delivery.open() {
@@ -114,7 +116,9 @@ impl<S: PartitionState + 'static> ConsumerCtx<S> {
                     false
                 }
             };
-            if !saved {
+            if saved {
+                shared.saved(&positions);
+            } else {
                 shared.unsaved.extend(positions);
             }
             count

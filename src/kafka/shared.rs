@@ -362,6 +362,7 @@ impl<S: PartitionState> Shared<S> {
                 if sync {
                     self.unsaved.clear();
                 }
+                self.saved(&positions);
                 self.committed(&positions);
                 true
             }
@@ -411,6 +412,15 @@ impl<S: PartitionState> Shared<S> {
             if let Some(published) = tracker.acknowledged(tp) {
                 state.committed(published);
             }
+        }
+    }
+
+    /// The commit of `positions` went out: an older unsaved position of theirs must not be
+    /// resumed from later (the committed offset would go back, and what follows be processed
+    /// again).
+    pub fn saved(&mut self, positions: &[(TopicPartition, i64)]) {
+        for (tp, _) in positions {
+            self.unsaved.remove(tp);
         }
     }
 
