@@ -13,7 +13,8 @@
 //!   default): a burst adds up, flags spread over a two-hour sitting do not;
 //! - `score` is the peak of that level, at most 100 (a session that cheated an hour ago stays
 //!   to be reviewed); `priority` is `none` at 0, `low` to 29, `medium` to 59, `high` to 84,
-//!   `critical` above, and at least `high` once a critical alert fired;
+//!   `critical` above, and at least `high` once a high or critical alert counted (one folded
+//!   by its family aside: another alert of the event said it);
 //! - noise control: an event firing several rules of one family publishes the most severe
 //!   one's alert (the first in file order among equals) and folds the others, which add no
 //!   points (they say the same thing); beyond the alert budget (at most N alerts published per
@@ -206,8 +207,13 @@ impl Incident {
             }
         }
         for (rule, verdict) in rules.iter().zip(&verdicts) {
-            let points = if *verdict == Verdict::FoldedByFamily { 0 } else { rule.weight };
+            let counted = *verdict != Verdict::FoldedByFamily;
+            let points = if counted { rule.weight } else { 0 };
             self.add(rule, points, at, half_life_ms);
+            // A high or critical alert is a rule's judgement that the session needs a review.
+            if counted && rule.severity >= Severity::High {
+                self.floor = self.floor.max(Priority::High);
+            }
             self.folded += u32::from(verdict.folded());
         }
         verdicts
@@ -239,10 +245,6 @@ impl Incident {
             self.level += f64::from(points) * (-half_lives(at, self.level_at)).exp2();
         }
         self.peak = self.peak.max(self.level);
-        // A high or critical alert is a rule's judgement that the session needs a review.
-        if points > 0 && rule.severity >= Severity::High {
-            self.floor = self.floor.max(Priority::High);
-        }
         self.first_alert_at = Some(self.first_alert_at.map_or(at, |first| first.min(at)));
         self.last_alert_at = Some(self.last_alert_at.map_or(at, |last| last.max(at)));
     }

@@ -41,6 +41,19 @@ fn priority_bands_follow_the_score_and_a_critical_alert_floors_it_at_high() {
     let mut incident = Incident::default();
     add(&mut incident, &rules, &["lockdown"], T0, Policy::default());
     assert_eq!((incident.score(), incident.priority()), (20, Priority::High), "20 points, floored at high");
+    // A high alert floors it too; a medium one does not.
+    let mut high = Incident::default();
+    add(&mut high, &rules, &["screenshot"], T0, Policy::default());
+    assert_eq!((high.score(), high.priority()), (30, Priority::High), "30 points, floored at high");
+    let mut medium = Incident::default();
+    add(&mut medium, &rules, &["pauses"], T0, Policy::default());
+    assert_eq!(medium.priority(), Priority::Low, "20 points of a medium rule: no floor");
+    // A high alert folded by a critical one of its family (same event): floored by the one
+    // published.
+    let mut folded = Incident::default();
+    let verdicts = add(&mut folded, &rules, &["screenshot", "lockdown"], T0, Policy::default());
+    assert_eq!(verdicts, [Verdict::FoldedByFamily, Verdict::Publish]);
+    assert_eq!(folded.priority(), Priority::High);
     assert_eq!(rules.get("defaulted").unwrap().weight, 35, "a high rule without a weight");
     for priority in Priority::ALL {
         assert_eq!(Priority::from_raw(priority.to_raw()), Some(priority));

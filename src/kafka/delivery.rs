@@ -198,9 +198,11 @@ pub(super) struct ExactlyOnce {
     open: bool,
     /// The positions of the last commit: a commit with nothing new is skipped.
     committed: HashMap<TopicPartition, i64>,
-    /// How long one transactional call may take before it is tried again.
+    /// The timeout given to each transactional call (librdkafka's own), and from which how
+    /// long it is waited for before its producer is taken as stuck (see [`bounded`]).
     call_timeout: Duration,
-    /// Beaten between the attempts of a call retried (a loop waiting on the brokers is alive).
+    /// Beaten while a call is waited for and between the attempts of a call retried (a loop
+    /// waiting on the brokers is alive).
     heartbeat: Arc<Heartbeat>,
     /// Records sent in the open transaction.
     sent: u64,
@@ -265,15 +267,17 @@ impl ExactlyOnce {
     }
 
     /// Runs a transactional call, again while it fails with a retriable error; each attempt
-    /// waited for at most the call timeout and [`STUCK_GRACE`] (see [`bounded`]).
+    /// waited for at most the call timeout and [`STUCK_GRACE`] (see [`bounded`]), twice the
+    /// timeout for `commit_transaction`, which flushes with it first.
     fn call(
         &mut self,
         what: &str,
         call: impl Fn(&Producer, Duration) -> KafkaResult<()> + Send + Sync + 'static,
     ) -> Result<(), DeliveryError> {
         let call: Arc<Call> = Arc::new(call);
+        let timeouts = if what == "commit_transaction" { 2 } else { 1 };
         loop {
-            let waited = self.call_timeout + STUCK_GRACE;
+            let waited = self.call_timeout * timeouts + STUCK_GRACE;
             let Some(outcome) = bounded(&self.producer, &call, self.call_timeout, waited, &self.heartbeat) else {
                 return Err(DeliveryError::Broken(format!("{what} did not return within {} s", waited.as_secs())));
             };

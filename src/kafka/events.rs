@@ -112,11 +112,11 @@ pub(super) fn published(meters: &telemetry::DeliveryMeters, kind: Published, con
     meters.published(kind, consumed_at);
 }
 
-/// Exactly once: the producer was fenced, or stuck in a transactional call; a new one with
-/// the same transactional id goes on, the uncommitted work processed again.
+/// Exactly once: the producer was fenced, stuck in a transactional call, or failed for good;
+/// a new one with the same transactional id goes on, the uncommitted work processed again.
 pub(super) fn fenced(reason: &str) {
     metrics::counter!(telemetry::TRANSACTIONS, "result" => "aborted").increment(1);
-    warn!(reason, "Producer fenced or stuck; going on with a new one, processing again from the committed offsets.");
+    warn!(reason, "Producer replaced (fenced, stuck or failed); processing again from the committed offsets.");
 }
 
 /// The service cannot go on.

@@ -245,8 +245,10 @@ impl Outbox {
     }
 
     /// A new producer in place of the current one (fenced: its transactional id was taken
-    /// over, or its transaction expired while the brokers were away). What the old one had in
-    /// flight is purged as it goes: its reports come back as failures of stale tickets.
+    /// over, or its transaction expired while the brokers were away; or broken: stuck in a
+    /// call, or failed for good). What the old one had in flight is purged when it goes (when
+    /// a call left running on it returns, if ever): its reports come back as failures of
+    /// stale tickets.
     pub fn recreate(&mut self) -> Result<Arc<Producer>, KafkaError> {
         let producer: Arc<Producer> =
             Arc::new(self.config.create_with_context(OutboxContext { deliveries: self.sender.clone() })?);
@@ -446,8 +448,8 @@ pub(super) struct PendingTicket {
     pub consumed_at: Option<Instant>,
 }
 
-/// A record that failed with its transaction, not for what it is: purged when the
-/// transaction failed, or not acknowledged in time (the brokers away).
+/// At least once: a record that failed not for what it is, but for its producer's state
+/// (purged, or not acknowledged in time with the brokers away); not counted as refused.
 pub(super) fn is_collateral(error: &KafkaError) -> bool {
     matches!(
         error.rdkafka_error_code(),
@@ -471,6 +473,7 @@ pub(super) fn is_refusal_of_the_record(error: &KafkaError) -> bool {
             error.rdkafka_error_code(),
             Some(
                 RDKafkaErrorCode::InvalidRecord
+                    | RDKafkaErrorCode::UnsupportedForMessageFormat
                     | RDKafkaErrorCode::InvalidMessage
                     | RDKafkaErrorCode::BadMessage
                     | RDKafkaErrorCode::InvalidTimestamp

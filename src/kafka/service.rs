@@ -21,7 +21,7 @@ use rdkafka::{ClientConfig, Offset};
 use tracing::{debug, info, warn};
 
 use super::client;
-use super::delivery::{AtLeastOnce, Delivery, ExactlyOnce};
+use super::delivery::{AtLeastOnce, Delivery, DeliveryError, ExactlyOnce};
 use super::events;
 use super::health::{ClusterWatch, Heartbeat};
 use super::offsets::TopicPartition;
@@ -307,7 +307,7 @@ impl<P: Processor> Service<'_, P> {
             self.fenced.push(now);
             if self.fenced.len() > FENCED_MAX {
                 let reason = format!(
-                    "producer replaced {} times within {FENCED_WINDOW:?} (fenced by another instance with kafka.instance_id {:?}?): {reason}",
+                    "producer replaced {} times within {FENCED_WINDOW:?} (fenced by another instance with kafka.instance_id {:?}, or failing for a lasting cause?): {reason}",
                     self.fenced.len(),
                     self.config.kafka.instance()
                 );
@@ -318,9 +318,19 @@ impl<P: Processor> Service<'_, P> {
             shared.settle_ready();
             let producer =
                 shared.outbox.recreate().map_err(|source| RuntimeError::Client { client: "producer", source })?;
-            if let Err(error) = shared.delivery.replace(producer) {
-                events::fatal("producer", &error.to_string());
-                return Err(RuntimeError::Fatal { client: "producer", reason: error.to_string() });
+            match shared.delivery.replace(producer) {
+                Ok(()) => {}
+                // A lasting cause (e.g. not authorized): the new producer cannot start either.
+                Err(DeliveryError::Fatal(reason)) => {
+                    events::fatal("producer", &reason);
+                    return Err(RuntimeError::Fatal { client: "producer", reason });
+                }
+                // Its initialization failed for a passing cause (or hung, as librdkafka can
+                // on a dead coordinator): replaced again at the next turn, within the limit.
+                Err(error) => {
+                    shared.must_reset.get_or_insert(error.to_string());
+                    return Ok(());
+                }
             }
             shared.must_abort.get_or_insert(reason);
         }

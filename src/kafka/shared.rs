@@ -259,6 +259,11 @@ impl<S: PartitionState> Shared<S> {
         if matches!(pending.fallback, Fallback::Input { .. }) && for_good {
             self.summary.produce_failed += 1;
         }
+        if !reroutes && !for_good {
+            // The transaction aborts (see `refused_in_transaction`) for this failure, and the
+            // record is sent again: the reason says which.
+            self.must_abort.get_or_insert_with(|| format!("an output failed with its transaction: {error}"));
+        }
         let refusal = if reroutes {
             self.outbox.reroute(pending, error)
         } else {
@@ -420,7 +425,10 @@ impl<S: PartitionState> Shared<S> {
     /// again).
     pub fn saved(&mut self, positions: &[(TopicPartition, i64)]) {
         for (tp, _) in positions {
-            self.unsaved.remove(tp);
+            // Restoring, it still resumes there (the commit that went out may not land).
+            if !self.restoring.contains_key(tp) {
+                self.unsaved.remove(tp);
+            }
         }
     }
 
