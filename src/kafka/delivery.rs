@@ -19,7 +19,8 @@
 //! waits for them on its own thread, never on an async worker. Retriable errors are retried,
 //! abortable ones returned as [`DeliveryError::Abortable`], a fenced producer as
 //! [`DeliveryError::Fenced`], other failures as [`DeliveryError::Fatal`]. Each call runs on
-//! a thread of its own and is waited for at most its timeout and [`STUCK_GRACE`]:
+//! a thread of its own and is waited for at most its timeout (twice for the commit, which
+//! flushes first) and [`STUCK_GRACE`]:
 //! librdkafka 2.12 may never return from `send_offsets_to_transaction` once the broker of
 //! the group coordinator died (its coordinator requests are not timed out: librdkafka
 //! issues 5456 and 5511; seen in the fault suite with the broker holding leaders killed).
