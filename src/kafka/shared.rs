@@ -553,20 +553,41 @@ impl Rewind {
     }
 }
 
-/// Where the group resumes `tp`: its committed offset, or `reset` when it has none.
+/// Where the group resumes `tp`: its committed offset, or `reset` when it has none. A
+/// partition the brokers answer for with an error has not "none": it is asked again (a few
+/// times, [`COMMITTED_RETRY_PAUSE`] apart), then the error is returned. Exactly once, the
+/// answer is `UNSTABLE_OFFSET_COMMIT` while a transaction holding offsets of the partition
+/// completes (librdkafka retries it only so often): taken as "none", the partition went
+/// back to `reset` and outputs that transaction committed were published again (seen in
+/// the fault suite with a broker paused).
 pub(super) fn committed_or<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     tp: &TopicPartition,
     reset: Offset,
 ) -> Result<Offset, KafkaError> {
-    let mut list = TopicPartitionList::new();
-    list.add_partition(&tp.topic, tp.partition);
-    let committed = consumer.committed_offsets(list, Duration::from_secs(10))?;
-    match committed.find_partition(&tp.topic, tp.partition).map(|e| e.offset()) {
-        Some(Offset::Offset(offset)) => Ok(Offset::Offset(offset)),
-        _ => Ok(reset),
+    let mut attempt = 1;
+    loop {
+        let mut list = TopicPartitionList::new();
+        list.add_partition(&tp.topic, tp.partition);
+        let committed = consumer.committed_offsets(list, Duration::from_secs(10))?;
+        let Some(element) = committed.find_partition(&tp.topic, tp.partition) else { return Ok(reset) };
+        match (element.error(), element.offset()) {
+            (Ok(()), Offset::Offset(offset)) => return Ok(Offset::Offset(offset)),
+            (Ok(()), _) => return Ok(reset),
+            (Err(error), _) if attempt >= COMMITTED_ATTEMPTS => return Err(error),
+            (Err(error), _) => {
+                warn!(topic = %tp.topic, partition = tp.partition, attempt, %error, "Cannot read the committed offset yet; asking again.");
+                attempt += 1;
+                std::thread::sleep(COMMITTED_RETRY_PAUSE);
+            }
+        }
     }
 }
+
+/// How often, and how far apart, [`committed_or`] asks for a committed offset the brokers
+/// answered with an error for.
+const COMMITTED_ATTEMPTS: u32 = 10;
+const COMMITTED_RETRY_PAUSE: Duration = Duration::from_millis(500);
 
 /// Pauses or resumes `partitions`; false when the consumer refused (logged).
 pub(super) fn set_paused<'a, C: ConsumerContext>(
