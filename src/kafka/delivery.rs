@@ -275,8 +275,17 @@ impl ExactlyOnce {
         what: &str,
         call: impl Fn(&Producer, Duration) -> KafkaResult<()> + Send + Sync + 'static,
     ) -> Result<(), DeliveryError> {
+        self.call_for(what, 1, call)
+    }
+
+    /// [`ExactlyOnce::call`] for a call that may take `timeouts` times the call timeout.
+    fn call_for(
+        &mut self,
+        what: &str,
+        timeouts: u32,
+        call: impl Fn(&Producer, Duration) -> KafkaResult<()> + Send + Sync + 'static,
+    ) -> Result<(), DeliveryError> {
         let call: Arc<Call> = Arc::new(call);
-        let timeouts = if what == "commit_transaction" { 2 } else { 1 };
         loop {
             let waited = self.call_timeout * timeouts + STUCK_GRACE;
             let Some(outcome) = bounded(&self.producer, &call, self.call_timeout, waited, &self.heartbeat) else {
@@ -354,7 +363,8 @@ impl Delivery for ExactlyOnce {
             let list = offsets(&moved);
             self.call("send_offsets_to_transaction", move |p, t| p.send_offsets_to_transaction(&list, &metadata, t))?;
         }
-        self.call("commit_transaction", |p, t| p.commit_transaction(t))?;
+        // It flushes first, with the same timeout.
+        self.call_for("commit_transaction", 2, |p, t| p.commit_transaction(t))?;
         self.open = false;
         events::transaction_committed(moved.len(), self.sent);
         self.committed.extend(moved);
